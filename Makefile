@@ -1,0 +1,34 @@
+# One command to set up and run on the bundled sample, one to set up and test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export WANDB_MODE := offline
+
+.PHONY: install run test lint viz clean-data
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/kedro run
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+viz: install
+	$(BIN)/kedro viz run
+
+clean-data:
+	find data -mindepth 2 ! -name .gitkeep ! -path 'data/01_raw/*' -delete
