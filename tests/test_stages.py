@@ -1,0 +1,206 @@
+"""Stage schedule: the guide's defaults, validation messages, precedence and pipeline split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qsight_pipeline.training.stages import (
+    ScheduleError,
+    Stage,
+    default_stage_schedule,
+    parse_stages,
+    resolve_schedule,
+    split_schedule,
+)
+
+# The guide's two JSON examples (section 3 "Optional local config file" and section 4 "Custom
+# Stage Schedules"), copied verbatim.
+GUIDE_CONFIG_FILE_EXAMPLE = """
+{
+  "stages": [
+    {
+      "name": "classical",
+      "num_epochs": 8,
+      "learning_rate": 0.0001,
+      "patience": 4,
+      "active_mask": [1, 1, 0]
+    },
+    {
+      "name": "ensemble",
+      "num_epochs": 4,
+      "learning_rate": 5e-05,
+      "loss_weights": {"ensemble": 1.0}
+    }
+  ]
+}
+"""
+GUIDE_STAGES_CONFIG_EXAMPLE = """
+[
+  {
+    "name": "classical",
+    "num_epochs": 10,
+    "learning_rate": 0.0001,
+    "weight_decay": 1e-5,
+    "patience": 4,
+    "active_mask": [1, 1, 0],
+    "loss_weights": {
+      "classical_a": 1.0,
+      "classical_b": 1.0,
+      "quantum": 0.0,
+      "ensemble": 0.5
+    }
+  }
+]
+"""
+
+
+def test_default_schedule_is_the_guides_three_stages():
+    classical, quantum, ensemble = default_stage_schedule()
+
+    assert (classical.name, classical.num_epochs, classical.learning_rate) == (
+        "classical",
+        12,
+        1e-4,
+    )
+    assert classical.active_mask == (1, 1, 0)
+    assert set(classical.trainable) == {"encoder", "compression", "head_a", "head_b", "ensemble"}
+    assert classical.runs_on_images and not classical.trains_quantum
+
+    assert (quantum.name, quantum.num_epochs, quantum.learning_rate) == ("quantum", 8, 5e-5)
+    assert set(quantum.trainable) == {"quantum_head", "ensemble"}
+    assert quantum.trains_quantum and not quantum.runs_on_images
+
+    assert (ensemble.name, ensemble.num_epochs, ensemble.learning_rate) == ("ensemble", 5, 1e-4)
+    assert ensemble.trainable == ("ensemble",)
+
+    groups = split_schedule([classical, quantum, ensemble])
+    assert {k: [s.name for s in v] for k, v in groups.items()} == {
+        "classical": ["classical"],
+        "quantum": ["quantum"],
+        "ensemble": ["ensemble"],
+    }
+
+
+def test_guide_examples_parse_and_missing_loss_weights_inherit_defaults():
+    stages = parse_stages(json.loads(GUIDE_CONFIG_FILE_EXAMPLE))
+    assert [s.name for s in stages] == ["classical", "ensemble"]
+    assert stages[1].loss_weights == {
+        "classical_a": 1.0,
+        "classical_b": 1.0,
+        "quantum": 1.0,
+        "ensemble": 1.0,
+    }
+    assert stages[1].active_mask == (1, 1, 1)
+    (only,) = parse_stages(json.loads(GUIDE_STAGES_CONFIG_EXAMPLE))
+    assert only.weight_decay == 1e-5 and only.loss_weights["ensemble"] == 0.5
+
+
+def test_stage_round_trips_through_to_dict():
+    for stage in default_stage_schedule():
+        assert parse_stages([stage.to_dict()]) == [stage]
+    assert parse_stages(default_stage_schedule()) == default_stage_schedule()
+
+
+def _error(raw) -> str:
+    with pytest.raises(ScheduleError) as info:
+        parse_stages(raw)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"active_mask": [1, 1]}, "active_mask", "list of 3 flags"),
+        ({"active_mask": [0, 0, 0]}, "active_mask", "at least one head"),
+        ({"learning_rate": -0.001}, "learning_rate", "positive"),
+        ({"num_epochs": 2.5}, "num_epochs", "integer"),
+        ({"num_epochs": 0}, "num_epochs", ">= 1"),
+        ({"patience": -1}, "patience", ">= 0"),
+        ({"weight_decay": "lots"}, "weight_decay", "number"),
+        ({"loss_weights": {"classic_a": 1.0}}, "loss_weights", "classic_a"),
+        ({"loss_weights": {"ensemble": -1}}, "loss_weights.ensemble", ">= 0"),
+        ({"trainable": ["encoder", "decoder"]}, "trainable", "decoder"),
+        ({"trainable": ["head_a"], "active_mask": [0, 1, 0]}, "trainable", "active_mask"),
+    ],
+)
+def test_field_errors_name_the_stage_and_the_field(change, field, words):
+    good = {"name": "warmup", "num_epochs": 2, "trainable": ["head_a", "head_b", "ensemble"]}
+    message = _error([{"name": "classical", "num_epochs": 1}, {**good, **change}])
+    assert "stage 1 ('warmup')" in message
+    assert f"`{field}`" in message
+    assert words in message
+
+
+def test_unknown_and_old_system_keys_are_rejected_by_name():
+    message = _error([{"name": "classical", "num_epochs": 1, "lr_warmup": 3}])
+    assert "stage 0 ('classical')" in message and "lr_warmup" in message
+
+    for key in ("grad_accum_steps", "annealing_schedule"):
+        message = _error([{"name": "classical", "num_epochs": 1, key: 4}])
+        assert key in message and "not supported" in message and "stage 0 ('classical')" in message
+
+
+def test_image_stage_after_cache_stage_is_rejected():
+    message = _error(
+        [
+            {"name": "quantum", "num_epochs": 1},
+            {"name": "finetune", "num_epochs": 1, "trainable": ["encoder", "head_a"]},
+        ]
+    )
+    assert "stage 1 ('finetune')" in message and "stage 0 ('quantum')" in message
+    assert "`trainable`" in message
+
+
+def test_other_schedule_errors():
+    assert "`name`" in _error([{"num_epochs": 1}])
+    assert "`num_epochs` is required" in _error([{"name": "classical"}])
+    assert "repeats stage 0" in _error([{"name": "classical", "num_epochs": 1}] * 2)
+    assert "`trainable` is required" in _error([{"name": "probe", "num_epochs": 1}])
+    assert "empty" in _error([])
+    assert "`stages`" in _error({"stage": []})
+
+
+def test_precedence_stages_over_stages_config_over_default(tmp_path):
+    config_file = tmp_path / "stages.json"
+    config_file.write_text(GUIDE_STAGES_CONFIG_EXAMPLE)
+    inline = [{"name": "ensemble", "num_epochs": 2}]
+
+    assert [s.name for s in resolve_schedule(inline, str(config_file))] == ["ensemble"]
+    from_file = resolve_schedule(None, str(config_file))
+    assert [(s.name, s.num_epochs) for s in from_file] == [("classical", 10)]
+    assert resolve_schedule(None, None) == default_stage_schedule()
+
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(GUIDE_CONFIG_FILE_EXAMPLE)
+    assert [s.name for s in resolve_schedule(None, wrapped)] == ["classical", "ensemble"]
+
+
+def test_bad_stages_config_file_names_the_setting_and_path(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ScheduleError, match="stages_config") as info:
+        resolve_schedule(None, str(missing))
+    assert str(missing) in str(info.value)
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{'name': 'classical'}]")
+    with pytest.raises(ScheduleError, match="not valid JSON") as info:
+        resolve_schedule(None, str(broken))
+    assert "stages_config" in str(info.value) and str(broken) in str(info.value)
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"name": "classical", "num_epochs": 1, "grad_accum_steps": 2}]')
+    with pytest.raises(ScheduleError, match="grad_accum_steps") as info:
+        resolve_schedule(None, str(bad))
+    assert str(bad) in str(info.value)
+
+    with pytest.raises(ScheduleError, match="`stages` parameter"):
+        resolve_schedule([{"name": "classical", "num_epochs": -1}], None)
+
+
+def test_stage_is_frozen():
+    stage = default_stage_schedule()[0]
+    with pytest.raises(AttributeError):
+        stage.num_epochs = 3  # type: ignore[misc]
+    assert isinstance(stage, Stage)
