@@ -1,0 +1,343 @@
+"""One self-contained HTML report of a training run (figures embedded, no network needed).
+
+Every number on the page is written by :func:`format_metric` and sits in an element with an ``id``
+and ``data-*`` attributes naming where it comes from in ``training_summary.json``, so a test (or a
+script) can check the page against the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import logging
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from qsight_pipeline.constants import GRADE_NAMES, REFERABLE_GRADE
+from qsight_pipeline.reporting.figures import (
+    EVALUATION_SPLITS,
+    MODEL_LABELS,
+    figure_png_base64,
+    present_models,
+)
+
+logger = logging.getLogger(__name__)
+
+# Metric columns of the metrics tables: (key in grading_metrics, column header).
+SCALAR_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "Accuracy"),
+    ("quadratic_weighted_kappa", "QWK"),
+    ("macro_f1", "Macro-F1"),
+)
+REFERABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("referable_sensitivity", "Sensitivity"),
+    ("referable_specificity", "Specificity"),
+    ("referable_auc", "AUC"),
+)
+LATENCY_STATS: tuple[str, ...] = ("p50", "p95", "mean", "count")
+DECIMALS = 4
+MISSING = "n/a"
+
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       margin: 0 auto; max-width: 1200px; padding: 1.5em; color: #1d2733; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #dde3ea; padding-bottom: 0.2em;
+     margin-top: 2em; }
+.subtitle { color: #5a6877; margin-top: 0; }
+.howto { background: #f3f7fb; border-left: 4px solid #2f6fb0; padding: 0.6em 1.2em; }
+.howto dt { font-weight: 600; margin-top: 0.5em; } .howto dd { margin-left: 1.2em; }
+table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 0.92em; }
+th, td { border: 1px solid #cfd8e3; padding: 0.3em 0.6em; text-align: right; }
+th { background: #eef2f7; } td.name, th.name { text-align: left; }
+tr.ensemble td { font-weight: 600; background: #f4fbf4; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #e3e8ee; }
+figcaption { font-size: 0.85em; color: #5a6877; }
+.note { font-size: 0.88em; color: #5a6877; }
+"""
+
+
+def format_metric(value: Any) -> str:
+    """How the report prints a number: 4 decimals for floats, integers as is, ``n/a`` for None."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{DECIMALS}f}"
+    return str(value)
+
+
+def metric_cell_id(split: str, model: str, metric: str) -> str:
+    """Element id of one metric on the page, e.g. ``metric-test-ensemble-macro_f1``.
+
+    Per-grade recall uses ``metric = f"recall_{grade}"`` (grade 0..4).
+    """
+    return f"metric-{split}-{model}-{metric}"
+
+
+def latency_cell_id(component: str, stat: str) -> str:
+    return f"latency-{component}-{stat}"
+
+
+def stage_cell_id(stage: str, field: str) -> str:
+    return f"stage-{stage}-{field}"
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _number_cell(value: Any, element_id: str, **data: str) -> str:
+    attributes = "".join(f' data-{key}="{_esc(val)}"' for key, val in data.items())
+    raw = "" if value is None else f' data-value="{_esc(repr(value))}"'
+    return f'<td id="{_esc(element_id)}"{attributes}{raw}>{_esc(format_metric(value))}</td>'
+
+
+def _figure_html(name: str, figure: Figure, caption: str) -> str:
+    encoded = figure_png_base64(figure)
+    return (
+        f'<figure id="figure-{_esc(name)}"><img alt="{_esc(caption)}" '
+        f'src="data:image/png;base64,{encoded}"><figcaption>{_esc(caption)}</figcaption></figure>'
+    )
+
+
+def _how_to_read() -> str:
+    referable = ", ".join(GRADE_NAMES[REFERABLE_GRADE:])
+    items = [
+        ("Grades", "0 No DR, 1 Mild, 2 Moderate, 3 Severe, 4 Proliferative, always in this "
+                   "clinical order. Tables and matrices never sort them alphabetically."),
+        ("Heads and ensemble", "Two classical heads (A, B) and a quantum head read the same "
+                               "compressed image features; the ensemble is a learned gate that "
+                               "weights them per image. The ensemble is the model's answer."),
+        ("Validation vs test", "Validation images chose the best epoch of each stage, so "
+                               "validation numbers are slightly optimistic. The test split was "
+                               "never used for any choice: quote the test numbers."),
+        ("Accuracy", "Share of images graded exactly right. With many grade-0 images it can "
+                     "look good while severe grades are missed; read it with the recalls."),
+        ("QWK (quadratic weighted kappa)", "Agreement with the reference grade beyond chance, "
+                                           "penalising a prediction more the further it is from "
+                                           "the true grade: 1 is perfect, 0 is chance level."),
+        ("Macro-F1", "F1 score averaged over the five grades, each grade counting equally "
+                     "however rare it is."),
+        ("Recall per grade", "Of the images truly at this grade, the share graded correctly. "
+                             f"{MISSING} means the grade does not occur in that split."),
+        ("Referable DR", f"Grade {REFERABLE_GRADE} or worse ({referable}). Sensitivity: share "
+                         "of referable images flagged as referable; specificity: share of "
+                         "non-referable images not flagged; AUC: how well the summed "
+                         f"probability of grades {REFERABLE_GRADE}-4 ranks referable above "
+                         "non-referable images (0.5 is chance)."),
+        ("Confusion matrices", "Rows are the true grade, columns the predicted grade; a cell's "
+                               "number is a count of images, its colour the share of its row. A "
+                               "perfect model fills the diagonal only."),
+        ("Ensemble weights and uncertainty", "How much the gate relies on each head, and "
+                                             "how unsure the ensemble is (entropy) and how much "
+                                             "the heads disagree, averaged over validation "
+                                             "images at each epoch."),
+        ("Latency", "Milliseconds per batch for each part of the model during training and "
+                    "evaluation, not per image."),
+    ]
+    body = "".join(f"<dt>{_esc(term)}</dt><dd>{_esc(text)}</dd>" for term, text in items)
+    return (
+        '<section class="howto" id="how-to-read"><h2>How to read this report</h2>'
+        f"<dl>{body}</dl><p class=\"note\">A research prototype's evaluation on its own data "
+        "split, not a clinical validation.</p></section>"
+    )
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        rows: list[tuple[str, Any]] = []
+        for key, item in value.items():
+            rows.extend(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return rows
+    return [(prefix, value)]
+
+
+def _key_value_table(mapping: dict[str, Any], table_id: str) -> str:
+    rows = "".join(
+        f'<tr><td class="name">{_esc(key)}</td><td class="name">'
+        f"{_esc(', '.join(map(str, value)) if isinstance(value, list | tuple) else format_metric(value))}"
+        "</td></tr>"
+        for key, value in _flatten("", mapping)
+    )
+    return f'<table id="{_esc(table_id)}"><tbody>{rows}</tbody></table>'
+
+
+def _metrics_table(split: str, by_model: dict[str, Any]) -> str:
+    header = (
+        '<tr><th class="name" rowspan="2">Model</th><th rowspan="2">n</th>'
+        + "".join(f'<th rowspan="2">{_esc(label)}</th>' for _, label in SCALAR_METRICS)
+        + f'<th colspan="{len(GRADE_NAMES)}">Recall per grade</th>'
+        + f'<th colspan="{len(REFERABLE_METRICS)}">Referable DR (grade &ge; {REFERABLE_GRADE})</th></tr><tr>'
+        + "".join(f"<th>{grade}: {_esc(name)}</th>" for grade, name in enumerate(GRADE_NAMES))
+        + "".join(f"<th>{_esc(label)}</th>" for _, label in REFERABLE_METRICS)
+        + "</tr>"
+    )
+    rows = []
+    for model in present_models(by_model):
+        metrics = by_model[model]
+        cells = [_number_cell(metrics.get("n"), metric_cell_id(split, model, "n"),
+                              split=split, model=model, metric="n")]
+        for key, _ in SCALAR_METRICS:
+            cells.append(_number_cell(metrics.get(key), metric_cell_id(split, model, key),
+                                      split=split, model=model, metric=key))
+        recalls = metrics.get("per_grade_recall") or [None] * len(GRADE_NAMES)
+        for grade, value in enumerate(recalls):
+            cells.append(_number_cell(value, metric_cell_id(split, model, f"recall_{grade}"),
+                                      split=split, model=model, metric="per_grade_recall",
+                                      grade=str(grade)))
+        for key, _ in REFERABLE_METRICS:
+            cells.append(_number_cell(metrics.get(key), metric_cell_id(split, model, key),
+                                      split=split, model=model, metric=key))
+        css = ' class="ensemble"' if model == "ensemble" else ""
+        rows.append(f'<tr{css}><td class="name">{_esc(MODEL_LABELS[model])}</td>{"".join(cells)}</tr>')
+    return (
+        f'<table id="metrics-{_esc(split)}" class="metrics"><thead>{header}</thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _stages_table(stages: list[dict[str, Any]]) -> str:
+    rows = []
+    for stage in stages:
+        name = str(stage.get("name"))
+        best_val = (stage.get("best_val") or {}).get("ensemble") or {}
+        cells = [
+            _number_cell(stage.get("epochs_run"), stage_cell_id(name, "epochs_run")),
+            _number_cell(stage.get("best_epoch"), stage_cell_id(name, "best_epoch")),
+            _number_cell(bool(stage.get("stopped_early")), stage_cell_id(name, "stopped_early")),
+            _number_cell(best_val.get("kappa"), stage_cell_id(name, "best_val_ensemble_kappa")),
+            _number_cell(best_val.get("accuracy"), stage_cell_id(name, "best_val_ensemble_accuracy")),
+            _number_cell(best_val.get("loss"), stage_cell_id(name, "best_val_ensemble_loss")),
+        ]
+        rows.append(f'<tr><td class="name">{_esc(name)}</td>{"".join(cells)}</tr>')
+    header = (
+        '<tr><th class="name">Stage</th><th>Epochs run</th><th>Best epoch</th>'
+        "<th>Stopped early</th><th>Best val ensemble kappa</th><th>accuracy</th><th>loss</th></tr>"
+    )
+    return f'<table id="stages"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _latency_table(latency: dict[str, Any]) -> str:
+    header = '<tr><th class="name">Component</th>' + "".join(
+        f"<th>{_esc(stat)}{'' if stat == 'count' else ' (ms)'}</th>" for stat in LATENCY_STATS
+    ) + "</tr>"
+    rows = "".join(
+        f'<tr><td class="name">{_esc(component)}</td>'
+        + "".join(
+            _number_cell(stats.get(stat), latency_cell_id(component, stat),
+                         component=component, stat=stat)
+            for stat in LATENCY_STATS
+        )
+        + "</tr>"
+        for component, stats in latency.items()
+    )
+    return f'<table id="latency"><thead>{header}</thead><tbody>{rows}</tbody></table>'
+
+
+def render_report_html(
+    training_summary: dict[str, Any],
+    model_info: dict[str, Any],
+    figures: dict[str, Figure],
+) -> str:
+    """The report as one HTML page that needs nothing but a browser.
+
+    Args:
+        training_summary: the ``training_summary.json`` dict (docs/architecture.md).
+        model_info: the ``model_info.json`` dict (encoder, quantum configuration, classes).
+        figures: the output of :func:`qsight_pipeline.reporting.figures.report_figures`;
+            embedded as base64 PNG images.
+
+    Returns:
+        The HTML text (UTF-8), with a metrics table per split (val, test) holding a row per head
+        and the ensemble, stage, latency and configuration tables, and every figure.
+    """
+    figures = dict(figures or {})
+    used: set[str] = set()
+
+    def take(prefix: str, caption) -> str:
+        parts = []
+        for name in [n for n in figures if n.startswith(prefix) and n not in used]:
+            used.add(name)
+            parts.append(_figure_html(name, figures[name], caption(name)))
+        return f'<div class="figures">{"".join(parts)}</div>' if parts else ""
+
+    evaluation = training_summary.get("evaluation") or {}
+    stages = training_summary.get("stages") or []
+    best = training_summary.get("best_validation") or {}
+    sections: list[str] = []
+
+    best_kappa = ((best.get("metrics") or {}).get("ensemble") or {}).get("kappa")
+    headline = (
+        f"Best validation: stage <b>{_esc(best.get('stage'))}</b>, epoch "
+        f"<b>{_esc(best.get('epoch'))}</b>, ensemble kappa "
+        f'<b id="best-validation-kappa">{_esc(format_metric(best_kappa))}</b>.'
+        if best else "No validation snapshot in this summary."
+    )
+    sections.append(_how_to_read())
+
+    for split in EVALUATION_SPLITS:
+        by_model = evaluation.get(split)
+        if not by_model:
+            continue
+        title = "Test set (held out)" if split == "test" else "Validation set"
+        sections.append(
+            f'<section id="evaluation-{_esc(split)}"><h2>{title}: metrics</h2>'
+            f"{_metrics_table(split, by_model)}"
+            f"<h3>Confusion matrices ({_esc(split)})</h3>"
+            + take(f"confusion_{split}_", lambda n: n.removesuffix(".png").replace("_", " "))
+            + "</section>"
+        )
+    if not evaluation:
+        sections.append('<section id="evaluation-missing"><h2>Evaluation</h2><p>'
+                        "This summary has no evaluation on val/test.</p></section>")
+
+    sections.append(
+        '<section id="training"><h2>Training stages</h2>'
+        + _stages_table(stages)
+        + take("training_curves_", lambda n: f"Training curves, stage {n[16:-4]}")
+        + "<h3>Ensemble weights and uncertainty</h3>"
+        + take("ensemble_weights", lambda n: "Average ensemble gate weight per head, per epoch")
+        + take("uncertainty", lambda n: "Validation entropy and head disagreement, per epoch")
+        + "</section>"
+    )
+
+    latency = training_summary.get("latency_ms") or {}
+    sections.append(
+        '<section id="latency-section"><h2>Latency</h2>'
+        + (_latency_table(latency) if latency else "<p>No latency was recorded.</p>")
+        + take("latency_", lambda n: f"Per-batch latency: {n[8:-4]}")
+        + "</section>"
+    )
+
+    leftovers = [name for name in figures if name not in used]
+    if leftovers:
+        sections.append('<section id="other-figures"><h2>Other figures</h2>'
+                        + take("", lambda n: n) + "</section>")
+
+    sections.append(
+        '<section id="configuration"><h2>Model and configuration</h2><h3>Model</h3>'
+        + _key_value_table(model_info or {}, "model-info")
+        + "<h3>Quantum head</h3>"
+        + _key_value_table(training_summary.get("quantum") or {}, "quantum-config")
+        + "<h3>Run configuration</h3>"
+        + _key_value_table(training_summary.get("config") or {}, "run-config")
+        + "</section>"
+    )
+
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    logger.info("Rendered the report with %d figures", len(figures))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>QSight training report</title><style>{_STYLE}</style></head><body>"
+        "<h1>QSight: diabetic-retinopathy grading report</h1>"
+        f'<p class="subtitle">Hybrid classical + quantum grader. Generated {generated}. '
+        f"{headline}</p>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
