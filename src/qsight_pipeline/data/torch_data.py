@@ -1,0 +1,129 @@
+"""PyTorch view of the decode-once image cache, and the image transforms.
+
+The cache holds uint8 ``(N, H, W, 3)`` RGB arrays (see ``image_cache``). :class:`CachedImageDataset`
+turns a row into ``{"image": float32 (3, S, S) normalised with ImageNet statistics, "grade": int64}``.
+:func:`build_image_transform` is the same transform for a single decoded image, which prediction
+uses on new files (decode them with :func:`load_image`). All randomness comes from torch's RNG,
+so ``torch.manual_seed`` makes augmentation repeatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from qsight_pipeline.data.image_cache import load_image
+
+__all__ = [
+    "AUGMENTATION_DEFAULTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CachedImageDataset",
+    "build_image_transform",
+    "load_image",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# Keys of the ``augment`` mapping and their defaults. A fundus photograph has no canonical
+# orientation, so flips and small rotations are safe; colour jitter mimics camera differences.
+AUGMENTATION_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "horizontal_flip": 0.5,  # probability
+    "vertical_flip": 0.5,  # probability
+    "rotation_degrees": 15.0,
+    "brightness": 0.1,
+    "contrast": 0.1,
+    "saturation": 0.1,
+    "hue": 0.02,
+}
+
+
+def _augmentation(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The full augmentation settings, or ``None`` when augmentation is off."""
+    if augment is None:
+        return None
+    unknown = sorted(set(augment) - set(AUGMENTATION_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown augmentation setting(s) {', '.join(unknown)}; "
+            f"valid keys are {', '.join(AUGMENTATION_DEFAULTS)}."
+        )
+    settings = {**AUGMENTATION_DEFAULTS, **augment}
+    return settings if settings["enabled"] else None
+
+
+def build_image_transform(
+    image_size: int, train: bool = False, augment: Mapping[str, Any] | None = None
+) -> Callable[[Any], torch.Tensor]:
+    """A transform from a uint8 ``(H, W, 3)`` array (or a PIL image) to a normalised tensor.
+
+    Returns float32 ``(3, image_size, image_size)``. With ``train=True`` and ``augment`` not
+    ``None`` (and ``augment["enabled"]`` not false) it adds random flips, a small rotation and
+    colour jitter. Unknown ``augment`` keys raise ``ValueError``, so a typo is not ignored.
+    """
+    settings = _augmentation(augment)
+    steps: list[Callable] = [
+        v2.ToImage(),
+        # A no-op for cache rows, which already have the size; needed for other inputs.
+        v2.Resize((image_size, image_size), antialias=True),
+    ]
+    if train and settings is not None:
+        steps += [
+            v2.RandomHorizontalFlip(settings["horizontal_flip"]),
+            v2.RandomVerticalFlip(settings["vertical_flip"]),
+            v2.RandomRotation(settings["rotation_degrees"]),
+            v2.ColorJitter(
+                brightness=settings["brightness"],
+                contrast=settings["contrast"],
+                saturation=settings["saturation"],
+                hue=settings["hue"],
+            ),
+        ]
+    steps += [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        v2.ToPureTensor(),
+    ]
+    return v2.Compose(steps)
+
+
+class CachedImageDataset(Dataset):
+    """Rows of the image cache with their grades, as ``{"image", "grade"}`` dicts."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        grades: np.ndarray,
+        train: bool = False,
+        augment: Mapping[str, Any] | None = None,
+        image_size: int | None = None,
+    ):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}"
+            )
+        grades = np.asarray(grades, dtype=np.int64)
+        if len(grades) != len(images):
+            raise ValueError(f"{len(images)} images but {len(grades)} grades")
+        self.images = images
+        self.grades = grades
+        self.image_size = int(image_size or images.shape[1])
+        self.transform = build_image_transform(self.image_size, train=train, augment=augment)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # Copy the row: the cache is usually a read-only memory map.
+        image = np.array(self.images[index], dtype=np.uint8, copy=True)
+        return {
+            "image": self.transform(image),
+            "grade": torch.tensor(self.grades[index], dtype=torch.int64),
+        }
