@@ -1,0 +1,102 @@
+"""Shared fixtures.
+
+- ``make_sample``: writes a tiny synthetic data set (either Kaggle layout) under ``tmp_path``.
+- ``kedro_project``: a throw-away copy of the project in ``tmp_path`` in which ``kedro run`` can
+  write its outputs without touching the repository's ``data/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qsight_pipeline.data.sample import generate_sample
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_LAYERS = (
+    "01_raw", "02_intermediate", "03_primary", "04_feature",
+    "05_model_input", "06_models", "07_model_output", "08_reporting",
+)
+QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
+
+os.environ.update(QUIET_ENV)
+
+
+@pytest.fixture
+def make_sample(tmp_path: Path) -> Callable[..., Path]:
+    """``make_sample(layout="tanlikesmath", patients=12, seed=0, size=48) -> dataset root``."""
+
+    def make(layout: str = "tanlikesmath", patients: int = 12, seed: int = 0, size: int = 48) -> Path:
+        root = tmp_path / f"sample_{layout}_{patients}_{seed}_{size}"
+        if not root.exists():
+            generate_sample(root, layout=layout, patients=patients, seed=seed, size=size)
+        return root
+
+    return make
+
+
+@dataclass
+class KedroProject:
+    """A copy of the project's ``conf/`` and ``pyproject.toml`` with its own empty ``data/``.
+
+    ``src`` and ``data/01_raw`` (the bundled sample) are links to the repository, read only by
+    the pipelines; everything a run writes lands under :attr:`path`. ``conf/local`` starts empty
+    so a developer's own settings do not leak into tests.
+    """
+
+    path: Path
+
+    def run(
+        self,
+        *args: str,
+        params: dict[str, Any] | None = None,
+        env: str | None = None,
+        check: bool = True,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess:
+        """``kedro run *args [--env env] [--params k=v,...]`` in the copy; output in the result.
+
+        With ``check`` a failed run fails the test and shows the end of kedro's output.
+        """
+        command = [sys.executable, "-m", "kedro", "run", *args]
+        if env:
+            command += ["--env", env]
+        if params:
+            command += ["--params", ",".join(f"{key}={value}" for key, value in params.items())]
+        result = subprocess.run(
+            command, cwd=self.path, env={**os.environ, **QUIET_ENV, "COLUMNS": "200"},
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            output = (result.stdout + result.stderr)[-6000:]
+            pytest.fail(f"`{' '.join(command[2:])}` exited with {result.returncode}:\n{output}")
+        return result
+
+    def data(self, relative: str) -> Path:
+        """A path under the copy's ``data/``, e.g. ``project.data("03_primary/manifest.csv")``."""
+        return self.path / "data" / relative
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path) -> KedroProject:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
+    shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    (project / "src").symlink_to(REPO_ROOT / "src", target_is_directory=True)
+    for layer in DATA_LAYERS:
+        if layer == "01_raw":
+            (project / "data").mkdir(exist_ok=True)
+            (project / "data" / layer).symlink_to(REPO_ROOT / "data" / layer, target_is_directory=True)
+        else:
+            (project / "data" / layer).mkdir(parents=True)
+    return KedroProject(project)
