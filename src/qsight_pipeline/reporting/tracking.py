@@ -19,8 +19,6 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from qsight_pipeline.constants import HEADS
-
 EPOCH_HEAD_METRICS: tuple[str, ...] = ("loss", "accuracy", "kappa")
 EVALUATION_METRICS: tuple[str, ...] = (
     "accuracy",
@@ -148,7 +146,3 @@ def epoch_records(stages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             records.append({"stage": stage.get("name", "stage"), **record})
     return records
 
-
-def active_heads(record: dict[str, Any]) -> list[str]:
-    """Heads that appear in an epoch record's validation metrics."""
-    return [head for head in HEADS if head in (record.get("val") or {})]

@@ -1,0 +1,242 @@
+"""Experiment tracking hooks: W&B (offline run read back from disk) and MLflow (sqlite store)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook, wandb_settings
+from qsight_pipeline.reporting import render_report_html, report_figures
+from qsight_pipeline.reporting.tracking import epoch_metrics, evaluation_metrics
+from tests.fixtures.synthetic_training_summary import build_model_info, build_training_summary
+from tests.fixtures.wandb_offline import read_offline_run
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HISTORY_NAMES = {"classical": "classical_history", "quantum": "quantum_history",
+                 "ensemble": "ensemble_history"}
+
+
+@pytest.fixture(scope="module")
+def summary() -> dict:
+    return build_training_summary()
+
+
+def pipeline_outputs(summary: dict) -> list[tuple[str, dict]]:
+    """(node name, outputs) in the order the training pipelines produce them."""
+    steps = [
+        (f"train_{stage['name']}", {HISTORY_NAMES[stage["name"]]: [stage]})
+        for stage in summary["stages"]
+    ]
+    figures = report_figures(summary)
+    report = render_report_html(summary, build_model_info(), figures)
+    steps.append(("assemble", {"model_info": build_model_info(), "training_summary": summary}))
+    steps.append(("report_figures", {"report_figures": figures}))
+    steps.append(("report_html", {"report_html": report}))
+    return steps
+
+
+def fake_context(tmp_path: Path, tracking: dict) -> SimpleNamespace:
+    return SimpleNamespace(params={"seed": 42, "tracking": tracking}, project_path=tmp_path)
+
+
+def drive(hook, context, summary, run_params=None) -> None:
+    """Call a hook the way a Kedro session would over a whole training run."""
+    run_params = run_params or {"pipeline_names": ["__default__"]}
+    hook.after_context_created(context=context)
+    hook.before_pipeline_run(run_params=run_params, pipeline=None, catalog=None)
+    for node_name, outputs in pipeline_outputs(summary):
+        hook.after_node_run(node=SimpleNamespace(name=node_name), outputs=outputs)
+    if hasattr(hook, "after_pipeline_run"):
+        hook.after_pipeline_run(run_params=run_params, pipeline=None, catalog=None)
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+def test_tracking_parameters_file_has_the_documented_keys():
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_tracking.yml").read_text())
+    settings = wandb_settings(params)
+    assert settings["enabled"] is False
+    assert set(params["tracking"]["wandb"]) >= {"enabled", "project", "entity", "run_name",
+                                                "mode", "tags"}
+    assert params["tracking"]["mlflow"]["enabled"] is True
+
+
+def test_bad_wandb_mode_names_the_parameter():
+    with pytest.raises(ValueError, match=r"tracking\.wandb\.mode.*online, offline, disabled"):
+        wandb_settings({"tracking": {"wandb": {"mode": "cloud"}}})
+
+
+def test_wandb_hook_rejects_a_bad_mode_when_the_context_is_created(tmp_path):
+    with pytest.raises(ValueError, match=r"tracking\.wandb\.mode"):
+        WandbHook().after_context_created(context=fake_context(tmp_path, {"wandb": {"mode": "x"}}))
+
+
+def test_disabled_wandb_is_never_imported(tmp_path, summary, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # any `import wandb` would now fail
+    drive(WandbHook(), fake_context(tmp_path, {"wandb": {"enabled": False}}), summary)
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_missing_wandb_is_a_warning_and_the_run_goes_on(tmp_path, summary, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with caplog.at_level(logging.WARNING, logger="qsight_pipeline.hooks"):
+        drive(WandbHook(), fake_context(tmp_path, {"wandb": {"enabled": True}}), summary)
+    assert "wandb is not installed" in caplog.text
+
+
+# --- W&B offline ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory, summary):
+    pytest.importorskip("wandb")
+    root = tmp_path_factory.mktemp("wandb_project")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    try:
+        tracking = {"wandb": {"enabled": True, "project": "qsight-test", "mode": "offline",
+                              "run_name": "tiny", "tags": ["test", "cpu"]}}
+        drive(WandbHook(), fake_context(root, tracking), summary)
+    finally:
+        monkeypatch.undo()
+    (run_dir,) = (root / "wandb").glob("offline-run-*")
+    return read_offline_run(run_dir)
+
+
+def test_wandb_run_has_name_tags_and_parameters(offline_run):
+    assert offline_run.name == "tiny"
+    assert offline_run.tags == ["test", "cpu"]
+    assert offline_run.config["seed"] == 42
+    assert offline_run.exit_code == 0
+
+
+def test_wandb_logs_every_epoch_of_every_stage(offline_run, summary):
+    rows = [row for row in offline_run.history if "epoch" in row]
+    total_epochs = sum(len(stage["history"]) for stage in summary["stages"])
+    assert [row["epoch"] for row in rows] == list(range(1, total_epochs + 1))
+    logged = offline_run.history_keys()
+    for stage in summary["stages"]:
+        name = stage["name"]
+        for record in stage["history"]:
+            for model in record["val"]:
+                if model == "loss":
+                    continue
+                for metric in ("loss", "accuracy"):
+                    assert f"{name}/train/{model}/{metric}" in logged
+                    assert f"{name}/val/{model}/{metric}" in logged
+        assert f"{name}/ensemble_weight/head_a" in logged
+        assert f"{name}/uncertainty/entropy" in logged
+        assert f"{name}/uncertainty/disagreement" in logged
+        assert f"{name}/latency_ms/encoder/p95" in logged
+    first = summary["stages"][0]["history"][0]
+    row = rows[0]
+    assert row["classical/val/ensemble/accuracy"] == first["val"]["ensemble"]["accuracy"]
+    assert row["classical/ensemble_weight/head_b"] == first["ensemble_weights"]["head_b"]
+
+
+def test_wandb_logs_latency_histograms_and_val_confusion_matrices(offline_run, summary):
+    logged = offline_run.history_keys()
+    for component in summary["latency_samples_ms"]:
+        assert f"latency_ms/{component}/_type" in logged
+    final = offline_run.history[-1]
+    assert final["latency_ms/encoder/_type"] == "histogram"
+    for model in summary["evaluation"]["val"]:
+        assert final[f"val_confusion_matrix/{model}_table/_type"] == "table-file"
+        assert f"report/confusion_val_{model}/_type" in final
+
+
+def test_wandb_summary_holds_stage_summaries_and_final_metrics(offline_run, summary):
+    run_summary = offline_run.summary
+    for stage in summary["stages"]:
+        assert run_summary[f"stages/{stage['name']}/best_epoch"] == stage["best_epoch"]
+        assert run_summary[f"stages/{stage['name']}/epochs_run"] == stage["epochs_run"]
+    assert [s["name"] for s in run_summary["stage_summaries"]] == [s["name"] for s in summary["stages"]]
+    test_ensemble = summary["evaluation"]["test"]["ensemble"]
+    assert run_summary["eval/test/ensemble/quadratic_weighted_kappa"] == pytest.approx(
+        test_ensemble["quadratic_weighted_kappa"])
+
+
+def test_wandb_artifact_holds_summary_model_info_and_report(offline_run):
+    assert sorted(offline_run.artifacts["qsight-training-report"]) == [
+        "model_info.json", "report.html", "training_summary.json"]
+
+
+# --- MLflow ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlflow_run(tmp_path_factory, summary):
+    mlflow = pytest.importorskip("mlflow")
+    root = tmp_path_factory.mktemp("mlflow_project")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        # artifacts beside the test's database, not in ./mlruns of the working directory
+        mlflow.create_experiment("qsight-test", artifact_location=(root / "artifacts").as_uri())
+        experiment = mlflow.set_experiment("qsight-test")
+        with mlflow.start_run() as run:
+            drive(MlflowTrackingHook(), fake_context(root, {"mlflow": {"enabled": True}}), summary)
+        client = mlflow.MlflowClient(uri)
+        found = mlflow.search_runs(experiment_ids=[experiment.experiment_id],
+                                   output_format="list")
+        assert [r.info.run_id for r in found] == [run.info.run_id]
+        yield client, found[0]
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_mlflow_final_metrics_equal_the_summary(mlflow_run, summary):
+    _, run = mlflow_run
+    expected = evaluation_metrics(summary)
+    assert expected
+    for key, value in expected.items():
+        assert run.data.metrics[key] == pytest.approx(value, abs=1e-12), key
+    assert run.data.metrics["stages/classical/best_epoch"] == summary["stages"][0]["best_epoch"]
+
+
+def test_mlflow_epoch_metrics_have_one_step_per_epoch(mlflow_run, summary):
+    client, run = mlflow_run
+    for stage in summary["stages"]:
+        history = client.get_metric_history(run.info.run_id, f"{stage['name']}/val/ensemble/loss")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+            (r["epoch"], pytest.approx(r["val"]["ensemble"]["loss"])) for r in stage["history"]
+        ]
+    record = summary["stages"][1]["history"][0]
+    assert set(epoch_metrics(record)) <= set(run.data.metrics)
+
+
+def test_mlflow_artifacts_hold_summary_model_info_report_and_plots(mlflow_run, summary):
+    client, run = mlflow_run
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"training_summary.json", "model_info.json", "report"} <= top
+    report = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert "report/report.html" in report
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "report/figures")}
+    assert "report/figures/confusion_test_ensemble.png" in figures
+    assert len(figures) == len(report_figures(summary))
+
+
+def test_mlflow_hook_is_idle_without_an_active_run(tmp_path, summary):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    assert mlflow.active_run() is None
+    drive(MlflowTrackingHook(), fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kedro_mlflow_config_uses_sqlite_inside_the_project(tmp_path):
+    from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+
+    config = KedroMlflowConfig.model_validate(
+        yaml.safe_load((PROJECT_ROOT / "conf/base/mlflow.yml").read_text())
+    )
+    assert config.server.mlflow_tracking_uri.startswith("sqlite:///")
+    assert not Path(config.server.mlflow_tracking_uri.removeprefix("sqlite:///")).is_absolute()
+    assert config.tracking.experiment.name == "qsight"
+    assert config.tracking.params.long_params_strategy != "fail"
