@@ -147,21 +147,17 @@ def _grow_vessel(
 class _Canvas:
     """Float RGB albedo of the field at the drawing resolution, with field<->pixel conversion."""
 
-    def __init__(self, resolution: int, center: tuple[float, float], radius: float, mirror: bool):
+    def __init__(self, resolution: int, center: tuple[float, float], radius: float):
         self.resolution = resolution
         self.center = center
         self.radius = radius
-        self.mirror = mirror
         ys, xs = np.mgrid[0:resolution, 0:resolution].astype(np.float32)
         self.fx = (xs - center[0]) / radius  # field coordinates of every pixel
         self.fy = (ys - center[1]) / radius
-        if mirror:
-            self.fx = -self.fx
         self.rgb = np.zeros((resolution, resolution, 3), dtype=np.float32)
 
     def pixel(self, point: tuple[float, float]) -> tuple[float, float]:
-        x = -point[0] if self.mirror else point[0]
-        return self.center[0] + x * self.radius, self.center[1] + point[1] * self.radius
+        return self.center[0] + point[0] * self.radius, self.center[1] + point[1] * self.radius
 
     def new_mask(self) -> tuple[Image.Image, ImageDraw.ImageDraw]:
         mask = Image.new("L", (self.resolution, self.resolution), 0)
@@ -200,7 +196,9 @@ def draw_fundus(
     resolution = size * SUPERSAMPLE
     center = (resolution / 2 + rng.normal(0, resolution * 0.01), resolution / 2 + rng.normal(0, resolution * 0.01))
     radius = resolution * rng.uniform(0.45, 0.48)
-    canvas = _Canvas(resolution, center, radius, mirror=(eye == "left"))
+    exposure = rng.uniform(0.85, 1.1)
+    cup = rng.uniform(0.35, 0.5)
+    canvas = _Canvas(resolution, center, radius)
     dist2 = canvas.fx**2 + canvas.fy**2
 
     # Background albedo with a soft choroidal texture.
@@ -220,23 +218,29 @@ def draw_fundus(
     canvas.blob(draw, anatomy.disc, anatomy.disc_radius, elongation=0.92, angle=math.pi / 2)
     canvas.paint(mask, (1.0, 0.78, 0.52), 0.92, blur=resolution * 0.004)
     mask, draw = canvas.new_mask()
-    canvas.blob(draw, anatomy.disc, anatomy.disc_radius * rng.uniform(0.35, 0.5))
+    canvas.blob(draw, anatomy.disc, anatomy.disc_radius * cup)
     canvas.paint(mask, (1.0, 0.93, 0.78), 0.85, blur=resolution * 0.006)
 
-    _draw_vessels(canvas, anatomy.vessels, rng)
-    _draw_lesions(canvas, anatomy, grade, rng)
+    _draw_vessels(canvas, anatomy.vessels)
+    # Lesions draw last from the generator, so one seed gives the same photograph at every grade
+    # except for the lesions.
+    lesion_rng = np.random.default_rng(rng.integers(2**63))
+    sensor_noise = rng.normal(0, 0.004, (resolution, resolution, 3)).astype(np.float32)
+    _draw_lesions(canvas, anatomy, grade, lesion_rng)
 
     # Camera: vignetting towards the rim, exposure jitter, and the dark surround.
-    illumination = (1 - 0.6 * np.clip(dist2, 0, 1) ** 1.6) * rng.uniform(0.85, 1.1)
+    illumination = (1 - 0.6 * np.clip(dist2, 0, 1) ** 1.6) * exposure
     rgb = canvas.rgb * illumination[..., None]
     inside = np.clip((1.0 - np.sqrt(dist2)) * radius / 1.5, 0, 1)[..., None]
     rgb = rgb * inside + 0.015 * (1 - inside)
-    rgb += rng.normal(0, 0.004, rgb.shape).astype(np.float32)
+    rgb += sensor_noise
     image = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
-    return image.resize((size, size), Image.Resampling.LANCZOS)
+    image = image.resize((size, size), Image.Resampling.LANCZOS)
+    # Drawn as a right eye; the left eye is its mirror image (optic disc on the other side).
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if eye == "left" else image
 
 
-def _draw_vessels(canvas: _Canvas, vessels: list[Vessel], rng: np.random.Generator) -> None:
+def _draw_vessels(canvas: _Canvas, vessels: list[Vessel]) -> None:
     for vein in (False, True):  # veins on top, as they are wider and darker
         mask, draw = canvas.new_mask()
         for vessel in (v for v in vessels if v.vein == vein):
@@ -266,7 +270,7 @@ def _draw_lesions(canvas: _Canvas, anatomy: Anatomy, grade: int, rng: np.random.
     scale = 1 + 0.2 * (grade - 1)  # lesions grow with the grade as well as multiply
     counts = {
         #       microaneurysms, haemorrhages, exudate clusters, cotton-wool spots
-        1: (rng.integers(4, 9), 0, 0, 0),
+        1: (rng.integers(5, 11), 0, 0, 0),
         2: (rng.integers(8, 15), rng.integers(4, 9), rng.integers(1, 3), rng.integers(0, 3)),
         3: (rng.integers(12, 20), rng.integers(16, 28), rng.integers(2, 4), rng.integers(2, 6)),
         4: (rng.integers(10, 18), rng.integers(12, 24), rng.integers(1, 4), rng.integers(1, 5)),
@@ -302,7 +306,7 @@ def _draw_lesions(canvas: _Canvas, anatomy: Anatomy, grade: int, rng: np.random.
                 jitter = (site[0] + rng.normal(0, 0.012), site[1] + rng.normal(0, 0.012))
                 canvas.blob(draw, jitter, rng.uniform(0.018, 0.035) * scale, rng.uniform(1, 1.5), rng.uniform(0, np.pi))
     for _ in range(n_micro):
-        canvas.blob(draw, _lesion_site(rng, anatomy), rng.uniform(0.009, 0.014) * scale)
+        canvas.blob(draw, _lesion_site(rng, anatomy), rng.uniform(0.011, 0.016) * scale)
     canvas.paint(mask, (0.36, 0.04, 0.03), 0.85, blur=canvas.resolution * 0.0015)
 
     if grade == 4:
