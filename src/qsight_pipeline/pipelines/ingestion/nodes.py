@@ -1,0 +1,197 @@
+"""Nodes of the ``ingestion`` pipeline. The work is done in ``qsight_pipeline.data``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qsight_pipeline.constants import NUM_GRADES, SPLITS
+from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
+from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
+from qsight_pipeline.data.layouts import scan_dataset as scan_layout
+from qsight_pipeline.data.splits import assign_splits
+
+logger = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("fail", "skip")
+MANIFEST_COLUMNS = ("image_id", "patient_id", "eye", "grade", "path", "split", "cache_index")
+
+
+@dataclass(frozen=True)
+class IngestionSettings:
+    """The ``ingestion`` parameters, checked once."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    on_bad_image: str = "fail"
+    workers: int | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> IngestionSettings:
+        params = dict(params or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown ingestion parameter(s) {', '.join(unknown)}; "
+                f"valid ones are {', '.join(sorted(known))}."
+            )
+        settings = cls(**params)
+        if settings.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(
+                f"ingestion.on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
+                f"got {settings.on_bad_image!r}."
+            )
+        return settings
+
+
+def _bad_images_message(bad: list[dict[str, str]], policy_hint: bool = True) -> str:
+    lines = "\n".join(f"  {item['path']}: {item['reason']}" for item in bad)
+    hint = (
+        "\nFix or remove them, or set ingestion.on_bad_image=skip to leave them out "
+        "(they are then listed in data/08_reporting/ingestion_report.json)."
+        if policy_hint
+        else ""
+    )
+    return f"{len(bad)} images cannot be used:\n{lines}{hint}"
+
+
+def _missing_images(layout_findings: dict[str, Any]) -> list[dict[str, str]]:
+    """Labels whose image file does not exist, as bad-image records."""
+    image_dir = Path(layout_findings["root"]) / TANLIKESMATH_IMAGE_DIR
+    return [
+        {
+            "image_id": image_id,
+            "path": str(image_dir / f"{image_id}.jpeg"),
+            "reason": "listed in the labels CSV, but no image file exists",
+        }
+        for image_id in layout_findings.get("labels_without_file", [])
+    ]
+
+
+def scan_dataset(
+    dataset: dict[str, Any], ingestion: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Validate the layout of ``dataset.root`` for ``dataset.type`` and list its labelled images.
+
+    Returns the labelled images (``image_id, patient_id, eye, grade, path``, absolute paths) and
+    the findings for the report: labels without a file, files without a label, conflicting labels.
+    Labels whose image file is missing fail the run unless ``ingestion.on_bad_image`` is ``skip``.
+    """
+    settings = IngestionSettings.from_params(ingestion)
+    scan = scan_layout(dataset.get("root", ""), dataset.get("type", ""))
+    findings = scan.summary()
+    missing = _missing_images(findings)
+    if missing:
+        if settings.on_bad_image == "fail":
+            raise UnreadableImagesError(
+                _bad_images_message(missing)
+                + "\n(Stopped before decoding; other unreadable images may follow.)"
+            )
+        logger.warning("Skipping %d labels without an image file", len(missing))
+    return scan.records, findings
+
+
+def split_by_patient(
+    labelled_images: pd.DataFrame, ingestion: dict[str, Any], seed: int
+) -> pd.DataFrame:
+    """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
+    settings = IngestionSettings.from_params(ingestion)
+    split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
+    return labelled_images.assign(split=split.to_numpy())
+
+
+def build_image_caches(
+    split_images: pd.DataFrame, image_size: int, ingestion: dict[str, Any]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """Decode every image once into a uint8 ``(N, image_size, image_size, 3)`` array per split.
+
+    Returns the manifest (with ``cache_index``, the row of each image in its split's cache), the
+    train, val and test caches, and the images that failed to decode. With
+    ``ingestion.on_bad_image: fail`` any failure raises an error that names every bad file; with
+    ``skip`` those images are left out of the manifest and the caches.
+    """
+    settings = IngestionSettings.from_params(ingestion)
+    manifests, caches, unreadable = [], {}, []
+    for split in SPLITS:
+        rows = split_images[split_images["split"] == split].reset_index(drop=True)
+        cache, failures = build_image_cache(
+            rows["path"].tolist(), int(image_size), settings.workers, description=f"caching {split}"
+        )
+        unreadable += [
+            {"path": rows.at[row, "path"], "reason": reason.split(": ", 1)[-1], "split": split}
+            for row, reason in sorted(failures.items())
+        ]
+        if failures:
+            keep = np.setdiff1d(np.arange(len(rows)), list(failures))
+            # Move the good rows down in place (the cache may be a large file-backed array).
+            cache[: len(keep)] = cache[keep]
+            cache = cache[: len(keep)]
+            rows = rows.iloc[keep].reset_index(drop=True)
+        caches[split] = cache
+        manifests.append(rows.assign(cache_index=np.arange(len(rows), dtype=np.int64)))
+
+    if unreadable and settings.on_bad_image == "fail":
+        raise UnreadableImagesError(_bad_images_message(unreadable))
+    if unreadable:
+        logger.warning("Skipped %d images that do not decode", len(unreadable))
+    empty = [split for split in SPLITS if len(caches[split]) == 0]
+    if empty:
+        raise UnreadableImagesError(
+            f"The {', '.join(empty)} split has no readable images left; see the errors above."
+        )
+    manifest = pd.concat(manifests, ignore_index=True)[list(MANIFEST_COLUMNS)]
+    for split in SPLITS:
+        logger.info("image_cache_%s: %s uint8", split, tuple(caches[split].shape))
+    return manifest, caches["train"], caches["val"], caches["test"], unreadable
+
+
+def summarise_ingestion(
+    manifest: pd.DataFrame,
+    layout_findings: dict[str, Any],
+    unreadable_images: list[dict[str, str]],
+    dataset: dict[str, Any],
+    ingestion: dict[str, Any],
+    image_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The ingestion report: counts per split and grade, and every file that was left out, with why."""
+    settings = IngestionSettings.from_params(ingestion)
+    splits = {}
+    for split in SPLITS:
+        rows = manifest[manifest["split"] == split]
+        per_grade = rows["grade"].value_counts().reindex(range(NUM_GRADES), fill_value=0)
+        splits[split] = {
+            "images": len(rows),
+            "patients": int(rows["patient_id"].nunique()),
+            "grades": {str(grade): int(count) for grade, count in per_grade.items()},
+        }
+    missing = _missing_images(layout_findings)
+    skipped = (missing + unreadable_images) if settings.on_bad_image == "skip" else []
+    report = {
+        "dataset": {"type": dataset.get("type"), "root": layout_findings.get("root")},
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "val_fraction": settings.val_fraction,
+        "test_fraction": settings.test_fraction,
+        "on_bad_image": settings.on_bad_image,
+        "images": len(manifest),
+        "patients": int(manifest["patient_id"].nunique()),
+        "splits": splits,
+        "skipped_images": skipped,
+        "files_without_label": layout_findings.get("files_without_label", []),
+        "conflicting_labels": layout_findings.get("conflicting_labels", []),
+        "unknown_folders": layout_findings.get("unknown_folders", []),
+        "ignored_non_image_files": layout_findings.get("ignored_non_image_files", 0),
+    }
+    logger.info(
+        "Ingested %d images of %d patients: train %d, val %d, test %d; %d skipped",
+        report["images"], report["patients"], splits["train"]["images"],
+        splits["val"]["images"], splits["test"]["images"], len(skipped),
+    )
+    return report

@@ -1,0 +1,57 @@
+"""Wiring of the ``ingestion`` pipeline."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from qsight_pipeline.pipelines.ingestion.nodes import (
+    build_image_caches,
+    scan_dataset,
+    split_by_patient,
+    summarise_ingestion,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=scan_dataset,
+                inputs=["params:dataset", "params:ingestion"],
+                outputs=["labelled_images", "layout_findings"],
+                name="scan_dataset",
+            ),
+            Node(
+                func=split_by_patient,
+                inputs=["labelled_images", "params:ingestion", "params:seed"],
+                outputs="split_images",
+                name="split_by_patient",
+            ),
+            Node(
+                func=build_image_caches,
+                inputs=["split_images", "params:image_size", "params:ingestion"],
+                outputs=[
+                    "manifest",
+                    "image_cache_train",
+                    "image_cache_val",
+                    "image_cache_test",
+                    "unreadable_images",
+                ],
+                name="build_image_caches",
+            ),
+            Node(
+                func=summarise_ingestion,
+                inputs=[
+                    "manifest",
+                    "layout_findings",
+                    "unreadable_images",
+                    "params:dataset",
+                    "params:ingestion",
+                    "params:image_size",
+                    "params:seed",
+                ],
+                outputs="ingestion_report",
+                name="summarise_ingestion",
+            ),
+        ]
+    )

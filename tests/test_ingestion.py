@@ -1,0 +1,123 @@
+"""The ingestion pipeline on a tiny catalog built from conf/base/catalog_ingestion.yml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+
+from qsight_pipeline.data.image_cache import UnreadableImagesError, load_image
+from qsight_pipeline.pipelines.ingestion import create_pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+def run_ingestion(tmp_path, root, dataset_type="tanlikesmath", seed=0, **ingestion):
+    """Run the pipeline with the project's catalog entries, their files moved into tmp_path."""
+    config = yaml.safe_load((REPO_ROOT / "conf/base/catalog_ingestion.yml").read_text())
+    for entry in config.values():
+        entry["filepath"] = str(tmp_path / "out" / Path(entry["filepath"]).name)
+    catalog = DataCatalog.from_config(config)
+    params = {
+        "dataset": {"type": dataset_type, "root": str(root)},
+        "ingestion": {"val_fraction": 0.2, "test_fraction": 0.2, "on_bad_image": "fail", **ingestion},
+        "image_size": SIZE,
+        "seed": seed,
+    }
+    for key, value in params.items():
+        catalog[f"params:{key}"] = value
+    SequentialRunner().run(create_pipeline(), catalog)
+    return {name: catalog[name].load() for name in config}
+
+
+def test_tanlikesmath_manifest_caches_and_report(tmp_path, make_sample):
+    out = run_ingestion(tmp_path, make_sample("tanlikesmath", patients=15))
+    manifest = out["manifest"]
+    assert list(manifest.columns) == [
+        "image_id", "patient_id", "eye", "grade", "path", "split", "cache_index"
+    ]
+    assert len(manifest) == 30 and manifest["patient_id"].map(type).eq(str).all()
+    assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
+    for split in ("train", "val", "test"):
+        rows = manifest[manifest["split"] == split].sort_values("cache_index")
+        cache = out[f"image_cache_{split}"]
+        assert cache.dtype == np.uint8 and cache.shape == (len(rows), SIZE, SIZE, 3)
+        assert rows["cache_index"].tolist() == list(range(len(rows)))
+        row = rows.iloc[-1]
+        np.testing.assert_array_equal(cache[row["cache_index"]], load_image(row["path"], SIZE))
+    report = out["ingestion_report"]
+    assert report["images"] == 30 and report["patients"] == 15
+    assert sum(s["images"] for s in report["splits"].values()) == 30
+    assert report["splits"]["val"]["grades"] == {
+        str(g): int(n) for g, n in manifest[manifest.split == "val"].grade.value_counts().reindex(range(5), fill_value=0).items()
+    }
+    assert report["skipped_images"] == []
+
+
+def test_sovitrath_keeps_empty_eye_through_the_csv(tmp_path, make_sample):
+    manifest = run_ingestion(tmp_path, make_sample("sovitrath", patients=15), "sovitrath")["manifest"]
+    assert len(manifest) == 30 and (manifest["eye"] == "").all()
+    assert (manifest["patient_id"] == manifest["image_id"]).all()
+
+
+def test_same_seed_gives_the_same_manifest(tmp_path, make_sample):
+    root = make_sample(patients=15)
+    first = run_ingestion(tmp_path / "a", root)["manifest"]
+    again = run_ingestion(tmp_path / "b", root)["manifest"]
+    assert first.equals(again)
+
+
+def damage(root: Path) -> tuple[Path, Path]:
+    images = sorted((root / "resized_train" / "resized_train").glob("*.jpeg"))
+    truncated, garbage = images[3], images[10]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    garbage.write_text("this is not a JPEG")
+    return truncated, garbage
+
+
+def test_bad_images_fail_the_run_naming_every_file(tmp_path, make_sample):
+    truncated, garbage = damage(make_sample(patients=15))
+    with pytest.raises(UnreadableImagesError) as caught:
+        run_ingestion(tmp_path, truncated.parents[2])
+    message = str(caught.value)
+    assert "2 images cannot be used" in message and "on_bad_image=skip" in message
+    assert str(truncated) in message and str(garbage) in message
+
+
+def test_bad_images_are_skipped_and_reported(tmp_path, make_sample):
+    truncated, garbage = damage(make_sample(patients=15))
+    out = run_ingestion(tmp_path, truncated.parents[2], on_bad_image="skip")
+    manifest = out["manifest"]
+    assert len(manifest) == 28
+    assert not {truncated.stem, garbage.stem} & set(manifest["image_id"])
+    assert sorted(item["path"] for item in out["ingestion_report"]["skipped_images"]) == sorted(
+        [str(truncated), str(garbage)]
+    )
+    sizes = {s: len(out[f"image_cache_{s}"]) for s in ("train", "val", "test")}
+    assert sizes == manifest["split"].value_counts().to_dict()
+
+
+def test_missing_image_files(tmp_path, make_sample):
+    root = make_sample(patients=15)
+    missing = sorted((root / "resized_train" / "resized_train").glob("*.jpeg"))[0]
+    missing.unlink()
+    with pytest.raises(UnreadableImagesError, match=f"{missing}: listed in the labels CSV"):
+        run_ingestion(tmp_path, root)
+    report = run_ingestion(tmp_path, root, on_bad_image="skip")["ingestion_report"]
+    assert report["images"] == 29
+    assert report["skipped_images"][0]["image_id"] == missing.stem
+
+
+@pytest.mark.parametrize(
+    ("ingestion", "message"),
+    [({"on_bad_image": "ignore"}, "on_bad_image must be one of fail, skip"),
+     ({"val_fractoin": 0.1}, "Unknown ingestion parameter.*val_fractoin")],
+)
+def test_bad_parameters_are_named(tmp_path, make_sample, ingestion, message):
+    with pytest.raises(ValueError, match=message):
+        run_ingestion(tmp_path, make_sample(patients=5), **ingestion)
