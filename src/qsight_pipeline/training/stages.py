@@ -326,6 +326,13 @@ def _parse_one(raw: object, index: int) -> Stage:
             f"from {', '.join(MODEL_PARTS)}"
         )
 
+    weighted = [LOSS_KEY_FOR_HEAD[h] for h, flag in zip(HEADS, active_mask, strict=True) if flag]
+    if not any(loss_weights[key] > 0 for key in [*weighted, "ensemble"]):
+        raise ScheduleError(
+            f"{where}: field `loss_weights` gives weight 0 to every active head and to the "
+            "ensemble, so nothing would be learned"
+        )
+
     for head, flag in zip(HEADS, active_mask, strict=True):
         if head in trainable and not flag:
             raise ScheduleError(

@@ -1,0 +1,141 @@
+"""Device choice, DataParallel and autocast, with fallbacks that say what they did.
+
+Every GPU-only request (``cuda``, ``multi_gpu``, ``mixed_precision``) degrades gracefully on a
+machine without the hardware: it logs a warning naming the setting and carries on with what
+exists, so a config written for a GPU box still runs (slowly) on a laptop or in CI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|mps)(?::(\d+))?$")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn the ``device`` setting into a usable ``torch.device``.
+
+    ``auto`` picks ``cuda`` when available, else ``cpu``. ``cuda`` / ``cuda:N`` without CUDA falls
+    back to CPU with a warning; ``cuda:N`` beyond the visible GPUs falls back to ``cuda:0``.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    text = (device or "auto").strip().lower()
+    match = _DEVICE.match(text)
+    if not match:
+        raise ValueError(
+            f"`device` must be auto, cpu, cuda or cuda:<index> (e.g. cuda:1), got {device!r}"
+        )
+    kind, index = match.group(1), match.group(2)
+    if kind == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        logger.warning("`device` is %r but MPS is not available; using CPU.", device)
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        logger.warning("`device` is %r but CUDA is not available; using CPU.", device)
+        return torch.device("cpu")
+    if index is None:
+        return torch.device("cuda")
+    count = torch.cuda.device_count()
+    if int(index) >= count:
+        logger.warning(
+            "`device` is %r but only %d GPU(s) are visible (cuda:0..cuda:%d); using cuda:0.",
+            device,
+            count,
+            count - 1,
+        )
+        return torch.device("cuda", 0)
+    return torch.device("cuda", int(index))
+
+
+def parse_device_ids(device_ids: Sequence[int] | str | int | None) -> list[int] | None:
+    """Accept ``[0, 1]``, ``"0,1"`` (the guide's ``--device-ids 0,1``), ``1`` or ``None``."""
+    if device_ids is None or device_ids == "":
+        return None
+    if isinstance(device_ids, int) and not isinstance(device_ids, bool):
+        return [device_ids]
+    items = device_ids.split(",") if isinstance(device_ids, str) else list(device_ids)
+    try:
+        ids = [int(str(item).strip()) for item in items]
+    except ValueError as error:
+        raise ValueError(
+            f"`device_ids` must be a list of GPU indices such as [0, 1] or '0,1', got {device_ids!r}"
+        ) from error
+    if any(i < 0 for i in ids):
+        raise ValueError(f"`device_ids` must be non-negative GPU indices, got {device_ids!r}")
+    return ids
+
+
+def maybe_data_parallel(
+    model: nn.Module,
+    multi_gpu: bool,
+    device_ids: Sequence[int] | str | int | None,
+    device: torch.device,
+) -> nn.Module:
+    """Wrap ``model`` in ``nn.DataParallel`` when asked and possible, else return it unchanged.
+
+    The model must already be on ``device``. With fewer GPUs than asked for, the visible ones are
+    used (a warning lists the dropped ids); with fewer than two, or on CPU, DataParallel is
+    skipped with a warning. Callers keep the unwrapped ``model`` for state dicts and attributes.
+    """
+    if not multi_gpu:
+        return model
+    if device.type != "cuda":
+        logger.warning(
+            "`multi_gpu` is true but training runs on %s; DataParallel skipped, using one device.",
+            device,
+        )
+        return model
+    available = torch.cuda.device_count()
+    requested = parse_device_ids(device_ids) or list(range(available))
+    usable = [i for i in dict.fromkeys(requested) if i < available]
+    dropped = [i for i in requested if i >= available]
+    if dropped:
+        logger.warning(
+            "`device_ids` asks for GPU(s) %s but only %d are visible; using %s.",
+            dropped,
+            available,
+            usable or "one device",
+        )
+    if len(usable) < 2:
+        logger.warning(
+            "`multi_gpu` is true but only %d usable GPU(s); DataParallel skipped.", len(usable)
+        )
+        return model
+    # DataParallel gathers on, and expects the parameters on, the first listed device.
+    if device.index is not None and device.index in usable:
+        usable.remove(device.index)
+        usable.insert(0, device.index)
+    model.to(torch.device("cuda", usable[0]))
+    logger.info("DataParallel over GPUs %s", usable)
+    return nn.DataParallel(model, device_ids=usable, output_device=usable[0])
+
+
+def autocast_enabled(mixed_precision: bool | None, device: torch.device) -> bool:
+    """Whether to train with fp16 autocast + GradScaler.
+
+    ``None`` (the default) means on exactly when the device is CUDA. On other devices autocast is
+    off and, when it was asked for, a log line says so: fp16 autocast is a CUDA feature, and CPU
+    bf16 autocast was not measured to help these small models.
+    """
+    if device.type == "cuda":
+        return mixed_precision is None or bool(mixed_precision)
+    if mixed_precision:
+        logger.warning(
+            "`mixed_precision` is true but training runs on %s: autocast is off on CPU, "
+            "training in float32.",
+            device,
+        )
+    return False
