@@ -47,9 +47,11 @@ def make_sample(tmp_path: Path) -> Callable[..., Path]:
 class KedroProject:
     """A copy of the project's ``conf/`` and ``pyproject.toml`` with its own empty ``data/``.
 
-    ``src`` and ``data/01_raw`` (the bundled sample) are links to the repository, read only by
-    the pipelines; everything a run writes lands under :attr:`path`. ``conf/local`` starts empty
-    so a developer's own settings do not leak into tests.
+    The code is the repository's (``src/`` there is put on ``PYTHONPATH``; the copy's ``src/`` is
+    an empty folder because Kedro insists on one inside the project), and ``data/01_raw`` links
+    to the repository's bundled sample, which the pipelines only read. Everything a run writes
+    lands under :attr:`path`. ``conf/local`` starts empty so a developer's own settings do not
+    leak into tests.
     """
 
     path: Path
@@ -72,13 +74,17 @@ class KedroProject:
         if params:
             command += ["--params", ",".join(f"{key}={value}" for key, value in params.items())]
         result = subprocess.run(
-            command, cwd=self.path, env={**os.environ, **QUIET_ENV, "COLUMNS": "200"},
+            command, cwd=self.path, env=self.environment(),
             capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:
             output = (result.stdout + result.stderr)[-6000:]
             pytest.fail(f"`{' '.join(command[2:])}` exited with {result.returncode}:\n{output}")
         return result
+
+    def environment(self) -> dict[str, str]:
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, **QUIET_ENV, "PYTHONPATH": python_path, "COLUMNS": "200"}
 
     def data(self, relative: str) -> Path:
         """A path under the copy's ``data/``, e.g. ``project.data("03_primary/manifest.csv")``."""
@@ -92,7 +98,7 @@ def kedro_project(tmp_path: Path) -> KedroProject:
     shutil.copy2(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
     shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
-    (project / "src").symlink_to(REPO_ROOT / "src", target_is_directory=True)
+    (project / "src").mkdir()
     for layer in DATA_LAYERS:
         if layer == "01_raw":
             (project / "data").mkdir(exist_ok=True)
