@@ -251,12 +251,12 @@ class _Program:
     @staticmethod
     def evaluate(constants: dict[str, Any], variables: torch.Tensor) -> torch.Tensor:
         if constants["selection"] is not None:
-            return variables[:, constants["selection"]]
+            return variables.index_select(1, constants["selection"])
         parts = []
         for indices in constants["by_degree"]:
-            monomial = variables[:, indices[0]]
+            monomial = variables.index_select(1, indices[0])
             for extra in indices[1:]:
-                monomial = monomial * variables[:, extra]
+                monomial = monomial * variables.index_select(1, extra)
             parts.append(monomial)
         monomials = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         out = monomials @ constants["coeffs"]
@@ -607,6 +607,18 @@ class TorchStatevectorExecutor:
                     for step in plan.steps
                 ],
                 "signs": torch.as_tensor(plan.signs, dtype=real, device=device),
+                # None where a prefix column reads all of its program's columns in order
+                "prefix_columns": [
+                    None
+                    if [r.column for r in column]
+                    == list(
+                        range(len(plan.angle_forms.get((column[0].batched, column[0].kind), [])))
+                    )
+                    else torch.as_tensor(
+                        [r.column for r in column], dtype=torch.long, device=device
+                    )
+                    for column in (plan.prefix.columns or [])
+                ],
             }
         return self._constants[key]
 
@@ -667,7 +679,7 @@ class TorchStatevectorExecutor:
             if isinstance(step, _Block):
                 gather = constants["gathers"][index]
                 if gather is not None:
-                    state = state[:, gather]
+                    state = state.index_select(1, gather)
                 if step.phase_program is not None:
                     phase = _Program.evaluate(
                         constants["phases"][step.phase_program],
@@ -692,16 +704,14 @@ class TorchStatevectorExecutor:
         state_dtype = constants["state_dtype"]
         if plan.prefix.columns is not None and plan.prefix.columns:
             vectors = None  # (b, n, 2)
-            for column in plan.prefix.columns:
+            for column, index in zip(plan.prefix.columns, constants["prefix_columns"], strict=True):
                 ref = column[0]
                 if ref.column < 0:
                     stacked = constants["constant_matrices"][ref.kind].expand(1, n, 2, 2)
                 else:
-                    columns = [r.column for r in column]
-                    if columns == list(range(columns[0], columns[0] + n)):
-                        stacked = matrices[(ref.batched, ref.kind)][:, columns[0] : columns[0] + n]
-                    else:
-                        stacked = matrices[(ref.batched, ref.kind)][:, columns]
+                    stacked = matrices[(ref.batched, ref.kind)]
+                    if index is not None:
+                        stacked = stacked.index_select(1, index)
                 if vectors is None:
                     vectors = stacked[..., 0]
                 else:
