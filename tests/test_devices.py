@@ -1,0 +1,96 @@
+"""Device fallbacks on a machine without GPUs: every GPU request degrades with a clear log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from qsight_pipeline.training.devices import (
+    autocast_enabled,
+    maybe_data_parallel,
+    parse_device_ids,
+    resolve_device,
+)
+from qsight_pipeline.training.trainer import TrainerSettings
+
+
+def test_device_strings(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_device("cuda:1") == torch.device("cpu")
+    assert "'cuda:1'" in caplog.text and "CUDA is not available" in caplog.text
+    with pytest.raises(ValueError, match="`device`"):
+        resolve_device("gpu1")
+
+
+def test_cuda_index_is_kept_or_clamped_when_gpus_exist(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("CUDA") == torch.device("cuda")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_device("cuda:3") == torch.device("cuda", 0)
+    assert "only 2 GPU(s)" in caplog.text
+
+
+def test_device_ids_forms():
+    assert parse_device_ids("0,1") == [0, 1]
+    assert parse_device_ids([2, 3]) == [2, 3]
+    assert parse_device_ids(1) == [1]
+    assert parse_device_ids(None) is None
+    with pytest.raises(ValueError, match="device_ids"):
+        parse_device_ids("a,b")
+
+
+def test_data_parallel_on_cpu_warns_and_returns_the_model(caplog):
+    model = nn.Linear(2, 2)
+    with caplog.at_level(logging.WARNING):
+        wrapped = maybe_data_parallel(model, True, [0, 1], torch.device("cpu"))
+    assert wrapped is model
+    assert "multi_gpu" in caplog.text and "DataParallel skipped" in caplog.text
+    assert maybe_data_parallel(model, False, None, torch.device("cpu")) is model
+
+
+def test_data_parallel_with_fewer_gpus_than_asked(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    model = nn.Linear(2, 2)
+    with caplog.at_level(logging.WARNING):
+        wrapped = maybe_data_parallel(model, True, "0,1,2", torch.device("cuda", 0))
+    assert wrapped is model
+    assert "[1, 2]" in caplog.text and "only 1 usable GPU" in caplog.text
+
+
+def test_mixed_precision_on_cpu_is_logged_off(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert autocast_enabled(True, torch.device("cpu")) is False
+    assert "autocast is off on CPU" in caplog.text
+    caplog.clear()
+    assert autocast_enabled(None, torch.device("cpu")) is False
+    assert caplog.text == ""  # the default is quiet
+    assert autocast_enabled(None, torch.device("cuda")) is True
+    assert autocast_enabled(False, torch.device("cuda")) is False
+
+
+def test_trainer_settings_from_run_parameters():
+    params = {
+        "seed": 7,
+        "grad_clip": 0,
+        "device": "cuda:1",
+        "multi_gpu": True,
+        "device_ids": [0, 1],
+        "mixed_precision": False,
+        "latency_tracking": False,
+        "checkpoint_dir": "/tmp/ck",
+        "batch_size": 16,  # not a trainer setting: ignored
+    }
+    settings = TrainerSettings.from_params(params)
+    assert (settings.seed, settings.grad_clip, settings.device) == (7, 0, "cuda:1")
+    assert settings.multi_gpu and settings.device_ids == [0, 1]
+    assert settings.mixed_precision is False and settings.latency_tracking is False
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainerSettings(grad_clip=-1)
