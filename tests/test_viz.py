@@ -1,0 +1,124 @@
+"""Lineage: ``kedro viz build`` works offline, and the built site shows every training pipeline's
+nodes when served over HTTP on localhost and loaded in headless Chromium.
+
+Set ``QSIGHT_UPDATE_LINEAGE_PNG=1`` to also refresh ``docs/img/lineage.png`` from the screenshot.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+TRAINING_PIPELINES = ("ingestion", "classical", "features", "quantum", "ensemble")
+QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# kedro-viz keeps its UI state in localStorage["KedroViz"]; this page (same origin as the site)
+# switches off the "new feature" hints that would cover the lineage, then opens the site.
+PRIME_PAGE = """<!DOCTYPE html><script>
+localStorage.setItem("KedroViz", JSON.stringify({showFeatureHints: false, theme: "light"}));
+location.replace("/");
+</script>"""
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does it)",
+    ),
+]
+
+def _project_copy(destination: Path) -> Path:
+    """pyproject, conf (without conf/local) and src: kedro-viz refuses a symlinked src."""
+    destination.mkdir()
+    shutil.copy2(REPO_ROOT / "pyproject.toml", destination / "pyproject.toml")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "local")
+    shutil.copytree(REPO_ROOT / "conf", destination / "conf", ignore=ignore)
+    (destination / "conf" / "local").mkdir()
+    shutil.copytree(REPO_ROOT / "src", destination / "src", ignore=ignore)
+    (destination / "data").mkdir()
+    return destination
+
+
+@pytest.fixture(scope="module")
+def viz_site(tmp_path_factory):
+    project = _project_copy(tmp_path_factory.mktemp("viz") / "project")
+    env = {**os.environ, **QUIET_ENV, "COLUMNS": "200"}
+    env.pop("PYTHONPATH", None)
+    build = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, (build.stdout + build.stderr)[-3000:]
+    site = project / "build"
+    assert (site / "index.html").is_file()
+    # What each registered pipeline holds, as kedro-viz exported it from the registry.
+    expected = {}
+    for pipeline in TRAINING_PIPELINES:
+        exported = site / "api" / "pipelines" / pipeline
+        if not exported.is_file():
+            pytest.skip(f"the {pipeline!r} pipeline is not registered yet")
+        nodes = json.loads(exported.read_text())["nodes"]
+        expected[pipeline] = sorted(n["name"] for n in nodes if n["type"] == "task")
+    (site / "prime.html").write_text(PRIME_PAGE)
+
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", expected, project
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=20000", "--window-size=1600,1000", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
+    )
+
+
+def test_built_site_shows_every_training_pipelines_nodes(viz_site, tmp_path):
+    url, expected, _ = viz_site
+    result = _chromium(tmp_path, "--dump-dom", f"{url}/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    flowchart = set(re.findall(r'class="pipeline-node__text"[^>]*>([^<]+)<', result.stdout))
+    assert flowchart, "no flowchart nodes rendered"
+    for pipeline in TRAINING_PIPELINES:
+        missing = sorted(set(expected[pipeline]) - flowchart)
+        assert expected[pipeline] and not missing, f"{pipeline}: {missing} not on the page"
+
+
+def test_lineage_screenshot(viz_site, tmp_path):
+    url, _, _ = viz_site
+    screenshot = tmp_path / "lineage.png"
+    result = _chromium(tmp_path, f"--screenshot={screenshot}", f"{url}/prime.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 30_000  # a drawn graph, not a blank page
+    if os.environ.get("QSIGHT_UPDATE_LINEAGE_PNG") == "1":
+        target = REPO_ROOT / "docs" / "img" / "lineage.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(screenshot, target)
