@@ -258,8 +258,11 @@ class _Program:
             for extra in indices[1:]:
                 monomial = monomial * variables.index_select(1, extra)
             parts.append(monomial)
-        monomials = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        out = monomials @ constants["coeffs"]
+        if not parts:  # constant angles (e.g. from transpiling sx)
+            out = variables.new_zeros(variables.shape[0], constants["coeffs"].shape[1])
+        else:
+            monomials = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            out = monomials @ constants["coeffs"]
         if constants["const"] is not None:
             out = out + constants["const"]
         return out
@@ -600,6 +603,7 @@ class TorchStatevectorExecutor:
                 "phases": [p.materialise(device, real) for p in plan.phase_programs],
                 "constant_matrices": {kind: matrix(kind) for kind in _CONSTANT_1Q},
                 "identity": torch.eye(2, dtype=state_dtype, device=device),
+                "ket_zero": torch.eye(2, dtype=state_dtype, device=device)[:1],  # (1, 2) = |0>
                 "gathers": [
                     None
                     if not isinstance(step, _Block) or step.gather is None
@@ -701,7 +705,6 @@ class TorchStatevectorExecutor:
     ) -> torch.Tensor:
         plan = self.plan
         n = plan.n_qubits
-        state_dtype = constants["state_dtype"]
         if plan.prefix.columns is not None and plan.prefix.columns:
             vectors = None  # (b, n, 2)
             for column, index in zip(plan.prefix.columns, constants["prefix_columns"], strict=True):
@@ -718,11 +721,9 @@ class TorchStatevectorExecutor:
                     vectors = (stacked * vectors.unsqueeze(-2)).sum(-1)
             per_qubit = [vectors[:, q] for q in range(n)]
         else:
-            zero = torch.zeros(1, 2, dtype=state_dtype, device=constants["signs"].device)
-            zero[0, 0] = 1
             per_qubit = []
             for refs in plan.prefix.per_qubit:
-                vector = zero
+                vector = constants["ket_zero"]
                 for ref in refs:
                     vector = (gate_matrix(ref) * vector.unsqueeze(-2)).sum(-1)
                 per_qubit.append(vector)
