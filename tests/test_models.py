@@ -168,3 +168,28 @@ def test_vit_weights_file_is_resized_to_the_configured_image_size(tmp_path):
     assert encoder.pos_embed.shape[1] < source.pos_embed.shape[1]
     assert torch.equal(encoder.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
     assert encoder(torch.randn(1, 3, SIZE, SIZE)).shape == (1, encoder.num_features)
+
+
+def test_missing_quantum_packages_warn_and_fall_back_to_classical(monkeypatch, caplog):
+    import qsight_pipeline.models.quantum as quantum
+
+    monkeypatch.setattr(quantum, "quantum_dependencies_missing", lambda *a, **k: ["qiskit"])
+    config = ModelConfig(**{**tiny_config().to_dict(), "quantum": {"enabled": True, "n_qubits": 2}})
+    with caplog.at_level(logging.WARNING):
+        model = build_model(config)
+    assert model.quantum_head is None and not model.quantum_enabled
+    assert "qiskit" in caplog.text and "classical-only" in caplog.text
+
+
+def test_real_quantum_head_plugs_in():
+    pytest.importorskip("qiskit_machine_learning")
+    config = ModelConfig(
+        **{**tiny_config().to_dict(), "quantum": {"enabled": True, "n_qubits": 2, "reps": 1}}
+    )
+    model = build_model(config)
+    assert model.quantum_enabled
+    out = model(compressed=torch.randn(3, 8), active_mask=(0, 1, 1))
+    assert out["logits_quantum_head"].shape == (3, 5)
+    assert torch.all(out["head_weights"][:, 0] == 0)
+    out["fused_probs"].log().mean().backward()
+    assert any(p.grad is not None for p in model.quantum_head.parameters())

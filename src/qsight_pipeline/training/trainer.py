@@ -424,6 +424,10 @@ def _run_epoch(
     with torch.set_grad_enabled(training):
         for batch in bar:
             grades = batch["grade"].to(device, non_blocking=True)
+            if training and grades.shape[0] == 1:
+                # A one-image remainder batch makes BatchNorm fail in train mode and adds
+                # nothing measurable to the epoch; skip it rather than ask for drop_last.
+                continue
             with torch.autocast(device.type, enabled=use_amp):
                 out = net(**_model_inputs(batch, stage, device), active_mask=active)
             losses = _losses(out, grades, heads, stage, class_weights)
