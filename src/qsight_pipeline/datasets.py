@@ -3,13 +3,17 @@
 - :class:`NpyDataset`: a NumPy array in ``.npy`` format, memory-mapped on load so that training
   reads the decode-once image cache without holding it all in memory.
 - :class:`TorchDataset`: any object ``torch.save`` can write (checkpoints, state dicts).
+- :class:`AtomicDataset`: wraps any file dataset of kedro-datasets (JSON, pickle, text ...) so that
+  its save goes to a temporary file beside the target and is renamed into place.
 
-Both write atomically (temporary file, then rename), so a killed run never leaves a half-written
+All of them write atomically (temporary file, then rename), so a killed run never leaves a half-written
 file that a later run would trust.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -73,3 +77,51 @@ class TorchDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "weights_only": self._weights_only}
+
+
+class AtomicDataset(AbstractDataset[Any, Any]):
+    """Any file-based dataset, saved atomically.
+
+    ``dataset`` is the wrapped dataset's config without its ``filepath``; the wrapper saves to a
+    temporary sibling with the same suffix (so datasets that read the format from the extension
+    still work) and then renames it over ``filepath``::
+
+        model_info:
+          type: qsight_pipeline.datasets.AtomicDataset
+          filepath: data/06_models/trained_model/model_info.json
+          dataset:
+            type: json.JSONDataset
+            save_args: {indent: 2}
+    """
+
+    def __init__(self, filepath: str, dataset: dict[str, Any] | str, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self._dataset_config = {"type": dataset} if isinstance(dataset, str) else dict(dataset)
+        if "filepath" in self._dataset_config:
+            raise DatasetError(
+                f"AtomicDataset for {filepath}: give `filepath` on the wrapper, not inside `dataset`."
+            )
+        self.metadata = metadata
+
+    def _inner(self, filepath: Path) -> AbstractDataset:
+        config = {**self._dataset_config, "filepath": str(filepath)}
+        return AbstractDataset.from_config(f"atomic:{self._filepath.name}", config)
+
+    def load(self) -> Any:
+        return self._inner(self._filepath).load()
+
+    def save(self, data: Any) -> None:
+        target = self._filepath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp{target.suffix}")
+        try:
+            self._inner(tmp).save(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "dataset": self._dataset_config.get("type")}

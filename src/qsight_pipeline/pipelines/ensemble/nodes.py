@@ -1,0 +1,78 @@
+"""Nodes of the ``ensemble`` pipeline: ensemble fine-tuning, final artifacts, report."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from qsight_pipeline import run_config, workflow
+from qsight_pipeline.training.trainer import seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+def finetune_ensemble(
+    quantum_training_data: dict[str, Any],
+    quantum_head: dict[str, Any],
+    parameters: dict[str, Any],
+) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """Fine-tune the ensemble on cached head outputs with every head frozen, then evaluate.
+
+    Returns:
+        The model after the compression module (kept in memory), ``ensemble_history`` and the
+        evaluation of every head and the ensemble on val and test.
+    """
+    workflow.check_feature_cache(quantum_training_data)
+    settings = run_config.trainer_settings(parameters)
+    seed_everything(settings.seed)
+    quantum_params = dict(quantum_head.get("quantum_config") or parameters.get("quantum") or {})
+    if not quantum_head.get("enabled"):
+        quantum_params["enabled"] = False
+    model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
+    workflow.apply_quantum_head_state(model, quantum_head)
+
+    stages = run_config.schedule(parameters)["ensemble"]
+    batch_size = run_config.batch_size(parameters)
+    fingerprint = run_config.fingerprint(
+        "ensemble", quantum_training_data["metadata"], quantum_params, stages, settings.seed,
+        batch_size, len(quantum_training_data["train_labels"]),
+    )
+    history = workflow.train_cache_stages(
+        model, stages, quantum_training_data, settings,
+        batch_size=batch_size, run_fingerprint=fingerprint,
+    )
+    evaluation = workflow.evaluate_on_cache(
+        model, quantum_training_data, settings, batch_size=batch_size
+    )
+    return model, history, evaluation
+
+
+def assemble_training_artifacts(
+    phase1_classical_model: dict[str, Any],
+    post_cache_model: Any,
+    classical_history: list[dict[str, Any]],
+    quantum_history: list[dict[str, Any]],
+    ensemble_history: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+    quantum_training_data: dict[str, Any],
+    parameters: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``."""
+    model_info = workflow.build_model_info(post_cache_model, quantum_training_data["metadata"])
+    summary = workflow.build_training_summary(
+        [*classical_history, *quantum_history, *ensemble_history],
+        evaluation,
+        model_info,
+        config=workflow.to_plain(parameters),
+    )
+    for split in ("val", "test"):
+        ensemble = summary["evaluation"][split]["ensemble"]
+        logger.info(
+            "Ensemble on %s: accuracy %.3f, quadratic weighted kappa %.3f, referable-DR AUC %s",
+            split, ensemble["accuracy"], ensemble["quadratic_weighted_kappa"],
+            "n/a" if ensemble["referable_auc"] is None else f"{ensemble['referable_auc']:.3f}",
+        )
+    checkpoint = workflow.complete_checkpoint(
+        phase1_classical_model, post_cache_model, summary, model_info
+    )
+    return checkpoint, model_info, summary

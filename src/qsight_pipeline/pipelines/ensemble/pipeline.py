@@ -1,0 +1,33 @@
+"""Wiring of the ``ensemble`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import assemble_training_artifacts, finetune_ensemble
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=finetune_ensemble,
+                inputs=["quantum_training_data", "quantum_head", "parameters"],
+                outputs=["post_cache_model", "ensemble_history", "evaluation"],
+                name="finetune_ensemble",
+            ),
+            Node(
+                func=assemble_training_artifacts,
+                inputs=[
+                    "phase1_classical_model",
+                    "post_cache_model",
+                    "classical_history",
+                    "quantum_history",
+                    "ensemble_history",
+                    "evaluation",
+                    "quantum_training_data",
+                    "parameters",
+                ],
+                outputs=["complete_checkpoint", "model_info", "training_summary"],
+                name="assemble_training_artifacts",
+            ),
+        ]
+    )

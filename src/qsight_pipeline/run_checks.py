@@ -1,0 +1,63 @@
+"""Checks that run before any node: a bad setting fails in seconds, not after an hour of training.
+
+Registered in ``settings.py``. Every message names the parameter to change.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from qsight_pipeline import run_config
+from qsight_pipeline.models.quantum import QuantumConfig, quantum_dependencies_missing
+
+logger = logging.getLogger(__name__)
+
+
+class QuantumUnavailableError(RuntimeError):
+    """``kedro run --pipeline quantum`` was asked for, but there is no quantum head to train."""
+
+
+def check_parameters(parameters: dict[str, Any], pipeline_names: list[str]) -> None:
+    """Validate the schedule, the model and the quantum settings for the pipelines about to run."""
+    stages = run_config.schedule(parameters)
+    run_config.model_config(parameters)
+    run_config.trainer_settings(parameters)
+    run_config.batch_size(parameters)
+    quantum = QuantumConfig.from_params(parameters.get("quantum") or {})
+
+    if "quantum" not in pipeline_names:
+        return
+    if not quantum.enabled:
+        raise QuantumUnavailableError(
+            "`kedro run --pipeline quantum` trains the quantum head, but quantum.enabled is false. "
+            "Set quantum.enabled=true (e.g. --params quantum.enabled=true) or run another pipeline."
+        )
+    missing = quantum_dependencies_missing(quantum.executor, quantum.shots)
+    if missing:
+        raise QuantumUnavailableError(
+            "`kedro run --pipeline quantum` needs " + ", ".join(missing) + ", which cannot be "
+            "imported. Install it with `pip install 'qsight_pipeline[quantum]'`."
+        )
+    if not stages["quantum"]:
+        logger.warning(
+            "The stage schedule has no stage that trains the quantum head; the quantum pipeline "
+            "will only evaluate it."
+        )
+
+
+class RunChecksHook:
+    """Validate parameters before the first node runs."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        parameters = catalog.load("parameters")
+        names = run_params.get("pipeline_names") or ["__default__"]
+        try:
+            check_parameters(parameters, list(names))
+        except Exception as error:
+            # Say it plainly once more, so the reason is the last thing in the log.
+            logger.error("Run refused before it started: %s", error)
+            raise
