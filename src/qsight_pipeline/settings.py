@@ -2,16 +2,22 @@
 
 from kedro.config import OmegaConfigLoader
 
-from qsight_pipeline.hooks import WandbHook
+from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook
+from qsight_pipeline.run_checks import RunChecksHook
 
-# Hooks run last-in-first-out. The W&B hook imports wandb lazily and does nothing unless
-# ``tracking.wandb.enabled`` is true. kedro-mlflow registers its own hook through its entry point.
-HOOKS = (WandbHook(),)
+# Hooks run last-in-first-out. RunChecksHook validates every parameter before any node runs.
+# The W&B hook imports wandb lazily and does nothing unless ``tracking.wandb.enabled`` is true.
+# kedro-mlflow registers its own hook through its entry point (it opens the MLflow run and logs
+# parameters); MlflowTrackingHook adds the epoch metrics and the report's artifacts to that run.
+HOOKS = (WandbHook(), MlflowTrackingHook(), RunChecksHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # Soft merge: conf/local/parameters.yml may set `quantum: {n_qubits: 6}` alone and keep the
+    # other quantum settings from conf/base.
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "catalog": ["catalog*", "catalog*/**", "**/catalog*"],

@@ -52,7 +52,9 @@ def grading_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, 
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[1] != NUM_GRADES:
-        raise ValueError(f"probabilities must have shape (n, {NUM_GRADES}), got {probabilities.shape}")
+        raise ValueError(
+            f"probabilities must have shape (n, {NUM_GRADES}), got {probabilities.shape}"
+        )
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(NUM_GRADES))
     present = set(np.unique(y_true).tolist())
@@ -67,12 +69,20 @@ def grading_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, 
         "n": int(y_true.size),
         "accuracy": float(accuracy_score(y_true, y_pred)) if y_true.size else 0.0,
         "quadratic_weighted_kappa": quadratic_weighted_kappa(y_true, y_pred),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "per_grade_recall": [
             float(recalls[g]) if g in present else None for g in range(NUM_GRADES)
         ],
-        "referable_sensitivity": float((ref_pred & ref_true).sum() / positives) if positives else None,
-        "referable_specificity": float((~ref_pred & ~ref_true).sum() / negatives) if negatives else None,
-        "referable_auc": float(roc_auc_score(ref_true, ref_score)) if positives and negatives else None,
+        "referable_sensitivity": float((ref_pred & ref_true).sum() / positives)
+        if positives
+        else None,
+        "referable_specificity": float((~ref_pred & ~ref_true).sum() / negatives)
+        if negatives
+        else None,
+        "referable_auc": float(roc_auc_score(ref_true, ref_score))
+        if positives and negatives
+        else None,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
