@@ -2,6 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from qsight_pipeline.reporting.figures import report_figures
+from qsight_pipeline.reporting.html import render_report_html
+
 from .nodes import assemble_training_artifacts, finetune_ensemble
 
 
@@ -28,6 +31,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["complete_checkpoint", "model_info", "training_summary"],
                 name="assemble_training_artifacts",
+            ),
+            Node(
+                func=report_figures,
+                inputs="training_summary",
+                outputs="report_figures",
+                name="draw_report_figures",
+            ),
+            Node(
+                func=render_report_html,
+                inputs=["training_summary", "model_info", "report_figures"],
+                outputs="report_html",
+                name="render_report_html",
             ),
         ]
     )
