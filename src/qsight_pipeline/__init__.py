@@ -1,3 +1,33 @@
-"""QSight: a Kedro pipeline that trains a hybrid classical + quantum diabetic-retinopathy grader."""
+"""QSight: a Kedro pipeline that trains a hybrid classical + quantum diabetic-retinopathy grader.
+
+The old system's Python API is importable from here::
+
+    from qsight_pipeline import (
+        DatasetConfig, TrainingConfig, default_stage_schedule, create_dataloaders,
+        train_hybrid_model,
+    )
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "DatasetConfig": "qsight_pipeline.api",
+    "TrainingConfig": "qsight_pipeline.api",
+    "create_dataloaders": "qsight_pipeline.api",
+    "train_hybrid_model": "qsight_pipeline.api",
+    "default_stage_schedule": "qsight_pipeline.training.stages",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `kedro` commands import this package and need not load torch.
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'qsight_pipeline' has no attribute {name!r}")

@@ -1,0 +1,236 @@
+"""The Python API of the system QSight replaces (its user guide, section 6), on QSight's code.
+
+```python
+from pathlib import Path
+from qsight_pipeline import (
+    DatasetConfig, TrainingConfig, default_stage_schedule, create_dataloaders, train_hybrid_model,
+)
+
+config = DatasetConfig(root="data/01_raw/sample", dataset_type="tanlikesmath", batch_size=16)
+train_loader, val_loader, classes = create_dataloaders(config)
+training_config = TrainingConfig(
+    stages=default_stage_schedule(), checkpoint_dir=Path("outputs/checkpoints")
+)
+model, summary = train_hybrid_model(
+    train_loader, val_loader, classes, config=training_config, encoder_type="vit",
+    quantum_enabled=True,
+)
+```
+
+Nothing here is a second implementation: the loaders come from the ingestion steps, and training
+runs the same :mod:`qsight_pipeline.workflow` functions as the Kedro nodes (image stages, feature
+export, then the quantum and ensemble stages on the in-memory feature cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from qsight_pipeline import workflow
+from qsight_pipeline.constants import GRADE_NAMES
+from qsight_pipeline.data.torch_data import AUGMENTATION_DEFAULTS, CachedImageDataset
+from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
+from qsight_pipeline.pipelines.ingestion.nodes import (
+    build_image_caches,
+    scan_dataset,
+    split_by_patient,
+)
+from qsight_pipeline.training.devices import resolve_device
+from qsight_pipeline.training.stages import (
+    Stage,
+    default_stage_schedule,
+    parse_stages,
+    split_schedule,
+)
+from qsight_pipeline.training.trainer import TrainerSettings, seed_everything
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DatasetConfig",
+    "TrainingConfig",
+    "create_dataloaders",
+    "default_stage_schedule",
+    "train_hybrid_model",
+]
+
+
+@dataclass
+class DatasetConfig:
+    """Where the photographs are and how to load them (the guide's ``DatasetConfig``)."""
+
+    root: str | Path
+    dataset_type: str = "tanlikesmath"
+    batch_size: int = 32
+    image_size: int = 224
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    num_workers: int = 0
+    on_bad_image: str = "fail"
+    augment: Mapping[str, Any] | None = field(default_factory=lambda: dict(AUGMENTATION_DEFAULTS))
+
+
+@dataclass
+class TrainingConfig:
+    """How to train (the guide's ``TrainingConfig``); the fields mirror conf/base/parameters.yml."""
+
+    stages: Sequence[Stage | Mapping[str, Any]] = field(default_factory=default_stage_schedule)
+    checkpoint_dir: str | Path | None = None
+    grad_clip: float = 1.0
+    mixed_precision: bool | None = None
+    device: str = "auto"
+    multi_gpu: bool = False
+    device_ids: Sequence[int] | None = None
+    seed: int = 42
+    latency_tracking: bool = True
+    class_balanced_loss: bool = True
+    resume: bool = True
+
+    def trainer_settings(self) -> TrainerSettings:
+        params = {k: v for k, v in asdict(self).items() if k != "stages"}
+        if params["checkpoint_dir"] is not None:
+            params["checkpoint_dir"] = str(params["checkpoint_dir"])
+        return TrainerSettings.from_params(params)
+
+
+def _ingest(config: DatasetConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The ingestion pipeline's steps, in memory."""
+    ingestion = {
+        "val_fraction": config.val_fraction,
+        "test_fraction": config.test_fraction,
+        "on_bad_image": config.on_bad_image,
+    }
+    images, _findings = scan_dataset({"root": str(config.root), "type": config.dataset_type}, ingestion)
+    split_images = split_by_patient(images, ingestion, config.seed)
+    manifest, train, val, test, _unreadable = build_image_caches(
+        split_images, config.image_size, ingestion
+    )
+    return manifest, {"train": train, "val": val, "test": test}
+
+
+def create_dataloaders(
+    config: DatasetConfig, *, with_test: bool = False
+) -> tuple[DataLoader, DataLoader, list[str]] | tuple[DataLoader, DataLoader, DataLoader, list[str]]:
+    """Scan, split (by patient) and decode the data set once; return the loaders and grade names.
+
+    Returns ``(train_loader, val_loader, classes)`` as in the guide, or with ``with_test=True``
+    ``(train_loader, val_loader, test_loader, classes)``. The training loader augments; the
+    others do not. Each loader's dataset carries ``image_ids``.
+    """
+    manifest, caches = _ingest(config)
+    loaders = {}
+    for split, images in caches.items():
+        rows = manifest[manifest["split"] == split].sort_values("cache_index")
+        dataset = CachedImageDataset(
+            images,
+            rows["grade"].to_numpy(dtype=np.int64),
+            train=split == "train",
+            augment=config.augment if split == "train" else None,
+            image_size=config.image_size,
+        )
+        dataset.image_ids = rows["image_id"].astype(str).tolist()
+        loaders[split] = workflow.make_loader(
+            dataset, config.batch_size, shuffle=split == "train", seed=config.seed,
+            num_workers=config.num_workers,
+        )
+    classes = list(GRADE_NAMES)
+    if with_test:
+        return loaders["train"], loaders["val"], loaders["test"], classes
+    return loaders["train"], loaders["val"], classes
+
+
+def _unaugmented(loader: DataLoader) -> DataLoader:
+    """The same images as ``loader`` without augmentation or shuffling, for the feature export."""
+    dataset = loader.dataset
+    plain = CachedImageDataset(
+        dataset.images, dataset.grades, train=False, augment=None, image_size=dataset.image_size
+    )
+    plain.image_ids = getattr(dataset, "image_ids", None)
+    return workflow.make_loader(plain, loader.batch_size or 32, shuffle=False, seed=0)
+
+
+def _image_ids(loader: DataLoader) -> list[str]:
+    ids = getattr(loader.dataset, "image_ids", None)
+    return list(ids) if ids is not None else [str(i) for i in range(len(loader.dataset))]
+
+
+def train_hybrid_model(
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    classes: Sequence[str] = GRADE_NAMES,
+    config: TrainingConfig | None = None,
+    encoder_type: str = "vit",
+    quantum_enabled: bool = True,
+    *,
+    encoder_name: str | None = None,
+    pretrained: bool = True,
+    pretrained_weights: str | None = None,
+    compressed_dim: int = 64,
+    quantum: Mapping[str, Any] | None = None,
+    test_loader: DataLoader | None = None,
+) -> tuple[HybridModel, dict[str, Any]]:
+    """Train the hybrid model through every stage of ``config.stages``.
+
+    Args:
+        train_loader, val_loader: from :func:`create_dataloaders` (image batches).
+        classes: grade names; must be the five DR grades in clinical order.
+        config: stages and run settings; ``TrainingConfig()`` when omitted.
+        encoder_type, encoder_name, pretrained, pretrained_weights: the timm encoder.
+        quantum_enabled: build the quantum head (a warning and classical-only when qiskit is
+            missing); ``quantum`` holds the other ``quantum.*`` settings.
+        test_loader: optional; adds test metrics to the summary.
+
+    Returns:
+        ``(model, summary)``: the trained model and the ``training_summary.json`` dict, with
+        per-stage metrics (``stages``), the best validation snapshot (``best_validation``) and
+        the evaluation of every head and the ensemble.
+    """
+    if list(classes) != list(GRADE_NAMES):
+        raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
+    config = config or TrainingConfig()
+    settings = config.trainer_settings()
+    seed_everything(settings.seed)
+    stages = split_schedule(parse_stages(list(config.stages)))
+    model_config = ModelConfig(
+        encoder_type=encoder_type,
+        encoder_name=encoder_name,
+        image_size=train_loader.dataset.image_size,
+        pretrained=pretrained,
+        pretrained_weights=pretrained_weights,
+        compressed_dim=compressed_dim,
+        quantum={**dict(quantum or {}), "enabled": bool(quantum_enabled)},
+    )
+    model = build_model(model_config)
+    batch_size = train_loader.batch_size or 32
+
+    history = workflow.train_image_stages(
+        model, stages["classical"], train_loader, val_loader, settings,
+        train_labels=train_loader.dataset.grades,
+    )
+    loaders = {"train": _unaugmented(train_loader), "val": val_loader}
+    if test_loader is not None:
+        loaders["test"] = test_loader
+    cache = workflow.export_features(
+        model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()},
+        seed=settings.seed, device=resolve_device(settings.device),
+    )
+    for part in ("quantum", "ensemble"):
+        history += workflow.train_cache_stages(
+            model, stages[part], cache, settings, batch_size=batch_size
+        )
+    splits = ("val", "test") if test_loader is not None else ("val",)
+    evaluation = workflow.evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
+    model_info = workflow.build_model_info(model, cache["metadata"])
+    summary = workflow.build_training_summary(
+        history, evaluation, model_info, config=workflow.to_plain(asdict(config))
+    )
+    return model, summary
