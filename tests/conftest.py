@@ -91,10 +91,9 @@ class KedroProject:
         return self.path / "data" / relative
 
 
-@pytest.fixture
-def kedro_project(tmp_path: Path) -> KedroProject:
-    project = tmp_path / "project"
-    project.mkdir()
+def create_project_copy(project: Path) -> KedroProject:
+    """Lay out a throw-away project at ``project`` (see :class:`KedroProject`)."""
+    project.mkdir(parents=True)
     shutil.copy2(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
     shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
@@ -106,3 +105,27 @@ def kedro_project(tmp_path: Path) -> KedroProject:
         else:
             (project / "data" / layer).mkdir(parents=True)
     return KedroProject(project)
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path) -> KedroProject:
+    return create_project_copy(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
+    """One ``kedro run --env smoke`` (all five training pipelines, tiny) shared by many tests.
+
+    Treat it as read-only; tests that change files take a :func:`smoke_copy`.
+    """
+    project = create_project_copy(tmp_path_factory.mktemp("smoke") / "project")
+    project.run("--env", "smoke")
+    return project
+
+
+@pytest.fixture
+def smoke_copy(smoke_project: KedroProject, tmp_path: Path) -> KedroProject:
+    """A private copy of :func:`smoke_project` with all its outputs."""
+    target = tmp_path / "project"
+    shutil.copytree(smoke_project.path, target, symlinks=True)
+    return KedroProject(target)
