@@ -26,18 +26,23 @@ def summary() -> dict:
     return build_training_summary()
 
 
+_OUTPUTS: dict[int, list[tuple[str, dict]]] = {}
+
+
 def pipeline_outputs(summary: dict) -> list[tuple[str, dict]]:
-    """(node name, outputs) in the order the training pipelines produce them."""
-    steps = [
-        (f"train_{stage['name']}", {HISTORY_NAMES[stage["name"]]: [stage]})
-        for stage in summary["stages"]
-    ]
-    figures = report_figures(summary)
-    report = render_report_html(summary, build_model_info(), figures)
-    steps.append(("assemble", {"model_info": build_model_info(), "training_summary": summary}))
-    steps.append(("report_figures", {"report_figures": figures}))
-    steps.append(("report_html", {"report_html": report}))
-    return steps
+    """(node name, outputs) in the order the training pipelines produce them (drawn once)."""
+    if id(summary) not in _OUTPUTS:
+        steps = [
+            (f"train_{stage['name']}", {HISTORY_NAMES[stage["name"]]: [stage]})
+            for stage in summary["stages"]
+        ]
+        figures = report_figures(summary)
+        report = render_report_html(summary, build_model_info(), figures)
+        steps.append(("assemble", {"model_info": build_model_info(), "training_summary": summary}))
+        steps.append(("draw_report_figures", {"report_figures": figures}))
+        steps.append(("render_report_html", {"report_html": report}))
+        _OUTPUTS[id(summary)] = steps
+    return _OUTPUTS[id(summary)]
 
 
 def fake_context(tmp_path: Path, tracking: dict) -> SimpleNamespace:
