@@ -1,20 +1,13 @@
-"""The results notebook runs top to bottom (nbclient) and shows the run's numbers and plots.
-
-It runs in a throw-away copy of the project whose catalog points at a training summary, model
-info and report written where a ``kedro run`` writes them, so it cannot rot silently.
-"""
+"""The results notebook runs top to bottom (nbclient) on the shared smoke run's outputs and shows
+that run's numbers and plots, so it cannot rot silently."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-
-from qsight_pipeline.reporting import render_report_html, report_figures
-from tests.fixtures.synthetic_training_summary import build_model_info, build_training_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "qsight_results.ipynb"
@@ -22,39 +15,19 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "qsight_results.ipynb"
 pytestmark = pytest.mark.slow
 
 
-def _project_with_run_outputs(destination: Path, summary: dict) -> Path:
-    destination.mkdir()
-    shutil.copy2(REPO_ROOT / "pyproject.toml", destination / "pyproject.toml")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "local")
-    shutil.copytree(REPO_ROOT / "conf", destination / "conf", ignore=ignore)
-    (destination / "conf" / "local").mkdir()
-    # a copy, not a link: Kedro refuses a source folder that resolves outside the project
-    shutil.copytree(REPO_ROOT / "src", destination / "src", ignore=ignore)
-    (destination / "notebooks").mkdir()
-    shutil.copy2(NOTEBOOK, destination / "notebooks" / NOTEBOOK.name)
-
-    output_dir = yaml.safe_load((REPO_ROOT / "conf/base/globals.yml").read_text())["output_dir"]
-    models = destination / output_dir
-    models.mkdir(parents=True)
-    (models / "training_summary.json").write_text(json.dumps(summary))
-    (models / "model_info.json").write_text(json.dumps(build_model_info()))
-    reporting = destination / "data" / "08_reporting"
-    reporting.mkdir(parents=True)
-    html = render_report_html(summary, build_model_info(), report_figures(summary))
-    (reporting / "report.html").write_text(html, encoding="utf-8")
-    return destination
-
-
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def executed(smoke_project):
+    """The notebook run in the shared smoke project (conftest), as a user would after kedro run."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    summary = build_training_summary()
-    project = _project_with_run_outputs(tmp_path_factory.mktemp("nb") / "project", summary)
-    notebook = nbformat.read(project / "notebooks" / NOTEBOOK.name, as_version=4)
+    project = smoke_project.path
+    output_dir = yaml.safe_load((project / "conf/base/globals.yml").read_text())["output_dir"]
+    summary = json.loads((project / output_dir / "training_summary.json").read_text())
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=240, kernel_name="python3",
-        resources={"metadata": {"path": str(project / "notebooks")}},
+        # a working directory inside the project, as when the notebook is opened from notebooks/
+        resources={"metadata": {"path": str(project / "data" / "08_reporting")}},
     )
     client.execute()  # raises CellExecutionError with the failing cell's traceback
     return notebook, summary, project
@@ -80,5 +53,6 @@ def test_notebook_shows_the_test_metrics_and_plots(executed):
     test_ensemble = summary["evaluation"]["test"]["ensemble"]
     assert f"{round(test_ensemble['accuracy'], 4)}" in tables
     assert len(_outputs(notebook, "image/png")) >= 3  # curves, confusion matrix, weights
-    # Kedro's session opened kedro-mlflow's database at the project root, not beside the notebook
-    assert not (project / "notebooks" / "mlflow.db").exists()
+    # Kedro's session used kedro-mlflow's database at the project root, not one beside the kernel
+    assert not (project / "data" / "08_reporting" / "mlflow.db").exists()
+    assert "__default__" in "".join(o.get("text", "") for o in _outputs(notebook, "stream"))
