@@ -30,7 +30,8 @@ CHROMIUM_FLAGS = [
 # kedro-viz keeps its UI state in localStorage["KedroViz"]; this page (same origin as the site)
 # switches off the "new feature" hints that would cover the lineage, then opens the site.
 PRIME_PAGE = """<!DOCTYPE html><script>
-localStorage.setItem("KedroViz", JSON.stringify({showFeatureHints: false, theme: "light"}));
+localStorage.setItem("KedroViz", JSON.stringify(
+  {showFeatureHints: false, theme: "light", visible: {sidebar: false, miniMap: false}}));
 location.replace("/");
 </script>"""
 
@@ -114,7 +115,8 @@ def test_built_site_shows_every_training_pipelines_nodes(viz_site, tmp_path):
 def test_lineage_screenshot(viz_site, tmp_path):
     url, _, _ = viz_site
     screenshot = tmp_path / "lineage.png"
-    result = _chromium(tmp_path, f"--screenshot={screenshot}", f"{url}/prime.html")
+    result = _chromium(tmp_path, f"--screenshot={screenshot}", "--window-size=1200,1500",
+                       f"{url}/prime.html")
     assert result.returncode == 0, result.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 30_000  # a drawn graph, not a blank page
