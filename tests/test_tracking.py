@@ -76,6 +76,12 @@ def test_bad_wandb_mode_names_the_parameter():
         wandb_settings({"tracking": {"wandb": {"mode": "cloud"}}})
 
 
+def test_wandb_tags_from_the_command_line_are_split_on_commas():
+    assert wandb_settings({"tracking": {"wandb": {"tags": "smoke, cpu"}}})["tags"] == ["smoke", "cpu"]
+    with pytest.raises(ValueError, match=r"tracking\.wandb\.tags"):
+        wandb_settings({"tracking": {"wandb": {"tags": 3}}})
+
+
 def test_wandb_hook_rejects_a_bad_mode_when_the_context_is_created(tmp_path):
     with pytest.raises(ValueError, match=r"tracking\.wandb\.mode"):
         WandbHook().after_context_created(context=fake_context(tmp_path, {"wandb": {"mode": "x"}}))

@@ -81,7 +81,7 @@ def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValueError: ``tracking.wandb.mode`` is not one of online, offline, disabled, or
-            ``tracking.wandb.tags`` is not a list.
+            ``tracking.wandb.tags`` is neither a list nor a comma-separated string.
     """
     settings = dict(((parameters or {}).get("tracking") or {}).get("wandb") or {})
     settings.setdefault("enabled", False)
@@ -99,7 +99,9 @@ def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
             "`kedro run --params tracking.wandb.mode=offline`)."
         )
     tags = settings["tags"] or []
-    if isinstance(tags, str) or not isinstance(tags, list | tuple):
+    if isinstance(tags, str):  # "smoke" from --params, or "smoke, cpu" in a YAML file
+        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
+    if not isinstance(tags, list | tuple):
         raise ValueError(f"tracking.wandb.tags must be a list of strings, got {tags!r}.")
     settings["tags"] = [str(tag) for tag in tags]
     settings["enabled"] = bool(settings["enabled"])
