@@ -18,6 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,13 +36,24 @@ localStorage.setItem("KedroViz", JSON.stringify(
 location.replace("/");
 </script>"""
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does it)",
-    ),
-]
+KEDRO_VIZ_LAYERS = ("raw", "intermediate", "primary", "feature", "model_input", "models",
+                    "model_output", "reporting")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does it)",
+)
+
+
+def test_every_catalog_entry_has_a_kedro_viz_layer():
+    entries = {}
+    for path in sorted(REPO_ROOT.glob("conf/*/catalog*.yml")):
+        for name, entry in (yaml.safe_load(path.read_text()) or {}).items():
+            if not name.startswith("_"):
+                entries[f"{path.relative_to(REPO_ROOT)}: {name}"] = entry or {}
+    assert entries
+    for where, entry in entries.items():
+        layer = ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+        assert layer in KEDRO_VIZ_LAYERS, f"{where} has kedro-viz layer {layer!r}"
 
 def _project_copy(destination: Path) -> Path:
     """pyproject, conf (without conf/local) and src: kedro-viz refuses a symlinked src."""
@@ -101,6 +113,21 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="catalog layers form cycles (models <-> model_input via quantum_training_data, "
+    "reporting -> models via the histories/evaluation feeding assemble_training_artifacts), so "
+    "kedro-viz switches its layer bands off; remove this mark once the layers are fixed",
+)
+@pytest.mark.slow
+def test_kedro_viz_can_draw_the_layers(viz_site):
+    _, _, project = viz_site
+    main = json.loads((project / "build" / "api" / "main").read_text())
+    assert main["layers"], "kedro-viz found no consistent layer order"
+
+
+@needs_chromium
+@pytest.mark.slow
 def test_built_site_shows_every_training_pipelines_nodes(viz_site, tmp_path):
     url, expected, _ = viz_site
     result = _chromium(tmp_path, "--dump-dom", f"{url}/")
@@ -112,6 +139,8 @@ def test_built_site_shows_every_training_pipelines_nodes(viz_site, tmp_path):
         assert expected[pipeline] and not missing, f"{pipeline}: {missing} not on the page"
 
 
+@needs_chromium
+@pytest.mark.slow
 def test_lineage_screenshot(viz_site, tmp_path):
     url, _, _ = viz_site
     screenshot = tmp_path / "lineage.png"
