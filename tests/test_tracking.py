@@ -241,6 +241,32 @@ def test_mlflow_hook_is_idle_without_an_active_run(tmp_path, summary):
     assert list(tmp_path.iterdir()) == []
 
 
+class _BrokenClient:
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise ConnectionError("tracking server went away")
+        return fail
+
+
+def test_mlflow_failure_mid_run_is_a_warning_not_a_lost_run(tmp_path, summary, monkeypatch, caplog):
+    hook = MlflowTrackingHook()
+    monkeypatch.setattr(hook, "_active_run", lambda: (_BrokenClient(), "run-id"))
+    with caplog.at_level(logging.WARNING, logger="qsight_pipeline.hooks"):
+        drive(hook, fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
+    assert "MLflow logging after node train_classical failed; the run goes on" in caplog.text
+
+
+def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
+    fake_wandb = SimpleNamespace(init=lambda **kwargs: (_ for _ in ()).throw(
+        RuntimeError("api_key not configured (no-tty)")))
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    hook = WandbHook()
+    hook.after_context_created(context=fake_context(tmp_path, {"wandb": {"enabled": True}}))
+    with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
+        hook.before_pipeline_run(run_params={}, pipeline=None, catalog=None)
+
+
 def test_kedro_mlflow_config_uses_sqlite_inside_the_project(tmp_path):
     from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 

@@ -175,23 +175,38 @@ class WandbHook:
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
         job_type = "+".join(name for name in pipelines if name) or "__default__"
         self._wandb = wandb
-        self._run = wandb.init(
-            project=settings["project"],
-            entity=settings["entity"],
-            name=settings["run_name"],
-            mode=mode,
-            tags=settings["tags"],
-            dir=str(directory),
-            job_type=job_type,
-            config=self._parameters,
-            reinit="finish_previous",
-        )
+        try:
+            self._run = wandb.init(
+                project=settings["project"],
+                entity=settings["entity"],
+                name=settings["run_name"],
+                mode=mode,
+                tags=settings["tags"],
+                dir=str(directory),
+                job_type=job_type,
+                config=self._parameters,
+                reinit="finish_previous",
+            )
+        except Exception as error:
+            # Before any work is done: better to stop now than to train for hours untracked.
+            raise RuntimeError(
+                f"W&B could not start a run in {mode} mode ({error}). Run `wandb login` (or set "
+                "WANDB_API_KEY), or set tracking.wandb.mode=offline, or "
+                "tracking.wandb.enabled=false."
+            ) from error
         logger.info("W&B run %s started (mode %s)", getattr(self._run, "id", "?"), mode)
 
     @hook_impl
     def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
         if self._run is None:
             return
+        try:
+            self._record_outputs(outputs)
+        except Exception:  # a tracker hiccup must not throw away a training run
+            logger.warning("W&B logging after node %s failed; the run goes on",
+                           getattr(node, "name", node), exc_info=True)
+
+    def _record_outputs(self, outputs: dict[str, Any]) -> None:
         for name, value in outputs.items():
             base = _base_name(name)
             if _is_history(name):
@@ -218,6 +233,8 @@ class WandbHook:
             return
         try:
             self._log_final()
+        except Exception:
+            logger.warning("W&B logging of the final results failed", exc_info=True)
         finally:
             self._run.finish()
             self._reset()
@@ -339,12 +356,16 @@ class MlflowTrackingHook:
         ]
         if not wanted:
             return
-        active = self._active_run()
-        if active is None:
-            return
-        client, run_id = active
-        for name in wanted:
-            value = outputs[name]
+        try:
+            active = self._active_run()
+            if active is not None:
+                self._record_outputs(*active, {name: outputs[name] for name in wanted})
+        except Exception:  # a tracker hiccup must not throw away a training run
+            logger.warning("MLflow logging after node %s failed; the run goes on",
+                           getattr(node, "name", node), exc_info=True)
+
+    def _record_outputs(self, client: Any, run_id: str, outputs: dict[str, Any]) -> None:
+        for name, value in outputs.items():
             base = _base_name(name)
             if _is_history(name):
                 stages = stage_summaries(value)
