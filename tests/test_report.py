@@ -166,6 +166,12 @@ def test_report_is_self_contained(figures, report):
     assert "How to read this report" in report
 
 
+def test_numbers_are_formatted_the_same_whatever_their_type():
+    assert format_metric(0.123456) == format_metric(np.float32(0.123456)) == "0.1235"
+    assert format_metric(np.int64(60)) == format_metric(60) == "60"
+    assert format_metric(None) == "n/a"
+
+
 def test_missing_metrics_show_as_not_available(summary):
     summary = {**summary, "evaluation": {"test": {"ensemble": {
         **summary["evaluation"]["test"]["ensemble"], "referable_auc": None,

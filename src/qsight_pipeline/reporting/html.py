@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import logging
+import numbers
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from qsight_pipeline.constants import GRADE_NAMES, REFERABLE_GRADE
@@ -62,12 +64,12 @@ def format_metric(value: Any) -> str:
     """How the report prints a number: 4 decimals for floats, integers as is, ``n/a`` for None."""
     if value is None:
         return MISSING
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{DECIMALS}f}"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):  # float, numpy floats
+        return f"{float(value):.{DECIMALS}f}"
     return str(value)
 
 

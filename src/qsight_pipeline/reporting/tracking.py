@@ -16,6 +16,7 @@ outputs. The names are the same in both trackers:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,9 +33,7 @@ RECORD_SPLITS: tuple[str, ...] = ("train", "val")
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and math.isfinite(value):
+    if isinstance(value, numbers.Real) and math.isfinite(value):  # bool, int, float, numpy
         return float(value)
     return None
 
