@@ -113,6 +113,13 @@ def test_pipeline_writes_the_report_through_the_catalog(smoke_run, tmp_path):
     assert "confusion_test_ensemble.png" in figures
     html = page.read_text(encoding="utf-8")
     assert len(re.findall(r'src="data:image/png;base64,', html)) == len(figures)
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={screenshot}", "--window-size=1280,2400", page.as_uri()],
+        check=True, capture_output=True, timeout=90, env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
     rendered = parse(_dump_dom(page, tmp_path))
     for element_id, text in expected_cells(summary).items():
         assert rendered.texts.get(element_id, "<missing>").strip() == text, element_id
