@@ -119,6 +119,11 @@ def _expand_confusion(matrix: list[list[int]]) -> tuple[list[int], list[int]]:
     return y_true, y_pred
 
 
+def _json_text(value: Any) -> str:
+    """JSON of a node output; numpy scalars and arrays become plain numbers and lists."""
+    return json.dumps(value, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
 def _figure_png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -255,7 +260,7 @@ class WandbHook:
         if summary:
             self._run.summary.update(summary_metrics(summary))
             self._run.summary["stage_summaries"] = [
-                {k: v for k, v in stage.items() if k != "history"}
+                {k: v for k, v in stage.items() if k not in ("history", "latency_samples_ms")}
                 for stage in summary.get("stages") or []
             ]
             for model, metrics in ((summary.get("evaluation") or {}).get("val") or {}).items():
@@ -296,7 +301,7 @@ class WandbHook:
             )
             for name, content in files.items():
                 path = Path(folder) / name
-                text = content if isinstance(content, str) else json.dumps(content, indent=2)
+                text = content if isinstance(content, str) else _json_text(content)
                 path.write_text(text, encoding="utf-8")
                 artifact.add_file(str(path), name=name)
             self._run.log_artifact(artifact)
@@ -376,9 +381,9 @@ class MlflowTrackingHook:
             elif base == SUMMARY_DATASET:
                 self._log_epochs(client, run_id, value.get("stages") or [])
                 self._log_metrics(client, run_id, summary_metrics(value))
-                client.log_dict(run_id, value, "training_summary.json")
+                client.log_text(run_id, _json_text(value), "training_summary.json")
             elif base == MODEL_INFO_DATASET:
-                client.log_dict(run_id, value, "model_info.json")
+                client.log_text(run_id, _json_text(value), "model_info.json")
             elif base == REPORT_DATASET:
                 client.log_text(run_id, value, "report/report.html")
             elif base == FIGURES_DATASET:
