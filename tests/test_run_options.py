@@ -1,0 +1,256 @@
+"""What a user can control: the guide's flags as Kedro parameters, stage schedules, resume,
+determinism, running without the quantum head, and the guide's Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qsight_pipeline.constants import NUM_GRADES
+from qsight_pipeline.training.stages import ScheduleError, resolve_schedule
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OUTPUT_DIR = "06_models/trained_model"
+
+
+def _json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _metrics_only(summary: dict) -> dict:
+    """The numbers that must repeat exactly: everything but wall-clock timings."""
+    stages = [
+        {
+            **{k: v for k, v in stage.items() if k not in ("history", "latency_samples_ms")},
+            "history": [
+                {k: v for k, v in record.items() if k not in ("seconds", "latency_ms")}
+                for record in stage["history"]
+            ],
+        }
+        for stage in summary["stages"]
+    ]
+    return {"stages": stages, "evaluation": summary["evaluation"],
+            "best_validation": summary["best_validation"]}
+
+
+def run_session(project, monkeypatch, env: str = "smoke", **runtime_params) -> None:
+    """``kedro run`` in this process (no interpreter start-up), inside ``project``.
+
+    Runtime parameters nest as the CLI nests them: ``quantum={"enabled": False}`` is
+    ``--params quantum.enabled=false``.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.chdir(project.path)
+    bootstrap_project(project.path)
+    with KedroSession.create(project.path, env=env, runtime_params=runtime_params) as session:
+        session.run()
+
+
+# --------------------------------------------------------------------------- the guide's flags
+
+
+def test_guide_flags_as_params_take_effect(kedro_project, tmp_path):
+    output_dir = tmp_path / "outputs" / "my_run"
+    checkpoint_dir = tmp_path / "checkpoints"
+    kedro_project.run(
+        env="smoke",
+        params={
+            "output_dir": output_dir,              # --output-dir
+            "checkpoint_dir": checkpoint_dir,      # --checkpoint-dir
+            "seed": 7,                             # --seed
+            "batch_size": 8,                       # --batch-size
+            "grad_clip": 0,                        # --grad-clip 0
+            "latency_tracking": "false",           # --disable-latency
+            "model.encoder_type": "vit",           # --encoder-type
+            "model.encoder_name": "test_vit",
+            "model.compressed_dim": 8,
+            "quantum.n_qubits": 2,                 # --quantum-qubits
+            "quantum.shots": 256,                  # --quantum-shots
+        },
+    )
+    for name in ("complete_checkpoint.pth", "model_info.json", "training_summary.json",
+                 "phase1_classical_model.pth", "quantum_training_data.pkl"):
+        assert (output_dir / name).is_file()
+    assert not kedro_project.data(f"{OUTPUT_DIR}/model_info.json").exists()
+
+    info = _json(output_dir / "model_info.json")
+    assert (info["encoder_type"], info["encoder_name"]) == ("vit", "test_vit")
+    assert info["compressed_dim"] == 8
+    assert (info["quantum_qubits"], info["quantum_shots"]) == (2, 256)
+
+    summary = _json(output_dir / "training_summary.json")
+    assert summary["config"]["seed"] == 7 and summary["config"]["grad_clip"] == 0
+    assert summary["latency_ms"] == {}
+    assert all(record["latency_ms"] == {} for s in summary["stages"] for record in s["history"])
+
+    epochs = {s["name"]: s["epochs_run"] for s in summary["stages"]}
+    expected = {f"stage_{name}_epoch_{n}.pth" for name, count in epochs.items()
+                for n in range(1, count + 1)}
+    assert expected <= {p.name for p in checkpoint_dir.glob("*.pth")}
+
+    checkpoint = torch.load(output_dir / "complete_checkpoint.pth", weights_only=True)
+    projection = checkpoint["model_state"]["quantum_head.projection.weight"]
+    assert tuple(projection.shape) == (2, 8)  # n_qubits x compressed_dim
+
+
+# --------------------------------------------------------------------------- resume, determinism
+
+
+def test_killed_kedro_run_resumes_and_matches_an_uninterrupted_run(smoke_project, smoke_copy):
+    """SIGKILL `kedro run` mid-stage, run the same command again: it continues, not restarts."""
+    checkpoints = smoke_copy.path / "checkpoints"
+    command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", "classical",
+               "--params", f"checkpoint_dir={checkpoints}"]
+    first = subprocess.Popen(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "stage_classical_epoch_1.pth").exists():
+        assert first.poll() is None, "kedro run ended before writing its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL
+    assert not (checkpoints / "stage_classical_epoch_2.pth").exists(), "killed too late"
+
+    second = subprocess.run(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from checkpoint of stage 'classical' epoch 1" in second.stdout + second.stderr
+    assert (checkpoints / "stage_classical_epoch_2.pth").exists()
+
+    resumed = _json(smoke_copy.data("08_reporting/classical_history.json"))
+    plain = _json(smoke_project.data("08_reporting/classical_history.json"))
+    strip = lambda stages: _metrics_only({"stages": stages, "evaluation": None,  # noqa: E731
+                                          "best_validation": None})["stages"]
+    assert strip(resumed) == strip(plain)
+
+
+def test_two_runs_with_the_same_seed_give_identical_metrics(smoke_project, smoke_copy):
+    smoke_copy.run("--pipelines", "classical,features,quantum,ensemble", env="smoke")
+    again = _json(smoke_copy.data(f"{OUTPUT_DIR}/training_summary.json"))
+    first = _json(smoke_project.data(f"{OUTPUT_DIR}/training_summary.json"))
+    assert _metrics_only(again) == _metrics_only(first)
+
+
+# --------------------------------------------------------------------------- no quantum
+
+
+def test_default_run_without_qiskit_continues_classical_only(smoke_copy, monkeypatch, capfd):
+    for module in ("qiskit", "qiskit_machine_learning"):
+        monkeypatch.setitem(sys.modules, module, None)  # "import qiskit" now fails
+    run_session(smoke_copy, monkeypatch, output_dir=str(smoke_copy.path / "no_qiskit"))
+    log = " ".join(capfd.readouterr().out.split())  # Kedro's rich handler wraps long lines
+    assert "WARNING" in log and "qiskit" in log
+    info = _json(smoke_copy.path / "no_qiskit" / "model_info.json")
+    assert info["quantum_enabled"] is False and info["quantum_qubits"] is None
+    summary = _json(smoke_copy.path / "no_qiskit" / "training_summary.json")
+    assert set(summary["evaluation"]["test"]) == {"head_a", "head_b", "ensemble"}
+    for stage in summary["stages"]:
+        for record in stage["history"]:
+            assert record["ensemble_weights"].get("quantum_head", 0.0) == 0.0
+
+
+def test_quantum_disabled_skips_the_quantum_stage(smoke_copy, monkeypatch):
+    run_session(smoke_copy, monkeypatch, quantum={"enabled": False},
+                output_dir=str(smoke_copy.path / "off"))
+    info = _json(smoke_copy.path / "off" / "model_info.json")
+    assert info["quantum_enabled"] is False
+    summary = _json(smoke_copy.path / "off" / "training_summary.json")
+    assert [s["name"] for s in summary["stages"]] == ["classical", "ensemble"]
+    assert "quantum_head" not in summary["evaluation"]["val"]
+
+
+# --------------------------------------------------------------------------- stage schedules
+
+
+def test_guide_stage_files_load_in_both_shapes():
+    bare = resolve_schedule(None, str(FIXTURES / "guide_stages_config.json"))
+    assert [(s.name, s.num_epochs, s.weight_decay) for s in bare] == [("classical", 10, 1e-5)]
+    wrapped = resolve_schedule(None, str(FIXTURES / "guide_config_file_stages.json"))
+    assert [(s.name, s.num_epochs) for s in wrapped] == [("classical", 8), ("ensemble", 4)]
+    # Missing loss weights inherit the defaults.
+    assert wrapped[1].loss_weights["ensemble"] == 1.0
+    assert set(wrapped[1].loss_weights) == {"classical_a", "classical_b", "quantum", "ensemble"}
+
+
+def test_stages_in_config_win_over_stages_config_which_wins_over_the_default():
+    inline = [{"name": "classical", "num_epochs": 1, "learning_rate": 1e-3}]
+    path = str(FIXTURES / "guide_stages_config.json")
+    assert [s.num_epochs for s in resolve_schedule(inline, path)] == [1]
+    assert [s.num_epochs for s in resolve_schedule(None, path)] == [10]
+    assert [s.name for s in resolve_schedule(None, None)] == ["classical", "quantum", "ensemble"]
+
+
+@pytest.mark.parametrize("key", ["grad_accum_steps", "annealing_schedule"])
+def test_old_stage_keys_are_rejected_by_name(key):
+    with pytest.raises(ScheduleError, match=key):
+        resolve_schedule([{"name": "classical", "num_epochs": 1, key: 2}], None)
+
+
+def test_stages_config_file_runs_through_kedro(smoke_copy, monkeypatch):
+    """``stages_config`` names a JSON file in the guide's format; the run follows it."""
+    schedule = json.loads((FIXTURES / "guide_config_file_stages.json").read_text())
+    for stage in schedule["stages"]:
+        stage["num_epochs"] = 1  # keep the test fast; the shape is the guide's
+    path = smoke_copy.path / "stages.json"
+    path.write_text(json.dumps(schedule))
+    run_session(smoke_copy, monkeypatch, stages=None, stages_config=str(path),
+                output_dir=str(smoke_copy.path / "custom"))
+    summary = _json(smoke_copy.path / "custom" / "training_summary.json")
+    assert [s["name"] for s in summary["stages"]] == ["classical", "ensemble"]
+
+
+def test_bad_stages_config_path_names_the_setting(smoke_copy, monkeypatch):
+    with pytest.raises(Exception, match="stages_config"):
+        run_session(smoke_copy, monkeypatch, stages=None,
+                    stages_config=str(smoke_copy.path / "missing.json"))
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def test_guide_python_api_example_runs_as_written(make_sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = make_sample("tanlikesmath", patients=16, size=48)
+    # The guide's section 6, with the root pointed at a sample and a tiny encoder.
+    from qsight_pipeline import (
+        DatasetConfig,
+        TrainingConfig,
+        create_dataloaders,
+        default_stage_schedule,
+        train_hybrid_model,
+    )
+
+    config = DatasetConfig(root=root, dataset_type="tanlikesmath", batch_size=16, image_size=32)
+    train_loader, val_loader, classes = create_dataloaders(config)
+    training_config = TrainingConfig(
+        stages=default_stage_schedule(),
+        checkpoint_dir=Path("outputs/checkpoints"),
+    )
+    model, summary = train_hybrid_model(
+        train_loader,
+        val_loader,
+        classes,
+        config=training_config,
+        encoder_type="vit",
+        quantum_enabled=True,
+        encoder_name="test_vit",
+        pretrained=False,
+    )
+    assert [s["name"] for s in summary["stages"]] == ["classical", "quantum", "ensemble"]
+    assert summary["best_validation"]["metrics"]["ensemble"]["kappa"] is not None
+    assert set(summary["evaluation"]["val"]) == {"head_a", "head_b", "quantum_head", "ensemble"}
+    assert (tmp_path / "outputs" / "checkpoints" / "stage_classical_epoch_1.pth").exists()
+    batch = next(iter(val_loader))
+    out = model(batch["image"], active_mask=(1, 1, 1))
+    assert out["fused_probs"].shape == (len(batch["grade"]), NUM_GRADES)
