@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -179,6 +180,28 @@ def test_wandb_artifact_holds_summary_model_info_and_report(offline_run):
 
 # --- MLflow ---------------------------------------------------------------------------------
 
+def in_fresh_thread(function):
+    """Call ``function`` in a new thread and return its result (or raise its error).
+
+    MLflow keeps the active run per thread, so a run that another test left open in the main
+    thread (an in-process ``kedro run``, say) cannot leak into these tests.
+    """
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 @pytest.fixture(scope="module")
 def mlflow_run(tmp_path_factory, summary):
     mlflow = pytest.importorskip("mlflow")
@@ -190,8 +213,14 @@ def mlflow_run(tmp_path_factory, summary):
         # artifacts beside the test's database, not in ./mlruns of the working directory
         mlflow.create_experiment("qsight-test", artifact_location=(root / "artifacts").as_uri())
         experiment = mlflow.set_experiment("qsight-test")
-        with mlflow.start_run() as run:
-            drive(MlflowTrackingHook(), fake_context(root, {"mlflow": {"enabled": True}}), summary)
+
+        def tracked_run():
+            with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+                drive(MlflowTrackingHook(), fake_context(root, {"mlflow": {"enabled": True}}),
+                      summary)
+            return run
+
+        run = in_fresh_thread(tracked_run)
         client = mlflow.MlflowClient(uri)
         found = mlflow.search_runs(experiment_ids=[experiment.experiment_id],
                                    output_format="list")
@@ -236,8 +265,11 @@ def test_mlflow_hook_is_idle_without_an_active_run(tmp_path, summary):
     pytest.importorskip("mlflow")
     import mlflow
 
-    assert mlflow.active_run() is None
-    drive(MlflowTrackingHook(), fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
+    def untracked_run():
+        assert mlflow.active_run() is None
+        drive(MlflowTrackingHook(), fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
+
+    in_fresh_thread(untracked_run)
     assert list(tmp_path.iterdir()) == []
 
 
