@@ -94,3 +94,11 @@ def test_trainer_settings_from_run_parameters():
     assert settings.mixed_precision is False and settings.latency_tracking is False
     with pytest.raises(ValueError, match="grad_clip"):
         TrainerSettings(grad_clip=-1)
+
+
+def test_device_ids_from_the_command_line_forms():
+    from qsight_pipeline.training.devices import parse_device_ids
+
+    # `kedro run --params` splits on commas, so spaces and semicolons separate ids too.
+    assert parse_device_ids("0 1") == parse_device_ids("0;1") == parse_device_ids("[0,1]") == [0, 1]
+    assert parse_device_ids(3) == [3]

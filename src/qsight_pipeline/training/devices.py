@@ -61,12 +61,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def parse_device_ids(device_ids: Sequence[int] | str | int | None) -> list[int] | None:
-    """Accept ``[0, 1]``, ``"0,1"`` (the guide's ``--device-ids 0,1``), ``1`` or ``None``."""
+    """Accept ``[0, 1]``, ``"0,1"`` (the guide's ``--device-ids 0,1``), ``1`` or ``None``.
+
+    A string may also separate the ids with spaces or semicolons, because ``kedro run --params``
+    splits its argument on commas: ``--params "device_ids=0 1"``.
+    """
     if device_ids is None or device_ids == "":
         return None
     if isinstance(device_ids, int) and not isinstance(device_ids, bool):
         return [device_ids]
-    items = device_ids.split(",") if isinstance(device_ids, str) else list(device_ids)
+    if isinstance(device_ids, str):
+        items = [item for item in re.split(r"[,;\s]+", device_ids.strip("[] ")) if item]
+    else:
+        items = list(device_ids)
     try:
         ids = [int(str(item).strip()) for item in items]
     except ValueError as error:
