@@ -289,14 +289,32 @@ def test_mlflow_failure_mid_run_is_a_warning_not_a_lost_run(tmp_path, summary, m
 
 
 def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
     fake_wandb = SimpleNamespace(init=lambda **kwargs: (_ for _ in ()).throw(
         RuntimeError("api_key not configured (no-tty)")))
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    import mlflow
+
     hook = WandbHook()
     hook.after_context_created(context=fake_context(tmp_path, {"wandb": {"enabled": True}}))
-    with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
-        hook.before_pipeline_run(run_params={}, pipeline=None, catalog=None)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.create_experiment("refused", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def refused_run():
+        # as kedro-mlflow would have opened it just before
+        run = mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("refused").experiment_id)
+        with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
+            hook.before_pipeline_run(run_params={}, pipeline=None, catalog=None)
+        assert mlflow.active_run() is None
+        return run.info.run_id
+
+    try:
+        run_id = in_fresh_thread(refused_run)
+        assert mlflow.MlflowClient().get_run(run_id).info.status == "FAILED"
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def test_kedro_mlflow_config_uses_sqlite_inside_the_project(tmp_path):

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,6 +131,17 @@ def _figure_png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+def close_mlflow_run_as_failed() -> None:
+    """End the MLflow run kedro-mlflow opened, as FAILED, when a run stops in before_pipeline_run.
+
+    Kedro calls ``on_pipeline_error`` only for errors raised after ``before_pipeline_run``, so
+    without this a run refused at start would stay RUNNING in MLflow for ever.
+    """
+    mlflow = sys.modules.get("mlflow")  # only if something already imported it
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status="FAILED")
+
+
 class WandbHook:
     """Logs a run to Weights & Biases when ``tracking.wandb.enabled`` is true.
 
@@ -194,6 +206,7 @@ class WandbHook:
             )
         except Exception as error:
             # Before any work is done: better to stop now than to train for hours untracked.
+            close_mlflow_run_as_failed()
             raise RuntimeError(
                 f"W&B could not start a run in {mode} mode ({error}). Run `wandb login` (or set "
                 "WANDB_API_KEY), or set tracking.wandb.mode=offline, or "
