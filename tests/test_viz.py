@@ -113,12 +113,6 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog layers form cycles (models <-> model_input via quantum_training_data, "
-    "reporting -> models via the histories/evaluation feeding assemble_training_artifacts), so "
-    "kedro-viz switches its layer bands off; remove this mark once the layers are fixed",
-)
 @pytest.mark.slow
 def test_kedro_viz_can_draw_the_layers(viz_site):
     _, _, project = viz_site
