@@ -135,6 +135,14 @@ def test_quantum_pipeline_with_quantum_disabled_fails_with_a_clear_message(smoke
     assert "quantum.enabled is false" in output
     assert "Run refused before it started" in output
 
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_copy.path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("qsight")
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
+    assert runs, "the refused run should still be recorded in MLflow"
+    assert runs[0].info.status == "FAILED"  # not left RUNNING for ever
+
 
 def test_predict_grades_a_folder_of_new_images(smoke_copy, make_sample):
     root = make_sample("sovitrath", patients=6, size=48)  # PNGs in class folders

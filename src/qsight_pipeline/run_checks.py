@@ -11,6 +11,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from qsight_pipeline import run_config
+from qsight_pipeline.hooks import close_mlflow_run_as_failed
 from qsight_pipeline.models.quantum import QuantumConfig, quantum_dependencies_missing
 
 logger = logging.getLogger(__name__)
@@ -60,4 +61,7 @@ class RunChecksHook:
         except Exception as error:
             # Say it plainly once more, so the reason is the last thing in the log.
             logger.error("Run refused before it started: %s", error)
+            # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run
+            # that kedro-mlflow may already have opened instead of leaving it RUNNING.
+            close_mlflow_run_as_failed()
             raise
