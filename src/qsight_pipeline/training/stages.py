@@ -14,6 +14,7 @@ silently ignored.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,8 @@ from qsight_pipeline.constants import (
     MODEL_PARTS,
     QUANTUM_HEAD,
 )
+
+logger = logging.getLogger(__name__)
 
 # Loss-weight keys, in the guide's vocabulary, and the head each one scales.
 LOSS_WEIGHT_KEYS: tuple[str, ...] = ("classical_a", "classical_b", "quantum", "ensemble")
@@ -443,6 +446,11 @@ def resolve_schedule(
     over :func:`default_stage_schedule`.
     """
     if stages is not None:
+        if stages_config:
+            logger.info(
+                "Both `stages` and `stages_config` (%s) are set; `stages` wins, as in the guide.",
+                stages_config,
+            )
         try:
             return parse_stages(stages)
         except ScheduleError as error:
