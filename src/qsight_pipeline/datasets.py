@@ -23,6 +23,13 @@ from kedro.io import AbstractDataset, DatasetError
 from qsight_pipeline.storage import atomic_torch_save, atomic_write
 
 
+def _missing_artifact_message(path: Path) -> str:
+    return (
+        f"{path} does not exist. Run the pipeline that writes it first (`kedro run` runs them "
+        "all), or point `output_dir` at the folder of an earlier run."
+    )
+
+
 class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
     """A ``.npy`` file; ``mmap_mode`` (default ``"r"``) is passed to :func:`numpy.load`."""
 
@@ -63,10 +70,7 @@ class TorchDataset(AbstractDataset[Any, Any]):
 
         path = Path(self._filepath)
         if not path.is_file():
-            raise DatasetError(
-                f"Checkpoint {path} does not exist. Run the pipeline that writes it first, "
-                "or point `output_dir` at the folder of an earlier run."
-            )
+            raise DatasetError(_missing_artifact_message(path))
         return torch.load(path, map_location="cpu", weights_only=self._weights_only)
 
     def save(self, data: Any) -> None:
@@ -108,6 +112,8 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         return AbstractDataset.from_config(f"atomic:{self._filepath.name}", config)
 
     def load(self) -> Any:
+        if not self._filepath.is_file():
+            raise DatasetError(_missing_artifact_message(self._filepath))
         return self._inner(self._filepath).load()
 
     def save(self, data: Any) -> None:
