@@ -10,9 +10,10 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import run_config
+from qsight_pipeline import run_config, user_errors
 from qsight_pipeline.hooks import close_mlflow_run_as_failed
 from qsight_pipeline.models.quantum import QuantumConfig, quantum_dependencies_missing
+from qsight_pipeline.user_errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ def check_parameters(parameters: dict[str, Any], pipeline_names: list[str]) -> N
 
 
 class RunChecksHook:
-    """Validate parameters before the first node runs."""
+    """Validate parameters before the first node runs; bad input ends with its message alone."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        user_errors.install()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -64,4 +69,6 @@ class RunChecksHook:
             # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run
             # that kedro-mlflow may already have opened instead of leaving it RUNNING.
             close_mlflow_run_as_failed()
-            raise
+            if isinstance(error, QuantumUnavailableError | ParameterError):
+                raise
+            raise ParameterError(str(error)) from error
