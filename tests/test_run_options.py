@@ -183,6 +183,35 @@ def test_guide_stage_files_load_in_both_shapes():
     assert set(wrapped[1].loss_weights) == {"classical_a", "classical_b", "quantum", "ensemble"}
 
 
+@pytest.mark.parametrize(
+    "fixture, stages_run",
+    [("guide_stages_config.json", ["classical"]),
+     ("guide_config_file_stages.json", ["classical", "ensemble"])],
+)
+def test_guide_stage_files_run_as_written(fixture, stages_run, make_sample, tmp_path):
+    """The guide's two examples, verbatim, train a model end to end (tiny data, so it is quick)."""
+    from qsight_pipeline import (
+        DatasetConfig,
+        TrainingConfig,
+        create_dataloaders,
+        train_hybrid_model,
+    )
+
+    root = make_sample("tanlikesmath", patients=8, size=32)
+    train_loader, val_loader, classes = create_dataloaders(
+        DatasetConfig(root=root, batch_size=8, image_size=32, val_fraction=0.25, test_fraction=0.25)
+    )
+    stages = resolve_schedule(None, str(FIXTURES / fixture))
+    model, summary = train_hybrid_model(
+        train_loader, val_loader, classes, config=TrainingConfig(stages=stages),
+        encoder_type="resnet", encoder_name="test_resnet", pretrained=False,
+        quantum_enabled=False,
+    )
+    assert [s["name"] for s in summary["stages"]] == stages_run
+    for stage, spec in zip(summary["stages"], stages, strict=True):
+        assert 1 <= stage["epochs_run"] <= spec.num_epochs
+
+
 def test_stages_in_config_win_over_stages_config_which_wins_over_the_default():
     inline = [{"name": "classical", "num_epochs": 1, "learning_rate": 1e-3}]
     path = str(FIXTURES / "guide_stages_config.json")
