@@ -70,7 +70,7 @@ def make_loader(
 
 def model_config_dict(config: ModelConfig) -> dict[str, Any]:
     """A plain dict of the model config (safe for JSON and for ``weights_only`` checkpoints)."""
-    return config.to_dict() if hasattr(config, "to_dict") else asdict(config)
+    return config.to_dict()
 
 
 def rebuild_model(config_dict: dict[str, Any]) -> HybridModel:
@@ -188,7 +188,7 @@ def export_features(
         "num_classes": NUM_GRADES,
         "classes": list(GRADE_NAMES),
         "encoder_type": config.encoder_type,
-        "encoder_name": model.encoder_name if hasattr(model, "encoder_name") else config.encoder_name,
+        "encoder_name": model.encoder_name,  # the resolved timm name, never null
         "image_size": config.image_size,
         "pretrained": config.pretrained,
         "model_config": model_config_dict(config),
