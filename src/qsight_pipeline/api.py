@@ -43,7 +43,6 @@ from qsight_pipeline.pipelines.ingestion.nodes import (
     scan_dataset,
     split_by_patient,
 )
-from qsight_pipeline.training.devices import resolve_device
 from qsight_pipeline.training.stages import (
     Stage,
     default_stage_schedule,
@@ -220,8 +219,7 @@ def train_hybrid_model(
     if test_loader is not None:
         loaders["test"] = test_loader
     cache = workflow.export_features(
-        model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()},
-        seed=settings.seed, device=resolve_device(settings.device),
+        model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()}, settings
     )
     for part in ("quantum", "ensemble"):
         history += workflow.train_cache_stages(

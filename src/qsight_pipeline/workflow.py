@@ -144,43 +144,37 @@ def load_classical_checkpoint(checkpoint: dict[str, Any]) -> HybridModel:
 # --------------------------------------------------------------------------- feature export
 
 
-@torch.no_grad()
 def export_features(
     model: HybridModel,
     loaders: dict[str, DataLoader],
     image_ids: dict[str, Sequence[str]],
-    *,
-    seed: int,
-    device: torch.device | str = "cpu",
+    settings: TrainerSettings,
 ) -> dict[str, Any]:
     """Run the frozen classical model once per split and build ``quantum_training_data.pkl``.
 
-    Returns the dict described in docs/architecture.md ("Feature cache"), which includes the
-    guide's keys ``train_features``, ``train_labels``, ``val_features``, ``val_labels``.
+    The pass is the trainer's :func:`evaluate`, which keeps every sample's compressed features
+    and head logits. Returns the dict described in docs/architecture.md ("Feature cache"),
+    which includes the guide's keys ``train_features``, ``train_labels``, ``val_features``,
+    ``val_labels``.
     """
-    from tqdm.auto import tqdm
-
-    device = torch.device(device)
-    model = model.to(device).eval()
     cache: dict[str, Any] = {}
     for split in SPLITS:
-        features, logits_a, logits_b, labels = [], [], [], []
-        # A split without a loader (the Python API has no test loader) is exported empty.
-        loader = loaders.get(split, ())
-        for batch in tqdm(loader, desc=f"features {split}", leave=False, disable=None):
-            out = model(batch["image"].to(device), active_mask=(1, 1, 0))
-            features.append(out["compressed"].float().cpu())
-            logits_a.append(out[f"logits_{HEAD_A}"].float().cpu())
-            logits_b.append(out[f"logits_{HEAD_B}"].float().cpu())
-            labels.append(batch["grade"].cpu())
-        dim = model.config.compressed_dim
-        cache[f"{split}_features"] = _stack(features, (0, dim), np.float32)
-        cache[f"{split}_logits_{HEAD_A}"] = _stack(logits_a, (0, NUM_GRADES), np.float32)
-        cache[f"{split}_logits_{HEAD_B}"] = _stack(logits_b, (0, NUM_GRADES), np.float32)
-        cache[f"{split}_labels"] = _stack(labels, (0,), np.int64)
-        cache[f"{split}_image_ids"] = [str(i) for i in image_ids.get(split, ())]
-        if len(cache[f"{split}_image_ids"]) != len(cache[f"{split}_labels"]):
-            raise ValueError(f"{split}: {len(cache[f'{split}_image_ids'])} image ids for "
+        ids = [str(i) for i in image_ids.get(split, ())]
+        if split in loaders:
+            result = evaluate(model, loaders[split], (1, 1, 0), settings)
+            outputs = result["outputs"]
+            cache[f"{split}_features"] = outputs["compressed"].astype(np.float32)
+            for head in (HEAD_A, HEAD_B):
+                cache[f"{split}_logits_{head}"] = outputs[f"logits_{head}"].astype(np.float32)
+            cache[f"{split}_labels"] = result["labels"].astype(np.int64)
+        else:  # the Python API has no test loader: that split is exported empty
+            cache[f"{split}_features"] = np.zeros((0, model.config.compressed_dim), np.float32)
+            for head in (HEAD_A, HEAD_B):
+                cache[f"{split}_logits_{head}"] = np.zeros((0, NUM_GRADES), np.float32)
+            cache[f"{split}_labels"] = np.zeros((0,), np.int64)
+        cache[f"{split}_image_ids"] = ids
+        if len(ids) != len(cache[f"{split}_labels"]):
+            raise ValueError(f"{split}: {len(ids)} image ids for "
                              f"{len(cache[f'{split}_labels'])} images in the cache")
     config = model.config
     cache["metadata"] = {
@@ -192,7 +186,7 @@ def export_features(
         "image_size": config.image_size,
         "pretrained": config.pretrained,
         "model_config": model_config_dict(config),
-        "seed": seed,
+        "seed": settings.seed,
     }
     cache["post_compression_state"] = {
         f"{part}.{key}": value.detach().cpu()
@@ -200,12 +194,6 @@ def export_features(
         for key, value in getattr(model, part).state_dict().items()
     }
     return cache
-
-
-def _stack(chunks: list[torch.Tensor], empty_shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    if not chunks:
-        return np.zeros(empty_shape, dtype=dtype)
-    return torch.cat(chunks).numpy().astype(dtype, copy=False)
 
 
 REQUIRED_FEATURE_KEYS = tuple(

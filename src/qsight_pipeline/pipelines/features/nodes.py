@@ -10,7 +10,6 @@ import pandas as pd
 from qsight_pipeline import run_config, workflow
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids
-from qsight_pipeline.training.devices import resolve_device
 
 
 def export_quantum_training_data(
@@ -31,6 +30,7 @@ def export_quantum_training_data(
     image_size = model.config.image_size
     caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
     batch_size = run_config.batch_size(parameters)
+    settings = run_config.trainer_settings(parameters)
     loaders = {
         split: workflow.make_loader(
             CachedImageDataset(
@@ -39,13 +39,9 @@ def export_quantum_training_data(
             ),
             batch_size,
             shuffle=False,
-            seed=parameters.get("seed", 42),
+            seed=settings.seed,
         )
         for split, images in caches.items()
     }
     image_ids = {split: split_image_ids(manifest, split) for split in caches}
-    return workflow.export_features(
-        model, loaders, image_ids,
-        seed=parameters.get("seed", 42),
-        device=resolve_device(parameters.get("device", "auto")),
-    )
+    return workflow.export_features(model, loaders, image_ids, settings)
