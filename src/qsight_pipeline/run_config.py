@@ -1,16 +1,15 @@
 """Turn Kedro parameters into the library's config objects, with messages that name the setting.
 
-Nodes call these helpers so that every pipeline reads a setting the same way.
+Nodes call these helpers so that every pipeline reads a setting the same way. ``fingerprint``
+(re-exported from ``training.checkpoints``) names what a node's training depends on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from qsight_pipeline.models.hybrid import ModelConfig
+from qsight_pipeline.training.checkpoints import fingerprint as fingerprint  # re-exported
 from qsight_pipeline.training.stages import Stage, resolve_schedule, split_schedule
 from qsight_pipeline.training.trainer import TrainerSettings
 
@@ -36,15 +35,3 @@ def batch_size(parameters: dict[str, Any]) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"batch_size must be a positive integer, got {value!r}.")
     return value
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short hash of what a training run depends on; a checkpoint is resumed only on a match."""
-
-    def plain(value: Any) -> Any:
-        if is_dataclass(value) and not isinstance(value, type):
-            return asdict(value)
-        return value
-
-    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

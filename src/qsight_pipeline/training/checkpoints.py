@@ -12,10 +12,13 @@ or seed) is never resumed from.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,21 @@ from qsight_pipeline.training.stages import Stage
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "qsight.stage_checkpoint/1"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of what a training run depends on; a checkpoint is resumed only on a match.
+
+    Dataclasses hash by their fields; anything JSON cannot write hashes by its ``str``.
+    """
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value) and not isinstance(value, type):
+            return asdict(value)
+        return value
+
+    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def checkpoint_path(checkpoint_dir: str | Path, stage_name: str, epoch: int) -> Path:

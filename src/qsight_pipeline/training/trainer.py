@@ -18,8 +18,6 @@ generator, so the order still matches; augmentation inside workers follows the w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import random
 import time
@@ -38,6 +36,7 @@ from qsight_pipeline.constants import ENSEMBLE, HEAD_A, HEAD_B, HEADS, MODEL_PAR
 from qsight_pipeline.training.checkpoints import (
     capture_rng_state,
     find_resume_checkpoint,
+    fingerprint,
     restore_rng_state,
     save_checkpoint,
 )
@@ -624,17 +623,13 @@ def _run_fingerprint(
     class_weights: torch.Tensor | None,
 ) -> str:
     """The caller's fingerprint plus everything in this call that changes the result."""
-    text = json.dumps(
-        {
-            "run": run_fingerprint,
-            "stages": [stage.to_dict() for stage in stages],
-            "seed": settings.seed,
-            "grad_clip": settings.grad_clip,
-            "class_weights": None if class_weights is None else class_weights.tolist(),
-        },
-        sort_keys=True,
+    return fingerprint(
+        run_fingerprint,
+        [stage.to_dict() for stage in stages],
+        settings.seed,
+        settings.grad_clip,
+        None if class_weights is None else class_weights.tolist(),
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -80,8 +80,7 @@ def train_classical_model(
         val_set, batch_size, shuffle=False, seed=settings.seed, num_workers=workers
     )
     fingerprint = run_config.fingerprint(
-        "classical", workflow.model_config_dict(config), stages, settings.seed, batch_size,
-        augment, manifest[["image_id", "grade", "split"]].to_dict("list"),
+        "classical", workflow.model_config_dict(config), batch_size, augment, manifest[["image_id", "grade", "split"]].to_dict("list"),
     )
     history = workflow.train_image_stages(
         model, stages, train_loader, val_loader, settings,

@@ -34,8 +34,8 @@ def finetune_ensemble(
     stages = run_config.schedule(parameters)["ensemble"]
     batch_size = run_config.batch_size(parameters)
     fingerprint = run_config.fingerprint(
-        "ensemble", quantum_training_data["metadata"], quantum_params, stages, settings.seed,
-        batch_size, len(quantum_training_data["train_labels"]),
+        "ensemble", quantum_training_data["metadata"], quantum_params, batch_size,
+        len(quantum_training_data["train_labels"]),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,

@@ -39,8 +39,8 @@ def train_quantum_head(
     stages = run_config.schedule(parameters)["quantum"]
     batch_size = run_config.batch_size(parameters)
     fingerprint = run_config.fingerprint(
-        "quantum", quantum_training_data["metadata"], parameters.get("quantum"), stages,
-        settings.seed, batch_size, len(quantum_training_data["train_labels"]),
+        "quantum", quantum_training_data["metadata"], parameters.get("quantum"), batch_size,
+        len(quantum_training_data["train_labels"]),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,
