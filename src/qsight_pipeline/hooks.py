@@ -125,12 +125,6 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
 
 
-def _figure_png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
 def close_mlflow_run_as_failed() -> None:
     """End the MLflow run kedro-mlflow opened, as FAILED, when a run stops in before_pipeline_run.
 
@@ -291,8 +285,10 @@ class WandbHook:
         if figures:
             from PIL import Image
 
+            from qsight_pipeline.reporting.figures import figure_png
+
             for name, figure in figures.items():
-                image = Image.open(io.BytesIO(_figure_png(figure)))
+                image = Image.open(io.BytesIO(figure_png(figure)))
                 final[f"report/{Path(name).stem}"] = wandb.Image(image, caption=name)
         if final:
             self._run.log(final, step=step)

@@ -228,8 +228,13 @@ def report_figures(training_summary: dict[str, Any]) -> dict[str, Figure]:
     return figures
 
 
-def figure_png_base64(figure: Figure, dpi: int = 100) -> str:
-    """The figure as a base64-encoded PNG (for embedding in HTML)."""
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (for trackers and for embedding)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def figure_png_base64(figure: Figure, dpi: int = 100) -> str:
+    """The figure as a base64-encoded PNG (for embedding in HTML)."""
+    return base64.b64encode(figure_png(figure, dpi)).decode("ascii")
