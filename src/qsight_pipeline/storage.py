@@ -6,7 +6,6 @@ reads, so a resumed run never trusts a truncated checkpoint or artifact.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -45,10 +44,3 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
