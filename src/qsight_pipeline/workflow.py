@@ -335,6 +335,8 @@ def to_plain(value: Any) -> Any:
     """Dataclasses, numpy scalars and arrays to JSON-friendly Python values."""
     if is_dataclass(value) and not isinstance(value, type):
         return to_plain(asdict(value))
+    if callable(getattr(value, "model_dump", None)):  # a validated pydantic parameter block
+        return to_plain(value.model_dump())
     if isinstance(value, dict):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

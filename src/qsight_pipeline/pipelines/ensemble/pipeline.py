@@ -5,7 +5,7 @@ from kedro.pipeline import Node, Pipeline
 from qsight_pipeline.reporting.figures import report_figures
 from qsight_pipeline.reporting.html import render_report_html
 
-from .nodes import assemble_training_artifacts, finetune_ensemble
+from .nodes import assemble_training_artifacts, calibrate_operating_point, finetune_ensemble
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -18,6 +18,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="finetune_ensemble",
             ),
             Node(
+                func=calibrate_operating_point,
+                inputs=["evaluation", "params:referral"],
+                outputs="calibration",
+                name="calibrate_operating_point",
+            ),
+            Node(
                 func=assemble_training_artifacts,
                 inputs=[
                     "phase1_classical_model",
@@ -28,6 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation",
                     "quantum_training_data",
                     "parameters",
+                    "calibration",
                 ],
                 outputs=["complete_checkpoint", "model_info", "training_summary"],
                 name="assemble_training_artifacts",
