@@ -2,9 +2,10 @@
 
 Grad-CAM on the encoder's last stage for CNN encoders (timm's ``feature_info`` names it, e.g.
 ``layer4`` of a ResNet); for ViT encoders, Grad-CAM on the last block's first norm with the
-package's ViT reshape transform (tokens back to the patch grid). The target is the log of the
-calibrated ensemble probability of the predicted grade, so the map shows what the final grade
-rests on, through the gate and every head.
+package's ViT reshape transform (tokens back to the patch grid). The target is the predicted
+grade's score in the heads' logits, weighted by the ensemble gate: the map shows what the final
+grade rests on, through the gate and every head. Logits rather than probabilities, as Grad-CAM
+intends: a confident probability saturates and its gradient vanishes into noise.
 """
 
 from __future__ import annotations
@@ -17,25 +18,30 @@ import torch
 from PIL import Image
 from torch import nn
 
+from qsight_pipeline.constants import HEADS
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import InferenceGraph
-
-_EPS = 1e-12
-
 
 class HeatmapUnavailableError(UserError):
     """Heatmaps need the optional ``grad-cam`` package, or an encoder it knows."""
 
 
-class _LogEnsemble(nn.Module):
-    """Images -> log of the calibrated ensemble probabilities (what Grad-CAM differentiates)."""
+class _GatedLogits(nn.Module):
+    """Images -> the gate-weighted sum of the active heads' logits (what Grad-CAM differentiates)."""
 
     def __init__(self, graph: InferenceGraph) -> None:
         super().__init__()
         self.graph = graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.graph(images)[0].clamp_min(_EPS).log()
+        model = self.graph.model
+        out = model(images, active_mask=self.graph.active)
+        weights = out["head_weights"]
+        return sum(
+            weights[:, index : index + 1] * out[f"logits_{head}"].float()
+            for index, head in enumerate(HEADS)
+            if f"logits_{head}" in out
+        )
 
 
 def _vit_reshape(tokens: torch.Tensor, *, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -77,7 +83,7 @@ def grad_cam_maps(graph: InferenceGraph, images: torch.Tensor, grades: list[int]
             "(or grad-cam), or set predict.heatmaps: false."
         ) from None
     layer, reshape = target_layer(graph.model.encoder)
-    with GradCAM(model=_LogEnsemble(graph), target_layers=[layer], reshape_transform=reshape) as cam:
+    with GradCAM(model=_GatedLogits(graph), target_layers=[layer], reshape_transform=reshape) as cam:
         maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(g) for g in grades])
     return np.asarray(maps, dtype=np.float32)
 
