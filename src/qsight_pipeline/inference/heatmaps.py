@@ -22,6 +22,7 @@ from qsight_pipeline.constants import HEADS
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import InferenceGraph
 
+
 class HeatmapUnavailableError(UserError):
     """Heatmaps need the optional ``grad-cam`` package, or an encoder it knows."""
 
