@@ -6,6 +6,7 @@ page tests need: open a URL, set a file on an ``<input type=file>``, and read th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -26,6 +27,7 @@ class Browser:
         self.profile = profile
         self.process: subprocess.Popen | None = None
         self.socket: Any = None
+        self._stack = contextlib.ExitStack()
         self._id = 0
 
     def __enter__(self) -> Browser:
@@ -44,12 +46,13 @@ class Browser:
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
             pages = [t for t in json.load(response) if t["type"] == "page"]
-        self.socket = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self.socket = self._stack.enter_context(
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.socket is not None:
-            self.socket.close()
+        self._stack.close()
         if self.process is not None:
             self.process.terminate()
             try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from qsight_pipeline.constants import GRADE_NAMES
 from tests.chromium_cdp import CHROMIUM, Browser
 
 pytestmark = [
@@ -20,6 +21,11 @@ pytestmark = [
                        reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"),
 ]
 pytest.importorskip("streamlit", reason="the inference extra (streamlit) is not installed")
+
+
+# Every table on the page as lists of rows of cell texts.
+TABLES = ("Array.from(document.querySelectorAll('table')).map(t => Array.from(t.rows)"
+          ".map(r => Array.from(r.cells).map(c => c.innerText.trim())))")
 
 
 def _free_port() -> int:
@@ -85,10 +91,17 @@ def test_a_photograph_is_graded_on_the_page_and_a_bad_file_is_explained(
         assert f"threshold {loaded.referral['threshold']:.3f}" in text
         assert f"entropy {expected.entropy:.3f} nats" in text
         assert f"Needs review: {'yes' if expected.needs_review else 'no'}" in text
-        for label, probs in (("Head A (classical)", expected.head_probabilities["head_a"]),
-                             ("Ensemble", expected.ensemble_probabilities)):
-            assert label + "\t" + "\t".join(f"{p:.3f}" for p in probs) in text
-        assert "Quantum head\t" + f"{expected.gate_weights['quantum_head']:.3f}" in text
+        probabilities, weights = browser.evaluate(TABLES)
+        assert probabilities[0][1:] == list(GRADE_NAMES)
+        shown = {row[0]: row[1:] for row in probabilities[1:]}
+        assert set(shown) == {"Head A (classical)", "Head B (classical)", "Quantum head", "Ensemble"}
+        assert shown["Head A (classical)"] == [f"{p:.3f}" for p in expected.head_probabilities["head_a"]]
+        assert shown["Ensemble"] == [f"{p:.3f}" for p in expected.ensemble_probabilities]
+        assert {row[0]: row[1] for row in weights[1:]} == {
+            label: f"{expected.gate_weights[head]:.3f}"
+            for head, label in (("head_a", "Head A (classical)"), ("head_b", "Head B (classical)"),
+                                ("quantum_head", "Quantum head"))
+        }
         images = browser.evaluate("document.querySelectorAll('img').length")
         assert images >= 2  # the photograph and its heatmap overlay
 
