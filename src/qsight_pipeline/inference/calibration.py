@@ -49,6 +49,11 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return float(-scaled[np.arange(len(labels)), labels].mean())
 
     result = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded")
+    if min(abs(result.x - bound) for bound in _LOG_T_BOUNDS) < 1e-3:
+        logger.warning(
+            "Temperature scaling hit its bound (T = %.3g): this head's validation predictions "
+            "carry almost no information about the grade.", np.exp(result.x),
+        )
     return float(np.exp(result.x))
 
 
