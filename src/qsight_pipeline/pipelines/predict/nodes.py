@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config.predict import PredictParams
+from qsight_pipeline.config import PredictParams
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 
