@@ -107,3 +107,16 @@ def test_the_heatmap_concentrates_on_planted_lesions(lesion_model):
     # the lesions, 1.6 times their share; a map blind to the lesions would give about 1.0. This
     # tiny, seconds-trained CNN does not reach "most of the mass" (see README, Heatmaps).
     assert np.mean(shares) > 1.4 * np.mean(areas), (shares, areas)
+
+
+def test_vit_encoders_get_a_map_on_their_patch_grid():
+    from qsight_pipeline.inference.heatmaps import grad_cam_maps
+
+    config = ModelConfig(encoder_type="vit", encoder_name="test_vit", image_size=32,
+                         pretrained=False, compressed_dim=8, head_hidden_dim=8, gate_hidden_dim=8,
+                         quantum={"enabled": False})
+    graph = InferenceGraph(build_model(config).eval(), {})
+    images = normalise(np.stack([_twins(7)[1][::4, ::4]]), preprocessing_metadata(32))
+    maps = grad_cam_maps(graph, images, [3])
+    assert maps.shape == (1, 32, 32)
+    assert np.isfinite(maps).all() and maps.max() <= 1.0
