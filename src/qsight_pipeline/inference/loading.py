@@ -110,7 +110,7 @@ def loaded_from_checkpoint(
     training_summary: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """A :class:`LoadedModel` from a ``complete_checkpoint`` dict (as the catalog loads it)."""
-    from qsight_pipeline.workflow import load_complete_checkpoint
+    from qsight_pipeline.artifacts import load_complete_checkpoint
 
     info = dict(model_info or checkpoint.get("model_info") or {})
     model = load_complete_checkpoint(checkpoint)

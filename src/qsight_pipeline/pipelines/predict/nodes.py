@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import PredictParams
+from qsight_pipeline.config import PredictParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 
@@ -84,8 +84,7 @@ def predict_grades(
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
     from qsight_pipeline.inference.predict import overlay_image
 
-    if not isinstance(predict, PredictParams):
-        predict = PredictParams.model_validate(dict(predict))
+    predict = validate_block(PredictParams, predict, "predict")
     loaded = loaded_from_checkpoint(complete_checkpoint, predict.device)
     folder = Path(predict.input_dir).expanduser()
     paths = list_images(folder)
