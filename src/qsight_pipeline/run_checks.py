@@ -10,20 +10,25 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import run_config, user_errors
-from qsight_pipeline.hooks import close_mlflow_run_as_failed
-from qsight_pipeline.models.quantum import QuantumConfig, quantum_dependencies_missing
-from qsight_pipeline.user_errors import ParameterError
+from qsight_pipeline import user_errors
+from qsight_pipeline.errors import ParameterError, UserError
+from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
 
 logger = logging.getLogger(__name__)
 
 
-class QuantumUnavailableError(RuntimeError):
+class QuantumUnavailableError(UserError, RuntimeError):
     """``kedro run --pipeline quantum`` was asked for, but there is no quantum head to train."""
 
 
 def check_parameters(parameters: dict[str, Any], pipeline_names: list[str]) -> None:
     """Validate the schedule, the model and the quantum settings for the pipelines about to run."""
+    # Imported here, not at the top: settings.py imports this module, and `kedro --help` or
+    # `kedro registry list` must not load torch.
+    from qsight_pipeline import run_config
+    from qsight_pipeline.models.quantum.availability import quantum_dependencies_missing
+    from qsight_pipeline.models.quantum.config import QuantumConfig
+
     stages = run_config.schedule(parameters)
     run_config.model_config(parameters)
     run_config.trainer_settings(parameters)
@@ -69,6 +74,6 @@ class RunChecksHook:
             # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run
             # that kedro-mlflow may already have opened instead of leaving it RUNNING.
             close_mlflow_run_as_failed()
-            if isinstance(error, QuantumUnavailableError | ParameterError):
+            if isinstance(error, UserError):
                 raise
             raise ParameterError(str(error)) from error

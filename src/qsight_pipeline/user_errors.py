@@ -1,10 +1,14 @@
 """Bad input ends a `kedro run` with its message, not with a page of traceback.
 
-The project's own exceptions for wrong settings or data (a bad layout, a bad stage schedule, a
-missing quantum dependency, ...) already say what is wrong and which setting to change; the
-frames of Kedro's runner above them only hide that line. :func:`install` wraps
-``sys.excepthook`` so that these errors print as ``Error: <message>``; every other exception
-keeps its full traceback, and ``QSIGHT_TRACEBACK=1`` shows it for these too.
+Every error a user can fix is a :class:`qsight_pipeline.errors.UserError` (a bad layout, a bad
+stage schedule, a missing quantum dependency, a bad ``predict.input_dir`` ...), and its message
+already says what is wrong and which setting to change; the frames of Kedro's runner above it only
+hide that line. :func:`install` wraps ``sys.excepthook`` so that these errors print as
+``Error: <message>``; every other exception keeps its full traceback, and ``QSIGHT_TRACEBACK=1``
+shows it for these too.
+
+This module imports only :mod:`qsight_pipeline.errors`, which imports nothing of the project, so
+any module (the run checks included) may use it without an import cycle.
 """
 
 from __future__ import annotations
@@ -13,35 +17,20 @@ import os
 import sys
 from types import TracebackType
 
+from qsight_pipeline.errors import ParameterError, UserError
 
-class ParameterError(ValueError):
-    """A parameter failed validation before the run started."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from qsight_pipeline.data.image_cache import UnreadableImagesError
-    from qsight_pipeline.data.layouts import DatasetLayoutError
-    from qsight_pipeline.data.splits import SplitError
-    from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError
-    from qsight_pipeline.models.quantum.availability import QuantumDependencyError
-    from qsight_pipeline.run_checks import QuantumUnavailableError
-    from qsight_pipeline.training.stages import ScheduleError
-
-    return (
-        ParameterError, DatasetLayoutError, UnreadableImagesError, SplitError, ScheduleError,
-        EncoderError, EncoderWeightsError, QuantumDependencyError, QuantumUnavailableError,
-    )
+__all__ = ["ParameterError", "find_user_error", "install"]
 
 
-def _is_user_error(error: BaseException) -> bool:
-    types = user_error_types()
+def find_user_error(error: BaseException | None) -> UserError | None:
+    """The first :class:`UserError` in ``error``'s cause/context chain (Kedro may wrap it)."""
     seen = set()
-    while error is not None and id(error) not in seen:  # Kedro may chain the original error
-        if isinstance(error, types):
-            return True
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def install() -> None:
@@ -51,7 +40,7 @@ def install() -> None:
         return
 
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
-        if os.environ.get("QSIGHT_TRACEBACK") or not _is_user_error(error):
+        if os.environ.get("QSIGHT_TRACEBACK") or find_user_error(error) is None:
             previous(kind, error, tb)
             return
         sys.stderr.write(

@@ -31,6 +31,7 @@ from qsight_pipeline.constants import (
     SPLITS,
 )
 from qsight_pipeline.data.feature_cache import FeatureCacheDataset
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, evaluate, train_stages
@@ -133,7 +134,7 @@ def load_classical_checkpoint(checkpoint: dict[str, Any]) -> HybridModel:
     missing = [k for k in missing if not k.startswith(f"{QUANTUM_HEAD}.")]
     unexpected = [k for k in unexpected if not k.startswith(f"{QUANTUM_HEAD}.")]
     if missing or unexpected:
-        raise ValueError(
+        raise ArtifactError(
             "phase1_classical_model.pth does not match the model it describes "
             f"(missing: {missing[:5]}, unexpected: {unexpected[:5]}). Re-run `kedro run --pipeline "
             "classical` to rebuild it."
@@ -206,10 +207,10 @@ REQUIRED_FEATURE_KEYS = tuple(
 def check_feature_cache(cache: Any, source: str = "quantum_training_data.pkl") -> None:
     """Fail early, naming the missing keys, on a feature cache written by something else."""
     if not isinstance(cache, dict):
-        raise ValueError(f"{source} must hold a dict, found {type(cache).__name__}.")
+        raise ArtifactError(f"{source} must hold a dict, found {type(cache).__name__}.")
     missing = [key for key in REQUIRED_FEATURE_KEYS if key not in cache]
     if missing:
-        raise ValueError(
+        raise ArtifactError(
             f"{source} lacks {', '.join(missing)}. It was not written by this version of the "
             "`features` pipeline; re-create it with `kedro run --pipelines classical,features` "
             "(or `--pipeline features` if phase1_classical_model.pth is current)."

@@ -8,10 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import run_config, workflow
-from qsight_pipeline.data.torch_data import CachedImageDataset
-from qsight_pipeline.models.hybrid import build_model
-from qsight_pipeline.training.trainer import seed_everything
+from qsight_pipeline.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +26,7 @@ def split_image_ids(manifest: pd.DataFrame, split: str) -> list[str]:
 
 def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
     if len(images) != len(grades):
-        raise ValueError(
+        raise ArtifactError(
             f"image_cache_{split} holds {len(images)} images but the manifest lists {len(grades)} "
             f"for the {split} split. Re-run `kedro run --pipeline ingestion`."
         )
@@ -53,6 +50,13 @@ def train_classical_model(
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
+    # Model code (torch, timm, qiskit) loads when the node runs, not when Kedro imports the
+    # pipelines: `kedro --help` and `kedro registry list` stay quick.
+    from qsight_pipeline import run_config, workflow
+    from qsight_pipeline.data.torch_data import CachedImageDataset
+    from qsight_pipeline.models.hybrid import build_model
+    from qsight_pipeline.training.trainer import seed_everything
+
     stages = run_config.schedule(parameters)["classical"]
     settings = run_config.trainer_settings(parameters)
     config = run_config.model_config(parameters)

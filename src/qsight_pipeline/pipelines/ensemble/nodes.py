@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import run_config, workflow
-from qsight_pipeline.training.trainer import seed_everything
-
 logger = logging.getLogger(__name__)
 
 
@@ -22,6 +19,11 @@ def finetune_ensemble(
         The model after the compression module (kept in memory), ``ensemble_history`` and the
         evaluation of every head and the ensemble on val and test.
     """
+    # Model code (torch, timm, qiskit) loads when the node runs, not when Kedro imports the
+    # pipelines: `kedro --help` and `kedro registry list` stay quick.
+    from qsight_pipeline import run_config, workflow
+    from qsight_pipeline.training.trainer import seed_everything
+
     workflow.check_feature_cache(quantum_training_data)
     settings = run_config.trainer_settings(parameters)
     seed_everything(settings.seed)
@@ -58,6 +60,8 @@ def assemble_training_artifacts(
     parameters: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``."""
+    from qsight_pipeline import workflow  # torch: see finetune_ensemble
+
     model_info = workflow.build_model_info(post_cache_model, quantum_training_data["metadata"])
     summary = workflow.build_training_summary(
         [*classical_history, *quantum_history, *ensemble_history],
@@ -76,3 +80,21 @@ def assemble_training_artifacts(
         phase1_classical_model, post_cache_model, summary, model_info
     )
     return checkpoint, model_info, summary
+
+
+def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures (``report_figures``), keyed by PNG file name; see
+    :func:`qsight_pipeline.reporting.figures.report_figures`."""
+    from qsight_pipeline.reporting.figures import report_figures  # matplotlib only when drawing
+
+    return report_figures(training_summary)
+
+
+def render_report_html(
+    training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any]
+) -> str:
+    """The self-contained HTML report (``report_html``); see
+    :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    from qsight_pipeline.reporting import html
+
+    return html.render_report_html(training_summary, model_info, report_figures)

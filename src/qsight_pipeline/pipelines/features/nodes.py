@@ -7,8 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import run_config, workflow
-from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids
 
 
@@ -26,6 +24,11 @@ def export_quantum_training_data(
         ``quantum_training_data``: per split the compressed features, head A/B logits, labels
         and image ids, plus the metadata and head weights the cache stages rebuild the model from.
     """
+    # Model code (torch, timm, qiskit) loads when the node runs, not when Kedro imports the
+    # pipelines: `kedro --help` and `kedro registry list` stay quick.
+    from qsight_pipeline import run_config, workflow
+    from qsight_pipeline.data.torch_data import CachedImageDataset
+
     model = workflow.load_classical_checkpoint(phase1_classical_model)
     image_size = model.config.image_size
     caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}

@@ -12,9 +12,10 @@ import pandas as pd
 
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
-from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
+from qsight_pipeline.data.layouts import get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
+from qsight_pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,13 @@ class IngestionSettings:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown ingestion parameter(s) {', '.join(unknown)}; "
                 f"valid ones are {', '.join(sorted(known))}."
             )
         settings = cls(**params)
         if settings.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(
+            raise ConfigError(
                 f"ingestion.on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
                 f"got {settings.on_bad_image!r}."
             )
@@ -63,11 +64,12 @@ def _bad_images_message(bad: list[dict[str, str]], policy_hint: bool = True) -> 
 
 def _missing_images(layout_findings: dict[str, Any]) -> list[dict[str, str]]:
     """Labels whose image file does not exist, as bad-image records."""
-    image_dir = Path(layout_findings["root"]) / TANLIKESMATH_IMAGE_DIR
+    layout = get_layout(layout_findings["dataset_type"])
+    root = Path(layout_findings["root"])
     return [
         {
             "image_id": image_id,
-            "path": str(image_dir / f"{image_id}.jpeg"),
+            "path": str(layout.missing_image_path(root, image_id)),
             "reason": "listed in the labels CSV, but no image file exists",
         }
         for image_id in layout_findings.get("labels_without_file", [])

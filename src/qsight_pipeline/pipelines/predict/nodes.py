@@ -9,27 +9,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import workflow
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
-from qsight_pipeline.data.torch_data import build_image_transform
+from qsight_pipeline.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
+
+
+class PredictInputError(UserError, FileNotFoundError):
+    """``predict.input_dir`` is not a folder of fundus photographs."""
+
+
+def _batch_size(predict: dict[str, Any]) -> int:
+    value = predict.get("batch_size", 32)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"predict.batch_size must be a positive integer, got {value!r} "
+            "(e.g. --params predict.batch_size=32)."
+        )
+    return value
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
     """Every image file (any case of .jpeg/.jpg/.png) under ``input_dir``, sorted."""
     folder = Path(input_dir).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir is {folder}, which is not a folder. Point it at a folder of fundus "
             "photographs: kedro run --pipeline predict --params predict.input_dir=/path/to/images"
         )
     images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         found = sorted({p.suffix.lower() or "(no suffix)" for p in folder.rglob("*") if p.is_file()})
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"found files with suffixes: {found or 'none'}."
         )
@@ -44,13 +57,17 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
         ``prob_grade_0..4``, ``referable_probability`` (grade >= 2), ``entropy``,
         ``disagreement`` and the ensemble's weight on each head.
     """
+    # torch and the model code load here, not at import: `kedro --help` must stay quick.
     import torch
 
+    from qsight_pipeline import workflow
+    from qsight_pipeline.data.torch_data import build_image_transform
+
+    batch_size = _batch_size(predict)
+    paths = list_images(predict["input_dir"])
     model = workflow.load_complete_checkpoint(complete_checkpoint)
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
-    paths = list_images(predict["input_dir"])
-    batch_size = int(predict.get("batch_size", 32))
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
     rows: list[dict[str, Any]] = []
     with torch.no_grad():

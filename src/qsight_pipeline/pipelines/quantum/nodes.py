@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import run_config, workflow
 from qsight_pipeline.constants import QUANTUM_HEAD
-from qsight_pipeline.training.trainer import seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +24,11 @@ def train_quantum_head(
         ``quantum_history`` (stage summaries) and ``quantum_metrics`` (the quantum head alone on
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
+    # Model code (torch, timm, qiskit) loads when the node runs, not when Kedro imports the
+    # pipelines: `kedro --help` and `kedro registry list` stay quick.
+    from qsight_pipeline import run_config, workflow
+    from qsight_pipeline.training.trainer import seed_everything
+
     workflow.check_feature_cache(quantum_training_data)
     settings = run_config.trainer_settings(parameters)
     seed_everything(settings.seed)
