@@ -50,9 +50,12 @@ HEAVY_MODULES = ("torch", "timm", "torchvision", "qiskit", "mlflow", "sklearn", 
 PIPELINE_TIME = re.compile(r"Pipeline execution completed successfully in ([0-9.]+) sec")
 
 
+SOURCE = REPO_ROOT / "src"  # --src changes it, to time another version of the code
+
+
 def environment() -> dict[str, str]:
     quiet = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    python_path = os.pathsep.join(filter(None, [str(SOURCE), os.environ.get("PYTHONPATH")]))
     return {**os.environ, **quiet, "PYTHONPATH": python_path, "COLUMNS": "200"}
 
 
@@ -136,10 +139,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default=None, help="Kedro environment (e.g. smoke); default base")
     parser.add_argument("--project", type=Path, default=None,
                         help="where to keep the project copy (reused if it exists)")
+    parser.add_argument("--src", type=Path, default=None,
+                        help="the src/ folder of another version of the code, e.g. a `git archive` "
+                             "of the commit before a change, to time it on the same machine")
     args = parser.parse_args(argv)
+    global SOURCE
+    SOURCE = (args.src or SOURCE).resolve()
     env_args = ["--env", args.env] if args.env else []
 
     print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
+    print(f"code: {SOURCE}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="qsight-startup-") as tmp:
