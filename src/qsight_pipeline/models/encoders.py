@@ -17,7 +17,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from qsight_pipeline.errors import ConfigError, UserError
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENCODER_NAMES: dict[str, str] = {"vit": "vit_base_patch16_224", "resnet": "resnet50"}
 
 
-class EncoderError(ConfigError):
+class EncoderError(UserError, ValueError):
     """An encoder setting that cannot be used (unknown type or timm name)."""
 
 

@@ -2,6 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from qsight_pipeline.run_config import run_settings_node
+
 from .nodes import (
     assemble_training_artifacts,
     draw_report_figures,
@@ -13,9 +15,10 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            run_settings_node(),
             Node(
                 func=finetune_ensemble,
-                inputs=["quantum_training_data", "quantum_head", "parameters"],
+                inputs=["quantum_training_data", "quantum_head", "run_config", "params:quantum"],
                 outputs=["post_cache_model", "ensemble_history", "evaluation"],
                 name="finetune_ensemble",
             ),

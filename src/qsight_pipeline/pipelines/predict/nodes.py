@@ -9,26 +9,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline.config import PredictParams
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
-from qsight_pipeline.errors import ConfigError, UserError
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
 class PredictInputError(UserError, FileNotFoundError):
     """``predict.input_dir`` is not a folder of fundus photographs."""
-
-
-def _batch_size(predict: dict[str, Any]) -> int:
-    value = predict.get("batch_size", 32)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"predict.batch_size must be a positive integer, got {value!r} "
-            "(e.g. --params predict.batch_size=32)."
-        )
-    return value
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
@@ -49,7 +40,7 @@ def list_images(input_dir: str | Path) -> list[Path]:
     return images
 
 
-def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any]) -> pd.DataFrame:
+def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) -> pd.DataFrame:
     """Grade every image in ``predict.input_dir`` with the trained hybrid model.
 
     Returns:
@@ -63,8 +54,8 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
     from qsight_pipeline import workflow
     from qsight_pipeline.data.torch_data import build_image_transform
 
-    batch_size = _batch_size(predict)
-    paths = list_images(predict["input_dir"])
+    paths = list_images(predict.input_dir)
+    batch_size = predict.batch_size
     model = workflow.load_complete_checkpoint(complete_checkpoint)
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
@@ -94,5 +85,5 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
                         **{f"weight_{h}": float(weights[i, j]) for j, h in enumerate(HEADS)},
                     }
                 )
-    logger.info("Graded %d images from %s", len(rows), predict["input_dir"])
+    logger.info("Graded %d images from %s", len(rows), predict.input_dir)
     return pd.DataFrame(rows)
