@@ -117,3 +117,21 @@ def assemble_training_artifacts(
         phase1_classical_model, post_cache_model, summary, model_info
     )
     return checkpoint, model_info, summary
+
+
+def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures (``report_figures``), keyed by PNG file name; see
+    :func:`qsight_pipeline.reporting.figures.report_figures`."""
+    from qsight_pipeline.reporting.figures import report_figures  # matplotlib only when drawing
+
+    return report_figures(training_summary)
+
+
+def render_report_html(
+    training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any]
+) -> str:
+    """The self-contained HTML report (``report_html``); see
+    :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    from qsight_pipeline.reporting import html
+
+    return html.render_report_html(training_summary, model_info, report_figures)

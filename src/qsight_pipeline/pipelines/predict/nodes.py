@@ -12,8 +12,13 @@ import pandas as pd
 from qsight_pipeline.config import PredictParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+class PredictInputError(UserError, FileNotFoundError):
+    """``predict.input_dir`` is not a folder of fundus photographs."""
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
@@ -24,7 +29,7 @@ def list_images(input_dir: str | Path) -> list[Path]:
     """
     folder = Path(input_dir).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir is {folder}, which is not a folder. Point it at a folder of fundus "
             "photographs: kedro run --pipeline predict --params predict.input_dir=/path/to/images"
         )
@@ -34,7 +39,7 @@ def list_images(input_dir: str | Path) -> list[Path]:
     )
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
         found = sorted({p.suffix.lower() or "(no suffix)" for p in files})
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"found files with suffixes: {found or 'none'}."
         )
