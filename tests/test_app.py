@@ -91,7 +91,10 @@ def test_a_photograph_is_graded_on_the_page_and_a_bad_file_is_explained(
         assert f"threshold {loaded.referral['threshold']:.3f}" in text
         assert f"entropy {expected.entropy:.3f} nats" in text
         assert f"Needs review: {'yes' if expected.needs_review else 'no'}" in text
-        probabilities, weights = browser.evaluate(TABLES)
+        # Streamlit may still be rendering the tables when the caption appears: wait for both.
+        probabilities, weights = browser.wait_for(
+            f"(() => {{ const t = {TABLES}; return t.length === 2 && t[1].length === 4 ? t : null; }})()"
+        )
         assert probabilities[0][1:] == list(GRADE_NAMES)
         shown = {row[0]: row[1:] for row in probabilities[1:]}
         assert set(shown) == {"Head A (classical)", "Head B (classical)", "Quantum head", "Ensemble"}

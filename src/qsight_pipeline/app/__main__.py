@@ -9,7 +9,7 @@ uploaded photograph with the saved calibration, referral threshold and review th
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             "or pass --output-dir <a training run's output folder>.\n"
         )
         return 2
-    return subprocess.call(streamlit_command(args))
+    command = streamlit_command(args)
+    # Become the server (no child process): a signal to this process reaches Streamlit itself.
+    os.execv(command[0], command)
+    return 0  # not reached
 
 
 if __name__ == "__main__":
