@@ -44,6 +44,13 @@ from qsight_pipeline.training.checkpoints import (
     save_checkpoint,
 )
 from qsight_pipeline.training.devices import autocast_enabled, maybe_data_parallel, resolve_device
+from qsight_pipeline.training.distributed import (
+    RankInfo,
+    current_rank,
+    gather,
+    set_sampler_epoch,
+    wrap_model,
+)
 from qsight_pipeline.training.latency import LATENCY_SAMPLE_LIMIT, LatencyTracker, track_latency
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa
 from qsight_pipeline.training.stages import LOSS_KEY_FOR_HEAD, Stage, parse_stages
@@ -132,6 +139,18 @@ class _Run:
     val_loader: Any = None
     tracker: LatencyTracker | None = None
     fingerprint: str = ""
+    rank: RankInfo | None = None  # set inside a DDP worker (training.distributed)
+
+    @property
+    def is_writer(self) -> bool:
+        """Only one process writes checkpoints: the only one, or DDP's writer rank."""
+        return self.rank is None or self.rank.is_writer
+
+    @property
+    def eval_net(self) -> nn.Module:
+        # Every DDP rank evaluates the whole validation set with its (identical) weights, so
+        # validation metrics and early stopping agree everywhere without DDP's collectives.
+        return self.model if self.rank is not None else self.net
 
 
 @dataclass(frozen=True)
@@ -248,12 +267,18 @@ def _start_run(
     settings: TrainerSettings,
     class_counts: Sequence[int] | np.ndarray | None,
 ) -> _Run:
-    """Device, optional DataParallel, autocast, class weights and latency tracker for a run."""
-    device = resolve_device(settings.device)
+    """Device, optional DataParallel, autocast, class weights and latency tracker for a run.
+
+    Inside a DDP worker the device is the worker's own and the model is wrapped per stage.
+    """
+    rank = current_rank()
+    device = rank.device if rank is not None else resolve_device(settings.device)
     model.to(device)
     return _Run(
         model=model,
-        net=maybe_data_parallel(model, settings.multi_gpu, settings.device_ids, device),
+        net=model
+        if rank is not None
+        else maybe_data_parallel(model, settings.multi_gpu, settings.device_ids, device),
         settings=settings,
         device=device,
         use_amp=autocast_enabled(settings.mixed_precision, device),
@@ -261,6 +286,7 @@ def _start_run(
         train_loader=train_loader,
         val_loader=val_loader,
         tracker=LatencyTracker() if settings.latency_tracking else None,
+        rank=rank,
     )
 
 
@@ -303,7 +329,7 @@ def _train_stage(
         stop_early = progress.patience_exhausted(stage.patience)
         progress.done = stop_early or epoch == stage.num_epochs
         _log_epoch(stage, record, progress)
-        if run.settings.checkpoint_dir:
+        if run.settings.checkpoint_dir and run.is_writer:
             _save_stage_checkpoint(run, current, epoch)
         if run.settings.epoch_callback is not None:
             run.settings.epoch_callback(record)
@@ -321,6 +347,8 @@ def _begin_stage(run: _Run, index: int, stage: Stage, completed: list[dict[str, 
     """Freeze what the stage keeps fixed and build its optimizer and gradient scaler."""
     active = _stage_mask(run.model, stage)
     params = _freeze_for_stage(run.model, stage)
+    if run.rank is not None:  # DDP registers the parameters that require gradients now
+        run.net = wrap_model(run.model, run.rank)
     return _StageRun(
         index=index,
         stage=stage,
@@ -341,7 +369,7 @@ def _train_and_validate(run: _Run, current: _StageRun, epoch: int) -> dict[str, 
     started = time.perf_counter()
     mark = run.tracker.position() if run.tracker is not None else {}
     label = f"{stage.name} {epoch}/{stage.num_epochs}"
-    train = _train_epoch(run, current, current.batches.named(label))
+    train = _train_epoch(run, current, current.batches.named(label), epoch)
     val = _evaluate_pass(run, run.val_loader, current.batches.named(f"{label} val"))
     record = {
         "stage": stage.name,
@@ -467,9 +495,14 @@ def _log_epoch(stage: Stage, record: Mapping[str, Any], progress: _StageProgress
 # --------------------------------------------------------------------------- passes over data
 
 
-def _train_epoch(run: _Run, current: _StageRun, batches: _Pass) -> dict[str, Any]:
-    """One optimisation pass over the training loader; returns what :class:`_PassStats` gives."""
+def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> dict[str, Any]:
+    """One optimisation pass over the training loader; returns what :class:`_PassStats` gives.
+
+    Under DDP each rank trains on its shard and the statistics of all shards are combined.
+    """
     _set_modes(run.model, batches.stage, training=True)
+    if run.rank is not None:
+        set_sampler_epoch(run.train_loader, epoch)
     stats = _PassStats(batches)
     with torch.enable_grad():
         for batch in _progress_bar(run.train_loader, batches.desc, run.settings):
@@ -477,9 +510,11 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass) -> dict[str, Any
                 # A one-image remainder batch makes BatchNorm fail in train mode and adds
                 # nothing measurable to the epoch; skip it rather than ask for drop_last.
                 continue
-            out, grades, losses = _forward(run, batch, batches)
+            out, grades, losses = _forward(run, run.net, batch, batches)
             _optimizer_step(current, losses["total"], run.settings.grad_clip)
             stats.add(out, grades, losses)
+    if run.rank is not None:
+        stats.merge_ranks()
     return stats.result()
 
 
@@ -489,7 +524,7 @@ def _evaluate_pass(run: _Run, loader: Any, batches: _Pass) -> dict[str, Any]:
     _set_modes(run.model, batches.stage, training=False)
     stats = _PassStats(batches)
     for batch in _progress_bar(loader, batches.desc, run.settings):
-        stats.add(*_forward(run, batch, batches))
+        stats.add(*_forward(run, run.eval_net, batch, batches))
     return stats.result()
 
 
@@ -498,12 +533,12 @@ def _progress_bar(loader: Any, desc: str, settings: TrainerSettings) -> Any:
 
 
 def _forward(
-    run: _Run, batch: Mapping[str, Any], batches: _Pass
+    run: _Run, net: nn.Module, batch: Mapping[str, Any], batches: _Pass
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
     """Model outputs, grades on the device, and the losses of one batch."""
     grades = batch["grade"].to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, enabled=run.use_amp):
-        out = run.net(**_model_inputs(batch, batches.stage, run.device), active_mask=batches.active)
+        out = net(**_model_inputs(batch, batches.stage, run.device), active_mask=batches.active)
     losses = _losses(out, grades, batches.heads, batches.stage, run.class_weights)
     return out, grades, losses
 
@@ -552,6 +587,16 @@ class _PassStats:
             kept += ["compressed", *(f"logits_{h}" for h in self.heads)]
         for key in kept:
             self.extras.setdefault(key, []).append(out[key].detach().float().cpu())
+
+    def merge_ranks(self) -> None:
+        """Replace this rank's statistics by those of all DDP ranks, in rank order."""
+        mine = (self.loss_sums, self.count, self.probabilities, self.labels, self.extras)
+        everyone = gather(mine)
+        self.loss_sums = {key: sum(r[0][key] for r in everyone) for key in self.loss_sums}
+        self.count = sum(r[1] for r in everyone)
+        self.probabilities = {k: [c for r in everyone for c in r[2][k]] for k in self.probabilities}
+        self.labels = [chunk for r in everyone for chunk in r[3]]
+        self.extras = {k: [c for r in everyone for c in r[4][k]] for k in self.extras}
 
     def result(self) -> dict[str, Any]:
         """``record`` (the epoch-record block: ``loss`` and per-head ``loss``/``accuracy``/
