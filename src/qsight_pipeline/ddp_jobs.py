@@ -23,6 +23,7 @@ from torch.utils.data import Subset
 
 from qsight_pipeline import workflow
 from qsight_pipeline.constants import SPLITS
+from qsight_pipeline.data.loading import loader_options
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.distributed import (
@@ -50,7 +51,7 @@ class ClassicalJob:
     settings: TrainerSettings
     batch_size: int  # the global batch
     augment: dict[str, Any] | None
-    num_workers: int
+    num_workers: int | str
     train_grades: np.ndarray
     val_grades: np.ndarray
     fingerprint: str
@@ -158,15 +159,16 @@ def classical_worker(
             augment=None,
             image_size=size,
         )
+        options = loader_options(job.num_workers, rank.device)
         train_loader = sharded_loader(
             train_set,
             per_rank_batch_size(job.batch_size, rank.world_size),
             seed=settings.seed,
-            num_workers=job.num_workers,
+            **options,
         )
         # Every rank scores the whole validation set, so its metrics are those of one process.
         val_loader = workflow.make_loader(
-            val_set, job.batch_size, shuffle=False, seed=settings.seed, num_workers=job.num_workers
+            val_set, job.batch_size, shuffle=False, seed=settings.seed, **options
         )
         history = workflow.train_image_stages(
             model,

@@ -56,13 +56,20 @@ def make_loader(
     shuffle: bool,
     seed: int,
     num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
 ) -> DataLoader:
-    """A DataLoader with a seeded generator (shuffled loaders) for reproducible order."""
+    """A DataLoader with a seeded generator (shuffled loaders) for reproducible order.
+
+    ``pin_memory``/``persistent_workers``: see ``data.loading.loader_options`` (CUDA only).
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
         generator=_loader_generator(seed) if shuffle else None,
         drop_last=False,
     )

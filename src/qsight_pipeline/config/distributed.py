@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
 
@@ -29,31 +29,25 @@ class DistributedParams(ParamsBlock):
         max_restarts: how often the launcher restarts a failed worker group (0: fail at once).
         timeout_s: how long a worker waits for the others (rendezvous, collectives) before the
             run fails instead of hanging.
+        data_parallel: legacy fallback: ``multi_gpu`` uses ``nn.DataParallel`` in one process.
     """
 
     nproc_per_node: int | Literal["auto"] = 1
-    nnodes: int = 1
-    node_rank: int = 0
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
     rdzv_endpoint: str = "127.0.0.1:29400"
     rdzv_backend: Literal["c10d", "static"] = "c10d"
     backend: Literal["auto", "gloo", "nccl"] = "auto"
-    max_restarts: int = Field(default=0, ge=0)
-    timeout_s: int = Field(default=600, ge=10)
+    max_restarts: int = Field(0, ge=0)
+    timeout_s: int = Field(600, ge=10)
+    # Legacy: the guide's multi_gpu as nn.DataParallel in one process instead of DDP.
+    data_parallel: bool = False
 
     @field_validator("nproc_per_node")
     @classmethod
     def _positive_procs(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
-            raise ValueError(
-                f"distributed.nproc_per_node must be an integer >= 1 or 'auto', got {value}"
-            )
-        return value
-
-    @field_validator("nnodes")
-    @classmethod
-    def _positive_nodes(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"distributed.nnodes must be an integer >= 1, got {value}")
+            raise ValueError("must be an integer >= 1 or 'auto' (one worker per visible GPU)")
         return value
 
     @field_validator("rdzv_endpoint")
@@ -61,14 +55,14 @@ class DistributedParams(ParamsBlock):
     def _host_port(cls, value: str) -> str:
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(
-                f"distributed.rdzv_endpoint must be host:port (e.g. 10.0.0.1:29400), got {value!r}"
-            )
+            raise ValueError("must be host:port of machine 0, e.g. 10.0.0.1:29400")
         return value
 
-    def model_post_init(self, _context: object) -> None:
-        if not 0 <= self.node_rank < self.nnodes:
+    @model_validator(mode="after")
+    def _rank_within_nodes(self) -> DistributedParams:
+        if self.node_rank >= self.nnodes:
             raise ValueError(
-                f"distributed.node_rank must be in 0..{self.nnodes - 1} (distributed.nnodes is "
+                f"node_rank must be in 0..{self.nnodes - 1} (distributed.nnodes is "
                 f"{self.nnodes}), got {self.node_rank}"
             )
+        return self

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
+from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
@@ -32,6 +33,7 @@ class QSightParameters(RunSettings):
     quantum: QuantumConfig = Field(default_factory=QuantumConfig)
     predict: PredictParams = Field(default_factory=PredictParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
     def run_settings(self) -> RunSettings:
         return RunSettings.model_validate(

@@ -187,12 +187,36 @@ def _run_recorded(worker: Callable[..., Any], plan: WorkerPlan, *args: Any) -> A
     return record(worker)(plan, *args)
 
 
+# What a worker raises when another worker died under it: it is a consequence, not the cause.
+_CONSEQUENCES = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "DistBackendError",
+    "terminated by signal",
+)
+
+
+def _failure_text(failure: Any) -> str:
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", "")
+    return str(message or "").strip()
+
+
 def _describe_failure(error: Any) -> str:
-    rank, failure = error.get_first_failure()
-    message = str(failure.message or "").strip()
-    if isinstance(failure.message, dict):
-        message = str(failure.message.get("message", "")).strip()
-    last = message.splitlines()[-1] if message else f"exit code {failure.exitcode}"
+    """Name the rank that failed first for a reason of its own, and what it raised."""
+
+    def order(item: tuple[int, Any]) -> tuple[bool, bool, int, int]:
+        rank, failure = item
+        text = _failure_text(failure)
+        consequence = not text or any(sign in text for sign in _CONSEQUENCES)
+        return (consequence, failure.exitcode < 0, failure.timestamp, rank)
+
+    rank, failure = min(error.failures.items(), key=order)
+    text = _failure_text(failure)
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else f"exit code {failure.exitcode}"
     others = sorted(set(error.failures) - {rank})
     return (
         f"distributed worker rank {rank} failed: {last}"
@@ -239,6 +263,12 @@ def init_worker(plan: WorkerPlan) -> RankInfo:
         device = torch.device("cpu")
         # Share the machine's cores between the workers instead of oversubscribing them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.nproc_per_node))
+    # A spawned worker has no logging set up; the writer logs progress, the others warnings.
+    writer = plan.node_rank == 0 and local_rank == 0
+    logging.basicConfig(
+        level=logging.INFO if writer else logging.WARNING,
+        format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(name)s: %(message)s",
+    )
     dist.init_process_group(plan.backend, timeout=timedelta(seconds=plan.timeout_s))
     _CURRENT = RankInfo(
         rank=dist.get_rank(),
@@ -267,7 +297,7 @@ def wrap_model(model: nn.Module, rank: RankInfo) -> nn.Module:
 
 
 def sharded_loader(
-    dataset: Dataset, batch_size: int, *, seed: int, num_workers: int = 0, **loader_args: Any
+    dataset: Dataset, batch_size: int, *, seed: int, **loader_args: Any
 ) -> DataLoader:
     """The training loader of one rank: a shuffled ``DistributedSampler`` shard of ``dataset``,
     ``batch_size`` per rank (the trainer calls ``set_epoch`` every epoch)."""
@@ -280,7 +310,6 @@ def sharded_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=num_workers,
         drop_last=False,
         **loader_args,
     )

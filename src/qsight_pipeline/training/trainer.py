@@ -43,7 +43,12 @@ from qsight_pipeline.training.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from qsight_pipeline.training.devices import autocast_enabled, maybe_data_parallel, resolve_device
+from qsight_pipeline.training.devices import (
+    autocast_dtype,
+    autocast_enabled,
+    maybe_data_parallel,
+    resolve_device,
+)
 from qsight_pipeline.training.distributed import (
     RankInfo,
     current_rank,
@@ -76,6 +81,12 @@ class TrainerSettings:
         checkpoint_dir: where to write ``stage_<name>_epoch_<n>.pth`` after every epoch.
         resume: continue from the newest matching checkpoint in ``checkpoint_dir``.
         epoch_callback: called with each epoch record, after that epoch's checkpoint is written.
+        channels_last: NHWC memory layout for the model and image batches; ``None`` = on exactly
+            when on CUDA (faster convolutions with tensor cores; nothing changes on CPU).
+        compile: run the model through ``torch.compile`` (off by default: the first batches
+            pay the compilation, long runs on a GPU gain).
+        image_transform: ``f(images, training) -> images`` applied to every image batch on the
+            device before the model, e.g. ``data.device_augment.BatchAugmentation``.
         progress: show a tqdm bar per epoch (hidden anyway when stderr is not a terminal).
     """
 
@@ -91,6 +102,9 @@ class TrainerSettings:
     resume: bool = True
     epoch_callback: Callable[[dict[str, Any]], None] | None = None
     progress: bool = True
+    channels_last: bool | None = None
+    compile: bool = False
+    image_transform: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         grad_clip = self.grad_clip
@@ -109,7 +123,7 @@ class TrainerSettings:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainerSettings:
         """Pick this class's keys out of the run-wide parameters (other keys are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"epoch_callback"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"epoch_callback", "image_transform"}
         return cls(**{name: params[name] for name in names if name in params})
 
 
@@ -134,6 +148,8 @@ class _Run:
     settings: TrainerSettings
     device: torch.device
     use_amp: bool
+    amp_dtype: torch.dtype | None = None  # None: autocast's default for the device
+    channels_last: bool = False
     class_weights: torch.Tensor | None = None
     train_loader: Any = None
     val_loader: Any = None
@@ -274,20 +290,42 @@ def _start_run(
     rank = current_rank()
     device = rank.device if rank is not None else resolve_device(settings.device)
     model.to(device)
+    channels_last = _channels_last(settings, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model if rank is not None else _data_parallel(model, settings, device)
     return _Run(
         model=model,
-        net=model
-        if rank is not None
-        else maybe_data_parallel(model, settings.multi_gpu, settings.device_ids, device),
+        net=net,
         settings=settings,
         device=device,
         use_amp=autocast_enabled(settings.mixed_precision, device),
+        amp_dtype=autocast_dtype(device),
+        channels_last=channels_last,
         class_weights=_class_weights(settings, class_counts, train_loader, device),
         train_loader=train_loader,
         val_loader=val_loader,
         tracker=LatencyTracker() if settings.latency_tracking else None,
         rank=rank,
     )
+
+
+def _channels_last(settings: TrainerSettings, device: torch.device) -> bool:
+    if settings.channels_last is None:
+        return device.type == "cuda"
+    return settings.channels_last
+
+
+def _data_parallel(model: nn.Module, settings: TrainerSettings, device: torch.device) -> nn.Module:
+    net = maybe_data_parallel(model, settings.multi_gpu, settings.device_ids, device)
+    return _compiled(net, settings)
+
+
+def _compiled(net: nn.Module, settings: TrainerSettings) -> nn.Module:
+    if not settings.compile:
+        return net
+    logger.info("Compiling the model with torch.compile (the first batches are slower)")
+    return torch.compile(net)
 
 
 def _find_resume(run: _Run, stages: Sequence[Stage]) -> dict[str, Any] | None:
@@ -348,7 +386,7 @@ def _begin_stage(run: _Run, index: int, stage: Stage, completed: list[dict[str, 
     active = _stage_mask(run.model, stage)
     params = _freeze_for_stage(run.model, stage)
     if run.rank is not None:  # DDP registers the parameters that require gradients now
-        run.net = wrap_model(run.model, run.rank)
+        run.net = _compiled(wrap_model(run.model, run.rank), run.settings)
     return _StageRun(
         index=index,
         stage=stage,
@@ -356,7 +394,10 @@ def _begin_stage(run: _Run, index: int, stage: Stage, completed: list[dict[str, 
         optimizer=torch.optim.AdamW(
             params, lr=stage.learning_rate, weight_decay=stage.weight_decay
         ),
-        scaler=torch.amp.GradScaler(run.device.type, enabled=run.use_amp),
+        # bfloat16 has float32's range: no loss scaling needed.
+        scaler=torch.amp.GradScaler(
+            run.device.type, enabled=run.use_amp and run.amp_dtype != torch.bfloat16
+        ),
         params=params,
         progress=_StageProgress(),
         completed=completed,
@@ -510,7 +551,7 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> d
                 # A one-image remainder batch makes BatchNorm fail in train mode and adds
                 # nothing measurable to the epoch; skip it rather than ask for drop_last.
                 continue
-            out, grades, losses = _forward(run, run.net, batch, batches)
+            out, grades, losses = _forward(run, run.net, batch, batches, training=True)
             _optimizer_step(current, losses["total"], run.settings.grad_clip)
             stats.add(out, grades, losses)
     if run.rank is not None:
@@ -524,7 +565,7 @@ def _evaluate_pass(run: _Run, loader: Any, batches: _Pass) -> dict[str, Any]:
     _set_modes(run.model, batches.stage, training=False)
     stats = _PassStats(batches)
     for batch in _progress_bar(loader, batches.desc, run.settings):
-        stats.add(*_forward(run, run.eval_net, batch, batches))
+        stats.add(*_forward(run, run.eval_net, batch, batches, training=False))
     return stats.result()
 
 
@@ -533,14 +574,26 @@ def _progress_bar(loader: Any, desc: str, settings: TrainerSettings) -> Any:
 
 
 def _forward(
-    run: _Run, net: nn.Module, batch: Mapping[str, Any], batches: _Pass
+    run: _Run, net: nn.Module, batch: Mapping[str, Any], batches: _Pass, *, training: bool
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
     """Model outputs, grades on the device, and the losses of one batch."""
     grades = batch["grade"].to(run.device, non_blocking=True)
-    with torch.autocast(run.device.type, enabled=run.use_amp):
-        out = net(**_model_inputs(batch, batches.stage, run.device), active_mask=batches.active)
+    inputs = _model_inputs(batch, batches.stage, run.device)
+    if "images" in inputs:
+        inputs["images"] = _prepare_images(run, inputs["images"], training)
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+        out = net(**inputs, active_mask=batches.active)
     losses = _losses(out, grades, batches.heads, batches.stage, run.class_weights)
     return out, grades, losses
+
+
+def _prepare_images(run: _Run, images: torch.Tensor, training: bool) -> torch.Tensor:
+    """The optional on-device batch transform, then the memory layout the model was put in."""
+    if run.settings.image_transform is not None:
+        images = run.settings.image_transform(images, training)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 def _optimizer_step(current: _StageRun, loss: torch.Tensor, grad_clip: float) -> None:
@@ -815,6 +868,7 @@ def evaluate(
         settings=settings,
         device=device,
         use_amp=autocast_enabled(settings.mixed_precision, device),
+        amp_dtype=autocast_dtype(device),
     )
     batches = _Pass(None, model.effective_mask(active_mask), desc="evaluate", keep_outputs=True)
     result = _evaluate_pass(run, loader, batches)
