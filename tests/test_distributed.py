@@ -155,6 +155,7 @@ def two_machine_worker(plan: WorkerPlan, checkpoint_dir: str) -> str | None:
         close_worker()
 
 
+@pytest.mark.slow
 def test_two_machines_on_localhost_both_finish_and_only_machine_zero_writes(tmp_path):
     from qsight_pipeline.training.distributed import _free_port
 
@@ -190,6 +191,7 @@ def test_plan_and_batch_rules():
         per_rank_batch_size(30, 4)
 
 
+@pytest.mark.slow
 def test_kedro_run_with_two_workers_writes_the_same_artifacts(smoke_project, smoke_copy):
     """``--params distributed.nproc_per_node=2`` rewrites exactly the classical and feature
     artifacts, with the same contents up to what the data order changes.

@@ -226,10 +226,11 @@ def feature_worker(
                 image_size=model.config.image_size,
             )
             part = shard_range(len(dataset), rank)
-            loaders[split] = workflow.make_loader(
-                Subset(dataset, part), job.batch_size, shuffle=False, seed=job.settings.seed
-            )
             ids[split] = [job.image_ids[split][i] for i in part]
+            if len(part):  # an empty slice is exported as an empty split, like a missing one
+                loaders[split] = workflow.make_loader(
+                    Subset(dataset, part), job.batch_size, shuffle=False, seed=job.settings.seed
+                )
         settings = _worker_settings(job.settings, rank.is_writer)
         settings = dataclasses.replace(settings, device=str(rank.device))
         shards = gather(workflow.export_features(model, loaders, ids, settings))

@@ -608,12 +608,17 @@ def _optimizer_step(current: _StageRun, loss: torch.Tensor, grad_clip: float) ->
 
 
 class _PassStats:
-    """Losses, probabilities, labels and per-sample outputs of one pass, accumulated per batch."""
+    """Losses, probabilities, labels and per-sample outputs of one pass, accumulated per batch.
+
+    Everything stays on the device until the pass ends: reading a value back per batch would make
+    the host wait for the GPU at every step. Loss sums are float64 tensors, which is the same
+    arithmetic as the Python floats they become, so CPU results are unchanged to the bit.
+    """
 
     def __init__(self, batches: _Pass) -> None:
         self.batches = batches
         self.heads = batches.heads
-        self.loss_sums = dict.fromkeys([*self.heads, ENSEMBLE, "total"], 0.0)
+        self.loss_sums: dict[str, Any] = dict.fromkeys([*self.heads, ENSEMBLE, "total"], 0.0)
         self.probabilities: dict[str, list[torch.Tensor]] = {p: [] for p in [*self.heads, ENSEMBLE]}
         self.labels: list[torch.Tensor] = []
         self.extras: dict[str, list[torch.Tensor]] = {}
@@ -628,21 +633,31 @@ class _PassStats:
         size = grades.shape[0]
         self.count += size
         for key, value in losses.items():
-            self.loss_sums[key] += float(value.detach()) * size
+            self.loss_sums[key] = self.loss_sums[key] + value.detach().double() * size
         for head in self.heads:
-            self.probabilities[head].append(
-                out[f"logits_{head}"].detach().float().softmax(-1).cpu()
-            )
-        self.probabilities[ENSEMBLE].append(out["fused_probs"].detach().float().cpu())
-        self.labels.append(grades.cpu())
+            self.probabilities[head].append(out[f"logits_{head}"].detach().float().softmax(-1))
+        self.probabilities[ENSEMBLE].append(out["fused_probs"].detach().float())
+        self.labels.append(grades)
         kept = ["head_weights", "entropy", "disagreement"]
         if self.batches.keep_outputs:
             kept += ["compressed", *(f"logits_{h}" for h in self.heads)]
         for key in kept:
-            self.extras.setdefault(key, []).append(out[key].detach().float().cpu())
+            self.extras.setdefault(key, []).append(out[key].detach().float())
+
+    def _to_host(self) -> None:
+        """One copy to the host per pass: the concatenated chunks and the loss sums."""
+
+        def host(chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.cat(chunks).cpu()] if chunks else []
+
+        self.loss_sums = {key: float(value) for key, value in self.loss_sums.items()}
+        self.probabilities = {key: host(chunks) for key, chunks in self.probabilities.items()}
+        self.labels = host(self.labels)
+        self.extras = {key: host(chunks) for key, chunks in self.extras.items()}
 
     def merge_ranks(self) -> None:
         """Replace this rank's statistics by those of all DDP ranks, in rank order."""
+        self._to_host()
         mine = (self.loss_sums, self.count, self.probabilities, self.labels, self.extras)
         everyone = gather(mine)
         self.loss_sums = {key: sum(r[0][key] for r in everyone) for key in self.loss_sums}
@@ -659,6 +674,7 @@ class _PassStats:
             raise ValueError(
                 f"{self.batches.desc or 'evaluation'}: the data loader yielded no batches"
             )
+        self._to_host()
         y = torch.cat(self.labels).numpy()
         probs = {part: torch.cat(chunks).numpy() for part, chunks in self.probabilities.items()}
         record: dict[str, Any] = {"loss": self.loss_sums["total"] / self.count}
