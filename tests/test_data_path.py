@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qsight_pipeline.data.device_augment import BatchAugmentation
-from qsight_pipeline.data.loading import loader_options
+from qsight_pipeline.data.loaders import loader_options
 from qsight_pipeline.data.torch_data import CachedImageDataset
 
 

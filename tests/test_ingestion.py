@@ -117,8 +117,8 @@ def test_missing_image_files(tmp_path, make_sample):
 
 @pytest.mark.parametrize(
     ("ingestion", "message"),
-    [({"on_bad_image": "ignore"}, "on_bad_image must be one of fail, skip"),
-     ({"val_fractoin": 0.1}, "Unknown ingestion parameter.*val_fractoin")],
+    [({"on_bad_image": "ignore"}, "ingestion.on_bad_image: Input should be 'fail' or 'skip'"),
+     ({"val_fractoin": 0.1}, "ingestion.val_fractoin: unknown key")],
 )
 def test_bad_parameters_are_named(tmp_path, make_sample, ingestion, message):
     with pytest.raises(ValueError, match=message):

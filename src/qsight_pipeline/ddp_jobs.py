@@ -23,7 +23,7 @@ from torch.utils.data import Subset
 
 from qsight_pipeline import workflow
 from qsight_pipeline.constants import SPLITS
-from qsight_pipeline.data.loading import loader_options
+from qsight_pipeline.data.loaders import loader_options
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.distributed import (

@@ -21,7 +21,7 @@ class RunSettings(ParamsBlock):
     grad_clip: float = Field(1.0, ge=0)
     latency_tracking: bool = True
     batch_size: int = Field(16, ge=1)
-    # auto: min(8, CPUs - 1) loader processes on CUDA, 0 on a CPU (data.loading).
+    # auto: min(8, CPUs - 1) loader processes on CUDA, 0 on a CPU (data.loaders).
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     class_balanced_loss: bool = True
     # GPU speed-ups; nothing changes on a CPU. channels_last null = on exactly when on CUDA.

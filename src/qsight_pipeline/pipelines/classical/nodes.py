@@ -13,6 +13,7 @@ from qsight_pipeline.config import (
     DistributedParams,
     ModelParams,
     QuantumConfig,
+    validate_block,
 )
 from qsight_pipeline.run_config import RunConfig
 
@@ -65,7 +66,7 @@ def train_classical_model(
     """
     from qsight_pipeline import workflow
     from qsight_pipeline.data.device_augment import with_device_augmentation
-    from qsight_pipeline.data.loading import loader_options as options_for_loaders
+    from qsight_pipeline.data.loaders import loader_options as options_for_loaders
     from qsight_pipeline.data.torch_data import CachedImageDataset
     from qsight_pipeline.ddp_jobs import ClassicalJob, train_classical_ddp
     from qsight_pipeline.models.hybrid import ModelConfig, build_model
@@ -74,7 +75,8 @@ def train_classical_model(
     from qsight_pipeline.training.trainer import seed_everything
 
     run = run_config.settings
-    settings = with_device_augmentation(run_config.trainer_settings(), augmentation.to_dict())
+    augment = validate_block(AugmentationParams, augmentation, "augmentation").to_dict()
+    settings = with_device_augmentation(run_config.trainer_settings(), augment)
     config = ModelConfig.from_params(model, quantum, run.image_size)
     seed_everything(settings.seed)
 
@@ -82,7 +84,6 @@ def train_classical_model(
     val_grades = split_grades(manifest, "val")
     _check_cache(image_cache_train, train_grades, "train")
     _check_cache(image_cache_val, val_grades, "val")
-    augment = augmentation.to_dict()
     data = manifest[["image_id", "grade", "split"]].to_dict("list")
     run_fingerprint = fingerprint(
         "classical", workflow.model_config_dict(config), run.batch_size, augment, data
@@ -122,7 +123,7 @@ def worker_plan(distributed: DistributedParams | None, settings: Any) -> Any:
     """The DDP plan of the ``distributed`` block and the guide's ``multi_gpu``/``device_ids``."""
     from qsight_pipeline.training.distributed import plan_workers
 
-    params = distributed or DistributedParams()
+    params = validate_block(DistributedParams, distributed, "distributed")
     multi_gpu = settings.multi_gpu and not params.data_parallel
     return plan_workers(params, settings.device, multi_gpu, settings.device_ids)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline import workflow
-from qsight_pipeline.config import PredictParams
+from qsight_pipeline.config import PredictParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
@@ -50,6 +50,7 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) 
     model = workflow.load_complete_checkpoint(complete_checkpoint)
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
+    predict = validate_block(PredictParams, predict, "predict")
     paths = list_images(predict.input_dir)
     batch_size = predict.batch_size
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)

@@ -1,4 +1,6 @@
-"""DataLoader options that keep a GPU fed, and leave CPU runs exactly as they were.
+"""DataLoaders with a seeded order, shared by the image and the feature-cache stages.
+
+DataLoader options that keep a GPU fed, and leave CPU runs exactly as they were.
 
 On CUDA, worker processes decode and augment while the GPU trains, pinned host memory makes the
 copies asynchronous (``non_blocking=True`` in the trainer), and persistent workers skip the
@@ -12,7 +14,50 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
+from qsight_pipeline.constants import NUM_GRADES
+
+
+def _loader_generator(seed: int) -> torch.Generator:
+    # The trainer checkpoints this generator's state, so a resumed run shuffles exactly as an
+    # uninterrupted one would.
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    """A DataLoader with a seeded generator (shuffled loaders) for reproducible order.
+
+    ``pin_memory``/``persistent_workers``: see :func:`loader_options` (on for CUDA only).
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
+        generator=_loader_generator(seed) if shuffle else None,
+        drop_last=False,
+    )
+
+
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_GRADES)
+
 
 # More loader processes than this rarely help one GPU and cost memory (each holds a model-free
 # copy of the dataset object and its own prefetch queue).
