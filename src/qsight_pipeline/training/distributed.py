@@ -193,6 +193,10 @@ _CONSEQUENCES = (
     "Connection reset by peer",
     "Broken pipe",
     "DistBackendError",
+    "DistNetworkError",
+    "timed out",
+    "Timed out",
+    "aborted",
     "terminated by signal",
 )
 
