@@ -15,10 +15,12 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -172,19 +174,44 @@ def launch(plan: WorkerPlan, worker: Callable[..., Any], *args: Any) -> Any:
         plan.backend,
         endpoint,
     )
-    try:
-        results = elastic_launch(config, _run_recorded)(worker, plan, *args)
-    except ChildFailedError as error:
-        raise DistributedWorkerError(_describe_failure(error)) from None
+    with tempfile.TemporaryDirectory(prefix="qsight-ddp-failures-") as failures:
+        try:
+            results = elastic_launch(config, _run_recorded)(failures, worker, plan, *args)
+        except ChildFailedError as error:
+            message = _reported_failure(Path(failures)) or _describe_failure(error)
+            raise DistributedWorkerError(message) from None
     found = [value for _rank, value in sorted(results.items()) if value is not None]
     return found[0] if found else None
 
 
-def _run_recorded(worker: Callable[..., Any], plan: WorkerPlan, *args: Any) -> Any:
-    """The spawned entry point: records the worker's exception so the parent can name it."""
+def _run_recorded(failures: str, worker: Callable[..., Any], plan: WorkerPlan, *args: Any) -> Any:
+    """The spawned entry point: a worker that fails for a reason of its own says so in a file.
+
+    The launcher stops the other workers as soon as it sees one exit, and that one may be a rank
+    that only lost its connection to the failing one; the file names the cause.
+    """
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    return record(worker)(plan, *args)
+    try:
+        return record(worker)(plan, *args)
+    except Exception as error:
+        text = f"{type(error).__name__}: {error}"
+        if not any(sign in text for sign in _CONSEQUENCES):
+            rank = os.environ.get("RANK", "?")
+            (Path(failures) / f"rank_{rank}.txt").write_text(text)
+        raise
+
+
+def _reported_failure(failures: Path) -> str | None:
+    reports = sorted(failures.glob("rank_*.txt"), key=lambda path: path.stat().st_mtime)
+    if not reports:
+        return None
+    rank = reports[0].stem.split("_", 1)[1]
+    lines = reports[0].read_text().strip().splitlines() or ["(no message)"]
+    return (
+        f"distributed worker rank {rank} failed: {lines[-1]}. The run was stopped; fix the cause "
+        "and re-run (with checkpoint_dir set it resumes)."
+    )
 
 
 # What a worker raises when another worker died under it: it is a consequence, not the cause.
