@@ -15,6 +15,7 @@ from qsight_pipeline.config import (
     QuantumConfig,
     validate_block,
 )
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def split_image_ids(manifest: pd.DataFrame, split: str) -> list[str]:
 
 def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
     if len(images) != len(grades):
-        raise ValueError(
+        raise ArtifactError(
             f"image_cache_{split} holds {len(images)} images but the manifest lists {len(grades)} "
             f"for the {split} split. Re-run `kedro run --pipeline ingestion`."
         )

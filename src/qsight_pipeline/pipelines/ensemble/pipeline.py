@@ -2,11 +2,15 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from qsight_pipeline.reporting.figures import report_figures
-from qsight_pipeline.reporting.html import render_report_html
 from qsight_pipeline.run_config import run_settings_node
 
-from .nodes import assemble_training_artifacts, finetune_ensemble
+from .nodes import (
+    assemble_training_artifacts,
+    calibrate_operating_point,
+    draw_report_figures,
+    finetune_ensemble,
+    render_report_html,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,6 +24,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="finetune_ensemble",
             ),
             Node(
+                func=calibrate_operating_point,
+                inputs=["evaluation", "params:referral"],
+                outputs="calibration",
+                name="calibrate_operating_point",
+            ),
+            Node(
                 func=assemble_training_artifacts,
                 inputs=[
                     "phase1_classical_model",
@@ -30,12 +40,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation",
                     "quantum_training_data",
                     "parameters",
+                    "calibration",
                 ],
                 outputs=["complete_checkpoint", "model_info", "training_summary"],
                 name="assemble_training_artifacts",
             ),
             Node(
-                func=report_figures,
+                func=draw_report_figures,
                 inputs="training_summary",
                 outputs="report_figures",
                 name="draw_report_figures",

@@ -12,7 +12,7 @@ import pandas as pd
 from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
-from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
+from qsight_pipeline.data.layouts import get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
 
@@ -34,11 +34,12 @@ def _bad_images_message(bad: list[dict[str, str]], policy_hint: bool = True) -> 
 
 def _missing_images(layout_findings: dict[str, Any]) -> list[dict[str, str]]:
     """Labels whose image file does not exist, as bad-image records."""
-    image_dir = Path(layout_findings["root"]) / TANLIKESMATH_IMAGE_DIR
+    layout = get_layout(layout_findings["dataset_type"])
+    root = Path(layout_findings["root"])
     return [
         {
             "image_id": image_id,
-            "path": str(image_dir / f"{image_id}.jpeg"),
+            "path": str(layout.missing_image_path(root, image_id)),
             "reason": "listed in the labels CSV, but no image file exists",
         }
         for image_id in layout_findings.get("labels_without_file", [])
