@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
+from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
@@ -34,6 +35,7 @@ class QSightParameters(RunSettings):
     predict: PredictParams = Field(default_factory=PredictParams)
     referral: ReferralParams = Field(default_factory=ReferralParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
     def run_settings(self) -> RunSettings:
         return RunSettings.model_validate(
