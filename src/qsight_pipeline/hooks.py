@@ -30,6 +30,7 @@ from kedro.framework.hooks import hook_impl
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import ConfigError, TrackingError
 from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
+from qsight_pipeline.plain import json_default
 from qsight_pipeline.reporting.tracking import (
     epoch_metrics,
     epoch_records,
@@ -121,7 +122,7 @@ def _expand_confusion(matrix: list[list[int]]) -> tuple[list[int], list[int]]:
 
 def _json_text(value: Any) -> str:
     """JSON of a node output; numpy scalars and arrays become plain numbers and lists."""
-    return json.dumps(value, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    return json.dumps(value, indent=2, default=json_default)
 
 
 class WandbHook:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import AugmentationParams, ModelParams, QuantumConfig
+from qsight_pipeline.config import AugmentationParams, ModelParams, QuantumConfig, validate_block
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.run_config import RunConfig
 
@@ -73,7 +73,7 @@ def train_classical_model(
     _check_cache(image_cache_val, val_grades, "val")
 
     hybrid = build_model(config)
-    augment = augmentation.to_dict()
+    augment = validate_block(AugmentationParams, augmentation, "augmentation").to_dict()
     train_set = CachedImageDataset(
         image_cache_train, train_grades, train=True, augment=augment, image_size=config.image_size
     )

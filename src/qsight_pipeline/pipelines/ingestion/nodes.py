@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import DatasetParams, IngestionParams
+from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.layouts import get_layout
@@ -55,7 +55,8 @@ def scan_dataset(
     the findings for the report: labels without a file, files without a label, conflicting labels.
     Labels whose image file is missing fail the run unless ``ingestion.on_bad_image`` is ``skip``.
     """
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
+    dataset = validate_block(DatasetParams, dataset, "dataset")
     scan = scan_layout(dataset.root, dataset.type)
     findings = scan.summary()
     missing = _missing_images(findings)
@@ -73,7 +74,7 @@ def split_by_patient(
     labelled_images: pd.DataFrame, ingestion: IngestionParams, seed: int
 ) -> pd.DataFrame:
     """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
     split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
     return labelled_images.assign(split=split.to_numpy())
 
@@ -88,7 +89,7 @@ def build_image_caches(
     ``ingestion.on_bad_image: fail`` any failure raises an error that names every bad file; with
     ``skip`` those images are left out of the manifest and the caches.
     """
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
     manifests, caches, unreadable = [], {}, []
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
@@ -133,7 +134,8 @@ def summarise_ingestion(
     seed: int,
 ) -> dict[str, Any]:
     """The ingestion report: counts per split and grade, and every file that was left out, with why."""
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
+    dataset = validate_block(DatasetParams, dataset, "dataset")
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]

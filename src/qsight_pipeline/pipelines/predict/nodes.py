@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import PredictParams
+from qsight_pipeline.config import PredictParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
@@ -54,6 +54,7 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) 
     from qsight_pipeline import workflow
     from qsight_pipeline.data.torch_data import build_image_transform
 
+    predict = validate_block(PredictParams, predict, "predict")
     paths = list_images(predict.input_dir)
     batch_size = predict.batch_size
     model = workflow.load_complete_checkpoint(complete_checkpoint)
