@@ -22,6 +22,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from qsight_pipeline.data.image_cache import UnreadableImagesError
     from qsight_pipeline.data.layouts import DatasetLayoutError
     from qsight_pipeline.data.splits import SplitError
+    from qsight_pipeline.errors import UserError
     from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError
     from qsight_pipeline.models.quantum.availability import QuantumDependencyError
     from qsight_pipeline.run_checks import QuantumUnavailableError
@@ -30,6 +31,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (
         ParameterError, DatasetLayoutError, UnreadableImagesError, SplitError, ScheduleError,
         EncoderError, EncoderWeightsError, QuantumDependencyError, QuantumUnavailableError,
+        UserError,
     )
 
 

@@ -188,8 +188,9 @@ def export_features(
         "model_config": model_config_dict(config),
         "seed": settings.seed,
     }
+    # NumPy, not tensors: the file is read with a restricted unpickler that admits no torch code.
     cache["post_compression_state"] = {
-        f"{part}.{key}": value.detach().cpu()
+        f"{part}.{key}": value.detach().cpu().numpy()
         for part in POST_COMPRESSION_PARTS
         for key, value in getattr(model, part).state_dict().items()
     }
@@ -232,7 +233,7 @@ def model_from_feature_cache(
     for part in POST_COMPRESSION_PARTS:
         prefix = f"{part}."
         getattr(model, part).load_state_dict(
-            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            {k[len(prefix):]: torch.as_tensor(v) for k, v in state.items() if k.startswith(prefix)}
         )
     return model
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import run_config, workflow
+from qsight_pipeline import lineage, run_config, workflow
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import build_model
 from qsight_pipeline.training.trainer import seed_everything
@@ -59,6 +59,9 @@ def train_classical_model(
     batch_size = run_config.batch_size(parameters)
     seed_everything(settings.seed)
 
+    ingestion = lineage.check_image_caches(
+        manifest, {"train": image_cache_train, "val": image_cache_val}
+    )
     train_grades = split_grades(manifest, "train")
     val_grades = split_grades(manifest, "val")
     _check_cache(image_cache_train, train_grades, "train")
@@ -86,4 +89,5 @@ def train_classical_model(
         model, stages, train_loader, val_loader, settings,
         train_labels=train_grades, run_fingerprint=fingerprint,
     )
-    return workflow.classical_checkpoint(model, history), history
+    checkpoint = workflow.classical_checkpoint(model, history)
+    return lineage.stamp_classical(checkpoint, ingestion), history

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import run_config, workflow
+from qsight_pipeline import lineage, run_config, workflow
 from qsight_pipeline.training.trainer import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ def finetune_ensemble(
         evaluation of every head and the ensemble on val and test.
     """
     workflow.check_feature_cache(quantum_training_data)
+    lineage.quantum_head_for_feature_cache(
+        quantum_head, quantum_training_data, parameters.get("output_dir")
+    )
     settings = run_config.trainer_settings(parameters)
     seed_everything(settings.seed)
     quantum_params = dict(quantum_head.get("quantum_config") or parameters.get("quantum") or {})
@@ -58,6 +61,9 @@ def assemble_training_artifacts(
     parameters: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``."""
+    record = lineage.classical_for_feature_cache(
+        phase1_classical_model, quantum_training_data, parameters.get("output_dir")
+    )
     model_info = workflow.build_model_info(post_cache_model, quantum_training_data["metadata"])
     summary = workflow.build_training_summary(
         [*classical_history, *quantum_history, *ensemble_history],
@@ -75,4 +81,5 @@ def assemble_training_artifacts(
     checkpoint = workflow.complete_checkpoint(
         phase1_classical_model, post_cache_model, summary, model_info
     )
+    checkpoint[lineage.LINEAGE_KEY] = record
     return checkpoint, model_info, summary

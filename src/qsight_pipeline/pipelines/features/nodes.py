@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import run_config, workflow
+from qsight_pipeline import lineage, run_config, workflow
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids
 
@@ -26,9 +26,13 @@ def export_quantum_training_data(
         ``quantum_training_data``: per split the compressed features, head A/B logits, labels
         and image ids, plus the metadata and head weights the cache stages rebuild the model from.
     """
+    caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
+    lineage.check_image_caches(manifest, caches)
+    record = lineage.classical_for_manifest(
+        phase1_classical_model, manifest, parameters.get("output_dir")
+    )
     model = workflow.load_classical_checkpoint(phase1_classical_model)
     image_size = model.config.image_size
-    caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
     batch_size = run_config.batch_size(parameters)
     settings = run_config.trainer_settings(parameters)
     loaders = {
@@ -44,4 +48,6 @@ def export_quantum_training_data(
         for split, images in caches.items()
     }
     image_ids = {split: split_image_ids(manifest, split) for split in caches}
-    return workflow.export_features(model, loaders, image_ids, settings)
+    cache = workflow.export_features(model, loaders, image_ids, settings)
+    cache["metadata"][lineage.LINEAGE_KEY] = record
+    return cache

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline import lineage
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
-from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
+from qsight_pipeline.data.image_cache import (
+    DEFAULT_MAX_PIXELS,
+    UnreadableImagesError,
+    build_image_cache,
+)
 from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
+from qsight_pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +36,7 @@ class IngestionSettings:
     test_fraction: float = 0.15
     on_bad_image: str = "fail"
     workers: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> IngestionSettings:
@@ -37,13 +44,19 @@ class IngestionSettings:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown ingestion parameter(s) {', '.join(unknown)}; "
                 f"valid ones are {', '.join(sorted(known))}."
             )
         settings = cls(**params)
+        pixels = settings.max_pixels
+        if isinstance(pixels, bool) or not isinstance(pixels, int | float) or pixels < 1:
+            raise ConfigError(
+                f"ingestion.max_pixels must be a positive number of pixels, got {pixels!r}."
+            )
+        settings = replace(settings, max_pixels=int(pixels))
         if settings.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(
+            raise ConfigError(
                 f"ingestion.on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
                 f"got {settings.on_bad_image!r}."
             )
@@ -121,7 +134,8 @@ def build_image_caches(
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
         cache, failures = build_image_cache(
-            rows["path"].tolist(), int(image_size), settings.workers, description=f"caching {split}"
+            rows["path"].tolist(), int(image_size), settings.workers,
+            description=f"caching {split}", max_pixels=settings.max_pixels,
         )
         unreadable += [
             {"path": rows.at[row, "path"], "reason": reason.split(": ", 1)[-1], "split": split}
@@ -146,9 +160,23 @@ def build_image_caches(
             f"The {', '.join(empty)} split has no readable images left; see the errors above."
         )
     manifest = pd.concat(manifests, ignore_index=True)[list(MANIFEST_COLUMNS)]
+    # One id for the manifest and the three caches, so readers can tell a matching set from the
+    # leftovers of an interrupted or concurrent ingestion.
+    run_id = lineage.ingestion_id(manifest.itertuples(index=False), caches)
+    manifest[lineage.INGESTION_ID_COLUMN] = run_id
     for split in SPLITS:
         logger.info("image_cache_%s: %s uint8", split, tuple(caches[split].shape))
+        caches[split] = lineage.tag(caches[split], {"ingestion_id": run_id, "split": split})
     return manifest, caches["train"], caches["val"], caches["test"], unreadable
+
+
+def build_image_caches_caches_first(
+    split_images: pd.DataFrame, image_size: int, ingestion: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, list[dict[str, str]]]:
+    """:func:`build_image_caches` with the caches first: Kedro saves outputs in this order, so the
+    manifest, which readers take as the truth, is written last."""
+    manifest, train, val, test, unreadable = build_image_caches(split_images, image_size, ingestion)
+    return train, val, test, manifest, unreadable
 
 
 def summarise_ingestion(

@@ -14,22 +14,27 @@ from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 from qsight_pipeline.data.torch_data import build_image_transform
+from qsight_pipeline.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
+
+
+class PredictInputError(UserError, FileNotFoundError):
+    """``predict.input_dir`` is not a folder of images."""
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
     """Every image file (any case of .jpeg/.jpg/.png) under ``input_dir``, sorted."""
     folder = Path(input_dir).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir is {folder}, which is not a folder. Point it at a folder of fundus "
             "photographs: kedro run --pipeline predict --params predict.input_dir=/path/to/images"
         )
     images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         found = sorted({p.suffix.lower() or "(no suffix)" for p in folder.rglob("*") if p.is_file()})
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"found files with suffixes: {found or 'none'}."
         )
@@ -50,7 +55,9 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
     paths = list_images(predict["input_dir"])
-    batch_size = int(predict.get("batch_size", 32))
+    batch_size = predict.get("batch_size", 32)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"predict.batch_size must be a positive integer, got {batch_size!r}.")
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
     rows: list[dict[str, Any]] = []
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import run_config, workflow
+from qsight_pipeline import lineage, run_config, workflow
 from qsight_pipeline.constants import QUANTUM_HEAD
 from qsight_pipeline.training.trainer import seed_everything
 
@@ -27,6 +27,7 @@ def train_quantum_head(
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
     workflow.check_feature_cache(quantum_training_data)
+    record = lineage.feature_cache_record(quantum_training_data, parameters.get("output_dir"))
     settings = run_config.trainer_settings(parameters)
     seed_everything(settings.seed)
     model = workflow.model_from_feature_cache(quantum_training_data, parameters.get("quantum"))
@@ -34,7 +35,7 @@ def train_quantum_head(
         # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
         # full run the rest of the pipeline carries on classical-only.
         logger.warning("Quantum head disabled or unavailable: the quantum stage is skipped.")
-        return workflow.quantum_head_state(model), [], {"enabled": False}
+        return _stamped(workflow.quantum_head_state(model), record), [], {"enabled": False}
 
     stages = run_config.schedule(parameters)["quantum"]
     batch_size = run_config.batch_size(parameters)
@@ -59,4 +60,9 @@ def train_quantum_head(
             "Quantum head alone on %s: accuracy %.3f, quadratic weighted kappa %.3f",
             split, metrics[split]["accuracy"], metrics[split]["quadratic_weighted_kappa"],
         )
-    return workflow.quantum_head_state(model), history, metrics
+    return _stamped(workflow.quantum_head_state(model), record), history, metrics
+
+
+def _stamped(quantum_head: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The quantum head remembers which classical model's features it was trained on."""
+    return {**quantum_head, lineage.LINEAGE_KEY: dict(record)}
