@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +262,28 @@ def quantum_head_for_feature_cache(
         (in_dir(output_dir, FEATURE_CACHE_FILE), feature_cache_record(cache, output_dir)),
         "classical_id", REBUILD_FROM_QUANTUM,
     )
+
+
+def check_pipeline_inputs(inputs: Collection[str], load: Any, output_dir: Any) -> int:
+    """Before the first node: check every pair of lineage-carrying artifacts that the pipeline
+    reads from disk (``inputs``, loaded with ``load(name)``). Returns the number of pairs checked.
+
+    Pairs that a run rebuilds itself are checked by the nodes as they read them.
+    """
+    caches = [f"image_cache_{split}" for split in ("train", "val", "test")]
+    checked = 0
+    if "manifest" in inputs and any(c in inputs for c in caches):
+        check_image_caches(load("manifest"), {c.rsplit("_", 1)[-1]: load(c) for c in caches if c in inputs})
+        checked += 1
+    if {"manifest", "phase1_classical_model"} <= set(inputs):
+        classical_for_manifest(load("phase1_classical_model"), load("manifest"), output_dir)
+        checked += 1
+    if {"phase1_classical_model", "quantum_training_data"} <= set(inputs):
+        classical_for_feature_cache(
+            load("phase1_classical_model"), load("quantum_training_data"), output_dir
+        )
+        checked += 1
+    if {"quantum_head", "quantum_training_data"} <= set(inputs):
+        quantum_head_for_feature_cache(load("quantum_head"), load("quantum_training_data"), output_dir)
+        checked += 1
+    return checked

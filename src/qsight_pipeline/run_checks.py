@@ -10,7 +10,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import run_config, user_errors
+from qsight_pipeline import preflight, run_config, user_errors
+from qsight_pipeline.errors import UserError
 from qsight_pipeline.hooks import close_mlflow_run_as_failed
 from qsight_pipeline.models.quantum import QuantumConfig, quantum_dependencies_missing
 from qsight_pipeline.user_errors import ParameterError
@@ -29,6 +30,7 @@ def check_parameters(parameters: dict[str, Any], pipeline_names: list[str]) -> N
     run_config.trainer_settings(parameters)
     run_config.batch_size(parameters)
     quantum = QuantumConfig.from_params(parameters.get("quantum") or {})
+    preflight.check_run_environment(parameters, pipeline_names)  # folders and weights
 
     if "quantum" not in pipeline_names:
         return
@@ -69,6 +71,6 @@ class RunChecksHook:
             # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run
             # that kedro-mlflow may already have opened instead of leaving it RUNNING.
             close_mlflow_run_as_failed()
-            if isinstance(error, QuantumUnavailableError | ParameterError):
+            if isinstance(error, QuantumUnavailableError | ParameterError | UserError):
                 raise
             raise ParameterError(str(error)) from error

@@ -32,6 +32,7 @@ from qsight_pipeline.constants import (
 )
 from qsight_pipeline.data.feature_cache import FeatureCacheDataset
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
+from qsight_pipeline.training.guards import check_finite_features
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, evaluate, train_stages
 
@@ -215,6 +216,7 @@ def check_feature_cache(cache: Any, source: str = "quantum_training_data.pkl") -
             "`features` pipeline; re-create it with `kedro run --pipelines classical,features` "
             "(or `--pipeline features` if phase1_classical_model.pth is current)."
         )
+    check_finite_features(cache, source)
 
 
 # --------------------------------------------------------------------------- cache stages

@@ -41,6 +41,7 @@ from qsight_pipeline.training.checkpoints import (
     save_checkpoint,
 )
 from qsight_pipeline.training.devices import autocast_enabled, maybe_data_parallel, resolve_device
+from qsight_pipeline.training.guards import LossGuard
 from qsight_pipeline.training.latency import LatencyTracker
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa
 from qsight_pipeline.training.stages import LOSS_KEY_FOR_HEAD, Stage, parse_stages
@@ -226,6 +227,7 @@ def _train_stage(
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
     history: list[dict[str, Any]] = []
+    guard = LossGuard(stage.name)
     best: dict[str, Any] | None = None  # {"epoch", "kappa", "loss", "val", "state"}
     bad_epochs = 0
     first_epoch = 1
@@ -275,6 +277,7 @@ def _train_stage(
             scaler=scaler,
             params=params,
             desc=f"{stage.name} {epoch}/{stage.num_epochs}",
+            guard=guard,
         )
         val = _run_epoch(
             net,
@@ -403,6 +406,7 @@ def _run_epoch(
     params: Sequence[nn.Parameter] = (),
     desc: str = "",
     keep_outputs: bool = False,
+    guard: LossGuard | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loader``: trains when ``optimizer`` is given, else evaluates.
 
@@ -421,7 +425,7 @@ def _run_epoch(
 
     bar = tqdm(loader, desc=desc, leave=False, disable=None if settings.progress else True)
     with torch.set_grad_enabled(training):
-        for batch in bar:
+        for batch_index, batch in enumerate(bar, 1):
             grades = batch["grade"].to(device, non_blocking=True)
             if training and grades.shape[0] == 1:
                 # A one-image remainder batch makes BatchNorm fail in train mode and adds
@@ -433,9 +437,13 @@ def _run_epoch(
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["total"]).backward()
+                norm = None
                 if settings.grad_clip > 0:
                     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                    norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                if guard is not None:  # NaN/inf or exploding loss: stop, naming where
+                    guard.check_step(desc, batch_index, losses["total"].detach(), params,
+                                     norm, scaler.is_enabled())
                 scaler.step(optimizer)
                 scaler.update()
 

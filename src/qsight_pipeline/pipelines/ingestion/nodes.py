@@ -21,6 +21,7 @@ from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
 from qsight_pipeline.errors import ConfigError
+from qsight_pipeline.training.guards import grade_coverage
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,19 @@ def split_by_patient(
 ) -> pd.DataFrame:
     """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
     settings = IngestionSettings.from_params(ingestion)
+    grade_coverage({"data set": labelled_images["grade"]})  # one grade only: an error
     split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
-    return labelled_images.assign(split=split.to_numpy())
+    result = labelled_images.assign(split=split.to_numpy())
+    for warning in _coverage_warnings(result):
+        logger.warning(warning)
+    return result
+
+
+def _coverage_warnings(images: pd.DataFrame) -> list[str]:
+    """A warning per split that lacks some grade (also written to the ingestion report)."""
+    return grade_coverage(
+        {split: images.loc[images["split"] == split, "grade"] for split in SPLITS}
+    )
 
 
 def build_image_caches(
@@ -216,6 +228,7 @@ def summarise_ingestion(
         "conflicting_labels": layout_findings.get("conflicting_labels", []),
         "unknown_folders": layout_findings.get("unknown_folders", []),
         "ignored_non_image_files": layout_findings.get("ignored_non_image_files", 0),
+        "warnings": _coverage_warnings(manifest),
     }
     logger.info(
         "Ingested %d images of %d patients: train %d, val %d, test %d; %d skipped",
