@@ -25,10 +25,10 @@ from qsight_pipeline.errors import ArtifactError, UserError
 # A loss this many times its reference is divergence: cross-entropy at chance is ln(5) = 1.6,
 # so even the worst honest batch stays far below 1e3 times that.
 DIVERGENCE_FACTOR = 1e3
-# The reference is the mean of the stage's first batches, and never below this (a stage that
-# starts near zero loss must not flag an ordinary fluctuation).
+# The reference is the stage's first batch, before any update of this stage (later batches may
+# already be diverging), and never below this floor (a stage that starts near zero loss must not
+# flag an ordinary fluctuation).
 REFERENCE_FLOOR = 1.0
-REFERENCE_BATCHES = 3
 FIX_HINT = (
     "Lower the stage's learning_rate (in the stage schedule), keep grad_clip > 0, or check the "
     "input data; no model was written."
@@ -44,7 +44,7 @@ class LossGuard:
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
-        self._first: list[float] = []
+        self._reference: float | None = None
 
     def check(self, where: str, batch: int, loss: float, grad_norm: float | None = None) -> None:
         """``where`` is the epoch's progress label (``"classical 3/12"``); ``batch`` counts from 1."""
@@ -52,10 +52,10 @@ class LossGuard:
             self._fail(where, batch, f"the loss is {loss}")
         if grad_norm is not None and not math.isfinite(grad_norm):
             self._fail(where, batch, f"the gradient norm is {grad_norm} (loss {loss:.4g})")
-        if len(self._first) < REFERENCE_BATCHES:
-            self._first.append(loss)
+        if self._reference is None:
+            self._reference = max(loss, REFERENCE_FLOOR)
             return
-        reference = max(float(np.mean(self._first)), REFERENCE_FLOOR)
+        reference = self._reference
         if loss > DIVERGENCE_FACTOR * reference:
             self._fail(
                 where, batch,

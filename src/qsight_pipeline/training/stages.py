@@ -32,6 +32,7 @@ from qsight_pipeline.constants import (
     MODEL_PARTS,
     QUANTUM_HEAD,
 )
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ UNSUPPORTED_KEYS: dict[str, str] = {
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """A stage schedule that cannot be run; the message names the stage and the field."""
 
 
