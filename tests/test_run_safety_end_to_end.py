@@ -98,7 +98,11 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     experiment = client.get_experiment_by_name("qsight")
     killed = client.create_run(experiment.experiment_id, tags={"qsight.pid": str(holder.pid)})
 
-    smoke_copy.run("--pipeline", "quantum", env="smoke")
+    photos = smoke_copy.path / "photos"  # the cheapest pipeline: grade two images
+    photos.mkdir()
+    for source in sorted(smoke_copy.data("01_raw/sample").rglob("*.jpeg"))[:2]:
+        (photos / source.name).write_bytes(source.read_bytes())
+    smoke_copy.run("--pipeline", "predict", env="smoke", params={"predict.input_dir": str(photos)})
     assert not any(path.exists() for path in leftovers)
     assert client.get_run(killed.info.run_id).info.status == "FAILED"
     assert client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") == []
