@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qsight_pipeline.data.image_cache import ImageDecodeError, load_image
-from qsight_pipeline.pipelines.ingestion.nodes import IngestionSettings
+from qsight_pipeline.config import IngestionParams
+from qsight_pipeline.data.image_cache import DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
 
 SIZE = 32
 RAMP = np.tile(np.linspace(0, 255, SIZE).round().astype(np.uint8), (SIZE, 1))  # dark left, bright right
@@ -109,6 +109,6 @@ def test_an_oversized_image_is_refused_from_its_header(tmp_path):
 
 
 def test_max_pixels_setting_is_checked():
-    assert IngestionSettings.from_params({}).max_pixels == 50_000_000
-    with pytest.raises(ValueError, match="ingestion.max_pixels"):
-        IngestionSettings.from_params({"max_pixels": 0})
+    assert IngestionParams().max_pixels == DEFAULT_MAX_PIXELS == 50_000_000
+    with pytest.raises(ValueError, match="max_pixels"):
+        IngestionParams(max_pixels=0)

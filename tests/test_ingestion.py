@@ -10,6 +10,7 @@ import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from qsight_pipeline.config import DatasetParams, IngestionParams
 from qsight_pipeline.data.image_cache import UnreadableImagesError, load_image
 from qsight_pipeline.pipelines.ingestion import create_pipeline
 
@@ -26,8 +27,11 @@ def run_ingestion(tmp_path, root, dataset_type="tanlikesmath", seed=0, **ingesti
         entry["filepath"] = str(tmp_path / "out" / Path(entry["filepath"]).name)
     catalog = DataCatalog.from_config(config)
     params = {
-        "dataset": {"type": dataset_type, "root": str(root)},
-        "ingestion": {"val_fraction": 0.2, "test_fraction": 0.2, "on_bad_image": "fail", **ingestion},
+        # Typed blocks, as Kedro's parameter validation hands them to the nodes in a real run.
+        "dataset": DatasetParams(type=dataset_type, root=str(root)),
+        "ingestion": IngestionParams(
+            **{"val_fraction": 0.2, "test_fraction": 0.2, "on_bad_image": "fail", **ingestion}
+        ),
         "image_size": SIZE,
         "seed": seed,
     }
@@ -122,8 +126,8 @@ def test_missing_image_files(tmp_path, make_sample):
 
 @pytest.mark.parametrize(
     ("ingestion", "message"),
-    [({"on_bad_image": "ignore"}, "on_bad_image must be one of fail, skip"),
-     ({"val_fractoin": 0.1}, "Unknown ingestion parameter.*val_fractoin")],
+    [({"on_bad_image": "ignore"}, "on_bad_image\n.*Input should be 'fail' or 'skip'"),
+     ({"val_fractoin": 0.1}, "val_fractoin\n.*Extra inputs are not permitted")],
 )
 def test_bad_parameters_are_named(tmp_path, make_sample, ingestion, message):
     with pytest.raises(ValueError, match=message):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
+from qsight_pipeline.config import DatasetParams, IngestionParams
 from qsight_pipeline.errors import ArtifactError, UserError
 from qsight_pipeline.pipelines.ingestion.nodes import split_by_patient, summarise_ingestion
 from qsight_pipeline.training.guards import (
@@ -74,7 +75,7 @@ def test_missing_grades_warn_and_a_single_grade_is_an_error(caplog):
                               "patient_id": [str(i) for i in range(20)], "eye": "left",
                               "grade": 0, "path": "x"})
     with pytest.raises(UserError, match="holds grade 0 \\(No DR\\) only"):
-        split_by_patient(one_grade, {"val_fraction": 0.2, "test_fraction": 0.2}, seed=0)
+        split_by_patient(one_grade, IngestionParams(val_fraction=0.2, test_fraction=0.2), seed=0)
 
 
 def test_the_ingestion_report_lists_missing_grades():
@@ -82,6 +83,6 @@ def test_the_ingestion_report_lists_missing_grades():
         "image_id": list("abcdef"), "patient_id": list("abcdef"), "grade": [0, 1, 2, 3, 4, 0],
         "split": ["train"] * 5 + ["val"],
     })
-    report = summarise_ingestion(manifest, {"root": "r"}, [], {"type": "tanlikesmath"}, {}, 32, 0)
+    report = summarise_ingestion(manifest, {"root": "r"}, [], DatasetParams(), IngestionParams(), 32, 0)
     assert any("val split has no image of grade 1 (Mild)" in w for w in report["warnings"])
     assert any("test split has no image" in w for w in report["warnings"])

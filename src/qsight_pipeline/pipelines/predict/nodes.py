@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline import workflow
+from qsight_pipeline.config import PredictParams
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 from qsight_pipeline.data.torch_data import build_image_transform
-from qsight_pipeline.errors import ConfigError, UserError
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def list_images(input_dir: str | Path) -> list[Path]:
     return images
 
 
-def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any]) -> pd.DataFrame:
+def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) -> pd.DataFrame:
     """Grade every image in ``predict.input_dir`` with the trained hybrid model.
 
     Returns:
@@ -54,10 +55,8 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
     model = workflow.load_complete_checkpoint(complete_checkpoint)
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
-    paths = list_images(predict["input_dir"])
-    batch_size = predict.get("batch_size", 32)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"predict.batch_size must be a positive integer, got {batch_size!r}.")
+    paths = list_images(predict.input_dir)
+    batch_size = predict.batch_size
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
@@ -84,5 +83,5 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
                         **{f"weight_{h}": float(weights[i, j]) for j, h in enumerate(HEADS)},
                     }
                 )
-    logger.info("Graded %d images from %s", len(rows), predict["input_dir"])
+    logger.info("Graded %d images from %s", len(rows), predict.input_dir)
     return pd.DataFrame(rows)
