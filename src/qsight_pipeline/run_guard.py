@@ -224,7 +224,7 @@ class RunGuardHook:
         try:
             self._lock.acquire(current_command())
         except RunLockedError as error:
-            from qsight_pipeline.hooks import close_mlflow_run_as_failed
+            from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
 
             logger.error("Run refused: %s", error)
             close_mlflow_run_as_failed()
@@ -240,7 +240,7 @@ class RunGuardHook:
     def _check_lineage(self, pipeline: Any, catalog: Any, parameters: dict[str, Any]) -> None:
         """Artifacts this run reads from disk must belong together (lineage.py)."""
         from qsight_pipeline import lineage
-        from qsight_pipeline.hooks import close_mlflow_run_as_failed
+        from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
 
         cache: dict[str, Any] = {}  # the feature cache is read once for two pairs
 

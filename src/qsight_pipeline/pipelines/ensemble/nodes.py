@@ -25,6 +25,7 @@ def finetune_ensemble(
         evaluation of every head and the ensemble on val and test.
     """
     from qsight_pipeline import workflow
+    from qsight_pipeline.data import feature_cache
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.trainer import seed_everything
 
@@ -34,7 +35,7 @@ def finetune_ensemble(
     )
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
-    quantum_params = dict(quantum_head.get("quantum_config") or quantum.to_dict())
+    quantum_params = dict(quantum_head.get("quantum_config") or QuantumConfig.from_params(quantum).to_dict())
     if not quantum_head.get("enabled"):
         quantum_params["enabled"] = False
     model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
@@ -43,8 +44,8 @@ def finetune_ensemble(
     stages = run_config.schedule["ensemble"]
     batch_size = run_config.batch_size
     run_fingerprint = fingerprint(
-        "ensemble", quantum_training_data["metadata"], quantum_params, batch_size,
-        len(quantum_training_data["train_labels"]),
+        "ensemble", feature_cache.cache_metadata(quantum_training_data), quantum_params, batch_size,
+        len(feature_cache.split_labels(quantum_training_data, "train")),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,
@@ -71,11 +72,12 @@ def assemble_training_artifacts(
     ``parameters`` is only recorded: the summary keeps the run's whole typed configuration.
     """
     from qsight_pipeline import workflow
+    from qsight_pipeline.data import feature_cache
 
     record = lineage.classical_for_feature_cache(
         phase1_classical_model, quantum_training_data, parameters.get("output_dir")
     )
-    model_info = workflow.build_model_info(post_cache_model, quantum_training_data["metadata"])
+    model_info = workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data))
     summary = workflow.build_training_summary(
         [*classical_history, *quantum_history, *ensemble_history],
         evaluation,
@@ -94,3 +96,21 @@ def assemble_training_artifacts(
     )
     checkpoint[lineage.LINEAGE_KEY] = record
     return checkpoint, model_info, summary
+
+
+def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures (``report_figures``), keyed by PNG file name; see
+    :func:`qsight_pipeline.reporting.figures.report_figures`."""
+    from qsight_pipeline.reporting.figures import report_figures  # matplotlib only when drawing
+
+    return report_figures(training_summary)
+
+
+def render_report_html(
+    training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any]
+) -> str:
+    """The self-contained HTML report (``report_html``); see
+    :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    from qsight_pipeline.reporting import html
+
+    return html.render_report_html(training_summary, model_info, report_figures)
