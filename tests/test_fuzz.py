@@ -14,7 +14,7 @@ from PIL import Image
 
 from qsight_pipeline.constants import NUM_GRADES
 from qsight_pipeline.data.image_cache import load_image
-from qsight_pipeline.data.layouts import _read_labels_csv
+from qsight_pipeline.data.layouts.tanlikesmath import _read_labels_csv
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.training.stages import Stage, parse_stages
 

@@ -83,6 +83,7 @@ def test_the_ingestion_report_lists_missing_grades():
         "image_id": list("abcdef"), "patient_id": list("abcdef"), "grade": [0, 1, 2, 3, 4, 0],
         "split": ["train"] * 5 + ["val"],
     })
-    report = summarise_ingestion(manifest, {"root": "r"}, [], DatasetParams(), IngestionParams(), 32, 0)
+    findings = {"root": "r", "dataset_type": "tanlikesmath"}
+    report = summarise_ingestion(manifest, findings, [], DatasetParams(), IngestionParams(), 32, 0)
     assert any("val split has no image of grade 1 (Mild)" in w for w in report["warnings"])
     assert any("test split has no image" in w for w in report["warnings"])
