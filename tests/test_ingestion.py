@@ -49,8 +49,13 @@ def test_tanlikesmath_manifest_caches_and_report(tmp_path, make_sample):
     out = run_ingestion(tmp_path, make_sample("tanlikesmath", patients=15))
     manifest = out["manifest"]
     assert list(manifest.columns) == [
-        "image_id", "patient_id", "eye", "grade", "path", "split", "cache_index"
+        "image_id", "patient_id", "eye", "grade", "path", "split", "cache_index", "ingestion_id"
     ]
+    # One ingestion id, shared by the manifest and the three caches (lineage).
+    assert manifest["ingestion_id"].nunique() == 1
+    assert {out[f"image_cache_{s}"].lineage["ingestion_id"] for s in ("train", "val", "test")} == set(
+        manifest["ingestion_id"]
+    )
     assert len(manifest) == 30 and manifest["patient_id"].map(type).eq(str).all()
     assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
     for split in ("train", "val", "test"):

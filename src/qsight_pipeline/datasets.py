@@ -3,6 +3,8 @@
 - :class:`NpyDataset`: a NumPy array in ``.npy`` format, memory-mapped on load so that training
   reads the decode-once image cache without holding it all in memory.
 - :class:`TorchDataset`: any object ``torch.save`` can write (checkpoints, state dicts).
+- :class:`SafePickleDataset`: a pickle of plain data (the feature cache), loaded with a restricted
+  unpickler that refuses anything that could run code (``qsight_pipeline.safe_pickle``).
 - :class:`AtomicDataset`: wraps any file dataset of kedro-datasets (JSON, pickle, text ...) so that
   its save goes to a temporary file beside the target and is renamed into place.
 
@@ -20,7 +22,9 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from qsight_pipeline import lineage
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.safe_pickle import safe_load
 from qsight_pipeline.storage import atomic_torch_save, atomic_write
 
 
@@ -50,9 +54,13 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
                 f"Array file {path} does not exist. Run the pipeline that writes it first "
                 "(for the image cache: `kedro run --pipeline ingestion`)."
             )
-        return np.load(path, mmap_mode=self._mmap_mode, allow_pickle=False)
+        array = np.load(path, mmap_mode=self._mmap_mode, allow_pickle=False)
+        return lineage.attach(array, lineage.read_sidecar(path))
 
     def save(self, data: np.ndarray) -> None:
+        # The lineage sidecar goes first: a kill between the two writes leaves a sidecar that
+        # disagrees with the manifest, which readers refuse, never an unmarked mix.
+        lineage.write_sidecar(Path(self._filepath), lineage.of(data))
         atomic_write(self._filepath, lambda handle: np.save(handle, np.asarray(data), allow_pickle=False))
 
     def _exists(self) -> bool:
@@ -86,6 +94,37 @@ class TorchDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "weights_only": self._weights_only}
+
+
+class SafePickleDataset(AbstractDataset[Any, Any]):
+    """A pickle of plain data: saved with :mod:`pickle` (atomically), loaded without running code.
+
+    Loading admits only dicts, lists, tuples, numbers, strings, ``None``/bools and NumPy arrays;
+    anything else is an :class:`~qsight_pipeline.errors.ArtifactError` naming the file and the
+    offending ``module.name``. ``pickle.load`` reads the file as usual in a notebook.
+    """
+
+    def __init__(self, filepath: str, protocol: int = 5, metadata: dict | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self._protocol = protocol
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(_missing_artifact_message(path))
+        return safe_load(path)
+
+    def save(self, data: Any) -> None:
+        import pickle
+
+        atomic_write(self._filepath, lambda handle: pickle.dump(data, handle, protocol=self._protocol))
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "protocol": self._protocol}
 
 
 class AtomicDataset(AbstractDataset[Any, Any]):

@@ -13,7 +13,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import user_errors
+from qsight_pipeline import preflight, user_errors
 from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
 from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
@@ -95,8 +95,10 @@ class RunChecksHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         names = run_params.get("pipeline_names") or ["__default__"]
         try:
-            parameters = check_parameters(catalog.load("parameters"))
+            raw = catalog.load("parameters")
+            parameters = check_parameters(raw)
             check_pipelines(parameters, list(names))
+            preflight.check_run_environment(raw, list(names))  # folders writable, weights at hand
         except UserError as error:
             _refuse(error)
             raise

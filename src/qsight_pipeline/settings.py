@@ -4,12 +4,15 @@ from kedro.config import OmegaConfigLoader
 
 from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook
 from qsight_pipeline.run_checks import RunChecksHook
+from qsight_pipeline.run_guard import RunGuardHook
 
 # Hooks run last-in-first-out. RunChecksHook validates every parameter before any node runs.
 # The W&B hook imports wandb lazily and does nothing unless ``tracking.wandb.enabled`` is true.
 # kedro-mlflow registers its own hook through its entry point (it opens the MLflow run and logs
 # parameters); MlflowTrackingHook adds the epoch metrics and the report's artifacts to that run.
-HOOKS = (WandbHook(), MlflowTrackingHook(), RunChecksHook())
+# RunGuardHook comes last so that it runs first: it refuses a second concurrent run of the project
+# before anything else happens, then removes what killed runs left behind.
+HOOKS = (WandbHook(), MlflowTrackingHook(), RunChecksHook(), RunGuardHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from qsight_pipeline.artifacts import (  # noqa: F401 - re-exported for the nodes and the API
@@ -134,8 +135,9 @@ def export_features(
         "model_config": model_config_dict(config),
         "seed": settings.seed,
     }
+    # NumPy, not tensors: the file is read with a restricted unpickler that admits no torch code.
     state = {
-        f"{part}.{key}": value.detach().cpu()
+        f"{part}.{key}": value.detach().cpu().numpy()
         for part in POST_COMPRESSION_PARTS
         for key, value in getattr(model, part).state_dict().items()
     }
@@ -158,7 +160,7 @@ def model_from_feature_cache(
     for part in POST_COMPRESSION_PARTS:
         prefix = f"{part}."
         getattr(model, part).load_state_dict(
-            {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            {k[len(prefix):]: torch.as_tensor(v) for k, v in state.items() if k.startswith(prefix)}
         )
     return model
 

@@ -34,6 +34,8 @@ class IngestionParams(ParamsBlock):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     on_bad_image: Literal["fail", "skip"] = "fail"
     workers: int | None = Field(None, ge=1)
+    # Images whose header claims more pixels are refused before decoding (data.image_cache).
+    max_pixels: int = Field(50_000_000, ge=1)
 
     @model_validator(mode="after")
     def _fractions_leave_a_training_split(self) -> IngestionParams:

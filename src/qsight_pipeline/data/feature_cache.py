@@ -36,6 +36,9 @@ def check_feature_cache(cache: Any, source: str = FEATURE_CACHE_FILE) -> None:
             "`features` pipeline; re-create it with `kedro run --pipelines classical,features` "
             "(or `--pipeline features` if phase1_classical_model.pth is current)."
         )
+    from qsight_pipeline.training.guards import check_finite_features
+
+    check_finite_features(cache, source)  # NaN features would train a NaN model
 
 
 def build_feature_cache(

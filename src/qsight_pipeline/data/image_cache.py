@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from qsight_pipeline.errors import UserError
@@ -31,36 +31,112 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image
 _IN_MEMORY_LIMIT_BYTES = 512 * 1024**2
 
 
-class ImageDecodeError(ValueError):
+# Refuse images larger than this before decoding them (``ingestion.max_pixels``): 50 MP is well
+# above any fundus camera, and a 33 KB PNG can otherwise claim 12,000 x 12,000 pixels.
+DEFAULT_MAX_PIXELS = 50_000_000
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageDecodeError(UserError, ValueError):
     """An image file could not be read; the message names the file and the reason."""
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+class ImageTooLargeError(ValueError):
+    """An image's header claims more pixels than ``ingestion.max_pixels``."""
+
+
+def load_image(
+    path: str | os.PathLike, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Decode ``path`` into a uint8 RGB array of shape ``(size, size, 3)``.
 
+    The EXIF orientation is applied, high-bit-depth pixels are scaled (not clipped) to 8 bits,
+    transparency is composited onto black (the canvas colour) and CMYK, palette and grayscale
+    images become RGB. An image with more than ``max_pixels`` pixels is refused from its header,
+    before anything is decoded.
+
     Raises:
-        ImageDecodeError: the file is missing, not an image, truncated or corrupt.
+        ImageDecodeError: the file is missing, not an image, too large, truncated or corrupt.
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            scale = size / max(width, height)
-            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            _check_pixels(image, max_pixels)
+            upright = _upright_size(image)
+            scale = size / max(upright)
+            target = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
             # For JPEG this picks the smallest DCT scale (1/2, 1/4, 1/8) still >= target; other
-            # formats ignore it.
-            image.draft("RGB", target)
-            image = image.convert("RGB")
+            # formats ignore it. It works in stored (not upright) orientation.
+            stored = target if upright == image.size else (target[1], target[0])
+            if image.mode in ("RGB", "L", "YCbCr", "CMYK"):
+                image.draft(image.mode if image.mode == "CMYK" else "RGB", stored)
+            image = ImageOps.exif_transpose(image)
+            image = to_rgb8(image)
             if image.size != target:
                 image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=None)
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found") from None
+    except ImageTooLargeError as error:
+        raise ImageDecodeError(f"{path}: {error}") from None
     except DECODE_ERRORS as error:
         raise ImageDecodeError(f"{path}: {type(error).__name__}: {error}") from None
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     top, left = (size - target[1]) // 2, (size - target[0]) // 2
     canvas[top : top + target[1], left : left + target[0]] = np.asarray(image, dtype=np.uint8)
     return canvas
+
+
+def _check_pixels(image: Image.Image, max_pixels: int | None) -> None:
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {width * height:,} pixels is over ingestion.max_pixels "
+            f"({max_pixels:,}); decoding it would take about {width * height * 4 / 1e6:,.0f} MB. "
+            "Resize the image, or raise ingestion.max_pixels if it is genuine."
+        )
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation is applied."""
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``image``, whatever its mode and bit depth.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit and 32-bit grayscale at 255 (a 16-bit PNG comes
+    out white), so those modes are rescaled through NumPy. 48/64-bit RGB(A) PNGs already open as
+    8-bit RGB(A) holding each sample's high byte, which is the right scaling.
+    """
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        top = _full_scale(image.mode, values)
+        gray = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _full_scale(mode: str, values: np.ndarray) -> float:
+    """The value that maps to 255 for a grayscale image of ``mode``."""
+    if mode.startswith("I;16"):
+        return 65535.0
+    high = float(values.max()) if values.size else 0.0
+    if mode == "F" and high <= 1.0:
+        return 1.0  # a float image in [0, 1]
+    if high <= 255.0:
+        return 255.0  # 8-bit data stored in a wide mode
+    if high <= 65535.0:
+        return 65535.0  # what a 16-bit PNG opens as in mode "I"
+    return high  # anything wider: stretch to the image's own maximum
 
 
 def default_workers() -> int:
@@ -73,6 +149,7 @@ def build_image_cache(
     size: int,
     workers: int | None = None,
     description: str = "decoding images",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Decode ``paths`` into one uint8 array ``(len(paths), size, size, 3)`` in that order.
 
@@ -84,7 +161,7 @@ def build_image_cache(
 
     def decode(row: int) -> tuple[int, str | None]:
         try:
-            cache[row] = load_image(paths[row], size)
+            cache[row] = load_image(paths[row], size, max_pixels)
         except ImageDecodeError as error:
             return row, str(error)
         return row, None

@@ -56,6 +56,7 @@ from qsight_pipeline.training.distributed import (
     set_sampler_epoch,
     wrap_model,
 )
+from qsight_pipeline.training.guards import LossGuard
 from qsight_pipeline.training.latency import LATENCY_SAMPLE_LIMIT, LatencyTracker, track_latency
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa
 from qsight_pipeline.training.stages import LOSS_KEY_FOR_HEAD, Stage, parse_stages
@@ -227,6 +228,7 @@ class _StageRun:
     params: list[nn.Parameter]
     progress: _StageProgress
     completed: list[dict[str, Any]]  # summaries of the stages before this one
+    guard: LossGuard  # stops the stage on a non-finite or exploding loss or gradient
 
 
 def train_stages(
@@ -401,6 +403,7 @@ def _begin_stage(run: _Run, index: int, stage: Stage, completed: list[dict[str, 
         params=params,
         progress=_StageProgress(),
         completed=completed,
+        guard=LossGuard(stage.name),
     )
 
 
@@ -546,13 +549,15 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> d
         set_sampler_epoch(run.train_loader, epoch)
     stats = _PassStats(batches)
     with torch.enable_grad():
-        for batch in _progress_bar(run.train_loader, batches.desc, run.settings):
+        where = f"{batches.stage.name} {epoch}/{batches.stage.num_epochs}"
+        bar = _progress_bar(run.train_loader, batches.desc, run.settings)
+        for batch_index, batch in enumerate(bar, 1):
             if batch["grade"].shape[0] == 1:
                 # A one-image remainder batch makes BatchNorm fail in train mode and adds
                 # nothing measurable to the epoch; skip it rather than ask for drop_last.
                 continue
             out, grades, losses = _forward(run, run.net, batch, batches, training=True)
-            _optimizer_step(current, losses["total"], run.settings.grad_clip)
+            _optimizer_step(current, losses["total"], run.settings.grad_clip, (where, batch_index))
             stats.add(out, grades, losses)
     if run.rank is not None:
         stats.merge_ranks()
@@ -596,13 +601,21 @@ def _prepare_images(run: _Run, images: torch.Tensor, training: bool) -> torch.Te
     return images
 
 
-def _optimizer_step(current: _StageRun, loss: torch.Tensor, grad_clip: float) -> None:
-    """Backward, optional clipping of the true (unscaled) gradients, optimizer step."""
+def _optimizer_step(
+    current: _StageRun, loss: torch.Tensor, grad_clip: float, position: tuple[str, int]
+) -> None:
+    """Backward, optional clipping of the true (unscaled) gradients, the divergence guard, then
+    the optimizer step (never taken on a non-finite loss or gradient)."""
     current.optimizer.zero_grad(set_to_none=True)
     current.scaler.scale(loss).backward()
+    norm = None
     if grad_clip > 0:
         current.scaler.unscale_(current.optimizer)  # clip the true gradients, not the scaled ones
-        torch.nn.utils.clip_grad_norm_(current.params, grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(current.params, grad_clip)
+    where, batch_index = position
+    current.guard.check_step(
+        where, batch_index, loss.detach(), current.params, norm, current.scaler.is_enabled()
+    )
     current.scaler.step(current.optimizer)
     current.scaler.update()
 

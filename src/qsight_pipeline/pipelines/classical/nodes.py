@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline import lineage
 from qsight_pipeline.config import (
     AugmentationParams,
     DistributedParams,
@@ -81,6 +82,9 @@ def train_classical_model(
     config = ModelConfig.from_params(model, quantum, run.image_size)
     seed_everything(settings.seed)
 
+    ingestion = lineage.check_image_caches(
+        manifest, {"train": image_cache_train, "val": image_cache_val}
+    )
     train_grades = split_grades(manifest, "train")
     val_grades = split_grades(manifest, "val")
     _check_cache(image_cache_train, train_grades, "train")
@@ -96,9 +100,10 @@ def train_classical_model(
             batch_size=run.batch_size, augment=augment, num_workers=run.num_workers,
             train_grades=train_grades, val_grades=val_grades, fingerprint=run_fingerprint,
         )
-        return _only_machine_zero_returns(
+        result = _only_machine_zero_returns(
             train_classical_ddp(plan, job, image_cache_train, image_cache_val), plan
         )
+        return lineage.stamp_classical(result[0], ingestion), result[1]
 
     hybrid = build_model(config)
     train_set = CachedImageDataset(
@@ -117,7 +122,8 @@ def train_classical_model(
         hybrid, run_config.schedule["classical"], train_loader, val_loader, settings,
         train_labels=train_grades, run_fingerprint=run_fingerprint,
     )
-    return workflow.classical_checkpoint(hybrid, history), history
+    checkpoint = workflow.classical_checkpoint(hybrid, history)
+    return lineage.stamp_classical(checkpoint, ingestion), history
 
 
 def worker_plan(distributed: DistributedParams | None, settings: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from qsight_pipeline import lineage
 from qsight_pipeline.config import QuantumConfig, validate_parameters
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.run_config import RunConfig
@@ -30,6 +31,9 @@ def finetune_ensemble(
     from qsight_pipeline.training.trainer import seed_everything
 
     workflow.check_feature_cache(quantum_training_data)
+    lineage.quantum_head_for_feature_cache(
+        quantum_head, quantum_training_data, run_config.settings.output_dir
+    )
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
     quantum_params = dict(quantum_head.get("quantum_config") or QuantumConfig.from_params(quantum).to_dict())
@@ -92,6 +96,9 @@ def assemble_training_artifacts(
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.inference.loading import preprocessing_metadata
 
+    record = lineage.classical_for_feature_cache(
+        phase1_classical_model, quantum_training_data, parameters.get("output_dir")
+    )
     model_info = workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data))
     model_info["preprocessing"] = preprocessing_metadata(post_cache_model.config.image_size)
     if calibration:
@@ -116,6 +123,7 @@ def assemble_training_artifacts(
     checkpoint = workflow.complete_checkpoint(
         phase1_classical_model, post_cache_model, summary, model_info
     )
+    checkpoint[lineage.LINEAGE_KEY] = record
     return checkpoint, model_info, summary
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline import lineage
 from qsight_pipeline.config import DistributedParams
 from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids, worker_plan
 from qsight_pipeline.run_config import RunConfig
@@ -32,9 +33,13 @@ def export_quantum_training_data(
     from qsight_pipeline import workflow
     from qsight_pipeline.data.torch_data import CachedImageDataset
 
+    caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
+    lineage.check_image_caches(manifest, caches)
+    record = lineage.classical_for_manifest(
+        phase1_classical_model, manifest, run_config.settings.output_dir
+    )
     model = workflow.load_classical_checkpoint(phase1_classical_model)
     image_size = model.config.image_size
-    caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
     batch_size = run_config.batch_size
     settings = run_config.trainer_settings()
     plan = worker_plan(distributed, settings).local_only()
@@ -48,7 +53,9 @@ def export_quantum_training_data(
             batch_size=batch_size,
             settings=settings,
         )
-        return export_features_ddp(plan, phase1_classical_model, caches, job)
+        cache = export_features_ddp(plan, phase1_classical_model, caches, job)
+        cache["metadata"][lineage.LINEAGE_KEY] = record
+        return cache
     loaders = {
         split: workflow.make_loader(
             CachedImageDataset(
@@ -62,4 +69,6 @@ def export_quantum_training_data(
         for split, images in caches.items()
     }
     image_ids = {split: split_image_ids(manifest, split) for split in caches}
-    return workflow.export_features(model, loaders, image_ids, settings)
+    cache = workflow.export_features(model, loaders, image_ids, settings)
+    cache["metadata"][lineage.LINEAGE_KEY] = record
+    return cache

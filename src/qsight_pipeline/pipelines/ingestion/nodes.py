@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline import lineage
 from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.layouts import get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
+from qsight_pipeline.training.guards import grade_coverage
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +77,19 @@ def split_by_patient(
 ) -> pd.DataFrame:
     """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
     settings = validate_block(IngestionParams, ingestion, "ingestion")
+    grade_coverage({"data set": labelled_images["grade"]})  # one grade only: an error
     split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
-    return labelled_images.assign(split=split.to_numpy())
+    result = labelled_images.assign(split=split.to_numpy())
+    for warning in _coverage_warnings(result):
+        logger.warning(warning)
+    return result
+
+
+def _coverage_warnings(images: pd.DataFrame) -> list[str]:
+    """A warning per split that lacks some grade (also written to the ingestion report)."""
+    return grade_coverage(
+        {split: images.loc[images["split"] == split, "grade"] for split in SPLITS}
+    )
 
 
 def build_image_caches(
@@ -94,7 +107,8 @@ def build_image_caches(
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
         cache, failures = build_image_cache(
-            rows["path"].tolist(), int(image_size), settings.workers, description=f"caching {split}"
+            rows["path"].tolist(), int(image_size), settings.workers,
+            description=f"caching {split}", max_pixels=settings.max_pixels,
         )
         unreadable += [
             {"path": rows.at[row, "path"], "reason": reason.split(": ", 1)[-1], "split": split}
@@ -119,9 +133,23 @@ def build_image_caches(
             f"The {', '.join(empty)} split has no readable images left; see the errors above."
         )
     manifest = pd.concat(manifests, ignore_index=True)[list(MANIFEST_COLUMNS)]
+    # One id for the manifest and the three caches, so readers can tell a matching set from the
+    # leftovers of an interrupted or concurrent ingestion.
+    run_id = lineage.ingestion_id(manifest.itertuples(index=False), caches)
+    manifest[lineage.INGESTION_ID_COLUMN] = run_id
     for split in SPLITS:
         logger.info("image_cache_%s: %s uint8", split, tuple(caches[split].shape))
+        caches[split] = lineage.tag(caches[split], {"ingestion_id": run_id, "split": split})
     return manifest, caches["train"], caches["val"], caches["test"], unreadable
+
+
+def build_image_caches_caches_first(
+    split_images: pd.DataFrame, image_size: int, ingestion: IngestionParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, list[dict[str, str]]]:
+    """:func:`build_image_caches` with the caches first: Kedro saves outputs in this order, so the
+    manifest, which readers take as the truth, is written last."""
+    manifest, train, val, test, unreadable = build_image_caches(split_images, image_size, ingestion)
+    return train, val, test, manifest, unreadable
 
 
 def summarise_ingestion(
@@ -162,6 +190,7 @@ def summarise_ingestion(
         "conflicting_labels": layout_findings.get("conflicting_labels", []),
         "unknown_folders": layout_findings.get("unknown_folders", []),
         "ignored_non_image_files": layout_findings.get("ignored_non_image_files", 0),
+        "warnings": _coverage_warnings(manifest),
     }
     logger.info(
         "Ingested %d images of %d patients: train %d, val %d, test %d; %d skipped",

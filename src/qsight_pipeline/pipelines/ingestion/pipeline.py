@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from qsight_pipeline.pipelines.ingestion.nodes import (
-    build_image_caches,
+    build_image_caches_caches_first,
     scan_dataset,
     split_by_patient,
     summarise_ingestion,
@@ -28,13 +28,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="split_by_patient",
             ),
             Node(
-                func=build_image_caches,
+                func=build_image_caches_caches_first,
                 inputs=["split_images", "params:image_size", "params:ingestion"],
                 outputs=[
-                    "manifest",
                     "image_cache_train",
                     "image_cache_val",
                     "image_cache_test",
+                    "manifest",
                     "unreadable_images",
                 ],
                 name="build_image_caches",

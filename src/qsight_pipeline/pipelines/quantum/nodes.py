@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from qsight_pipeline import lineage
 from qsight_pipeline.config import QuantumConfig
 from qsight_pipeline.constants import QUANTUM_HEAD
 from qsight_pipeline.run_config import RunConfig
@@ -33,6 +34,7 @@ def train_quantum_head(
     from qsight_pipeline.training.trainer import seed_everything
 
     workflow.check_feature_cache(quantum_training_data)
+    record = lineage.feature_cache_record(quantum_training_data, run_config.settings.output_dir)
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
     quantum_params = QuantumConfig.from_params(quantum).to_dict()
@@ -41,7 +43,7 @@ def train_quantum_head(
         # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
         # full run the rest of the pipeline carries on classical-only.
         logger.warning("Quantum head disabled or unavailable: the quantum stage is skipped.")
-        return workflow.quantum_head_state(model), [], {"enabled": False}
+        return _stamped(workflow.quantum_head_state(model), record), [], {"enabled": False}
 
     stages = run_config.schedule["quantum"]
     batch_size = run_config.batch_size
@@ -66,4 +68,9 @@ def train_quantum_head(
             "Quantum head alone on %s: accuracy %.3f, quadratic weighted kappa %.3f",
             split, metrics[split]["accuracy"], metrics[split]["quadratic_weighted_kappa"],
         )
-    return workflow.quantum_head_state(model), history, metrics
+    return _stamped(workflow.quantum_head_state(model), record), history, metrics
+
+
+def _stamped(quantum_head: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The quantum head remembers which classical model's features it was trained on."""
+    return {**quantum_head, lineage.LINEAGE_KEY: dict(record)}
