@@ -42,7 +42,6 @@ from qsight_pipeline.tracked_outputs import TrackedOutputs
 
 logger = logging.getLogger(__name__)
 
-WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
 # File names of the final records in the W&B artifact and among the MLflow artifacts.
 ARTIFACT_FILES: dict[str, str] = {
     "summary": "training_summary.json", "model_info": "model_info.json", "report": "report.html",
@@ -78,35 +77,16 @@ class _EpochLog:
 
 
 def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
-    """``tracking.wandb`` from the run's parameters, checked, with defaults filled in.
+    """``tracking.wandb`` from the run's parameters, validated by ``config.WandbParams`` (which
+    also splits a comma-separated ``tags`` string), with defaults filled in.
 
     Raises:
-        ConfigError: (a ValueError) ``tracking.wandb.mode`` is not one of online, offline, disabled, or
-            ``tracking.wandb.tags`` is neither a list nor a comma-separated string.
+        ConfigError: naming each bad ``tracking.wandb.*`` key.
     """
-    settings = dict(((parameters or {}).get("tracking") or {}).get("wandb") or {})
-    settings.setdefault("enabled", False)
-    settings.setdefault("project", "qsight")
-    settings.setdefault("entity", None)
-    settings.setdefault("run_name", None)
-    settings.setdefault("mode", "online")
-    settings.setdefault("tags", [])
-    settings.setdefault("dir", None)
-    mode = settings["mode"]
-    if mode not in WANDB_MODES:
-        raise ConfigError(
-            f"tracking.wandb.mode is {mode!r}; use one of {', '.join(WANDB_MODES)} "
-            "(set it in conf/base/parameters_tracking.yml or with "
-            "`kedro run --params tracking.wandb.mode=offline`)."
-        )
-    tags = settings["tags"] or []
-    if isinstance(tags, str):  # "smoke" from --params, or "smoke, cpu" in a YAML file
-        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
-    if not isinstance(tags, list | tuple):
-        raise ConfigError(f"tracking.wandb.tags must be a list of strings, got {tags!r}.")
-    settings["tags"] = [str(tag) for tag in tags]
-    settings["enabled"] = bool(settings["enabled"])
-    return settings
+    from qsight_pipeline.config import WandbParams, validate_block
+
+    raw = ((parameters or {}).get("tracking") or {}).get("wandb") or {}
+    return validate_block(WandbParams, raw, "tracking.wandb").model_dump()
 
 
 def _expand_confusion(matrix: list[list[int]]) -> tuple[list[int], list[int]]:

@@ -21,9 +21,9 @@ class WandbParams(ParamsBlock):
     @field_validator("tags", mode="before")
     @classmethod
     def _split_tags(cls, value: object) -> object:
-        # `--params tracking.wandb.tags=a,b` arrives as one string (or a number).
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return [tag.strip() for tag in str(value).split(",") if tag.strip()]
+        # `--params tracking.wandb.tags=smoke` arrives as one string: split it on commas.
+        if isinstance(value, str):
+            return [tag.strip() for tag in value.split(",") if tag.strip()]
         if isinstance(value, list):
             return [str(tag) for tag in value]
         return value

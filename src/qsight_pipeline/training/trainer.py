@@ -107,25 +107,16 @@ class TrainerSettings:
     compile: bool = False
     image_transform: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
 
-    def __post_init__(self) -> None:
-        grad_clip = self.grad_clip
-        if isinstance(grad_clip, bool) or not isinstance(grad_clip, int | float) or grad_clip < 0:
-            raise ValueError(f"`grad_clip` must be a number >= 0 (0 disables), got {grad_clip!r}")
-        if self.mixed_precision is not None and not isinstance(self.mixed_precision, bool):
-            raise ValueError(
-                f"`mixed_precision` must be true, false or null, got {self.mixed_precision!r}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}")
-        for name in ("multi_gpu", "latency_tracking", "class_balanced_loss", "resume", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
-
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainerSettings:
-        """Pick this class's keys out of the run-wide parameters (other keys are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"epoch_callback", "image_transform"}
-        return cls(**{name: params[name] for name in names if name in params})
+        """The trainer's keys of the run-wide parameters, validated by ``config.RunSettings``
+        (the one place their types and ranges live); other keys are ignored."""
+        from qsight_pipeline.config import RunSettings, validate_block
+
+        given = {name: params[name] for name in RunSettings.model_fields if name in params}
+        run = validate_block(RunSettings, given, "")
+        chosen = {name for name in run.trainer_kwargs() if name in params}
+        return cls(**{name: value for name, value in run.trainer_kwargs().items() if name in chosen})
 
 
 def seed_everything(seed: int) -> None:
