@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import ImageDecodeError, load_image
 from qsight_pipeline.inference.loading import LoadedModel
-from qsight_pipeline.training.latency import LatencyTracker
+from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +110,13 @@ def _source_name(image: ImageInput, index: int) -> str:
 def _run_graph(loaded: LoadedModel, batch: torch.Tensor) -> tuple[list[np.ndarray], dict[str, float]]:
     """The calibrated outputs of one batch and the per-image milliseconds of each component."""
     tracker = LatencyTracker()
-    loaded.model.latency = tracker
-    try:
-        batch = batch.to(loaded.device)
+    batch = batch.to(loaded.device)
+    with track_latency(loaded.model, tracker), torch.no_grad():  # timed from outside the model
         start = time.perf_counter()
-        with torch.no_grad():
-            outputs = loaded.graph(batch)
+        outputs = loaded.graph(batch)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
         total = (time.perf_counter() - start) * 1000.0
-    finally:
-        loaded.model.latency = None
     parts = {component: sum(values) for component, values in tracker.samples_ms.items()}
     parts["calibration"] = max(total - sum(parts.values()), 0.0)
     count = batch.shape[0]
