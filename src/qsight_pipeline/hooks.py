@@ -43,6 +43,13 @@ MODEL_INFO_DATASET = "model_info"
 FIGURES_DATASET = "report_figures"
 REPORT_DATASET = "report_html"
 WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
+# The quantum study's outputs; their catalog entries carry ``metadata: {qsight: {track: ...}}``
+# (table, json, figures), the kind each hook logs them as.
+STUDY_TRACKED: dict[str, str] = {
+    "quantum_study_table": "table",
+    "quantum_study_summary": "json",
+    "quantum_study_figures": "figures",
+}
 
 
 def _base_name(dataset_name: str) -> str:
@@ -227,7 +234,8 @@ class WandbHook:
                 self._run.summary.update(
                     {k: v for stage in stages for k, v in stage_summary_metrics(stage).items()}
                 )
-            elif base in (SUMMARY_DATASET, MODEL_INFO_DATASET, FIGURES_DATASET, REPORT_DATASET):
+            elif base in (SUMMARY_DATASET, MODEL_INFO_DATASET, FIGURES_DATASET, REPORT_DATASET,
+                          *STUDY_TRACKED):
                 self._final[base] = value
                 if base == SUMMARY_DATASET:
                     self._log_epochs(value.get("stages") or [])
@@ -290,12 +298,30 @@ class WandbHook:
             for name, figure in figures.items():
                 image = Image.open(io.BytesIO(figure_png(figure)))
                 final[f"report/{Path(name).stem}"] = wandb.Image(image, caption=name)
+        final.update(self._study_entries())
         if final:
             self._run.log(final, step=step)
         self._log_artifact()
 
+    def _study_entries(self) -> dict[str, Any]:
+        """The quantum study's table, figures and headline, when this run made them."""
+        entries: dict[str, Any] = {}
+        for name, kind in STUDY_TRACKED.items():
+            value = self._final.get(name)
+            if value is None:
+                continue
+            if kind == "table":
+                entries["quantum_study/table"] = self._wandb.Table(dataframe=value)
+            elif kind == "figures":
+                for figure_name, figure in value.items():
+                    entries[f"quantum_study/{Path(figure_name).stem}"] = self._wandb.Image(figure)
+            else:
+                self._run.summary["quantum_study/headline"] = value.get("headline")
+        return entries
+
     def _log_artifact(self) -> None:
         files = {
+            "quantum_study_summary.json": self._final.get("quantum_study_summary"),
             "training_summary.json": self._final.get(SUMMARY_DATASET),
             "model_info.json": self._final.get(MODEL_INFO_DATASET),
             "report.html": self._final.get(REPORT_DATASET),
@@ -366,7 +392,7 @@ class MlflowTrackingHook:
             name for name in outputs
             if _is_history(name)
             or _base_name(name) in (SUMMARY_DATASET, MODEL_INFO_DATASET, FIGURES_DATASET,
-                                    REPORT_DATASET)
+                                    REPORT_DATASET, *STUDY_TRACKED)
         ]
         if not wanted:
             return
@@ -398,6 +424,18 @@ class MlflowTrackingHook:
             elif base == FIGURES_DATASET:
                 for figure_name, figure in (value or {}).items():
                     client.log_figure(run_id, figure, f"report/figures/{figure_name}")
+            elif base in STUDY_TRACKED:
+                self._log_study(client, run_id, STUDY_TRACKED[base], value)
+
+    @staticmethod
+    def _log_study(client: Any, run_id: str, kind: str, value: Any) -> None:
+        if kind == "table":
+            client.log_text(run_id, value.to_csv(index=False), "quantum_study/quantum_study.csv")
+        elif kind == "json":
+            client.log_text(run_id, _json_text(value), "quantum_study/quantum_study_summary.json")
+        else:
+            for figure_name, figure in (value or {}).items():
+                client.log_figure(run_id, figure, f"quantum_study/figures/{figure_name}")
 
     def _log_epochs(self, client: Any, run_id: str, stages: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric

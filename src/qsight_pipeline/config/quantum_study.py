@@ -6,9 +6,7 @@ them for users to read and edit (a test keeps the two equal).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
 
@@ -17,6 +15,11 @@ STUDY_ENCODINGS = ("angle", "zz")
 STUDY_ENTANGLEMENTS = ("linear", "reverse_linear", "circular", "full")
 CONTENDERS = ("quantum", "classical_twin", "head_b", "logistic", "frozen_circuit")
 MAX_STUDY_QUBITS = 12
+# Inclusive bounds of the scalar settings. Two seeds at least: an interval needs a spread.
+RANGES: dict[str, tuple[float, float]] = {
+    "seeds": (2, 100), "first_seed": (0, 2**31 - 1), "epochs": (1, 10_000),
+    "batch_size": (1, 65_536), "weight_decay": (0.0, 1.0), "confidence": (0.5, 0.999),
+}
 
 
 def _unique(values: list, key: str) -> list:
@@ -41,14 +44,24 @@ class QuantumStudyParams(ParamsBlock):
     entanglement: list[str] = ["linear"]
     learning_rates: list[float] = [3e-4, 3e-3, 3e-2]
     logistic_c: list[float] = [0.1, 1.0, 10.0]
-    seeds: Annotated[int, Field(ge=2, le=100)] = 5
-    first_seed: Annotated[int, Field(ge=0)] = 0
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = 40
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
-    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    seeds: int = 5
+    first_seed: int = 0
+    epochs: int = 40
+    batch_size: int = 32
+    weight_decay: float = 0.01
     contenders: list[str] = list(CONTENDERS)
-    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    confidence: float = 0.95
     n_jobs: int = -1
+
+    @field_validator(*RANGES)
+    @classmethod
+    def _check_range(cls, value: float, info) -> float:
+        low, high = RANGES[info.field_name]
+        if not low <= value <= high:
+            raise ValueError(
+                f"quantum_study.{info.field_name} must be between {low} and {high}, got {value}"
+            )
+        return value
 
     @field_validator("n_qubits")
     @classmethod

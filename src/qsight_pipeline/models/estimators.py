@@ -119,6 +119,7 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         return torch.softmax(logits.double(), dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "module_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 

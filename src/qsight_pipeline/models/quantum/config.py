@@ -39,6 +39,8 @@ class QuantumConfig:
         torch_dtype: Real dtype of the torch simulation (complex states use the matching complex
             dtype). ``float64`` agrees with the reference to ~1e-12; ``float32`` is faster on GPUs.
         seed: Seed of the shot sampler (torch) or the simulator (qiskit-aer); ``None`` = random.
+        standardize: Standardise the compressed features (mean and scale fitted on the training
+            split, stored with the head) before the projection, as the quantum study does.
     """
 
     enabled: bool = True
@@ -52,6 +54,7 @@ class QuantumConfig:
     executor: str = "torch"
     torch_dtype: str = "float64"
     seed: int | None = None
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -106,6 +109,10 @@ class QuantumConfig:
             raise ValueError(
                 f"quantum.torch_dtype must be one of {', '.join(TORCH_DTYPES)}, "
                 f"got {self.torch_dtype!r}"
+            )
+        if not isinstance(self.standardize, bool):
+            raise ValueError(
+                f"quantum.standardize must be true or false, got {self.standardize!r}"
             )
         if self.seed is not None and not _is_int(self.seed):
             raise ValueError(f"quantum.seed must be null or an integer, got {self.seed!r}")
