@@ -206,3 +206,25 @@ def test_quantum_study_pipeline_runs_from_the_feature_cache_alone(smoke_copy):
     report = (data / "08_reporting/report.html").read_text()
     assert summary["headline"] in report
     assert not (data / OUTPUT_DIR / "phase1_classical_model.pth").exists()
+
+
+# --------------------------------------------------------------------------- the quantum stage
+
+
+def test_quantum_standardize_is_fitted_on_train_and_saved_with_the_head():
+    from qsight_pipeline.models.quantum import QuantumConfig, QuantumHead
+
+    plain = QuantumHead(6, QuantumConfig(n_qubits=2, reps=1))
+    assert set(plain.state_dict()) == {"projection.weight", "projection.bias", "circuit_weights",
+                                       "readout.weight", "readout.bias"}
+    head = QuantumHead(6, QuantumConfig(n_qubits=2, reps=1, standardize=True))
+    train = np.random.default_rng(0).normal(5.0, 3.0, size=(50, 6))
+    head.fit_standardizer(train)
+    assert np.allclose(head.feature_mean.numpy(), train.mean(axis=0))
+    assert np.allclose(head.feature_scale.numpy(), train.std(axis=0))
+    restored = QuantumHead(6, QuantumConfig(n_qubits=2, reps=1, standardize=True))
+    restored.load_state_dict(head.state_dict())
+    features = torch.as_tensor(train[:4], dtype=torch.float32)
+    assert torch.allclose(restored(features), head(features))
+    with pytest.raises(ValueError, match="quantum.standardize"):
+        QuantumConfig(standardize="yes")

@@ -332,7 +332,9 @@ def full_model_state(
 
 
 def to_plain(value: Any) -> Any:
-    """Dataclasses, numpy scalars and arrays to JSON-friendly Python values."""
+    """Dataclasses, typed parameter blocks, numpy scalars and arrays to JSON-friendly values."""
+    if hasattr(value, "model_dump") and not isinstance(value, type):  # a pydantic params block
+        return to_plain(value.model_dump())
     if is_dataclass(value) and not isinstance(value, type):
         return to_plain(asdict(value))
     if isinstance(value, dict):

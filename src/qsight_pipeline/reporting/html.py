@@ -371,7 +371,7 @@ def study_section_html(summary: dict[str, Any]) -> str:
         for e in sorted(best.values(), key=lambda e: -e["test"]["qwk"]["mean"])
     )
     verdicts = [pair["verdict"] for pair in summary.get("quantum_vs_twin") or []]
-    twin = (f"Quantum head against its classical twin, per setting: "
+    twin = ("Quantum head against its classical twin, per setting: "
             + ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))) + "."
             if verdicts else "")
     gap = summary.get("configured_quantum_stage") or {}
