@@ -138,10 +138,16 @@ def test_intervals_match_scipy_on_a_known_input():
 # --------------------------------------------------------------------------- the library
 
 
-def test_study_table_has_every_contender_and_seed_and_repeats_exactly():
+@pytest.fixture(scope="module")
+def tiny_study():
     params = QuantumStudyParams(**TINY)
-    cache = _cache()
-    table = run_study(cache, params, progress=False)
+    table = run_study(_cache(), params, progress=False)
+    summary = summarise(table, params)
+    return params, table, summary
+
+
+def test_study_table_has_every_contender_and_seed_and_repeats_exactly(tiny_study):
+    params, table, summary = tiny_study
     assert len(table) == len(expand_grid(params)) == 2 * (2 + 2 + 1 + 1 + 2) * 2
     for contender in CONTENDERS:
         rows = table[table["contender"] == contender]
@@ -154,11 +160,10 @@ def test_study_table_has_every_contender_and_seed_and_repeats_exactly():
     quantum = table[table["contender"] == "quantum"].set_index(["n_qubits", "seed", "value"])
     assert (twin["trainable_params"] == quantum["trainable_params"]).all()
 
-    again = run_study(cache, params, progress=False)
+    again = run_study(_cache(), params, progress=False)
     pd.testing.assert_frame_equal(table.drop(columns="train_seconds"),
                                   again.drop(columns="train_seconds"))
 
-    summary = summarise(table, params)
     assert len(summary["quantum_vs_twin"]) == 2
     assert summary["headline"].startswith("On this data ")
     assert summary["configured_quantum_stage"]["available"] is False
@@ -168,6 +173,42 @@ def test_study_table_has_every_contender_and_seed_and_repeats_exactly():
     page = add_study_section("<html><body><p>old</p></body></html>", summary)
     assert page.count('id="quantum-study-verdict"') == 1 and "<p>old</p>" in page
     assert add_study_section(page, summary).count('id="quantum-study"') == 1
+
+
+def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    from qsight_pipeline.hooks import MlflowTrackingHook
+    from tests.test_tracking import fake_context, in_fresh_thread
+
+    _, table, summary = tiny_study
+    outputs = {"quantum_study_table": table, "quantum_study_summary": summary,
+               "quantum_study_figures": study_figures(summary)}
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("study", artifact_location=(tmp_path / "a").as_uri())
+
+        def tracked_run():
+            with mlflow.start_run(experiment_id=experiment) as run:
+                hook = MlflowTrackingHook()
+                hook.after_context_created(context=fake_context(tmp_path, {}))
+                hook.before_pipeline_run(run_params={}, pipeline=None, catalog=None)
+                for name, value in outputs.items():
+                    hook.after_node_run(node=SimpleNamespace(name=name), outputs={name: value})
+            return run.info.run_id
+
+        run_id = in_fresh_thread(tracked_run)
+        client = mlflow.MlflowClient()
+        logged = {a.path for a in client.list_artifacts(run_id, "quantum_study")}
+        figures = {a.path for a in client.list_artifacts(run_id, "quantum_study/figures")}
+        csv = Path(client.download_artifacts(run_id, "quantum_study/quantum_study.csv", tmp_path))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert {"quantum_study/quantum_study.csv", "quantum_study/quantum_study_summary.json"} <= logged
+    assert figures == {"quantum_study/figures/test_qwk_vs_qubits.png"}
+    assert len(pd.read_csv(csv)) == len(table)
 
 
 # --------------------------------------------------------------------------- the pipeline
