@@ -17,6 +17,7 @@ from sklearn.datasets import make_blobs
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from qsight_pipeline.config.quantum_study import CONTENDERS, QuantumStudyParams
+from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.models.estimators import (
     ClassicalTwinClassifier,
     HeadBClassifier,
@@ -267,5 +268,5 @@ def test_quantum_standardize_is_fitted_on_train_and_saved_with_the_head():
     restored.load_state_dict(head.state_dict())
     features = torch.as_tensor(train[:4], dtype=torch.float32)
     assert torch.allclose(restored(features), head(features))
-    with pytest.raises(ValueError, match="quantum.standardize"):
-        QuantumConfig(standardize="yes")
+    with pytest.raises(ConfigError, match=r"quantum\.standardize"):
+        QuantumConfig.from_params({"standardize": "yes"})
