@@ -16,7 +16,9 @@ from scipy import stats
 from sklearn.datasets import make_blobs
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
+from qsight_pipeline.config import validate_parameters
 from qsight_pipeline.config.quantum_study import CONTENDERS, QuantumStudyParams
+from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.models.estimators import (
     ClassicalTwinClassifier,
     HeadBClassifier,
@@ -68,6 +70,9 @@ def test_yaml_defaults_equal_the_model_defaults():
 def test_a_bad_grid_value_is_refused_naming_the_key(change, key):
     with pytest.raises(pydantic.ValidationError, match=key.replace(".", r"\.")):
         QuantumStudyParams(**change)
+    # The pre-run check of every `kedro run` (RunChecksHook) validates the whole parameter set.
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_parameters({"quantum_study": {**TINY, **change}})
 
 
 # --------------------------------------------------------------------------- estimators
@@ -228,12 +233,6 @@ def test_quantum_study_pipeline_runs_from_the_feature_cache_alone(smoke_copy):
     (data / "08_reporting").mkdir()
     (data / "08_reporting/quantum_metrics.json").write_text(json.dumps(metrics))
 
-    refused = smoke_copy.run("--pipeline", "quantum_study", env="smoke", check=False,
-                             params={"quantum_study.seeds": 1})
-    assert refused.returncode != 0
-    assert "quantum_study.seeds" in refused.stdout + refused.stderr
-    assert not (data / "08_reporting/quantum_study.csv").exists()
-
     smoke_copy.run("--pipeline", "quantum_study", env="smoke")
     table = pd.read_csv(data / "08_reporting/quantum_study.csv")
     assert set(table["contender"]) == set(CONTENDERS)
@@ -267,5 +266,5 @@ def test_quantum_standardize_is_fitted_on_train_and_saved_with_the_head():
     restored.load_state_dict(head.state_dict())
     features = torch.as_tensor(train[:4], dtype=torch.float32)
     assert torch.allclose(restored(features), head(features))
-    with pytest.raises(ValueError, match="quantum.standardize"):
-        QuantumConfig(standardize="yes")
+    with pytest.raises(ConfigError, match=r"quantum\.standardize"):
+        QuantumConfig.from_params({"standardize": "yes"})

@@ -114,13 +114,15 @@ def _error(raw) -> str:
     [
         ({"active_mask": [1, 1]}, "active_mask", "list of 3 flags"),
         ({"active_mask": [0, 0, 0]}, "active_mask", "at least one head"),
-        ({"learning_rate": -0.001}, "learning_rate", "positive"),
-        ({"num_epochs": 2.5}, "num_epochs", "integer"),
-        ({"num_epochs": 0}, "num_epochs", ">= 1"),
-        ({"patience": -1}, "patience", ">= 0"),
-        ({"weight_decay": "lots"}, "weight_decay", "number"),
+        ({"learning_rate": -0.001}, "learning_rate", "greater than 0, got -0.001"),
+        ({"learning_rate": float("nan")}, "learning_rate", "finite number"),
+        ({"num_epochs": 2.5}, "num_epochs", "valid integer, got 2.5"),
+        ({"num_epochs": True}, "num_epochs", "valid integer, got True"),
+        ({"num_epochs": 0}, "num_epochs", "greater than or equal to 1, got 0"),
+        ({"patience": -1}, "patience", "greater than or equal to 0, got -1"),
+        ({"weight_decay": "lots"}, "weight_decay", "valid number, got 'lots'"),
         ({"loss_weights": {"classic_a": 1.0}}, "loss_weights", "classic_a"),
-        ({"loss_weights": {"ensemble": -1}}, "loss_weights.ensemble", ">= 0"),
+        ({"loss_weights": {"ensemble": -1}}, "loss_weights.ensemble", "greater than or equal to 0"),
         ({"trainable": ["encoder", "decoder"]}, "trainable", "decoder"),
         ({"trainable": ["head_a"], "active_mask": [0, 1, 0]}, "trainable", "active_mask"),
     ],
@@ -140,6 +142,18 @@ def test_unknown_and_old_system_keys_are_rejected_by_name():
     for key in ("grad_accum_steps", "annealing_schedule"):
         message = _error([{"name": "classical", "num_epochs": 1, key: 4}])
         assert key in message and "not supported" in message and "stage 0 ('classical')" in message
+
+
+def test_every_problem_of_every_stage_is_reported_at_once():
+    message = _error(
+        [
+            {"name": "classical", "num_epochs": 0, "learning_rate": -1},
+            {"name": "ensemble", "num_epochs": 1, "patience": -2},
+        ]
+    )
+    assert "stage 0 ('classical'): field `num_epochs`" in message
+    assert "stage 0 ('classical'): field `learning_rate`" in message
+    assert "stage 1 ('ensemble'): field `patience`" in message
 
 
 def test_image_stage_after_cache_stage_is_rejected():
@@ -201,6 +215,6 @@ def test_bad_stages_config_file_names_the_setting_and_path(tmp_path):
 
 def test_stage_is_frozen():
     stage = default_stage_schedule()[0]
-    with pytest.raises(AttributeError):
+    with pytest.raises((AttributeError, ValueError)):  # pydantic: frozen_instance
         stage.num_epochs = 3  # type: ignore[misc]
     assert isinstance(stage, Stage)

@@ -1,6 +1,9 @@
 """Checks that run before any node: a bad setting fails in seconds, not after an hour of training.
 
-Registered in ``settings.py``. Every message names the parameter to change.
+Registered in ``settings.py``. ``after_context_created`` validates every parameter of every block
+against the typed configuration (``qsight_pipeline.config``) and parses the stage schedule, and
+reports every problem in one message; ``before_pipeline_run`` adds the checks that depend on which
+pipelines run. Nothing heavy is imported here: torch and qiskit load only when a node needs them.
 """
 
 from __future__ import annotations
@@ -10,28 +13,45 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import run_config, user_errors
-from qsight_pipeline.hooks import close_mlflow_run_as_failed
-from qsight_pipeline.models.quantum import QuantumConfig, quantum_dependencies_missing
-from qsight_pipeline.user_errors import ParameterError
+from qsight_pipeline import user_errors
+from qsight_pipeline.config import QSightParameters, validate_parameters
+from qsight_pipeline.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
 
-class QuantumUnavailableError(RuntimeError):
+class QuantumUnavailableError(UserError, RuntimeError):
     """``kedro run --pipeline quantum`` was asked for, but there is no quantum head to train."""
 
 
-def check_parameters(parameters: dict[str, Any], pipeline_names: list[str]) -> None:
-    """Validate the schedule, the model and the quantum settings for the pipelines about to run."""
-    stages = run_config.schedule(parameters)
-    run_config.model_config(parameters)
-    run_config.trainer_settings(parameters)
-    run_config.batch_size(parameters)
-    quantum = QuantumConfig.from_params(parameters.get("quantum") or {})
+def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
+    """Every parameter and the stage schedule; all problems in one ConfigError."""
+    from qsight_pipeline.training.stages import ScheduleError, resolve_schedule
 
+    problems: list[str] = []
+    typed: QSightParameters | None = None
+    try:
+        typed = validate_parameters(parameters)
+    except ConfigError as error:
+        problems.append(str(error))
+    try:
+        resolve_schedule(parameters.get("stages"), parameters.get("stages_config"))
+    except ScheduleError as error:
+        problems.append(f"stage schedule: {error}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    assert typed is not None
+    return typed
+
+
+def check_pipelines(parameters: QSightParameters, pipeline_names: list[str]) -> None:
+    """Checks that depend on the pipelines about to run."""
     if "quantum" not in pipeline_names:
         return
+    from qsight_pipeline.models.quantum import quantum_dependencies_missing
+    from qsight_pipeline.training.stages import resolve_schedule, split_schedule
+
+    quantum = parameters.quantum
     if not quantum.enabled:
         raise QuantumUnavailableError(
             "`kedro run --pipeline quantum` trains the quantum head, but quantum.enabled is false. "
@@ -43,11 +63,21 @@ def check_parameters(parameters: dict[str, Any], pipeline_names: list[str]) -> N
             "`kedro run --pipeline quantum` needs " + ", ".join(missing) + ", which cannot be "
             "imported. Install it with `pip install 'qsight_pipeline[quantum]'`."
         )
-    if not stages["quantum"]:
+    if not split_schedule(resolve_schedule(parameters.stages, parameters.stages_config))["quantum"]:
         logger.warning(
             "The stage schedule has no stage that trains the quantum head; the quantum pipeline "
             "will only evaluate it."
         )
+
+
+def _refuse(error: BaseException) -> None:
+    # Say it plainly once more, so the reason is the last thing in the log.
+    logger.error("Run refused before it started: %s", error)
+    # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run that
+    # kedro-mlflow may already have opened instead of leaving it RUNNING.
+    from qsight_pipeline.hooks import close_mlflow_run_as_failed
+
+    close_mlflow_run_as_failed()
 
 
 class RunChecksHook:
@@ -56,19 +86,21 @@ class RunChecksHook:
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         user_errors.install()
+        try:
+            self._parameters = check_parameters(context.config_loader["parameters"])
+        except UserError as error:
+            logger.error("Run refused before it started: %s", error)
+            raise
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        parameters = catalog.load("parameters")
         names = run_params.get("pipeline_names") or ["__default__"]
         try:
-            check_parameters(parameters, list(names))
+            parameters = check_parameters(catalog.load("parameters"))
+            check_pipelines(parameters, list(names))
+        except UserError as error:
+            _refuse(error)
+            raise
         except Exception as error:
-            # Say it plainly once more, so the reason is the last thing in the log.
-            logger.error("Run refused before it started: %s", error)
-            # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run
-            # that kedro-mlflow may already have opened instead of leaving it RUNNING.
-            close_mlflow_run_as_failed()
-            if isinstance(error, QuantumUnavailableError | ParameterError):
-                raise
-            raise ParameterError(str(error)) from error
+            _refuse(error)
+            raise ConfigError(str(error)) from error

@@ -1,37 +1,60 @@
-"""Turn Kedro parameters into the library's config objects, with messages that name the setting.
+"""The run-wide settings of one ``kedro run``, resolved once by the ``resolve_run_settings`` node.
 
-Nodes call these helpers so that every pipeline reads a setting the same way. ``fingerprint``
-(re-exported from ``training.checkpoints``) names what a node's training depends on.
+Blocks (``model``, ``quantum``, ...) reach nodes directly as typed ``params:<block>`` inputs. The
+top-level keys of ``parameters.yml`` (the old CLI's flags) and the stage schedule are gathered
+here into one :class:`RunConfig`, which every training node takes: the schedule is parsed once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from qsight_pipeline.models.hybrid import ModelConfig
-from qsight_pipeline.training.checkpoints import fingerprint as fingerprint  # re-exported
+from kedro.pipeline import Node
+
+from qsight_pipeline.config import RunSettings, validate_block
 from qsight_pipeline.training.stages import Stage, resolve_schedule, split_schedule
-from qsight_pipeline.training.trainer import TrainerSettings
 
 
-def model_config(parameters: dict[str, Any]) -> ModelConfig:
-    return ModelConfig.from_params(
-        parameters.get("model") or {}, parameters.get("quantum"), parameters["image_size"]
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated run-wide settings and the schedule, split by the pipeline that runs it."""
+
+    settings: RunSettings
+    schedule: dict[str, list[Stage]]
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    def trainer_settings(self) -> Any:
+        from qsight_pipeline.training.trainer import TrainerSettings
+
+        return TrainerSettings(**self.settings.trainer_kwargs())
+
+
+def resolve_run_settings(**settings: Any) -> RunConfig:
+    """Validate the run-wide parameters and parse the stage schedule, once per run.
+
+    Args:
+        settings: the top-level keys of ``parameters.yml`` (``seed``, ``batch_size``, ``stages``..).
+
+    Returns:
+        ``run_config``: the typed settings and the schedule split into its three pipelines.
+    """
+    run = validate_block(RunSettings, settings, "")
+    return RunConfig(run, split_schedule(resolve_schedule(run.stages, run.stages_config)))
+
+
+def run_settings_node() -> Node:
+    """The node that every training pipeline starts from (Kedro runs it once when they combine)."""
+    return Node(
+        func=resolve_run_settings,
+        inputs={name: f"params:{name}" for name in RunSettings.model_fields},
+        outputs="run_config",
+        name="resolve_run_settings",
     )
-
-
-def trainer_settings(parameters: dict[str, Any]) -> TrainerSettings:
-    return TrainerSettings.from_params(parameters)
-
-
-def schedule(parameters: dict[str, Any]) -> dict[str, list[Stage]]:
-    """The validated stage schedule, split into the classical, quantum and ensemble parts."""
-    stages = resolve_schedule(parameters.get("stages"), parameters.get("stages_config"))
-    return split_schedule(stages)
-
-
-def batch_size(parameters: dict[str, Any]) -> int:
-    value = parameters.get("batch_size", 16)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {value!r}.")
-    return value

@@ -13,24 +13,24 @@ import os
 import sys
 from types import TracebackType
 
+from qsight_pipeline.errors import ConfigError
 
-class ParameterError(ValueError):
+
+class ParameterError(ConfigError):
     """A parameter failed validation before the run started."""
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from qsight_pipeline.data.image_cache import UnreadableImagesError
-    from qsight_pipeline.data.layouts import DatasetLayoutError
-    from qsight_pipeline.data.splits import SplitError
-    from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError
-    from qsight_pipeline.models.quantum.availability import QuantumDependencyError
-    from qsight_pipeline.run_checks import QuantumUnavailableError
-    from qsight_pipeline.training.stages import ScheduleError
+    from qsight_pipeline.errors import UserError
 
-    return (
-        ParameterError, DatasetLayoutError, UnreadableImagesError, SplitError, ScheduleError,
-        EncoderError, EncoderWeightsError, QuantumDependencyError, QuantumUnavailableError,
-    )
+    types: list[type[BaseException]] = [UserError, ParameterError]
+    try:  # Kedro's own typed-parameter validation (kedro.validation), when a node's check fails
+        from kedro.validation.exceptions import ParameterValidationError
+
+        types.append(ParameterValidationError)
+    except ImportError:  # an older Kedro without it
+        pass
+    return tuple(types)
 
 
 def _is_user_error(error: BaseException) -> bool:

@@ -2,9 +2,35 @@
 
 Each block's model holds that block's defaults (the one source of them). Nodes take
 ``params:<block>`` inputs annotated with these models, so Kedro validates them before the first
-node runs (``kedro.validation``). This package imports only pydantic: no torch, no qiskit.
+node runs (``kedro.validation``); ``validate_parameters`` checks every block and the run-wide keys
+at once before that. This package imports only pydantic: no torch, no qiskit.
 """
 
-from qsight_pipeline.config.base import ParamsBlock
+from qsight_pipeline.config.base import ParamsBlock, format_validation_error
+from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
+from qsight_pipeline.config.model import AugmentationParams, ModelParams
+from qsight_pipeline.config.predict import PredictParams
+from qsight_pipeline.config.quantum import QuantumConfig
+from qsight_pipeline.config.quantum_study import QuantumStudyParams
+from qsight_pipeline.config.root import QSightParameters, validate_block, validate_parameters
+from qsight_pipeline.config.run import RunSettings
+from qsight_pipeline.config.tracking import MlflowParams, TrackingParams, WandbParams
 
-__all__ = ["ParamsBlock"]
+__all__ = [
+    "AugmentationParams",
+    "DatasetParams",
+    "IngestionParams",
+    "MlflowParams",
+    "ModelParams",
+    "ParamsBlock",
+    "PredictParams",
+    "QSightParameters",
+    "QuantumConfig",
+    "QuantumStudyParams",
+    "RunSettings",
+    "TrackingParams",
+    "WandbParams",
+    "format_validation_error",
+    "validate_block",
+    "validate_parameters",
+]

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from qsight_pipeline.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Errors Pillow raises for files that are not images, are truncated or are corrupt.
@@ -122,5 +124,5 @@ def allocate_cache(count: int, size: int) -> np.ndarray:
     return array
 
 
-class UnreadableImagesError(ValueError):
+class UnreadableImagesError(UserError, ValueError):
     """Some images are missing or cannot be decoded, and the policy is to fail."""

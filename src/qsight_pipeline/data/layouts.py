@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from qsight_pipeline.constants import NUM_GRADES, SOVITRATH_CLASS_FOLDERS
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "eye", "grade", "
 _EYE_PATTERN = re.compile(r"^(?P<patient>.+)_(?P<eye>left|right)$", re.IGNORECASE)
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(UserError, ValueError):
     """The dataset root does not hold the layout that ``dataset.type`` names."""
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline.constants import SPLITS
+from qsight_pipeline.errors import UserError
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The split parameters or the data cannot give the requested split."""
 
 

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from qsight_pipeline.config import AugmentationParams, validate_block
 from qsight_pipeline.data.image_cache import load_image
 
 __all__ = [
-    "AUGMENTATION_DEFAULTS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CachedImageDataset",
@@ -31,31 +31,12 @@ __all__ = [
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-# Keys of the ``augment`` mapping and their defaults. A fundus photograph has no canonical
-# orientation, so flips and small rotations are safe; colour jitter mimics camera differences.
-AUGMENTATION_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "horizontal_flip": 0.5,  # probability
-    "vertical_flip": 0.5,  # probability
-    "rotation_degrees": 15.0,
-    "brightness": 0.1,
-    "contrast": 0.1,
-    "saturation": 0.1,
-    "hue": 0.02,
-}
-
-
 def _augmentation(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The full augmentation settings, or ``None`` when augmentation is off."""
+    """The full augmentation settings (defaults from ``config.AugmentationParams``), or ``None``
+    when augmentation is off."""
     if augment is None:
         return None
-    unknown = sorted(set(augment) - set(AUGMENTATION_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"Unknown augmentation setting(s) {', '.join(unknown)}; "
-            f"valid keys are {', '.join(AUGMENTATION_DEFAULTS)}."
-        )
-    settings = {**AUGMENTATION_DEFAULTS, **augment}
+    settings = validate_block(AugmentationParams, augment, "augmentation").to_dict()
     return settings if settings["enabled"] else None
 
 

@@ -17,17 +17,19 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from qsight_pipeline.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # The guide's encoders: `--encoder-type vit|resnet`.
 DEFAULT_ENCODER_NAMES: dict[str, str] = {"vit": "vit_base_patch16_224", "resnet": "resnet50"}
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError, ValueError):
     """An encoder setting that cannot be used (unknown type or timm name)."""
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UserError, RuntimeError):
     """Pretrained weights could not be obtained or did not fit the encoder."""
 
 

@@ -56,56 +56,30 @@ class ModelConfig:
             to_dict = getattr(self.quantum, "to_dict", None)
             self.quantum = to_dict() if to_dict else dataclasses.asdict(self.quantum)
         self.quantum = dict(self.quantum)
-        for name in (
-            "image_size",
-            "compressed_dim",
-            "head_hidden_dim",
-            "gate_hidden_dim",
-            "num_classes",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`model.{name}` must be a positive integer, got {value!r}")
-        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ValueError(f"`model.dropout` must be a number in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.pretrained, bool):
-            raise ValueError(f"`model.pretrained` must be true or false, got {self.pretrained!r}")
-        if self.num_classes != NUM_GRADES:
-            raise ValueError(
-                f"`model.num_classes` must be {NUM_GRADES} (the DR grades), got {self.num_classes}"
-            )
 
     @classmethod
     def from_params(
         cls,
-        model_params: Mapping[str, Any] | None,
-        quantum_params: Mapping[str, Any] | None = None,
+        model_params: Any,
+        quantum_params: Any = None,
         image_size: int | None = None,
     ) -> ModelConfig:
-        """Build from the ``model`` and ``quantum`` parameter blocks and the global ``image_size``.
+        """Build from the typed ``model`` and ``quantum`` blocks (or their plain dicts) and the
+        run-wide ``image_size``. ``quantum_params=None`` means the quantum head is off.
 
-        Unknown ``model`` keys are an error naming them (a typo must not silently fall back to a
-        default). ``quantum_params=None`` means the quantum head is off.
+        Raises:
+            ConfigError: naming every bad ``model.*`` or ``quantum.*`` key.
         """
-        params = dict(model_params or {})
-        known = {f.name for f in dataclasses.fields(cls)} - {"quantum", "image_size"}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown model parameter(s): {', '.join('model.' + k for k in unknown)}. "
-                f"Known: {', '.join('model.' + k for k in sorted(known))}"
-                + (
-                    " (the image size is the global `image_size`)"
-                    if "image_size" in unknown
-                    else ""
-                )
-            )
-        if image_size is not None:
-            params["image_size"] = image_size
-        params["quantum"] = (
-            dict(quantum_params) if quantum_params is not None else {"enabled": False}
+        from qsight_pipeline.config import ModelParams, QuantumConfig, validate_block
+
+        model = validate_block(ModelParams, model_params, "model")
+        quantum = (
+            QuantumConfig.from_params(quantum_params).to_dict()
+            if quantum_params is not None
+            else {"enabled": False}
         )
-        return cls(**params)
+        size = cls.image_size if image_size is None else image_size
+        return cls(**model.model_dump(), image_size=size, quantum=quantum)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; ``ModelConfig(**config.to_dict())`` rebuilds the same config."""

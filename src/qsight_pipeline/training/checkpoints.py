@@ -36,12 +36,17 @@ CHECKPOINT_FORMAT = "qsight.stage_checkpoint/1"
 def fingerprint(*parts: Any) -> str:
     """A short hash of what a training run depends on; a checkpoint is resumed only on a match.
 
-    Dataclasses hash by their fields; anything JSON cannot write hashes by its ``str``.
+    Dataclasses and pydantic models hash by their fields; anything JSON cannot write hashes by
+    its ``str``.
     """
 
     def plain(value: Any) -> Any:
         if is_dataclass(value) and not isinstance(value, type):
             return asdict(value)
+        if hasattr(value, "model_dump"):  # a pydantic model (a Stage, a parameter block)
+            return value.model_dump(mode="json")
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
         return value
 
     text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)

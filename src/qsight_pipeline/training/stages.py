@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from qsight_pipeline.constants import (
     COMPRESSION,
@@ -32,6 +31,7 @@ from qsight_pipeline.constants import (
     MODEL_PARTS,
     QUANTUM_HEAD,
 )
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +87,50 @@ UNSUPPORTED_KEYS: dict[str, str] = {
     ),
 }
 
-_STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """A stage schedule that cannot be run; the message names the stage and the field."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One training stage.
+def _mask_flags(value: object) -> object:
+    """``active_mask`` is exactly one 0/1 flag per head (no floats, no strings)."""
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Sequence)
+        or len(value) != len(HEADS)
+        or any(isinstance(flag, bool | float) or flag not in (0, 1) for flag in value)
+    ):
+        raise ValueError(f"must be a list of {len(HEADS)} flags (0 or 1) for [{', '.join(HEADS)}]")
+    return tuple(int(flag) for flag in value)
+
+
+def _loss_weights(value: object) -> object:
+    """Missing keys inherit ``DEFAULT_LOSS_WEIGHTS``; unknown keys and negatives are errors."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of loss weights")
+    unknown = sorted(str(key) for key in value if key not in LOSS_WEIGHT_KEYS)
+    if unknown:
+        raise ValueError(
+            f"has unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(LOSS_WEIGHT_KEYS)}"
+        )
+    return {**DEFAULT_LOSS_WEIGHTS, **value}
+
+
+def _trainable_parts(value: object) -> object:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"must be a non-empty list of model parts ({', '.join(MODEL_PARTS)})")
+    unknown = [str(part) for part in value if part not in MODEL_PARTS]
+    if unknown:
+        raise ValueError(
+            f"has unknown part(s) {', '.join(unknown)}; allowed parts are {', '.join(MODEL_PARTS)}"
+        )
+    # The model's own part order, so equal sets compare equal.
+    return tuple(part for part in MODEL_PARTS if part in value)
+
+
+class Stage(BaseModel):
+    """One training stage; validated field by field, every problem reported at once.
 
     Attributes:
         name: unique name; also part of the checkpoint file names (``stage_<name>_epoch_<n>.pth``).
@@ -107,20 +141,73 @@ class Stage:
             0 disables early stopping.
         active_mask: ``(head_a, head_b, quantum_head)``, 1 = the head is computed and gated.
         loss_weights: multipliers for ``classical_a``, ``classical_b``, ``quantum`` and ``ensemble``.
-        trainable: model parts whose weights this stage updates; all others are frozen.
+        trainable: model parts whose weights this stage updates; all others are frozen. Defaults
+            by name for the guide's stages (``classical``, ``quantum``, ``ensemble``).
     """
 
-    name: str
-    num_epochs: int
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    patience: int = DEFAULT_PATIENCE
-    active_mask: tuple[int, int, int] = (1, 1, 1)
-    # hash=False: a dict is unhashable, and a stage's identity is its name anyway.
-    loss_weights: dict[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS), hash=False
-    )
-    trainable: tuple[str, ...] = (ENSEMBLE,)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    num_epochs: int = Field(ge=1)
+    learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(DEFAULT_WEIGHT_DECAY, ge=0, allow_inf_nan=False)
+    patience: int = Field(DEFAULT_PATIENCE, ge=0)
+    active_mask: Annotated[tuple[int, int, int], BeforeValidator(_mask_flags)] = (1, 1, 1)
+    loss_weights: Annotated[
+        dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]],
+        BeforeValidator(_loss_weights),
+    ] = Field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    trainable: Annotated[tuple[str, ...], BeforeValidator(_trainable_parts)] = (ENSEMBLE,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_by_name(cls, raw: Any) -> Any:
+        if isinstance(raw, Stage):
+            return raw.to_dict()
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"must be a mapping of stage fields, got {type(raw).__name__}")
+        unsupported = [key for key in raw if key in UNSUPPORTED_KEYS]
+        if unsupported:
+            reasons = "; ".join(f"`{key}`: {UNSUPPORTED_KEYS[key]}" for key in unsupported)
+            raise ValueError(f"field(s) {', '.join(unsupported)} not supported ({reasons}); remove them")
+        raw = dict(raw)
+        name = raw.get("name")
+        if isinstance(name, str) and "active_mask" not in raw and name in DEFAULT_ACTIVE_MASK:
+            raw["active_mask"] = DEFAULT_ACTIVE_MASK[name]
+        if raw.get("trainable") is None:
+            raw.pop("trainable", None)
+            if isinstance(name, str) and name in DEFAULT_TRAINABLE:
+                raw["trainable"] = DEFAULT_TRAINABLE[name]
+            elif isinstance(name, str):
+                raise ValueError(
+                    f"field `trainable` is required for a stage not named "
+                    f"{', '.join(DEFAULT_TRAINABLE)} (those names have defaults); list the parts "
+                    f"to train from {', '.join(MODEL_PARTS)}"
+                )
+        return raw
+
+    @model_validator(mode="after")
+    def _heads_can_learn(self) -> Stage:
+        if not any(self.active_mask):
+            raise ValueError(
+                f"field `active_mask` must switch on at least one head, got {list(self.active_mask)}"
+            )
+        on = [LOSS_KEY_FOR_HEAD[h] for h, flag in zip(HEADS, self.active_mask, strict=True) if flag]
+        if not any(self.loss_weights[key] > 0 for key in [*on, "ensemble"]):
+            raise ValueError(
+                "field `loss_weights` gives weight 0 to every active head and to the ensemble, "
+                "so nothing would be learned"
+            )
+        for head, flag in zip(HEADS, self.active_mask, strict=True):
+            if head in self.trainable and not flag:
+                raise ValueError(
+                    f"field `trainable` lists {head} but field `active_mask` switches it off, so "
+                    "it could never learn; switch it on or remove it from `trainable`"
+                )
+        return self
+
+    def __hash__(self) -> int:  # a stage's identity is its name; loss_weights is a dict
+        return hash(self.name)
 
     @property
     def runs_on_images(self) -> bool:
@@ -134,16 +221,35 @@ class Stage:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form; ``parse_stages([stage.to_dict()])`` gives the stage back."""
-        return {
-            "name": self.name,
-            "num_epochs": self.num_epochs,
-            "learning_rate": self.learning_rate,
-            "weight_decay": self.weight_decay,
-            "patience": self.patience,
-            "active_mask": list(self.active_mask),
-            "loss_weights": dict(self.loss_weights),
-            "trainable": list(self.trainable),
-        }
+        return self.model_dump(mode="json")
+
+
+def _where(index: int, raw: object) -> str:
+    name = raw.get("name") if isinstance(raw, Mapping) else getattr(raw, "name", None)
+    return f"stage {index} ({name!r})" if name is not None else f"stage {index}"
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field; allowed fields are {', '.join(STAGE_KEYS)}"
+        elif item["type"] == "missing":
+            message = "is required"
+        elif not isinstance(item.get("input"), dict | list | tuple):
+            message += f", got {item.get('input')!r}"
+        lines.append(f"field `{field}` {message}" if field else message)
+    return lines
+
+
+def _parse_one(raw: object, index: int) -> Stage:
+    try:
+        return Stage.model_validate(raw)
+    except ValidationError as error:
+        where = _where(index, raw)
+        raise ScheduleError("; ".join(f"{where}: {line}" for line in _problems(error))) from None
 
 
 def default_stage_schedule() -> list[Stage]:
@@ -199,162 +305,6 @@ def default_stage_schedule() -> list[Stage]:
     )
 
 
-def _where(index: int, name: object) -> str:
-    return f"stage {index} ({name!r})" if name is not None else f"stage {index}"
-
-
-def _is_int(value: object) -> bool:
-    # JSON and YAML give ints; bool is an int subclass but `true` epochs is a mistake.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
-
-
-def _parse_one(raw: object, index: int) -> Stage:
-    """Turn one stage mapping into a :class:`Stage`, checking every field."""
-    if isinstance(raw, Stage):
-        raw = raw.to_dict()
-    if not isinstance(raw, Mapping):
-        raise ScheduleError(
-            f"{_where(index, None)}: must be a mapping of stage fields, got {type(raw).__name__}"
-        )
-    name = raw.get("name")
-    where = _where(index, name)
-
-    unsupported = [key for key in raw if key in UNSUPPORTED_KEYS]
-    if unsupported:
-        reasons = "; ".join(f"`{key}`: {UNSUPPORTED_KEYS[key]}" for key in unsupported)
-        raise ScheduleError(
-            f"{where}: unsupported field(s) {', '.join(unsupported)} ({reasons}). Remove them."
-        )
-    unknown = sorted(str(key) for key in raw if key not in STAGE_KEYS)
-    if unknown:
-        raise ScheduleError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; allowed fields are {', '.join(STAGE_KEYS)}"
-        )
-
-    if not isinstance(name, str) or not _STAGE_NAME.match(name):
-        raise ScheduleError(
-            f"{where}: field `name` must be a non-empty string of letters, digits, '_', '-' or '.' "
-            f"(it becomes part of checkpoint file names), got {name!r}"
-        )
-
-    if "num_epochs" not in raw:
-        raise ScheduleError(f"{where}: field `num_epochs` is required")
-    num_epochs = raw["num_epochs"]
-    if not _is_int(num_epochs) or num_epochs < 1:
-        raise ScheduleError(
-            f"{where}: field `num_epochs` must be an integer >= 1, got {num_epochs!r}"
-        )
-
-    learning_rate = raw.get("learning_rate", DEFAULT_LEARNING_RATE)
-    if not _is_number(learning_rate) or learning_rate <= 0:
-        raise ScheduleError(
-            f"{where}: field `learning_rate` must be a positive number, got {learning_rate!r}"
-        )
-
-    weight_decay = raw.get("weight_decay", DEFAULT_WEIGHT_DECAY)
-    if not _is_number(weight_decay) or weight_decay < 0:
-        raise ScheduleError(
-            f"{where}: field `weight_decay` must be a number >= 0, got {weight_decay!r}"
-        )
-
-    patience = raw.get("patience", DEFAULT_PATIENCE)
-    if not _is_int(patience) or patience < 0:
-        raise ScheduleError(
-            f"{where}: field `patience` must be an integer >= 0 (0 disables early stopping), got {patience!r}"
-        )
-
-    active_mask = raw.get("active_mask", DEFAULT_ACTIVE_MASK.get(name, (1, 1, 1)))
-    if (
-        isinstance(active_mask, str | bytes)
-        or not isinstance(active_mask, Sequence)
-        or len(active_mask) != len(HEADS)
-        or any(flag not in (0, 1) or isinstance(flag, float) for flag in active_mask)
-    ):
-        raise ScheduleError(
-            f"{where}: field `active_mask` must be a list of {len(HEADS)} flags (0 or 1) for "
-            f"[{', '.join(HEADS)}], got {active_mask!r}"
-        )
-    active_mask = tuple(int(flag) for flag in active_mask)
-    if not any(active_mask):
-        raise ScheduleError(
-            f"{where}: field `active_mask` must switch on at least one head, got {list(active_mask)}"
-        )
-
-    raw_weights = raw.get("loss_weights") or {}
-    if not isinstance(raw_weights, Mapping):
-        raise ScheduleError(f"{where}: field `loss_weights` must be a mapping, got {raw_weights!r}")
-    unknown_weights = sorted(str(key) for key in raw_weights if key not in LOSS_WEIGHT_KEYS)
-    if unknown_weights:
-        raise ScheduleError(
-            f"{where}: field `loss_weights` has unknown key(s) {', '.join(unknown_weights)}; "
-            f"allowed keys are {', '.join(LOSS_WEIGHT_KEYS)}"
-        )
-    loss_weights = dict(DEFAULT_LOSS_WEIGHTS)
-    for key, value in raw_weights.items():
-        if not _is_number(value) or value < 0:
-            raise ScheduleError(
-                f"{where}: field `loss_weights.{key}` must be a number >= 0, got {value!r}"
-            )
-        loss_weights[key] = float(value)
-
-    if "trainable" in raw and raw["trainable"] is not None:
-        trainable = raw["trainable"]
-        if (
-            isinstance(trainable, str | bytes)
-            or not isinstance(trainable, Sequence)
-            or not trainable
-        ):
-            raise ScheduleError(
-                f"{where}: field `trainable` must be a non-empty list of model parts "
-                f"({', '.join(MODEL_PARTS)}), got {trainable!r}"
-            )
-        unknown_parts = [str(part) for part in trainable if part not in MODEL_PARTS]
-        if unknown_parts:
-            raise ScheduleError(
-                f"{where}: field `trainable` has unknown part(s) {', '.join(unknown_parts)}; "
-                f"allowed parts are {', '.join(MODEL_PARTS)}"
-            )
-        # Keep the model's own part order so equal sets compare equal.
-        trainable = tuple(part for part in MODEL_PARTS if part in trainable)
-    elif name in DEFAULT_TRAINABLE:
-        trainable = DEFAULT_TRAINABLE[name]
-    else:
-        raise ScheduleError(
-            f"{where}: field `trainable` is required for a stage not named "
-            f"{', '.join(DEFAULT_TRAINABLE)} (those names have defaults); list the parts to train "
-            f"from {', '.join(MODEL_PARTS)}"
-        )
-
-    weighted = [LOSS_KEY_FOR_HEAD[h] for h, flag in zip(HEADS, active_mask, strict=True) if flag]
-    if not any(loss_weights[key] > 0 for key in [*weighted, "ensemble"]):
-        raise ScheduleError(
-            f"{where}: field `loss_weights` gives weight 0 to every active head and to the "
-            "ensemble, so nothing would be learned"
-        )
-
-    for head, flag in zip(HEADS, active_mask, strict=True):
-        if head in trainable and not flag:
-            raise ScheduleError(
-                f"{where}: field `trainable` lists {head} but field `active_mask` switches it off, "
-                "so it could never learn; switch it on or remove it from `trainable`"
-            )
-
-    return Stage(
-        name=name,
-        num_epochs=num_epochs,
-        learning_rate=float(learning_rate),
-        weight_decay=float(weight_decay),
-        patience=patience,
-        active_mask=active_mask,  # type: ignore[arg-type]
-        loss_weights=loss_weights,
-        trainable=trainable,
-    )
-
-
 def _stage_group(stage: Stage) -> int:
     """0: image stage, 1: cache stage training the quantum head, 2: other cache stage."""
     if stage.runs_on_images:
@@ -376,7 +326,7 @@ def parse_stages(raw: Sequence[Mapping[str, Any] | Stage] | Mapping[str, Any]) -
         raw: a list of stage mappings (or :class:`Stage` objects), or ``{"stages": [...]}``.
 
     Raises:
-        ScheduleError: on the first problem, naming the stage (index and name) and the field.
+        ScheduleError: naming the stage (index and name) and the field of every problem.
             Besides per-field checks: stage names must be unique, and the order must be image
             stages, then cache stages that train the quantum head, then other cache stages
             (the ``classical``, ``quantum`` and ``ensemble`` pipelines run them in that order).
@@ -394,13 +344,20 @@ def parse_stages(raw: Sequence[Mapping[str, Any] | Stage] | Mapping[str, Any]) -
     if not raw:
         raise ScheduleError("a schedule must hold at least one stage, got an empty list")
 
-    stages = [_parse_one(item, index) for index, item in enumerate(raw)]
+    stages, problems = [], []
+    for index, item in enumerate(raw):
+        try:
+            stages.append(_parse_one(item, index))
+        except ScheduleError as error:
+            problems.append(str(error))
+    if problems:  # every stage's problems at once
+        raise ScheduleError("; ".join(problems))
 
     seen: dict[str, int] = {}
     for index, stage in enumerate(stages):
         if stage.name in seen:
             raise ScheduleError(
-                f"{_where(index, stage.name)}: field `name` repeats stage {seen[stage.name]}; "
+                f"{_where(index, stage)}: field `name` repeats stage {seen[stage.name]}; "
                 "stage names must be unique (they name the checkpoints)"
             )
         seen[stage.name] = index
@@ -409,9 +366,9 @@ def parse_stages(raw: Sequence[Mapping[str, Any] | Stage] | Mapping[str, Any]) -
         earlier = max(range(index), key=lambda i: _stage_group(stages[i]))
         if _stage_group(stages[index]) < _stage_group(stages[earlier]):
             raise ScheduleError(
-                f"{_where(index, stages[index].name)}: field `trainable` "
+                f"{_where(index, stages[index])}: field `trainable` "
                 f"({', '.join(stages[index].trainable)}) {_GROUP_WORDS[_stage_group(stages[index])]}, "
-                f"but it comes after {_where(earlier, stages[earlier].name)}, which "
+                f"but it comes after {_where(earlier, stages[earlier])}, which "
                 f"{_GROUP_WORDS[_stage_group(stages[earlier])]}. Order the schedule: image stages, "
                 "then quantum cache stages, then other cache stages"
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import logging
 
+from qsight_pipeline.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # import name -> pip name
@@ -19,7 +21,7 @@ _PIP_NAMES: dict[str, str] = {
 }
 
 
-class QuantumDependencyError(ImportError):
+class QuantumDependencyError(UserError, ImportError):
     """A package the quantum head needs cannot be imported."""
 
     def __init__(self, missing: list[str]) -> None:

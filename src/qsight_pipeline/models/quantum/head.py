@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any
@@ -51,7 +50,7 @@ class QuantumHead(nn.Module):
                 f"QuantumHead needs in_features >= 1 and num_classes >= 1, got {in_features}, "
                 f"{num_classes}"
             )
-        self.config = dataclasses.replace(config)
+        self.config = QuantumConfig.from_params(config)
         self.in_features = in_features
         self.num_classes = num_classes
         self.spec = spec if spec is not None else build_circuit(self.config)
@@ -79,7 +78,7 @@ class QuantumHead(nn.Module):
             )
         if name not in self._executors:
             self._executors[name] = _make_executor(name, self.spec, self.config)
-        self.config = dataclasses.replace(self.config, executor=name)
+        self.config = self.config.replace(executor=name)
         logger.debug("Quantum head now runs on the %s executor", name)
 
     @property

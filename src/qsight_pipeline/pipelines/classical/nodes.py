@@ -8,10 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import run_config, workflow
-from qsight_pipeline.data.torch_data import CachedImageDataset
-from qsight_pipeline.models.hybrid import build_model
-from qsight_pipeline.training.trainer import seed_everything
+from qsight_pipeline.config import AugmentationParams, ModelParams, QuantumConfig
+from qsight_pipeline.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +37,10 @@ def train_classical_model(
     image_cache_train: np.ndarray,
     image_cache_val: np.ndarray,
     manifest: pd.DataFrame,
-    parameters: dict[str, Any],
+    run_config: RunConfig,
+    model: ModelParams,
+    quantum: QuantumConfig,
+    augmentation: AugmentationParams,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train the schedule's image stages on the decode-once image cache.
 
@@ -47,16 +48,22 @@ def train_classical_model(
         image_cache_train: uint8 (N, S, S, 3) training images in ``cache_index`` order.
         image_cache_val: the same for validation.
         manifest: the ingestion manifest (grades and split of every image).
-        parameters: all project parameters (model, quantum, schedule and run-wide settings).
+        run_config: the run-wide settings and the parsed stage schedule.
+        model, quantum, augmentation: the typed parameter blocks.
 
     Returns:
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
-    stages = run_config.schedule(parameters)["classical"]
-    settings = run_config.trainer_settings(parameters)
-    config = run_config.model_config(parameters)
-    batch_size = run_config.batch_size(parameters)
+    from qsight_pipeline import workflow
+    from qsight_pipeline.data.torch_data import CachedImageDataset
+    from qsight_pipeline.models.hybrid import ModelConfig, build_model
+    from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.training.trainer import seed_everything
+
+    run = run_config.settings
+    settings = run_config.trainer_settings()
+    config = ModelConfig.from_params(model, quantum, run.image_size)
     seed_everything(settings.seed)
 
     train_grades = split_grades(manifest, "train")
@@ -64,26 +71,23 @@ def train_classical_model(
     _check_cache(image_cache_train, train_grades, "train")
     _check_cache(image_cache_val, val_grades, "val")
 
-    model = build_model(config)
-    augment = parameters.get("augmentation")
+    hybrid = build_model(config)
+    augment = augmentation.to_dict()
     train_set = CachedImageDataset(
         image_cache_train, train_grades, train=True, augment=augment, image_size=config.image_size
     )
     val_set = CachedImageDataset(
         image_cache_val, val_grades, train=False, augment=None, image_size=config.image_size
     )
-    workers = int(parameters.get("num_workers", 0))
-    train_loader = workflow.make_loader(
-        train_set, batch_size, shuffle=True, seed=settings.seed, num_workers=workers
-    )
-    val_loader = workflow.make_loader(
-        val_set, batch_size, shuffle=False, seed=settings.seed, num_workers=workers
-    )
-    fingerprint = run_config.fingerprint(
-        "classical", workflow.model_config_dict(config), batch_size, augment, manifest[["image_id", "grade", "split"]].to_dict("list"),
+    loader_options = {"seed": settings.seed, "num_workers": run.num_workers}
+    train_loader = workflow.make_loader(train_set, run.batch_size, shuffle=True, **loader_options)
+    val_loader = workflow.make_loader(val_set, run.batch_size, shuffle=False, **loader_options)
+    data = manifest[["image_id", "grade", "split"]].to_dict("list")
+    run_fingerprint = fingerprint(
+        "classical", workflow.model_config_dict(config), run.batch_size, augment, data
     )
     history = workflow.train_image_stages(
-        model, stages, train_loader, val_loader, settings,
-        train_labels=train_grades, run_fingerprint=fingerprint,
+        hybrid, run_config.schedule["classical"], train_loader, val_loader, settings,
+        train_labels=train_grades, run_fingerprint=run_fingerprint,
     )
-    return workflow.classical_checkpoint(model, history), history
+    return workflow.classical_checkpoint(hybrid, history), history

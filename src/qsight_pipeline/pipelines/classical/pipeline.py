@@ -2,15 +2,26 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from qsight_pipeline.run_config import run_settings_node
+
 from .nodes import train_classical_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            run_settings_node(),
             Node(
                 func=train_classical_model,
-                inputs=["image_cache_train", "image_cache_val", "manifest", "parameters"],
+                inputs=[
+                    "image_cache_train",
+                    "image_cache_val",
+                    "manifest",
+                    "run_config",
+                    "params:model",
+                    "params:quantum",
+                    "params:augmentation",
+                ],
                 outputs=["phase1_classical_model", "classical_history"],
                 name="train_classical_model",
             )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import run_config, workflow
-from qsight_pipeline.training.trainer import seed_everything
+from qsight_pipeline.config import QuantumConfig, validate_parameters
+from qsight_pipeline.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 def finetune_ensemble(
     quantum_training_data: dict[str, Any],
     quantum_head: dict[str, Any],
-    parameters: dict[str, Any],
+    run_config: RunConfig,
+    quantum: QuantumConfig,
 ) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
     """Fine-tune the ensemble on cached head outputs with every head frozen, then evaluate.
 
@@ -22,24 +23,28 @@ def finetune_ensemble(
         The model after the compression module (kept in memory), ``ensemble_history`` and the
         evaluation of every head and the ensemble on val and test.
     """
+    from qsight_pipeline import workflow
+    from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.training.trainer import seed_everything
+
     workflow.check_feature_cache(quantum_training_data)
-    settings = run_config.trainer_settings(parameters)
+    settings = run_config.trainer_settings()
     seed_everything(settings.seed)
-    quantum_params = dict(quantum_head.get("quantum_config") or parameters.get("quantum") or {})
+    quantum_params = dict(quantum_head.get("quantum_config") or quantum.to_dict())
     if not quantum_head.get("enabled"):
         quantum_params["enabled"] = False
     model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
     workflow.apply_quantum_head_state(model, quantum_head)
 
-    stages = run_config.schedule(parameters)["ensemble"]
-    batch_size = run_config.batch_size(parameters)
-    fingerprint = run_config.fingerprint(
+    stages = run_config.schedule["ensemble"]
+    batch_size = run_config.batch_size
+    run_fingerprint = fingerprint(
         "ensemble", quantum_training_data["metadata"], quantum_params, batch_size,
         len(quantum_training_data["train_labels"]),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,
-        batch_size=batch_size, run_fingerprint=fingerprint,
+        batch_size=batch_size, run_fingerprint=run_fingerprint,
     )
     evaluation = workflow.evaluate_on_cache(
         model, quantum_training_data, settings, batch_size=batch_size
@@ -57,13 +62,18 @@ def assemble_training_artifacts(
     quantum_training_data: dict[str, Any],
     parameters: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``."""
+    """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``.
+
+    ``parameters`` is only recorded: the summary keeps the run's whole typed configuration.
+    """
+    from qsight_pipeline import workflow
+
     model_info = workflow.build_model_info(post_cache_model, quantum_training_data["metadata"])
     summary = workflow.build_training_summary(
         [*classical_history, *quantum_history, *ensemble_history],
         evaluation,
         model_info,
-        config=workflow.to_plain(parameters),
+        config=validate_parameters(parameters).model_dump(mode="json"),
     )
     for split in ("val", "test"):
         ensemble = summary["evaluation"][split]["ensemble"]

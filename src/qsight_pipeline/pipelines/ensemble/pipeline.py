@@ -4,6 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from qsight_pipeline.reporting.figures import report_figures
 from qsight_pipeline.reporting.html import render_report_html
+from qsight_pipeline.run_config import run_settings_node
 
 from .nodes import assemble_training_artifacts, finetune_ensemble
 
@@ -11,9 +12,10 @@ from .nodes import assemble_training_artifacts, finetune_ensemble
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            run_settings_node(),
             Node(
                 func=finetune_ensemble,
-                inputs=["quantum_training_data", "quantum_head", "parameters"],
+                inputs=["quantum_training_data", "quantum_head", "run_config", "params:quantum"],
                 outputs=["post_cache_model", "ensemble_history", "evaluation"],
                 name="finetune_ensemble",
             ),

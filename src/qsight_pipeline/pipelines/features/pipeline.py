@@ -2,12 +2,15 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from qsight_pipeline.run_config import run_settings_node
+
 from .nodes import export_quantum_training_data
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
+            run_settings_node(),
             Node(
                 func=export_quantum_training_data,
                 inputs=[
@@ -16,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "image_cache_val",
                     "image_cache_test",
                     "manifest",
-                    "parameters",
+                    "run_config",
                 ],
                 outputs="quantum_training_data",
                 name="export_quantum_training_data",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline.config import DatasetParams, IngestionParams
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
@@ -18,36 +18,7 @@ from qsight_pipeline.data.splits import assign_splits
 
 logger = logging.getLogger(__name__)
 
-BAD_IMAGE_POLICIES = ("fail", "skip")
 MANIFEST_COLUMNS = ("image_id", "patient_id", "eye", "grade", "path", "split", "cache_index")
-
-
-@dataclass(frozen=True)
-class IngestionSettings:
-    """The ``ingestion`` parameters, checked once."""
-
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    on_bad_image: str = "fail"
-    workers: int | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any] | None) -> IngestionSettings:
-        params = dict(params or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown ingestion parameter(s) {', '.join(unknown)}; "
-                f"valid ones are {', '.join(sorted(known))}."
-            )
-        settings = cls(**params)
-        if settings.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(
-                f"ingestion.on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
-                f"got {settings.on_bad_image!r}."
-            )
-        return settings
 
 
 def _bad_images_message(bad: list[dict[str, str]], policy_hint: bool = True) -> str:
@@ -75,7 +46,7 @@ def _missing_images(layout_findings: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def scan_dataset(
-    dataset: dict[str, Any], ingestion: dict[str, Any]
+    dataset: DatasetParams, ingestion: IngestionParams
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Validate the layout of ``dataset.root`` for ``dataset.type`` and list its labelled images.
 
@@ -83,8 +54,8 @@ def scan_dataset(
     the findings for the report: labels without a file, files without a label, conflicting labels.
     Labels whose image file is missing fail the run unless ``ingestion.on_bad_image`` is ``skip``.
     """
-    settings = IngestionSettings.from_params(ingestion)
-    scan = scan_layout(dataset.get("root", ""), dataset.get("type", ""))
+    settings = ingestion
+    scan = scan_layout(dataset.root, dataset.type)
     findings = scan.summary()
     missing = _missing_images(findings)
     if missing:
@@ -98,16 +69,16 @@ def scan_dataset(
 
 
 def split_by_patient(
-    labelled_images: pd.DataFrame, ingestion: dict[str, Any], seed: int
+    labelled_images: pd.DataFrame, ingestion: IngestionParams, seed: int
 ) -> pd.DataFrame:
     """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
-    settings = IngestionSettings.from_params(ingestion)
+    settings = ingestion
     split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
     return labelled_images.assign(split=split.to_numpy())
 
 
 def build_image_caches(
-    split_images: pd.DataFrame, image_size: int, ingestion: dict[str, Any]
+    split_images: pd.DataFrame, image_size: int, ingestion: IngestionParams
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Decode every image once into a uint8 ``(N, image_size, image_size, 3)`` array per split.
 
@@ -116,7 +87,7 @@ def build_image_caches(
     ``ingestion.on_bad_image: fail`` any failure raises an error that names every bad file; with
     ``skip`` those images are left out of the manifest and the caches.
     """
-    settings = IngestionSettings.from_params(ingestion)
+    settings = ingestion
     manifests, caches, unreadable = [], {}, []
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
@@ -155,13 +126,13 @@ def summarise_ingestion(
     manifest: pd.DataFrame,
     layout_findings: dict[str, Any],
     unreadable_images: list[dict[str, str]],
-    dataset: dict[str, Any],
-    ingestion: dict[str, Any],
+    dataset: DatasetParams,
+    ingestion: IngestionParams,
     image_size: int,
     seed: int,
 ) -> dict[str, Any]:
     """The ingestion report: counts per split and grade, and every file that was left out, with why."""
-    settings = IngestionSettings.from_params(ingestion)
+    settings = ingestion
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
@@ -174,7 +145,7 @@ def summarise_ingestion(
     missing = _missing_images(layout_findings)
     skipped = (missing + unreadable_images) if settings.on_bad_image == "skip" else []
     report = {
-        "dataset": {"type": dataset.get("type"), "root": layout_findings.get("root")},
+        "dataset": {"type": dataset.type, "root": layout_findings.get("root")},
         "image_size": int(image_size),
         "seed": int(seed),
         "val_fraction": settings.val_fraction,

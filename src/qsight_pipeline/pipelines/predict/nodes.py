@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline import workflow
+from qsight_pipeline.config import PredictParams
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
@@ -36,7 +37,7 @@ def list_images(input_dir: str | Path) -> list[Path]:
     return images
 
 
-def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any]) -> pd.DataFrame:
+def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) -> pd.DataFrame:
     """Grade every image in ``predict.input_dir`` with the trained hybrid model.
 
     Returns:
@@ -49,8 +50,8 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
     model = workflow.load_complete_checkpoint(complete_checkpoint)
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
-    paths = list_images(predict["input_dir"])
-    batch_size = int(predict.get("batch_size", 32))
+    paths = list_images(predict.input_dir)
+    batch_size = predict.batch_size
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
@@ -77,5 +78,5 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: dict[str, Any])
                         **{f"weight_{h}": float(weights[i, j]) for j, h in enumerate(HEADS)},
                     }
                 )
-    logger.info("Graded %d images from %s", len(rows), predict["input_dir"])
+    logger.info("Graded %d images from %s", len(rows), predict.input_dir)
     return pd.DataFrame(rows)

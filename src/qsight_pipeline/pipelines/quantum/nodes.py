@@ -5,31 +5,37 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import run_config, workflow
+from qsight_pipeline.config import QuantumConfig
 from qsight_pipeline.constants import QUANTUM_HEAD
-from qsight_pipeline.training.trainer import seed_everything
+from qsight_pipeline.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
 
 def train_quantum_head(
-    quantum_training_data: dict[str, Any], parameters: dict[str, Any]
+    quantum_training_data: dict[str, Any], run_config: RunConfig, quantum: QuantumConfig
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Train the quantum head (and the ensemble, where a stage says so) on the cached features.
 
     Args:
         quantum_training_data: the feature cache written by the ``features`` pipeline.
-        parameters: all project parameters; ``quantum`` configures the circuit.
+        run_config: the run-wide settings and the parsed stage schedule.
+        quantum: the typed ``quantum`` block (the circuit and its executor).
 
     Returns:
         ``quantum_head`` (its weights, its config and the ensemble gate trained with it),
         ``quantum_history`` (stage summaries) and ``quantum_metrics`` (the quantum head alone on
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
+    from qsight_pipeline import workflow
+    from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.training.trainer import seed_everything
+
     workflow.check_feature_cache(quantum_training_data)
-    settings = run_config.trainer_settings(parameters)
+    settings = run_config.trainer_settings()
     seed_everything(settings.seed)
-    model = workflow.model_from_feature_cache(quantum_training_data, parameters.get("quantum"))
+    quantum_params = quantum.to_dict()
+    model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
     if model.quantum_head is None:
         # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
         # full run the rest of the pipeline carries on classical-only.
@@ -39,15 +45,15 @@ def train_quantum_head(
     if model.quantum_head.config.standardize:
         # Fitted on train only and saved in the head's state with its weights.
         model.quantum_head.fit_standardizer(quantum_training_data["train_features"])
-    stages = run_config.schedule(parameters)["quantum"]
-    batch_size = run_config.batch_size(parameters)
-    fingerprint = run_config.fingerprint(
-        "quantum", quantum_training_data["metadata"], parameters.get("quantum"), batch_size,
+    stages = run_config.schedule["quantum"]
+    batch_size = run_config.batch_size
+    run_fingerprint = fingerprint(
+        "quantum", quantum_training_data["metadata"], quantum_params, batch_size,
         len(quantum_training_data["train_labels"]),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,
-        batch_size=batch_size, run_fingerprint=fingerprint,
+        batch_size=batch_size, run_fingerprint=run_fingerprint,
     )
     evaluation = workflow.evaluate_on_cache(
         model, quantum_training_data, settings, batch_size=batch_size

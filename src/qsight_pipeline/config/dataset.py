@@ -1,0 +1,33 @@
+"""The ``dataset`` and ``ingestion`` blocks (pipeline ``ingestion``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from qsight_pipeline.config.base import ParamsBlock
+
+
+class DatasetParams(ParamsBlock):
+    """Where the fundus photographs are, and in which of the Kaggle layouts."""
+
+    type: str = "tanlikesmath"
+    root: str = "data/01_raw/sample"
+
+
+class IngestionParams(ParamsBlock):
+    """How the dataset is split and decoded once into the image cache."""
+
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    workers: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _fractions_leave_a_training_split(self) -> IngestionParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                "val_fraction + test_fraction must be below 1 so that patients remain for training"
+            )
+        return self

@@ -1,0 +1,35 @@
+"""The ``model`` and ``augmentation`` blocks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from qsight_pipeline.config.base import ParamsBlock
+
+
+class ModelParams(ParamsBlock):
+    """The hybrid model's classical parts; the input size is the run-wide ``image_size``."""
+
+    encoder_type: Literal["vit", "resnet"] = "resnet"
+    encoder_name: str | None = "test_resnet"
+    pretrained: bool = False
+    pretrained_weights: str | None = None
+    compressed_dim: int = Field(64, ge=1)
+    head_hidden_dim: int = Field(128, ge=1)
+    gate_hidden_dim: int = Field(64, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class AugmentationParams(ParamsBlock):
+    """Label-preserving augmentation of training images (flips, small rotations, colour jitter)."""
+
+    enabled: bool = True
+    horizontal_flip: float = Field(0.5, ge=0, le=1)
+    vertical_flip: float = Field(0.5, ge=0, le=1)
+    rotation_degrees: float = Field(15.0, ge=0, le=180)
+    brightness: float = Field(0.1, ge=0)
+    contrast: float = Field(0.1, ge=0)
+    saturation: float = Field(0.05, ge=0)
+    hue: float = Field(0.0, ge=0, le=0.5)

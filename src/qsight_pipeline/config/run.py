@@ -1,0 +1,49 @@
+"""Run-wide settings: the top-level keys of ``parameters.yml`` (names kept from the old CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from qsight_pipeline.config.base import ParamsBlock
+
+
+class RunSettings(ParamsBlock):
+    """The old CLI's run-wide flags. Defaults are the bundled demo's (``conf/base``)."""
+
+    image_size: int = Field(128, ge=16, le=4096)
+    seed: int = 42
+    device: str = "auto"
+    multi_gpu: bool = False
+    device_ids: list[int] | str | int | None = None
+    mixed_precision: bool | None = None
+    grad_clip: float = Field(1.0, ge=0)
+    latency_tracking: bool = True
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(0, ge=0)
+    class_balanced_loss: bool = True
+    checkpoint_dir: str | None = None
+    resume: bool = True
+    output_dir: str = "data/06_models/trained_model"
+    # The raw schedule: validated and parsed into Stage objects by ``training.stages``.
+    stages: list[dict[str, Any]] | dict[str, Any] | None = None
+    stages_config: str | None = "conf/base/stages.demo.json"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        head = value.split(":", 1)[0]
+        if value != "auto" and head not in ("cpu", "cuda", "mps"):
+            raise ValueError("must be auto, cpu, cuda or cuda:<index>")
+        return value
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``training.TrainerSettings``."""
+        names = (
+            "grad_clip", "mixed_precision", "device", "multi_gpu", "device_ids", "seed",
+            "latency_tracking", "class_balanced_loss", "checkpoint_dir", "resume",
+        )
+        return {name: getattr(self, name) for name in names}
+
+

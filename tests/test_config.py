@@ -1,0 +1,126 @@
+"""The typed configuration: one source of defaults, every error at once, nodes take typed blocks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from qsight_pipeline.config import QSightParameters, RunSettings, validate_parameters
+from qsight_pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_parameters() -> dict:
+    merged: dict = {}
+    for path in sorted((ROOT / "conf" / "base").glob("parameters*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    # resolved by Kedro from globals.yml
+    merged["output_dir"] = yaml.safe_load((ROOT / "conf/base/globals.yml").read_text())["output_dir"]
+    return merged
+
+
+def leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= leaf_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def test_base_yaml_equals_the_models_defaults():
+    """conf/base holds exactly the models' defaults: one source, no drift."""
+    assert validate_parameters(base_parameters()).model_dump() == QSightParameters().model_dump()
+
+
+@pytest.mark.parametrize("env", ["smoke", "tanlikesmath", "sovitrath"])
+def test_every_environment_validates(env: str):
+    merged = base_parameters()
+    for path in sorted((ROOT / "conf" / env).glob("parameters*.yml")):
+        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+    validate_parameters(merged)
+
+
+def test_readme_configuration_table_lists_every_key_and_only_real_ones():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n", 2)[1]
+    listed = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)*)`", table))
+    known = leaf_keys(QSightParameters)
+    missing = known - listed
+    assert not missing, f"README configuration table misses {sorted(missing)}"
+    unknown = {key for key in listed if "." in key or key in RunSettings.model_fields} - known
+    assert not unknown, f"README lists keys that do not exist: {sorted(unknown)}"
+
+
+def test_every_problem_in_every_block_is_reported_at_once():
+    bad = {
+        **base_parameters(),
+        "batchsize": 8,
+        "seed": "42",
+        "augmentation": {"hue": 3.0, "rotation": 5},
+        "ingestion": {"on_bad_image": "ignore"},
+        "quantum": {"n_qubits": 40},
+        "tracking": {"wandb": {"projet": "x"}},
+        "predict": {"batch_size": 0},
+    }
+    with pytest.raises(ConfigError) as error:
+        validate_parameters(bad)
+    message = str(error.value)
+    for line in (
+        "batchsize: unknown key",
+        "seed: Input should be a valid integer, got '42'",
+        "augmentation.hue: Input should be less than or equal to 0.5, got 3.0",
+        "augmentation.rotation: unknown key",
+        "ingestion.on_bad_image: Input should be 'fail' or 'skip', got 'ignore'",
+        "quantum.n_qubits: Input should be less than or equal to 16, got 40",
+        "tracking.wandb.projet: unknown key",
+        "predict.batch_size: Input should be greater than or equal to 1, got 0",
+    ):
+        assert line in message
+    assert message.startswith("8 invalid parameter(s)")
+
+
+def test_training_nodes_take_typed_blocks_not_the_whole_parameter_dict():
+    from kedro.framework.project import find_pipelines
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(ROOT)
+    pipelines = find_pipelines(raise_errors=True)
+    for name in ("classical", "features", "quantum", "ensemble", "predict", "ingestion"):
+        for node in pipelines[name].nodes:
+            if node.name == "assemble_training_artifacts":
+                continue  # records the whole configuration in training_summary.json
+            assert "parameters" not in node.inputs, (name, node.name)
+    schedule_nodes = {n.name for p in pipelines.values() for n in p.nodes if "run_config" in n.outputs}
+    assert schedule_nodes == {"resolve_run_settings"}
+
+
+@pytest.mark.slow
+def test_kedro_run_with_bad_parameters_fails_before_any_node_with_every_problem(kedro_project):
+    result = kedro_project.run(
+        params={
+            "batchsize": "8",
+            "augmentation.hue": "3.0",
+            "tracking.wandb.projet": "x",
+            "ingestion.max_workers": "2",
+        },
+        check=False,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error: 4 invalid parameter(s)" in output
+    for key in ("batchsize", "augmentation.hue", "tracking.wandb.projet", "ingestion.max_workers"):
+        assert f"  {key}: " in output
+    assert "Traceback (most recent call last)" not in output
+    written = [p for p in (kedro_project.path / "data").rglob("*") if p.is_file()
+               and "01_raw" not in p.parts and p.name != ".gitkeep"]
+    assert written == [], "no node may run"
