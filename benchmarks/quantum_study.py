@@ -13,8 +13,10 @@ estimate, with the measured part). Worker start-up is paid once and is included.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
+import platform
 import shlex
 import sys
 import time
@@ -62,7 +64,14 @@ def main() -> None:
           f"seeds), epochs {params.epochs}, batch size {params.batch_size}")
     print(per_contender.round(2).to_string())
     print(f"measured wall time: {wall:.1f} s")
-    print(f"estimated wall time of the full default grid: {wall * len(trials) / len(subset):.1f} s")
+    estimate = wall * len(trials) / len(subset)
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}")
+    print(f"estimated wall time of the full default grid: {estimate:.1f} s")
+    print(json.dumps({"benchmark": "quantum_study", "trials": len(trials),
+                      "measured_trials": len(subset), "workers": worker_count(params.n_jobs),
+                      "measured_wall_s": round(wall, 1), "estimated_full_grid_s": round(estimate, 1),
+                      "load_average_1min": round(os.getloadavg()[0], 1)}))
 
 
 if __name__ == "__main__":
