@@ -10,6 +10,7 @@ import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
 from qsight_pipeline.data.image_cache import UnreadableImagesError, load_image
 from qsight_pipeline.pipelines.ingestion import create_pipeline
 
@@ -25,9 +26,16 @@ def run_ingestion(tmp_path, root, dataset_type="tanlikesmath", seed=0, **ingesti
     for entry in config.values():
         entry["filepath"] = str(tmp_path / "out" / Path(entry["filepath"]).name)
     catalog = DataCatalog.from_config(config)
+    # The nodes take the typed blocks, as Kedro's parameter validation hands them over.
     params = {
-        "dataset": {"type": dataset_type, "root": str(root)},
-        "ingestion": {"val_fraction": 0.2, "test_fraction": 0.2, "on_bad_image": "fail", **ingestion},
+        "dataset": validate_block(
+            DatasetParams, {"type": dataset_type, "root": str(root)}, "dataset"
+        ),
+        "ingestion": validate_block(
+            IngestionParams,
+            {"val_fraction": 0.2, "test_fraction": 0.2, "on_bad_image": "fail", **ingestion},
+            "ingestion",
+        ),
         "image_size": SIZE,
         "seed": seed,
     }
@@ -117,8 +125,8 @@ def test_missing_image_files(tmp_path, make_sample):
 
 @pytest.mark.parametrize(
     ("ingestion", "message"),
-    [({"on_bad_image": "ignore"}, "on_bad_image must be one of fail, skip"),
-     ({"val_fractoin": 0.1}, "Unknown ingestion parameter.*val_fractoin")],
+    [({"on_bad_image": "ignore"}, "ingestion.on_bad_image: Input should be 'fail' or 'skip'"),
+     ({"val_fractoin": 0.1}, "ingestion.val_fractoin: unknown key")],
 )
 def test_bad_parameters_are_named(tmp_path, make_sample, ingestion, message):
     with pytest.raises(ValueError, match=message):

@@ -114,7 +114,7 @@ def test_quantum_pipeline_needs_only_the_feature_cache(smoke_copy):
 
     for flag in ("--pipeline", "--pipelines"):
         result = smoke_copy.run(flag, "quantum", env="smoke")
-        assert "Completed 1 out of 1 tasks" in result.stdout + result.stderr
+        assert "Completed 2 out of 2 tasks" in result.stdout + result.stderr
         head = torch.load(data / OUTPUT_DIR / "quantum_head.pth", weights_only=True)
         assert head["enabled"] is True and head["quantum_config"]["n_qubits"] == 3
         metrics = _json(data / "08_reporting/quantum_metrics.json")

@@ -185,7 +185,7 @@ def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_pat
     from types import SimpleNamespace
 
     from qsight_pipeline.hooks import MlflowTrackingHook
-    from tests.test_tracking import fake_context, in_fresh_thread
+    from tests.test_tracking import fake_context, in_fresh_thread, project_catalog
 
     _, table, summary = tiny_study
     outputs = {"quantum_study_table": table, "quantum_study_summary": summary,
@@ -199,20 +199,22 @@ def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_pat
             with mlflow.start_run(experiment_id=experiment) as run:
                 hook = MlflowTrackingHook()
                 hook.after_context_created(context=fake_context(tmp_path, {}))
-                hook.before_pipeline_run(run_params={}, pipeline=None, catalog=None)
+                hook.before_pipeline_run(run_params={}, pipeline=None,
+                                         catalog=project_catalog())
                 for name, value in outputs.items():
                     hook.after_node_run(node=SimpleNamespace(name=name), outputs={name: value})
             return run.info.run_id
 
         run_id = in_fresh_thread(tracked_run)
         client = mlflow.MlflowClient()
-        logged = {a.path for a in client.list_artifacts(run_id, "quantum_study")}
-        figures = {a.path for a in client.list_artifacts(run_id, "quantum_study/figures")}
-        csv = Path(client.download_artifacts(run_id, "quantum_study/quantum_study.csv", tmp_path))
+        logged = {a.path for a in client.list_artifacts(run_id, "records")}
+        logged |= {a.path for a in client.list_artifacts(run_id, "tables")}
+        figures = {a.path for a in client.list_artifacts(run_id, "report/figures")}
+        csv = Path(client.download_artifacts(run_id, "tables/quantum_study_table.csv", tmp_path))
     finally:
         mlflow.set_tracking_uri(previous)
-    assert {"quantum_study/quantum_study.csv", "quantum_study/quantum_study_summary.json"} <= logged
-    assert figures == {"quantum_study/figures/test_qwk_vs_qubits.png"}
+    assert logged == {"tables/quantum_study_table.csv", "records/quantum_study_summary.json"}
+    assert figures == {"report/figures/test_qwk_vs_qubits.png"}
     assert len(pd.read_csv(csv)) == len(table)
 
 

@@ -10,10 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
 
+from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook, wandb_settings
 from qsight_pipeline.reporting import render_report_html, report_figures
 from qsight_pipeline.reporting.tracking import epoch_metrics, evaluation_metrics
+from qsight_pipeline.tracked_outputs import TRACK_KINDS, TrackedOutputs
 from tests.fixtures.synthetic_training_summary import build_model_info, build_training_summary
 from tests.fixtures.wandb_offline import read_offline_run
 
@@ -50,15 +54,27 @@ def fake_context(tmp_path: Path, tracking: dict) -> SimpleNamespace:
     return SimpleNamespace(params={"seed": 42, "tracking": tracking}, project_path=tmp_path)
 
 
-def drive(hook, context, summary, run_params=None) -> None:
+def project_catalog(rename: dict[str, str] | None = None) -> DataCatalog:
+    """The catalog of conf/base/catalog*.yml (entries renamed as ``rename`` says); nothing is
+    written through it, the hooks only read its entries' metadata."""
+    config: dict = {}
+    for path in sorted((PROJECT_ROOT / "conf/base").glob("catalog*.yml")):
+        config.update(yaml.safe_load(path.read_text()))
+    for old, new in (rename or {}).items():
+        config[new] = config.pop(old)
+    return DataCatalog.from_config(config)
+
+
+def drive(hook, context, summary, run_params=None, catalog=None, outputs=None) -> None:
     """Call a hook the way a Kedro session would over a whole training run."""
     run_params = run_params or {"pipeline_names": ["__default__"]}
+    catalog = project_catalog() if catalog is None else catalog
     hook.after_context_created(context=context)
-    hook.before_pipeline_run(run_params=run_params, pipeline=None, catalog=None)
-    for node_name, outputs in pipeline_outputs(summary):
-        hook.after_node_run(node=SimpleNamespace(name=node_name), outputs=outputs)
+    hook.before_pipeline_run(run_params=run_params, pipeline=None, catalog=catalog)
+    for node_name, node_outputs in outputs or pipeline_outputs(summary):
+        hook.after_node_run(node=SimpleNamespace(name=node_name), outputs=node_outputs)
     if hasattr(hook, "after_pipeline_run"):
-        hook.after_pipeline_run(run_params=run_params, pipeline=None, catalog=None)
+        hook.after_pipeline_run(run_params=run_params, pipeline=None, catalog=catalog)
 
 
 # --- parameters -----------------------------------------------------------------------------
@@ -99,6 +115,60 @@ def test_missing_wandb_is_a_warning_and_the_run_goes_on(tmp_path, summary, monke
     with caplog.at_level(logging.WARNING, logger="qsight_pipeline.hooks"):
         drive(WandbHook(), fake_context(tmp_path, {"wandb": {"enabled": True}}), summary)
     assert "wandb is not installed" in caplog.text
+
+
+# --- which outputs are tracked: catalog metadata, not names ----------------------------------
+
+def test_every_tracked_kind_is_marked_in_the_project_catalog():
+    tracked = TrackedOutputs(project_catalog())
+    names = {"classical_history": "history", "quantum_history": "history",
+             "ensemble_history": "history", "training_summary": "summary",
+             "model_info": "model_info", "report_figures": "figures", "report_html": "report"}
+    assert {name: tracked.kind(name) for name in names} == names
+    assert set(names.values()) == set(TRACK_KINDS)
+    assert tracked.kind("quantum_metrics") is None and tracked.kind("manifest") is None
+
+
+class _RecordingClient:
+    def __init__(self):
+        self.texts: dict[str, str] = {}
+        self.metric_keys: set[str] = set()
+
+    def log_text(self, run_id, text, path):
+        self.texts[path] = text
+
+    def log_batch(self, run_id, metrics):
+        self.metric_keys.update(m.key for m in metrics)
+
+    def log_figure(self, run_id, figure, path):
+        self.texts[path] = "figure"
+
+
+def test_a_renamed_output_stays_tracked_and_an_unmarked_one_is_not(tmp_path, summary, monkeypatch):
+    pytest.importorskip("mlflow")
+    catalog = project_catalog(rename={"training_summary": "final_summary"})
+    catalog["plain_summary"] = MemoryDataset()  # same content, no `qsight.track` metadata
+    catalog["marked_summary"] = MemoryDataset(metadata={"qsight": {"track": "model_info"}})
+    hook = MlflowTrackingHook()
+    client = _RecordingClient()
+    monkeypatch.setattr(hook, "_active_run", lambda: (client, "run-id"))
+    outputs = [("assemble", {"final_summary": summary, "plain_summary": summary}),
+               ("describe", {"marked_summary": {"classes": ["No DR"]}})]
+    drive(hook, fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary,
+          catalog=catalog, outputs=outputs)
+    assert set(client.texts) == {"training_summary.json", "model_info.json"}
+    assert client.texts["model_info.json"].startswith('{\n  "classes"')
+    assert set(evaluation_metrics(summary)) <= client.metric_keys
+
+
+def test_a_bad_track_kind_stops_the_run_before_the_first_node(tmp_path):
+    catalog = DataCatalog.from_config({"history_typo": {
+        "type": "MemoryDataset", "metadata": {"qsight": {"track": "histories"}}}})
+    pipeline = Pipeline([Node(lambda: 1, None, "history_typo", name="make")])
+    hook = MlflowTrackingHook()
+    hook.after_context_created(context=fake_context(tmp_path, {"mlflow": {"enabled": True}}))
+    with pytest.raises(ConfigError, match=r"'history_typo'.*track='histories'.*history, summary"):
+        hook.before_pipeline_run(run_params={}, pipeline=pipeline, catalog=catalog)
 
 
 # --- W&B offline ----------------------------------------------------------------------------
@@ -306,7 +376,7 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
         # as kedro-mlflow would have opened it just before
         run = mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("refused").experiment_id)
         with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
-            hook.before_pipeline_run(run_params={}, pipeline=None, catalog=None)
+            hook.before_pipeline_run(run_params={}, pipeline=None, catalog=project_catalog())
         assert mlflow.active_run() is None
         return run.info.run_id
 

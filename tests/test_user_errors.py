@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import sys
+from pathlib import Path
 
-from qsight_pipeline import user_errors
+from kedro.io import DatasetError
+
+from qsight_pipeline import errors, user_errors
 from qsight_pipeline.data.layouts import DatasetLayoutError
+from qsight_pipeline.errors import ParameterError, UserError
 
 
 def _raise_and_capture(error: BaseException):
@@ -35,3 +40,55 @@ def test_user_errors_print_only_their_message(monkeypatch, capsys):
     monkeypatch.setenv("QSIGHT_TRACEBACK", "1")
     sys.excepthook(*_raise_and_capture(DatasetLayoutError("layout")))
     assert len(delegated) == 2
+
+
+# --- one base class ---------------------------------------------------------------------------
+
+def _user_error_classes():
+    from qsight_pipeline.data.image_cache import UnreadableImagesError
+    from qsight_pipeline.data.splits import SplitError
+    from qsight_pipeline.datasets import MissingArtifactError
+    from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError
+    from qsight_pipeline.models.quantum.availability import QuantumDependencyError
+    from qsight_pipeline.pipelines.predict.nodes import PredictInputError
+    from qsight_pipeline.run_checks import QuantumUnavailableError
+    from qsight_pipeline.training.stages import ScheduleError
+
+    # (class, the base that `except` clauses and tests written before UserError still catch)
+    return [
+        (DatasetLayoutError, ValueError), (UnreadableImagesError, ValueError),
+        (SplitError, ValueError), (ScheduleError, ValueError), (EncoderError, ValueError),
+        (EncoderWeightsError, RuntimeError), (QuantumDependencyError, ImportError),
+        (QuantumUnavailableError, RuntimeError), (ParameterError, ValueError),
+        (PredictInputError, FileNotFoundError), (MissingArtifactError, DatasetError),
+    ]
+
+
+def test_every_user_error_shares_the_base_class_and_keeps_its_old_one():
+    assert user_errors.find_user_error(RuntimeError("a bug")) is None
+    for cls, old_base in _user_error_classes():
+        error = cls("bad input")
+        assert isinstance(error, UserError) and isinstance(error, old_base), cls
+        wrapper = RuntimeError("node failed")
+        wrapper.__context__ = error
+        assert user_errors.find_user_error(wrapper) is error
+
+
+def test_the_error_modules_import_nothing_that_imports_them_back():
+    def project_imports(module) -> set[str]:
+        tree = ast.parse(Path(module.__file__).read_text())
+        return {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qsight")}
+
+    assert project_imports(errors) == set()
+    assert project_imports(user_errors) == {"qsight_pipeline.errors"}
+
+
+def test_a_plain_setting_error_inside_a_node_ends_kedro_run_with_its_message(kedro_project):
+    # on_bad_image was checked by a plain ValueError inside the scan_dataset node: a traceback.
+    result = kedro_project.run(
+        "--pipeline", "ingestion", params={"ingestion.on_bad_image": "sometimes"}, check=False
+    )
+    assert result.returncode != 0
+    assert "Error: " in result.stderr and "on_bad_image" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

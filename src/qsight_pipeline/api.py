@@ -35,8 +35,10 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from qsight_pipeline import workflow
+from qsight_pipeline.config import AugmentationParams
 from qsight_pipeline.constants import GRADE_NAMES
-from qsight_pipeline.data.torch_data import AUGMENTATION_DEFAULTS, CachedImageDataset
+from qsight_pipeline.data import feature_cache
+from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
 from qsight_pipeline.pipelines.ingestion.nodes import (
     build_image_caches,
@@ -75,7 +77,7 @@ class DatasetConfig:
     seed: int = 42
     num_workers: int = 0
     on_bad_image: str = "fail"
-    augment: Mapping[str, Any] | None = field(default_factory=lambda: dict(AUGMENTATION_DEFAULTS))
+    augment: Mapping[str, Any] | None = field(default_factory=lambda: AugmentationParams().to_dict())
 
 
 @dataclass
@@ -227,7 +229,7 @@ def train_hybrid_model(
         )
     splits = ("val", "test") if test_loader is not None else ("val",)
     evaluation = workflow.evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
-    model_info = workflow.build_model_info(model, cache["metadata"])
+    model_info = workflow.build_model_info(model, feature_cache.cache_metadata(cache))
     summary = workflow.build_training_summary(
         history, evaluation, model_info, config=workflow.to_plain(asdict(config))
     )

@@ -24,3 +24,6 @@ HEADS: tuple[str, ...] = (HEAD_A, HEAD_B, QUANTUM_HEAD)
 MODEL_PARTS: tuple[str, ...] = (ENCODER, COMPRESSION, HEAD_A, HEAD_B, QUANTUM_HEAD, ENSEMBLE)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Everything after the compression module: what the feature cache carries to rebuild it.
+POST_COMPRESSION_PARTS: tuple[str, ...] = (HEAD_A, HEAD_B, ENSEMBLE)

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.storage import atomic_torch_save, atomic_write
+
+
+class MissingArtifactError(ArtifactError, DatasetError):
+    """A file a pipeline reads has not been written yet: run the pipeline that writes it."""
 
 
 def _missing_artifact_message(path: Path) -> str:
@@ -41,7 +46,7 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
     def load(self) -> np.ndarray:
         path = Path(self._filepath)
         if not path.is_file():
-            raise DatasetError(
+            raise MissingArtifactError(
                 f"Array file {path} does not exist. Run the pipeline that writes it first "
                 "(for the image cache: `kedro run --pipeline ingestion`)."
             )
@@ -70,7 +75,7 @@ class TorchDataset(AbstractDataset[Any, Any]):
 
         path = Path(self._filepath)
         if not path.is_file():
-            raise DatasetError(_missing_artifact_message(path))
+            raise MissingArtifactError(_missing_artifact_message(path))
         return torch.load(path, map_location="cpu", weights_only=self._weights_only)
 
     def save(self, data: Any) -> None:
@@ -113,7 +118,7 @@ class AtomicDataset(AbstractDataset[Any, Any]):
 
     def load(self) -> Any:
         if not self._filepath.is_file():
-            raise DatasetError(_missing_artifact_message(self._filepath))
+            raise MissingArtifactError(_missing_artifact_message(self._filepath))
         return self._inner(self._filepath).load()
 
     def save(self, data: Any) -> None:

@@ -18,3 +18,11 @@ class ConfigError(UserError, ValueError):
 
 class ArtifactError(UserError):
     """An artifact on disk is missing, unsafe, corrupt or from another run."""
+
+
+class ParameterError(ConfigError):
+    """A parameter failed validation before the run started."""
+
+
+class TrackingError(UserError, RuntimeError):
+    """An experiment tracker that is switched on cannot start (no login, no network, ...)."""

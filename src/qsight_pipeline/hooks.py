@@ -1,11 +1,13 @@
 """Kedro hooks for experiment tracking: Weights & Biases and MLflow (through kedro-mlflow).
 
-Both hooks read what the pipelines produce, by catalog name:
+Both hooks log the node outputs whose catalog entry carries ``metadata: {qsight: {track: KIND}}``
+(see :mod:`qsight_pipeline.tracked_outputs`), whatever the entry is called:
 
-- ``classical_history``, ``quantum_history``, ``ensemble_history``: lists of stage summaries,
-  each with its epoch records (docs/architecture.md). Logged as soon as a node outputs them.
-- ``training_summary`` (dict), ``model_info`` (dict), ``report_figures`` (dict of figures) and
-  ``report_html`` (str): the final results, logged when they are produced.
+- ``history`` (``classical_history``, ``quantum_history``, ``ensemble_history``): lists of stage
+  summaries, each with its epoch records (docs/architecture.md). Logged as soon as a node
+  outputs them.
+- ``summary`` (``training_summary``), ``model_info``, ``figures`` (``report_figures``, a dict of
+  figures) and ``report`` (``report_html``): the final results, logged when they are produced.
 
 Neither hook changes what a run computes; a tracker that is missing or switched off is skipped.
 wandb is imported only when ``tracking.wandb.enabled`` is true, mlflow only when kedro-mlflow
@@ -18,7 +20,6 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from qsight_pipeline.constants import GRADE_NAMES
+from qsight_pipeline.errors import ConfigError, TrackingError
+from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
+from qsight_pipeline.plain import json_default
 from qsight_pipeline.reporting.tracking import (
     epoch_metrics,
     epoch_records,
@@ -34,31 +38,20 @@ from qsight_pipeline.reporting.tracking import (
     stage_summary_metrics,
     summary_metrics,
 )
+from qsight_pipeline.tracked_outputs import TrackedOutputs
 
 logger = logging.getLogger(__name__)
 
-HISTORY_DATASETS: tuple[str, ...] = ("classical_history", "quantum_history", "ensemble_history")
-SUMMARY_DATASET = "training_summary"
-MODEL_INFO_DATASET = "model_info"
-FIGURES_DATASET = "report_figures"
-REPORT_DATASET = "report_html"
 WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
-# The quantum study's outputs; their catalog entries carry ``metadata: {qsight: {track: ...}}``
-# (table, json, figures), the kind each hook logs them as.
-STUDY_TRACKED: dict[str, str] = {
-    "quantum_study_table": "table",
-    "quantum_study_summary": "json",
-    "quantum_study_figures": "figures",
+# File names of the final records in the W&B artifact and among the MLflow artifacts.
+ARTIFACT_FILES: dict[str, str] = {
+    "summary": "training_summary.json", "model_info": "model_info.json", "report": "report.html",
 }
 
 
-def _base_name(dataset_name: str) -> str:
-    """``training_summary`` for ``training_summary`` and for a namespaced ``ns.training_summary``."""
-    return dataset_name.rsplit(".", 1)[-1]
-
-
-def _is_history(dataset_name: str) -> bool:
-    return _base_name(dataset_name) in HISTORY_DATASETS
+def _tracked_outputs(pipeline: Any, catalog: Any) -> TrackedOutputs:
+    names = pipeline.datasets() if pipeline is not None else ()
+    return TrackedOutputs(catalog, names)
 
 
 class _EpochLog:
@@ -88,7 +81,7 @@ def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
     """``tracking.wandb`` from the run's parameters, checked, with defaults filled in.
 
     Raises:
-        ValueError: ``tracking.wandb.mode`` is not one of online, offline, disabled, or
+        ConfigError: (a ValueError) ``tracking.wandb.mode`` is not one of online, offline, disabled, or
             ``tracking.wandb.tags`` is neither a list nor a comma-separated string.
     """
     settings = dict(((parameters or {}).get("tracking") or {}).get("wandb") or {})
@@ -101,7 +94,7 @@ def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
     settings.setdefault("dir", None)
     mode = settings["mode"]
     if mode not in WANDB_MODES:
-        raise ValueError(
+        raise ConfigError(
             f"tracking.wandb.mode is {mode!r}; use one of {', '.join(WANDB_MODES)} "
             "(set it in conf/base/parameters_tracking.yml or with "
             "`kedro run --params tracking.wandb.mode=offline`)."
@@ -110,7 +103,7 @@ def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
     if isinstance(tags, str):  # "smoke" from --params, or "smoke, cpu" in a YAML file
         tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
     if not isinstance(tags, list | tuple):
-        raise ValueError(f"tracking.wandb.tags must be a list of strings, got {tags!r}.")
+        raise ConfigError(f"tracking.wandb.tags must be a list of strings, got {tags!r}.")
     settings["tags"] = [str(tag) for tag in tags]
     settings["enabled"] = bool(settings["enabled"])
     return settings
@@ -129,18 +122,7 @@ def _expand_confusion(matrix: list[list[int]]) -> tuple[list[int], list[int]]:
 
 def _json_text(value: Any) -> str:
     """JSON of a node output; numpy scalars and arrays become plain numbers and lists."""
-    return json.dumps(value, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-
-
-def close_mlflow_run_as_failed() -> None:
-    """End the MLflow run kedro-mlflow opened, as FAILED, when a run stops in before_pipeline_run.
-
-    Kedro calls ``on_pipeline_error`` only for errors raised after ``before_pipeline_run``, so
-    without this a run refused at start would stay RUNNING in MLflow for ever.
-    """
-    mlflow = sys.modules.get("mlflow")  # only if something already imported it
-    if mlflow is not None and mlflow.active_run() is not None:
-        mlflow.end_run(status="FAILED")
+    return json.dumps(value, indent=2, default=json_default)
 
 
 class WandbHook:
@@ -164,6 +146,7 @@ class WandbHook:
         self._run: Any = None
         self._epochs = _EpochLog()
         self._final: dict[str, Any] = {}
+        self._tracked = TrackedOutputs()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -208,12 +191,13 @@ class WandbHook:
         except Exception as error:
             # Before any work is done: better to stop now than to train for hours untracked.
             close_mlflow_run_as_failed()
-            raise RuntimeError(
+            raise TrackingError(
                 f"W&B could not start a run in {mode} mode ({error}). Run `wandb login` (or set "
                 "WANDB_API_KEY), or set tracking.wandb.mode=offline, or "
                 "tracking.wandb.enabled=false."
             ) from error
         logger.info("W&B run %s started (mode %s)", getattr(self._run, "id", "?"), mode)
+        self._tracked = _tracked_outputs(pipeline, catalog)
 
     @hook_impl
     def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
@@ -226,18 +210,18 @@ class WandbHook:
                            getattr(node, "name", node), exc_info=True)
 
     def _record_outputs(self, outputs: dict[str, Any]) -> None:
-        for name, value in outputs.items():
-            base = _base_name(name)
-            if _is_history(name):
+        for name, (kind, value) in self._tracked.select(outputs).items():
+            if kind in ("table", "json"):  # e.g. the quantum study's table and summary
+                self._final.setdefault("records", {})[name] = (kind, value)
+            elif kind == "history":
                 stages = stage_summaries(value)
                 self._log_epochs(stages)
                 self._run.summary.update(
                     {k: v for stage in stages for k, v in stage_summary_metrics(stage).items()}
                 )
-            elif base in (SUMMARY_DATASET, MODEL_INFO_DATASET, FIGURES_DATASET, REPORT_DATASET,
-                          *STUDY_TRACKED):
-                self._final[base] = value
-                if base == SUMMARY_DATASET:
+            else:
+                self._final[kind] = value
+                if kind == "summary":
                     self._log_epochs(value.get("stages") or [])
 
     def _log_epochs(self, stages: list[dict[str, Any]]) -> None:
@@ -269,7 +253,7 @@ class WandbHook:
 
     def _log_final(self) -> None:
         wandb = self._wandb
-        summary = self._final.get(SUMMARY_DATASET)
+        summary = self._final.get("summary")
         step = self._epochs.step + 1
         final: dict[str, Any] = {}
         if summary:
@@ -289,7 +273,7 @@ class WandbHook:
             for component, samples in (summary.get("latency_samples_ms") or {}).items():
                 if samples:
                     final[f"latency_ms/{component}"] = wandb.Histogram(samples)
-        figures = self._final.get(FIGURES_DATASET) or {}
+        figures = self._final.get("figures") or {}
         if figures:
             from PIL import Image
 
@@ -298,35 +282,21 @@ class WandbHook:
             for name, figure in figures.items():
                 image = Image.open(io.BytesIO(figure_png(figure)))
                 final[f"report/{Path(name).stem}"] = wandb.Image(image, caption=name)
-        final.update(self._study_entries())
+        for name, (kind, value) in (self._final.get("records") or {}).items():
+            if kind == "table":
+                final[name] = wandb.Table(dataframe=value)
+            else:
+                self._run.summary[name] = value
         if final:
             self._run.log(final, step=step)
         self._log_artifact()
 
-    def _study_entries(self) -> dict[str, Any]:
-        """The quantum study's table, figures and headline, when this run made them."""
-        entries: dict[str, Any] = {}
-        for name, kind in STUDY_TRACKED.items():
-            value = self._final.get(name)
-            if value is None:
-                continue
-            if kind == "table":
-                entries["quantum_study/table"] = self._wandb.Table(dataframe=value)
-            elif kind == "figures":
-                for figure_name, figure in value.items():
-                    entries[f"quantum_study/{Path(figure_name).stem}"] = self._wandb.Image(figure)
-            else:
-                self._run.summary["quantum_study/headline"] = value.get("headline")
-        return entries
-
     def _log_artifact(self) -> None:
         files = {
-            "quantum_study_summary.json": self._final.get("quantum_study_summary"),
-            "training_summary.json": self._final.get(SUMMARY_DATASET),
-            "model_info.json": self._final.get(MODEL_INFO_DATASET),
-            "report.html": self._final.get(REPORT_DATASET),
+            file_name: self._final[kind]
+            for kind, file_name in ARTIFACT_FILES.items()
+            if self._final.get(kind) is not None
         }
-        files = {name: content for name, content in files.items() if content is not None}
         if not files:
             return
         with tempfile.TemporaryDirectory(prefix="qsight-wandb-") as folder:
@@ -360,6 +330,7 @@ class MlflowTrackingHook:
         self._run_id: str | None = None
         self._client: Any = None
         self._epochs = _EpochLog()
+        self._tracked = TrackedOutputs()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -369,6 +340,12 @@ class MlflowTrackingHook:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         self._reset()
+        if self._enabled:
+            try:
+                self._tracked = _tracked_outputs(pipeline, catalog)
+            except ConfigError:
+                close_mlflow_run_as_failed()  # Kedro calls no on_pipeline_error from here
+                raise
 
     def _active_run(self) -> tuple[Any, str] | None:
         if not self._enabled:
@@ -388,54 +365,40 @@ class MlflowTrackingHook:
 
     @hook_impl
     def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
-        wanted = [
-            name for name in outputs
-            if _is_history(name)
-            or _base_name(name) in (SUMMARY_DATASET, MODEL_INFO_DATASET, FIGURES_DATASET,
-                                    REPORT_DATASET, *STUDY_TRACKED)
-        ]
-        if not wanted:
-            return
         try:
-            active = self._active_run()
+            wanted = self._tracked.select(outputs)
+            active = self._active_run() if wanted else None
             if active is not None:
-                self._record_outputs(*active, {name: outputs[name] for name in wanted})
+                self._record_outputs(*active, wanted)
         except Exception:  # a tracker hiccup must not throw away a training run
             logger.warning("MLflow logging after node %s failed; the run goes on",
                            getattr(node, "name", node), exc_info=True)
 
-    def _record_outputs(self, client: Any, run_id: str, outputs: dict[str, Any]) -> None:
-        for name, value in outputs.items():
-            base = _base_name(name)
-            if _is_history(name):
+    def _record_outputs(
+        self, client: Any, run_id: str, outputs: dict[str, tuple[str, Any]]
+    ) -> None:
+        for name, (kind, value) in outputs.items():
+            if kind == "table":
+                client.log_text(run_id, value.to_csv(index=False), f"tables/{name}.csv")
+            elif kind == "json":
+                client.log_text(run_id, _json_text(value), f"records/{name}.json")
+            elif kind == "history":
                 stages = stage_summaries(value)
                 self._log_epochs(client, run_id, stages)
                 self._log_metrics(client, run_id, {
                     k: v for stage in stages for k, v in stage_summary_metrics(stage).items()
                 })
-            elif base == SUMMARY_DATASET:
+            elif kind == "summary":
                 self._log_epochs(client, run_id, value.get("stages") or [])
                 self._log_metrics(client, run_id, summary_metrics(value))
-                client.log_text(run_id, _json_text(value), "training_summary.json")
-            elif base == MODEL_INFO_DATASET:
-                client.log_text(run_id, _json_text(value), "model_info.json")
-            elif base == REPORT_DATASET:
-                client.log_text(run_id, value, "report/report.html")
-            elif base == FIGURES_DATASET:
+                client.log_text(run_id, _json_text(value), ARTIFACT_FILES["summary"])
+            elif kind == "model_info":
+                client.log_text(run_id, _json_text(value), ARTIFACT_FILES["model_info"])
+            elif kind == "report":
+                client.log_text(run_id, value, f"report/{ARTIFACT_FILES['report']}")
+            elif kind == "figures":
                 for figure_name, figure in (value or {}).items():
                     client.log_figure(run_id, figure, f"report/figures/{figure_name}")
-            elif base in STUDY_TRACKED:
-                self._log_study(client, run_id, STUDY_TRACKED[base], value)
-
-    @staticmethod
-    def _log_study(client: Any, run_id: str, kind: str, value: Any) -> None:
-        if kind == "table":
-            client.log_text(run_id, value.to_csv(index=False), "quantum_study/quantum_study.csv")
-        elif kind == "json":
-            client.log_text(run_id, _json_text(value), "quantum_study/quantum_study_summary.json")
-        else:
-            for figure_name, figure in (value or {}).items():
-                client.log_figure(run_id, figure, f"quantum_study/figures/{figure_name}")
 
     def _log_epochs(self, client: Any, run_id: str, stages: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric

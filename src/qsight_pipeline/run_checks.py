@@ -16,6 +16,7 @@ from kedro.framework.hooks import hook_impl
 from qsight_pipeline import user_errors
 from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
+from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def _refuse(error: BaseException) -> None:
     logger.error("Run refused before it started: %s", error)
     # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run that
     # kedro-mlflow may already have opened instead of leaving it RUNNING.
-    from qsight_pipeline.hooks import close_mlflow_run_as_failed
-
     close_mlflow_run_as_failed()
 
 

@@ -1,10 +1,14 @@
 """Bad input ends a `kedro run` with its message, not with a page of traceback.
 
-The project's own exceptions for wrong settings or data (a bad layout, a bad stage schedule, a
-missing quantum dependency, ...) already say what is wrong and which setting to change; the
-frames of Kedro's runner above them only hide that line. :func:`install` wraps
+Every error a user can fix is a :class:`qsight_pipeline.errors.UserError` (a bad layout, a bad
+stage schedule, a missing quantum dependency, a bad ``predict.input_dir`` ...), and its message
+already says what is wrong and which setting to change; the frames of Kedro's runner above it only
+hide that line. Kedro's own typed-parameter validation error counts too. :func:`install` wraps
 ``sys.excepthook`` so that these errors print as ``Error: <message>``; every other exception
 keeps its full traceback, and ``QSIGHT_TRACEBACK=1`` shows it for these too.
+
+This module imports only :mod:`qsight_pipeline.errors`, which imports nothing of the project, so
+any module (the run checks included) may use it without an import cycle.
 """
 
 from __future__ import annotations
@@ -13,17 +17,13 @@ import os
 import sys
 from types import TracebackType
 
-from qsight_pipeline.errors import ConfigError
+from qsight_pipeline.errors import ParameterError, UserError
 
-
-class ParameterError(ConfigError):
-    """A parameter failed validation before the run started."""
+__all__ = ["ParameterError", "find_user_error", "install", "user_error_types"]
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from qsight_pipeline.errors import UserError
-
-    types: list[type[BaseException]] = [UserError, ParameterError]
+    types: list[type[BaseException]] = [UserError]
     try:  # Kedro's own typed-parameter validation (kedro.validation), when a node's check fails
         from kedro.validation.exceptions import ParameterValidationError
 
@@ -33,15 +33,16 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def _is_user_error(error: BaseException) -> bool:
+def find_user_error(error: BaseException | None) -> BaseException | None:
+    """The first user error in ``error``'s cause/context chain (Kedro may wrap it), or None."""
     types = user_error_types()
     seen = set()
-    while error is not None and id(error) not in seen:  # Kedro may chain the original error
+    while error is not None and id(error) not in seen:
         if isinstance(error, types):
-            return True
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def install() -> None:
@@ -51,7 +52,7 @@ def install() -> None:
         return
 
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
-        if os.environ.get("QSIGHT_TRACEBACK") or not _is_user_error(error):
+        if os.environ.get("QSIGHT_TRACEBACK") or find_user_error(error) is None:
             previous(kind, error, tb)
             return
         sys.stderr.write(

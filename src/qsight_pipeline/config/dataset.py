@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
 
@@ -14,6 +14,17 @@ class DatasetParams(ParamsBlock):
 
     type: str = "tanlikesmath"
     root: str = "data/01_raw/sample"
+
+    @field_validator("type")
+    @classmethod
+    def _registered_layout(cls, value: str) -> str:
+        # The layout registry (data/layouts/) decides which names exist; it loads pandas and
+        # Pillow, not the model stack, and only when parameters are validated.
+        from qsight_pipeline.data.layouts import layout_names
+
+        if value not in layout_names():
+            raise ValueError(f"must be a registered dataset layout: {', '.join(layout_names())}")
+        return value
 
 
 class IngestionParams(ParamsBlock):

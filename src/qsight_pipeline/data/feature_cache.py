@@ -1,6 +1,8 @@
-"""A torch Dataset over the cached compressed features (``quantum_training_data.pkl``).
+"""The feature cache, ``quantum_training_data.pkl``: its format, its checks and its readers.
 
-The quantum and ensemble stages train from these rows alone, with no images and no encoder.
+This module owns the layout (docs/architecture.md, "Feature cache"); every other module reads the
+cache through the accessors here, never through raw keys. The quantum and ensemble stages train
+from these rows alone, with no images and no encoder.
 """
 
 from __future__ import annotations
@@ -11,7 +13,76 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qsight_pipeline.constants import HEAD_A, HEAD_B, NUM_GRADES
+from qsight_pipeline.constants import HEAD_A, HEAD_B, NUM_GRADES, SPLITS
+from qsight_pipeline.errors import ArtifactError
+
+FEATURE_CACHE_FILE = "quantum_training_data.pkl"
+SPLIT_FIELDS: tuple[str, ...] = (
+    "features", "labels", f"logits_{HEAD_A}", f"logits_{HEAD_B}", "image_ids",
+)
+REQUIRED_FEATURE_KEYS: tuple[str, ...] = tuple(
+    f"{split}_{field}" for split in SPLITS for field in SPLIT_FIELDS
+) + ("metadata", "post_compression_state")
+
+
+def check_feature_cache(cache: Any, source: str = FEATURE_CACHE_FILE) -> None:
+    """Fail early, naming the missing keys, on a feature cache written by something else."""
+    if not isinstance(cache, dict):
+        raise ArtifactError(f"{source} must hold a dict, found {type(cache).__name__}.")
+    missing = [key for key in REQUIRED_FEATURE_KEYS if key not in cache]
+    if missing:
+        raise ArtifactError(
+            f"{source} lacks {', '.join(missing)}. It was not written by this version of the "
+            "`features` pipeline; re-create it with `kedro run --pipelines classical,features` "
+            "(or `--pipeline features` if phase1_classical_model.pth is current)."
+        )
+
+
+def build_feature_cache(
+    splits: dict[str, dict[str, Any]],
+    metadata: dict[str, Any],
+    post_compression_state: dict[str, Any],
+) -> dict[str, Any]:
+    """The cache dict from per-split arrays (``{split: {field: array}}`` with ``SPLIT_FIELDS``)."""
+    cache: dict[str, Any] = {}
+    for split in SPLITS:
+        fields = splits[split]
+        if len(fields["image_ids"]) != len(fields["labels"]):
+            raise ValueError(
+                f"{split}: {len(fields['image_ids'])} image ids for {len(fields['labels'])} images"
+            )
+        for field in SPLIT_FIELDS:
+            cache[f"{split}_{field}"] = fields[field]
+    cache["metadata"] = metadata
+    cache["post_compression_state"] = post_compression_state
+    return cache
+
+
+def cache_metadata(cache: dict[str, Any]) -> dict[str, Any]:
+    """What the classical model was: compressed_dim, encoder, image size, model_config, seed."""
+    return cache["metadata"]
+
+
+def post_compression_state(cache: dict[str, Any]) -> dict[str, Any]:
+    """Weights of heads A/B and the ensemble as the classical stage left them."""
+    return cache["post_compression_state"]
+
+
+def split_labels(cache: dict[str, Any], split: str) -> np.ndarray:
+    return np.asarray(cache[f"{split}_labels"])
+
+
+def split_features(cache: dict[str, Any], split: str) -> np.ndarray:
+    return np.asarray(cache[f"{split}_features"])
+
+
+def split_image_ids(cache: dict[str, Any], split: str) -> list[str]:
+    return [str(image_id) for image_id in cache[f"{split}_image_ids"]]
+
+
+def feature_datasets(cache: dict[str, Any]) -> dict[str, FeatureCacheDataset]:
+    """One :class:`FeatureCacheDataset` per split."""
+    return {split: FeatureCacheDataset.from_cache(cache, split) for split in SPLITS}
 
 
 class FeatureCacheDataset(Dataset):

@@ -33,15 +33,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from qsight_pipeline.constants import NUM_GRADES, SOVITRATH_CLASS_FOLDERS
+from qsight_pipeline.constants import NUM_GRADES
 from qsight_pipeline.data.layouts import (
-    DATASET_TYPES,
     MANIFEST_COLUMNS,
-    SOVITRATH,
-    SOVITRATH_IMAGE_DIR,
     TANLIKESMATH,
-    TANLIKESMATH_IMAGE_DIR,
-    TANLIKESMATH_LABEL_FILES,
+    SampleImage,
+    get_layout,
+    layout_names,
+)
+from qsight_pipeline.data.layouts.sovitrath import (
+    gaussian_filtered as gaussian_filtered,  # re-exported
 )
 
 logger = logging.getLogger(__name__)
@@ -341,15 +342,6 @@ def _draw_neovascularisation(canvas: _Canvas, anatomy: Anatomy, rng: np.random.G
         canvas.paint(mask, (0.38, 0.02, 0.02), 0.95, blur=canvas.resolution * 0.002)
 
 
-def gaussian_filtered(image: Image.Image) -> Image.Image:
-    """Ben Graham's local-contrast filter (``4*img - 4*blur(img) + 128``), as in sovitrath's images."""
-    blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(image.width / 30)), dtype=np.float32)
-    rgb = np.asarray(image, dtype=np.float32)
-    out = 4 * rgb - 4 * blurred + 128
-    field = rgb.max(axis=2, keepdims=True) > 12  # keep the surround black
-    return Image.fromarray(np.clip(np.where(field, out, 0), 0, 255).astype(np.uint8), "RGB")
-
-
 # --- the data set ---------------------------------------------------------------------------------
 
 
@@ -374,12 +366,11 @@ def generate_sample(
     size: int = 256,
     jpeg_quality: int = 85,
 ) -> pd.DataFrame:
-    """Write a synthetic data set in the ``layout`` of one Kaggle download under ``out_dir``.
+    """Write a synthetic data set in a registered dataset ``layout`` under ``out_dir``.
 
     Returns one row per image with the columns ``image_id, patient_id, eye, grade, path``.
     """
-    if layout not in DATASET_TYPES:
-        raise ValueError(f"layout must be one of {', '.join(DATASET_TYPES)}, got {layout!r}")
+    writer = get_layout(layout)
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
     out_dir = Path(out_dir)
@@ -399,27 +390,11 @@ def generate_sample(
             eye_rng = np.random.default_rng(eye_seq)
             grade = int(eye_grades[eye])
             image = draw_fundus(anatomy, grade, eye, size, eye_rng)
-            if layout == TANLIKESMATH:
-                image_id = f"{patient_id}_{eye}"
-                path = out_dir / TANLIKESMATH_IMAGE_DIR / f"{image_id}.jpeg"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                image.save(path, "JPEG", quality=jpeg_quality, optimize=True)
-                patient = str(patient_id)
-            else:
-                image_id = f"{int(eye_rng.integers(16**12)):012x}"
-                path = out_dir / SOVITRATH_IMAGE_DIR / SOVITRATH_CLASS_FOLDERS[grade] / f"{image_id}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                gaussian_filtered(image).save(path, "PNG", optimize=True)
-                patient, eye = image_id, ""
-            rows.append((image_id, patient, eye, grade, str(path)))
+            sample = SampleImage(image, int(patient_id), eye, grade, eye_rng)
+            rows.append(writer.write_sample_image(out_dir, sample, jpeg_quality))
 
     table = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    if layout == TANLIKESMATH:
-        labels = table[["image_id", "grade"]].rename(columns={"image_id": "image", "grade": "level"})
-        labels.to_csv(out_dir / TANLIKESMATH_LABEL_FILES[0], index=False)
-    elif layout == SOVITRATH:
-        for folder in SOVITRATH_CLASS_FOLDERS:  # an empty class still gets its folder
-            (out_dir / SOVITRATH_IMAGE_DIR / folder).mkdir(parents=True, exist_ok=True)
+    writer.finish_sample(out_dir, table)
     return table
 
 
@@ -427,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="qsight-sample", description="Write a synthetic fundus data set in a Kaggle layout."
     )
-    parser.add_argument("--layout", choices=DATASET_TYPES, default=TANLIKESMATH)
+    parser.add_argument("--layout", choices=layout_names(), default=TANLIKESMATH)
     parser.add_argument("--out", required=True, type=Path, help="dataset root to write")
     parser.add_argument("--patients", type=int, default=150, help="two images per patient")
     parser.add_argument("--seed", type=int, default=0)

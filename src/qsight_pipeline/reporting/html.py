@@ -23,21 +23,18 @@ from qsight_pipeline.reporting.figures import (
     figure_png_base64,
     present_models,
 )
+from qsight_pipeline.reporting.metric_list import LATENCY_STATS, REFERABLE_PREFIX, REPORT_METRICS
 
 logger = logging.getLogger(__name__)
 
-# Metric columns of the metrics tables: (key in grading_metrics, column header).
-SCALAR_METRICS: tuple[tuple[str, str], ...] = (
-    ("accuracy", "Accuracy"),
-    ("quadratic_weighted_kappa", "QWK"),
-    ("macro_f1", "Macro-F1"),
+# Metric columns of the metrics tables: (key in grading_metrics, column header), the referable-DR
+# ones under a header of their own.
+SCALAR_METRICS: tuple[tuple[str, str], ...] = tuple(
+    (key, label) for key, label in REPORT_METRICS if not key.startswith(REFERABLE_PREFIX)
 )
-REFERABLE_METRICS: tuple[tuple[str, str], ...] = (
-    ("referable_sensitivity", "Sensitivity"),
-    ("referable_specificity", "Specificity"),
-    ("referable_auc", "AUC"),
+REFERABLE_METRICS: tuple[tuple[str, str], ...] = tuple(
+    (key, label) for key, label in REPORT_METRICS if key.startswith(REFERABLE_PREFIX)
 )
-LATENCY_STATS: tuple[str, ...] = ("p50", "p95", "mean", "count")
 DECIMALS = 4
 MISSING = "n/a"
 

@@ -20,15 +20,10 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+from qsight_pipeline.reporting.metric_list import LATENCY_STATS, REPORT_METRICS
+
 EPOCH_HEAD_METRICS: tuple[str, ...] = ("loss", "accuracy", "kappa")
-EVALUATION_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "quadratic_weighted_kappa",
-    "macro_f1",
-    "referable_sensitivity",
-    "referable_specificity",
-    "referable_auc",
-)
+EVALUATION_METRICS: tuple[str, ...] = tuple(key for key, _ in REPORT_METRICS)
 RECORD_SPLITS: tuple[str, ...] = ("train", "val")
 
 
@@ -96,7 +91,7 @@ def evaluation_metrics(training_summary: dict[str, Any]) -> dict[str, float]:
 def latency_metrics(training_summary: dict[str, Any]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for component, stats in (training_summary.get("latency_ms") or {}).items():
-        for stat in ("p50", "p95", "mean", "count"):
+        for stat in LATENCY_STATS:
             _put(metrics, f"latency_ms/{component}/{stat}", (stats or {}).get(stat))
     return metrics
 

@@ -18,13 +18,13 @@ import logging
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from qsight_pipeline.plain import to_plain
 from qsight_pipeline.storage import atomic_torch_save
 from qsight_pipeline.training.stages import Stage
 
@@ -40,16 +40,7 @@ def fingerprint(*parts: Any) -> str:
     its ``str``.
     """
 
-    def plain(value: Any) -> Any:
-        if is_dataclass(value) and not isinstance(value, type):
-            return asdict(value)
-        if hasattr(value, "model_dump"):  # a pydantic model (a Stage, a parameter block)
-            return value.model_dump(mode="json")
-        if isinstance(value, list | tuple):
-            return [plain(item) for item in value]
-        return value
-
-    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    text = json.dumps(to_plain(list(parts)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -79,3 +79,28 @@ def _first_tensor_device(args: tuple, kwargs: dict) -> torch.device | None:
         if isinstance(value, torch.Tensor):
             return value.device
     return None
+
+
+# Latency samples kept per component in a summary (for histograms).
+LATENCY_SAMPLE_LIMIT = 2000
+
+
+def latency_statistics(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Per-component p50/p95/mean/count over every stage's latency samples, and the samples
+    themselves (the last ``LATENCY_SAMPLE_LIMIT`` per component, for histograms)."""
+    samples: dict[str, list[float]] = {}
+    for stage in stages:
+        for component, values in (stage.get("latency_samples_ms") or {}).items():
+            samples.setdefault(component, []).extend(float(v) for v in values)
+    stats = {
+        component: {
+            "p50": float(np.percentile(values, 50)),
+            "p95": float(np.percentile(values, 95)),
+            "mean": float(np.mean(values)),
+            "count": len(values),
+        }
+        for component, values in samples.items()
+        if values
+    }
+    trimmed = {c: v[-LATENCY_SAMPLE_LIMIT:] for c, v in samples.items()}
+    return stats, trimmed

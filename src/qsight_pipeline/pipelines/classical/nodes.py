@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import AugmentationParams, ModelParams, QuantumConfig
+from qsight_pipeline.config import AugmentationParams, ModelParams, QuantumConfig, validate_block
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def split_image_ids(manifest: pd.DataFrame, split: str) -> list[str]:
 
 def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
     if len(images) != len(grades):
-        raise ValueError(
+        raise ArtifactError(
             f"image_cache_{split} holds {len(images)} images but the manifest lists {len(grades)} "
             f"for the {split} split. Re-run `kedro run --pipeline ingestion`."
         )
@@ -72,7 +73,7 @@ def train_classical_model(
     _check_cache(image_cache_val, val_grades, "val")
 
     hybrid = build_model(config)
-    augment = augmentation.to_dict()
+    augment = validate_block(AugmentationParams, augmentation, "augmentation").to_dict()
     train_set = CachedImageDataset(
         image_cache_train, train_grades, train=True, augment=augment, image_size=config.image_size
     )

@@ -24,13 +24,14 @@ def finetune_ensemble(
         evaluation of every head and the ensemble on val and test.
     """
     from qsight_pipeline import workflow
+    from qsight_pipeline.data import feature_cache
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.trainer import seed_everything
 
     workflow.check_feature_cache(quantum_training_data)
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
-    quantum_params = dict(quantum_head.get("quantum_config") or quantum.to_dict())
+    quantum_params = dict(quantum_head.get("quantum_config") or QuantumConfig.from_params(quantum).to_dict())
     if not quantum_head.get("enabled"):
         quantum_params["enabled"] = False
     model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
@@ -39,8 +40,8 @@ def finetune_ensemble(
     stages = run_config.schedule["ensemble"]
     batch_size = run_config.batch_size
     run_fingerprint = fingerprint(
-        "ensemble", quantum_training_data["metadata"], quantum_params, batch_size,
-        len(quantum_training_data["train_labels"]),
+        "ensemble", feature_cache.cache_metadata(quantum_training_data), quantum_params, batch_size,
+        len(feature_cache.split_labels(quantum_training_data, "train")),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,
@@ -67,8 +68,9 @@ def assemble_training_artifacts(
     ``parameters`` is only recorded: the summary keeps the run's whole typed configuration.
     """
     from qsight_pipeline import workflow
+    from qsight_pipeline.data import feature_cache
 
-    model_info = workflow.build_model_info(post_cache_model, quantum_training_data["metadata"])
+    model_info = workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data))
     summary = workflow.build_training_summary(
         [*classical_history, *quantum_history, *ensemble_history],
         evaluation,
@@ -86,3 +88,21 @@ def assemble_training_artifacts(
         phase1_classical_model, post_cache_model, summary, model_info
     )
     return checkpoint, model_info, summary
+
+
+def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures (``report_figures``), keyed by PNG file name; see
+    :func:`qsight_pipeline.reporting.figures.report_figures`."""
+    from qsight_pipeline.reporting.figures import report_figures  # matplotlib only when drawing
+
+    return report_figures(training_summary)
+
+
+def render_report_html(
+    training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any]
+) -> str:
+    """The self-contained HTML report (``report_html``); see
+    :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    from qsight_pipeline.reporting import html
+
+    return html.render_report_html(training_summary, model_info, report_figures)

@@ -2,11 +2,14 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from qsight_pipeline.reporting.figures import report_figures
-from qsight_pipeline.reporting.html import render_report_html
 from qsight_pipeline.run_config import run_settings_node
 
-from .nodes import assemble_training_artifacts, finetune_ensemble
+from .nodes import (
+    assemble_training_artifacts,
+    draw_report_figures,
+    finetune_ensemble,
+    render_report_html,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -35,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="assemble_training_artifacts",
             ),
             Node(
-                func=report_figures,
+                func=draw_report_figures,
                 inputs="training_summary",
                 outputs="report_figures",
                 name="draw_report_figures",

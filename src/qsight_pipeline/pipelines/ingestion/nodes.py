@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import DatasetParams, IngestionParams
+from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
-from qsight_pipeline.data.layouts import TANLIKESMATH_IMAGE_DIR
+from qsight_pipeline.data.layouts import get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
 
@@ -34,11 +34,12 @@ def _bad_images_message(bad: list[dict[str, str]], policy_hint: bool = True) -> 
 
 def _missing_images(layout_findings: dict[str, Any]) -> list[dict[str, str]]:
     """Labels whose image file does not exist, as bad-image records."""
-    image_dir = Path(layout_findings["root"]) / TANLIKESMATH_IMAGE_DIR
+    layout = get_layout(layout_findings["dataset_type"])
+    root = Path(layout_findings["root"])
     return [
         {
             "image_id": image_id,
-            "path": str(image_dir / f"{image_id}.jpeg"),
+            "path": str(layout.missing_image_path(root, image_id)),
             "reason": "listed in the labels CSV, but no image file exists",
         }
         for image_id in layout_findings.get("labels_without_file", [])
@@ -54,7 +55,8 @@ def scan_dataset(
     the findings for the report: labels without a file, files without a label, conflicting labels.
     Labels whose image file is missing fail the run unless ``ingestion.on_bad_image`` is ``skip``.
     """
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
+    dataset = validate_block(DatasetParams, dataset, "dataset")
     scan = scan_layout(dataset.root, dataset.type)
     findings = scan.summary()
     missing = _missing_images(findings)
@@ -72,7 +74,7 @@ def split_by_patient(
     labelled_images: pd.DataFrame, ingestion: IngestionParams, seed: int
 ) -> pd.DataFrame:
     """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
     split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
     return labelled_images.assign(split=split.to_numpy())
 
@@ -87,7 +89,7 @@ def build_image_caches(
     ``ingestion.on_bad_image: fail`` any failure raises an error that names every bad file; with
     ``skip`` those images are left out of the manifest and the caches.
     """
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
     manifests, caches, unreadable = [], {}, []
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
@@ -132,7 +134,8 @@ def summarise_ingestion(
     seed: int,
 ) -> dict[str, Any]:
     """The ingestion report: counts per split and grade, and every file that was left out, with why."""
-    settings = ingestion
+    settings = validate_block(IngestionParams, ingestion, "ingestion")
+    dataset = validate_block(DatasetParams, dataset, "dataset")
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]

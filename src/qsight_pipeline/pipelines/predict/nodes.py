@@ -9,28 +9,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import workflow
-from qsight_pipeline.config import PredictParams
+from qsight_pipeline.config import PredictParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
-from qsight_pipeline.data.torch_data import build_image_transform
+from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+class PredictInputError(UserError, FileNotFoundError):
+    """``predict.input_dir`` is not a folder of fundus photographs."""
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
     """Every image file (any case of .jpeg/.jpg/.png) under ``input_dir``, sorted."""
     folder = Path(input_dir).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir is {folder}, which is not a folder. Point it at a folder of fundus "
             "photographs: kedro run --pipeline predict --params predict.input_dir=/path/to/images"
         )
     images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         found = sorted({p.suffix.lower() or "(no suffix)" for p in folder.rglob("*") if p.is_file()})
-        raise FileNotFoundError(
+        raise PredictInputError(
             f"predict.input_dir {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"found files with suffixes: {found or 'none'}."
         )
@@ -45,13 +48,18 @@ def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) 
         ``prob_grade_0..4``, ``referable_probability`` (grade >= 2), ``entropy``,
         ``disagreement`` and the ensemble's weight on each head.
     """
+    # torch and the model code load here, not at import: `kedro --help` must stay quick.
     import torch
 
+    from qsight_pipeline import workflow
+    from qsight_pipeline.data.torch_data import build_image_transform
+
+    predict = validate_block(PredictParams, predict, "predict")
+    paths = list_images(predict.input_dir)
+    batch_size = predict.batch_size
     model = workflow.load_complete_checkpoint(complete_checkpoint)
     size = model.config.image_size
     transform = build_image_transform(size, train=False, augment=None)
-    paths = list_images(predict.input_dir)
-    batch_size = predict.batch_size
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
     rows: list[dict[str, Any]] = []
     with torch.no_grad():

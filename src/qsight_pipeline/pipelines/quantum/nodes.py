@@ -28,13 +28,14 @@ def train_quantum_head(
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
     from qsight_pipeline import workflow
+    from qsight_pipeline.data import feature_cache
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.trainer import seed_everything
 
     workflow.check_feature_cache(quantum_training_data)
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
-    quantum_params = quantum.to_dict()
+    quantum_params = QuantumConfig.from_params(quantum).to_dict()
     model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
     if model.quantum_head is None:
         # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
@@ -48,8 +49,8 @@ def train_quantum_head(
     stages = run_config.schedule["quantum"]
     batch_size = run_config.batch_size
     run_fingerprint = fingerprint(
-        "quantum", quantum_training_data["metadata"], quantum_params, batch_size,
-        len(quantum_training_data["train_labels"]),
+        "quantum", feature_cache.cache_metadata(quantum_training_data), quantum_params, batch_size,
+        len(feature_cache.split_labels(quantum_training_data, "train")),
     )
     history = workflow.train_cache_stages(
         model, stages, quantum_training_data, settings,
