@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export WANDB_MODE := offline
 
-.PHONY: install run test lint viz clean-data
+.PHONY: install run test lint viz app clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: install
 
 viz: install
 	$(BIN)/kedro viz run
+
+# The one-photograph page on http://127.0.0.1:8501 (OUTPUT_DIR: a training run's output folder).
+OUTPUT_DIR ?= data/06_models/trained_model
+app: install
+	$(BIN)/python -m qsight_pipeline.app --output-dir $(OUTPUT_DIR)
 
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep ! -path 'data/01_raw/*' -delete

@@ -18,8 +18,9 @@ wall times on a loaded machine.
 
 Everything runs in a throw-away copy of the project (``conf/``, ``pyproject.toml``, an empty
 ``data/`` whose ``01_raw`` links to the bundled sample), so the repository's ``data/`` stays
-clean. The quantum pipeline needs the feature cache (``quantum_training_data.pkl``) of an earlier
-run: the script runs the default pipeline once first in a new copy (minutes; not timed).
+clean. The quantum pipeline needs the feature cache (``quantum_training_data.pkl`` in
+``output_dir``) of an earlier run: the script runs the default pipeline once first in a new copy
+(minutes; not timed).
 ``--project DIR`` keeps the copy in DIR (made there if it does not exist) to reuse next time.
 """
 
@@ -41,7 +42,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FEATURE_CACHE = Path("data/05_model_input/quantum_training_data.pkl")
+FEATURE_CACHE = "quantum_training_data.pkl"  # in output_dir (conf/base/globals.yml), under data/
 DATA_LAYERS = (
     "01_raw", "02_intermediate", "03_primary", "04_feature",
     "05_model_input", "06_models", "07_model_output", "08_reporting",
@@ -155,8 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         project = args.project or Path(tmp) / "project"
         if not project.exists():
             make_project(project)
-        if not (project / FEATURE_CACHE).is_file():
-            print(f"No {FEATURE_CACHE} in {project}: running `kedro run` once first (not timed)...")
+        if not any((project / "data").rglob(FEATURE_CACHE)):
+            print(f"No {FEATURE_CACHE} under {project}/data: running `kedro run` once first "
+                  "(not timed)...")
             seconds, _, _ = run(kedro("run", *env_args), project)
             print(f"  done in {seconds:.0f} s")
         rows = {"import": import_profile(project)}

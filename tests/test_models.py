@@ -10,7 +10,7 @@ import torch
 
 from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError, create_encoder
 from qsight_pipeline.models.hybrid import GatedEnsemble, ModelConfig, build_model
-from qsight_pipeline.training.latency import LatencyTracker
+from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
 SIZE = 32
 
@@ -95,20 +95,21 @@ def test_precomputed_head_logits_replace_the_head():
     assert torch.equal(out["logits_head_a"], given)
 
 
-def test_latency_is_timed_only_when_a_tracker_is_attached():
+def test_latency_is_timed_only_inside_track_latency():
     model = build_model(tiny_config()).eval()
     images = torch.randn(2, 3, SIZE, SIZE)
     model(images, active_mask=(1, 1, 0))
     tracker = LatencyTracker()
-    model.latency = tracker
-    model(images, active_mask=(1, 1, 0))
-    model(images, active_mask=(1, 1, 0))
+    with track_latency(model, tracker):
+        model(images, active_mask=(1, 1, 0))
+        model(images, active_mask=(1, 1, 0))
     summary = tracker.summary()
     assert set(summary) == {"encoder", "compression", "head_a", "head_b", "ensemble"}
     assert all(s["count"] == 2 and s["p95"] >= s["p50"] > 0 for s in summary.values())
-    model.latency = None
     model(images, active_mask=(1, 1, 0))
     assert tracker.summary()["encoder"]["count"] == 2
+    # The hooks are gone: the model carries nothing of the tracker after the block.
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def test_config_round_trip_and_unknown_keys():

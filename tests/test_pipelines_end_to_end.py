@@ -146,21 +146,6 @@ def test_quantum_pipeline_with_quantum_disabled_fails_with_a_clear_message(smoke
     assert runs[0].info.status == "FAILED"  # not left RUNNING for ever
 
 
-def test_predict_grades_a_folder_of_new_images(smoke_copy, make_sample):
-    root = make_sample("sovitrath", patients=6, size=48)  # PNGs in class folders
-    result = smoke_copy.run(
-        "--pipeline", "predict", env="smoke", params={"predict.input_dir": str(root)}
-    )
-    assert result.returncode == 0
-    predictions = pd.read_csv(smoke_copy.data("07_model_output/predictions.csv"))
-    assert len(predictions) == len(list(root.rglob("*.png")))
-    probs = predictions[[f"prob_grade_{g}" for g in range(NUM_GRADES)]].to_numpy()
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(predictions["predicted_grade"], probs.argmax(axis=1))
-    assert set(predictions["grade_name"]) <= set(GRADE_NAMES)
-    assert (predictions["entropy"] >= 0).all()
-
-
 def test_predict_names_the_setting_when_the_folder_is_missing_or_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match="predict.input_dir"):
         list_images(tmp_path / "nowhere")

@@ -84,11 +84,11 @@ def test_the_error_modules_import_nothing_that_imports_them_back():
     assert project_imports(user_errors) == {"qsight_pipeline.errors"}
 
 
-def test_a_plain_setting_error_inside_a_node_ends_kedro_run_with_its_message(kedro_project):
-    # on_bad_image was checked by a plain ValueError inside the scan_dataset node: a traceback.
-    result = kedro_project.run(
-        "--pipeline", "ingestion", params={"ingestion.on_bad_image": "sometimes"}, check=False
-    )
+def test_a_user_error_raised_during_the_run_ends_kedro_run_with_its_message(kedro_project):
+    # All parameters are valid, so the run starts; the predict node's input has not been written
+    # yet. That was a plain DatasetError with a page of traceback.
+    result = kedro_project.run("--pipeline", "predict", check=False)
     assert result.returncode != 0
-    assert "Error: " in result.stderr and "on_bad_image" in result.stderr
+    assert "Error: " in result.stderr and "complete_checkpoint.pth does not exist" in result.stderr
+    assert "Run the pipeline that writes it first" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

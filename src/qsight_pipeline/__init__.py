@@ -6,6 +6,10 @@ The old system's Python API is importable from here::
         DatasetConfig, TrainingConfig, default_stage_schedule, create_dataloaders,
         train_hybrid_model,
     )
+
+and grading new photographs with a trained model::
+
+    from qsight_pipeline import load_model, predict_image, predict_images
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ _API = {
     "create_dataloaders": "qsight_pipeline.api",
     "train_hybrid_model": "qsight_pipeline.api",
     "default_stage_schedule": "qsight_pipeline.training.stages",
+    "load_model": "qsight_pipeline.inference",
+    "predict_image": "qsight_pipeline.inference",
+    "predict_images": "qsight_pipeline.inference",
 }
 __all__ = sorted(_API)
 

@@ -149,3 +149,25 @@ class OptionalDataset(AtomicDataset):
         if not self._filepath.is_file():
             return None
         return super().load()
+
+class BinaryFileDataset(AbstractDataset[bytes, bytes]):
+    """Raw bytes (e.g. ``model.onnx``); loading reads them, it never runs anything."""
+
+    def __init__(self, filepath: str, metadata: dict | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> bytes:
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(_missing_artifact_message(path))
+        return path.read_bytes()
+
+    def save(self, data: bytes) -> None:
+        atomic_write(self._filepath, lambda handle: handle.write(bytes(data)))
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

@@ -8,10 +8,12 @@ at once before that. This package imports only pydantic: no torch, no qiskit.
 
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
+from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
+from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.config.root import QSightParameters, validate_block, validate_parameters
 from qsight_pipeline.config.run import RunSettings
 from qsight_pipeline.config.tracking import MlflowParams, TrackingParams, WandbParams
@@ -19,6 +21,7 @@ from qsight_pipeline.config.tracking import MlflowParams, TrackingParams, WandbP
 __all__ = [
     "AugmentationParams",
     "DatasetParams",
+    "DistributedParams",
     "IngestionParams",
     "MlflowParams",
     "ModelParams",
@@ -27,6 +30,7 @@ __all__ = [
     "QSightParameters",
     "QuantumConfig",
     "QuantumStudyParams",
+    "ReferralParams",
     "RunSettings",
     "TrackingParams",
     "WandbParams",

@@ -33,3 +33,6 @@ class AugmentationParams(ParamsBlock):
     contrast: float = Field(0.1, ge=0)
     saturation: float = Field(0.05, ge=0)
     hue: float = Field(0.0, ge=0, le=0.5)
+    # Run the random augmentation per sample on whole batches on the training device (kornia)
+    # instead of per image in the loader: what a large GPU needs to stay busy.
+    on_device: bool = False

@@ -12,10 +12,12 @@ from pydantic import Field, ValidationError
 
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
+from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
+from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.config.run import RunSettings
 from qsight_pipeline.config.tracking import TrackingParams
 from qsight_pipeline.errors import ConfigError
@@ -33,7 +35,9 @@ class QSightParameters(RunSettings):
     quantum: QuantumConfig = Field(default_factory=QuantumConfig)
     quantum_study: QuantumStudyParams = Field(default_factory=QuantumStudyParams)
     predict: PredictParams = Field(default_factory=PredictParams)
+    referral: ReferralParams = Field(default_factory=ReferralParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
     def run_settings(self) -> RunSettings:
         return RunSettings.model_validate(

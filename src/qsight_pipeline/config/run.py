@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -21,8 +21,12 @@ class RunSettings(ParamsBlock):
     grad_clip: float = Field(1.0, ge=0)
     latency_tracking: bool = True
     batch_size: int = Field(16, ge=1)
-    num_workers: int = Field(0, ge=0)
+    # auto: min(8, CPUs - 1) loader processes on CUDA, 0 on a CPU (data.loaders).
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     class_balanced_loss: bool = True
+    # GPU speed-ups; nothing changes on a CPU. channels_last null = on exactly when on CUDA.
+    channels_last: bool | None = None
+    compile: bool = False
     checkpoint_dir: str | None = None
     resume: bool = True
     output_dir: str = "data/06_models/trained_model"
@@ -43,6 +47,7 @@ class RunSettings(ParamsBlock):
         names = (
             "grad_clip", "mixed_precision", "device", "multi_gpu", "device_ids", "seed",
             "latency_tracking", "class_balanced_loss", "checkpoint_dir", "resume",
+            "channels_last", "compile",
         )
         return {name: getattr(self, name) for name in names}
 

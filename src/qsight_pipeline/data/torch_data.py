@@ -48,6 +48,7 @@ def build_image_transform(
     Returns float32 ``(3, image_size, image_size)``. With ``train=True`` and ``augment`` not
     ``None`` (and ``augment["enabled"]`` not false) it adds random flips, a small rotation and
     colour jitter. Unknown ``augment`` keys raise ``ValueError``, so a typo is not ignored.
+    With ``augment["on_device"]`` a training transform stops at uint8 ``(3, S, S)``.
     """
     settings = _augmentation(augment)
     steps: list[Callable] = [
@@ -55,6 +56,9 @@ def build_image_transform(
         # A no-op for cache rows, which already have the size; needed for other inputs.
         v2.Resize((image_size, image_size), antialias=True),
     ]
+    if train and settings is not None and settings["on_device"]:
+        # The trainer augments and normalises whole batches on the device (data.device_augment).
+        return v2.Compose([*steps, v2.ToPureTensor()])
     if train and settings is not None:
         steps += [
             v2.RandomHorizontalFlip(settings["horizontal_flip"]),

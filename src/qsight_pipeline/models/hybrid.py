@@ -236,8 +236,6 @@ class HybridModel(nn.Module):
         config: the :class:`ModelConfig` it was built from.
         encoder_name: the timm name actually built.
         quantum_enabled: whether a quantum head exists (``False`` when disabled or unavailable).
-        latency: ``None``, or a tracker with ``measure(component, fn, *args)`` (see
-            ``training.latency.LatencyTracker``); when set, every part is timed per batch.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -273,7 +271,6 @@ class HybridModel(nn.Module):
         self.ensemble = GatedEnsemble(
             config.compressed_dim, config.gate_hidden_dim, config.num_classes
         )
-        self.latency: Any = None
 
     @property
     def quantum_enabled(self) -> bool:
@@ -296,12 +293,6 @@ class HybridModel(nn.Module):
                 + (" (the quantum head is unavailable)" if active_mask[2] else "")
             )
         return flags[0], flags[1], flags[2]
-
-    def _run(self, component: str, module: nn.Module, *args: Any) -> Any:
-        # No tracker, no timing: not even a context manager on the hot path.
-        if self.latency is None:
-            return module(*args)
-        return self.latency.measure(component, module, *args)
 
     def forward(
         self,
@@ -328,8 +319,7 @@ class HybridModel(nn.Module):
         if (images is None) == (compressed is None):
             raise ValueError("pass exactly one of `images` or `compressed`")
         if images is not None:
-            features = self._run("encoder", self.encoder, images)
-            compressed = self._run("compression", self.compression, features)
+            compressed = self.compression(self.encoder(images))
         active = self.effective_mask(active_mask)
         given = head_logits or {}
 
@@ -341,9 +331,9 @@ class HybridModel(nn.Module):
             if head in given and given[head] is not None:
                 logits[head] = given[head]
             else:
-                logits[head] = self._run(head, getattr(self, head), compressed)
+                logits[head] = getattr(self, head)(compressed)
             outputs[f"logits_{head}"] = logits[head]
-        outputs.update(self._run("ensemble", self.ensemble, compressed, logits, active))
+        outputs.update(self.ensemble(compressed, logits, active))
         return outputs
 
 

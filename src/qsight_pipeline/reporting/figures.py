@@ -223,6 +223,9 @@ def report_figures(training_summary: dict[str, Any]) -> dict[str, Figure]:
     for component, samples in (training_summary.get("latency_samples_ms") or {}).items():
         if samples:
             figures[f"latency_{component}.png"] = latency_figure(component, samples)
+    from qsight_pipeline.reporting.calibration import calibration_figures
+
+    figures.update(calibration_figures(training_summary))
     if not training_summary.get("latency_samples_ms"):
         logger.info("training_summary has no latency_samples_ms; the report has no latency histograms")
     return figures

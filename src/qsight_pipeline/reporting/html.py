@@ -297,6 +297,19 @@ def render_report_html(
         sections.append('<section id="evaluation-missing"><h2>Evaluation</h2><p>'
                         "This summary has no evaluation on val/test.</p></section>")
 
+    calibration = training_summary.get("calibration")
+    if calibration:
+        from qsight_pipeline.reporting.calibration import calibration_tables_html
+
+        sections.append(
+            '<section id="calibration"><h2>Calibration and the referral operating point</h2>'
+            + calibration_tables_html(calibration)
+            + take("referral_roc", lambda n: "Test ROC of P(grade >= 2), operating point marked")
+            + take("calibration_reliability",
+                   lambda n: "Reliability of the ensemble before and after temperature scaling")
+            + "</section>"
+        )
+
     sections.append(
         '<section id="training"><h2>Training stages</h2>'
         + _stages_table(stages)

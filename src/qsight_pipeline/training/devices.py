@@ -146,3 +146,11 @@ def autocast_enabled(mixed_precision: bool | None, device: torch.device) -> bool
             device,
         )
     return False
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 on CUDA GPUs that support it (no loss scaling needed, same speed as float16),
+    else autocast's default for the device (float16 on older GPUs)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

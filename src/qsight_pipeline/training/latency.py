@@ -1,18 +1,26 @@
 """Per-batch latency of the model's parts (encoder, compression, heads, ensemble).
 
-A :class:`LatencyTracker` is attached to a model (``model.latency = LatencyTracker()``); the model
-then times each part per batch. With no tracker attached the model times nothing, so switching
-latency tracking off removes its cost entirely rather than hiding it behind a flag check per call.
+Timing wraps the model from the outside: :func:`track_latency` registers a forward pre-hook and a
+forward hook on each part for the duration of a ``with`` block and removes them afterwards. The
+model knows nothing about it, and with tracking off no hook exists, so it costs nothing.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from qsight_pipeline.constants import MODEL_PARTS
+
+# Latency samples kept per component in a stage summary (for histograms).
+LATENCY_SAMPLE_LIMIT = 2000
 
 
 class LatencyTracker:
@@ -20,19 +28,22 @@ class LatencyTracker:
 
     def __init__(self) -> None:
         self.samples_ms: dict[str, list[float]] = {}
+        # Start times per (component, thread): DataParallel runs replicas in threads at once.
+        self._started: dict[tuple[str, int], float] = {}
 
-    def measure(self, component: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` and record how long it took under ``component``."""
-        device = _first_tensor_device(args, kwargs)
+    def start(self, component: str, inputs: tuple) -> None:
+        """Mark the start of one call of ``component`` (``inputs``: its positional arguments)."""
+        _synchronize(inputs)
+        self._started[(component, threading.get_ident())] = time.perf_counter()
+
+    def stop(self, component: str, inputs: tuple) -> None:
+        """Record the time since the matching :meth:`start`."""
         # CUDA kernels are asynchronous: without a sync the clock would stop before the work ends.
-        if device is not None and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        if device is not None and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        self.samples_ms.setdefault(component, []).append((time.perf_counter() - start) * 1000.0)
-        return result
+        _synchronize(inputs)
+        started = self._started.pop((component, threading.get_ident()), None)
+        if started is not None:
+            elapsed = (time.perf_counter() - started) * 1000.0
+            self.samples_ms.setdefault(component, []).append(elapsed)
 
     def position(self) -> dict[str, int]:
         """A bookmark: how many samples each component has now (for :meth:`summary` ``since``)."""
@@ -55,7 +66,7 @@ class LatencyTracker:
             }
         return result
 
-    def samples(self, limit: int | None = 2000) -> dict[str, list[float]]:
+    def samples(self, limit: int | None = LATENCY_SAMPLE_LIMIT) -> dict[str, list[float]]:
         """The most recent ``limit`` samples per component (for histograms)."""
         return {
             component: list(values if limit is None else values[-limit:])
@@ -74,15 +85,51 @@ class LatencyTracker:
         self.samples_ms.clear()
 
 
-def _first_tensor_device(args: tuple, kwargs: dict) -> torch.device | None:
-    for value in (*args, *kwargs.values()):
+@contextmanager
+def track_latency(
+    model: nn.Module, tracker: LatencyTracker | None, parts: Sequence[str] = MODEL_PARTS
+) -> Iterator[None]:
+    """Time every call of ``model``'s ``parts`` into ``tracker`` inside the ``with`` block.
+
+    Parts the model lacks (e.g. a disabled quantum head) are skipped; ``tracker=None`` does
+    nothing. The hooks are removed on exit, also when the block raises.
+    """
+    if tracker is None:
+        yield
+        return
+    handles = []
+    for part in parts:
+        module = getattr(model, part, None)
+        if isinstance(module, nn.Module):
+            handles.append(module.register_forward_pre_hook(_pre_hook(tracker, part)))
+            handles.append(module.register_forward_hook(_post_hook(tracker, part)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _pre_hook(tracker: LatencyTracker, component: str) -> Any:
+    def hook(_module: nn.Module, inputs: tuple) -> None:
+        tracker.start(component, inputs)
+
+    return hook
+
+
+def _post_hook(tracker: LatencyTracker, component: str) -> Any:
+    def hook(_module: nn.Module, inputs: tuple, _output: Any) -> None:
+        tracker.stop(component, inputs)
+
+    return hook
+
+
+def _synchronize(inputs: tuple) -> None:
+    for value in inputs:
         if isinstance(value, torch.Tensor):
-            return value.device
-    return None
-
-
-# Latency samples kept per component in a summary (for histograms).
-LATENCY_SAMPLE_LIMIT = 2000
+            if value.device.type == "cuda":
+                torch.cuda.synchronize(value.device)
+            return
 
 
 def latency_statistics(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[float]]]:

@@ -1,9 +1,12 @@
 """The staged trainer: one loop for image stages and feature-cache stages.
 
-Read top to bottom: ``train_stages`` resolves the device and resume point, then runs each stage
-with ``_train_stage``, whose epoch loop is train pass -> validation pass -> early-stopping
-bookkeeping -> checkpoint -> callback. ``_run_epoch`` is the only place a batch meets the model:
-autocast, loss, gradient scaling, clipping and the optimizer step are a few lines each.
+Read top to bottom: ``train_stages`` prepares the run (device, class weights, resume point) and
+runs each stage with ``_train_stage``, whose epoch loop is ``_train_and_validate`` (a training
+pass, ``_train_epoch``, then a validation pass, ``_evaluate_pass``) -> early-stopping bookkeeping
+(``_StageProgress.observe``) -> ``_save_stage_checkpoint`` -> callback. ``_forward`` is the only
+place a batch meets the model and ``_optimizer_step`` the only place weights change: autocast,
+loss, gradient scaling, clipping and the step are a few lines each. Latency is timed from the
+outside (``training.latency.track_latency``).
 
 Resume and determinism: with ``checkpoint_dir`` set, every epoch is checkpointed atomically with
 all RNG states. Re-running the same call continues after the last finished epoch and, on CPU with
@@ -40,15 +43,25 @@ from qsight_pipeline.training.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from qsight_pipeline.training.devices import autocast_enabled, maybe_data_parallel, resolve_device
-from qsight_pipeline.training.latency import LatencyTracker
+from qsight_pipeline.training.devices import (
+    autocast_dtype,
+    autocast_enabled,
+    maybe_data_parallel,
+    resolve_device,
+)
+from qsight_pipeline.training.distributed import (
+    RankInfo,
+    current_rank,
+    gather,
+    set_sampler_epoch,
+    wrap_model,
+)
+from qsight_pipeline.training.latency import LATENCY_SAMPLE_LIMIT, LatencyTracker, track_latency
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa
 from qsight_pipeline.training.stages import LOSS_KEY_FOR_HEAD, Stage, parse_stages
 
 logger = logging.getLogger(__name__)
 
-# Latency samples kept per component in a stage summary (for histograms).
-LATENCY_SAMPLE_LIMIT = 2000
 _EPS = 1e-8
 
 
@@ -68,6 +81,12 @@ class TrainerSettings:
         checkpoint_dir: where to write ``stage_<name>_epoch_<n>.pth`` after every epoch.
         resume: continue from the newest matching checkpoint in ``checkpoint_dir``.
         epoch_callback: called with each epoch record, after that epoch's checkpoint is written.
+        channels_last: NHWC memory layout for the model and image batches; ``None`` = on exactly
+            when on CUDA (faster convolutions with tensor cores; nothing changes on CPU).
+        compile: run the model through ``torch.compile`` (off by default: the first batches
+            pay the compilation, long runs on a GPU gain).
+        image_transform: ``f(images, training) -> images`` applied to every image batch on the
+            device before the model, e.g. ``data.device_augment.BatchAugmentation``.
         progress: show a tqdm bar per epoch (hidden anyway when stderr is not a terminal).
     """
 
@@ -83,6 +102,9 @@ class TrainerSettings:
     resume: bool = True
     epoch_callback: Callable[[dict[str, Any]], None] | None = None
     progress: bool = True
+    channels_last: bool | None = None
+    compile: bool = False
+    image_transform: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         grad_clip = self.grad_clip
@@ -101,7 +123,7 @@ class TrainerSettings:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainerSettings:
         """Pick this class's keys out of the run-wide parameters (other keys are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"epoch_callback"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"epoch_callback", "image_transform"}
         return cls(**{name: params[name] for name in names if name in params})
 
 
@@ -115,6 +137,96 @@ def seed_everything(seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- the stage loop
+
+
+@dataclass
+class _Run:
+    """What every pass of one ``train_stages`` / ``evaluate`` call shares."""
+
+    model: nn.Module
+    net: nn.Module  # the model, or its DataParallel wrapper: what batches go through
+    settings: TrainerSettings
+    device: torch.device
+    use_amp: bool
+    amp_dtype: torch.dtype | None = None  # None: autocast's default for the device
+    channels_last: bool = False
+    class_weights: torch.Tensor | None = None
+    train_loader: Any = None
+    val_loader: Any = None
+    tracker: LatencyTracker | None = None
+    fingerprint: str = ""
+    rank: RankInfo | None = None  # set inside a DDP worker (training.distributed)
+
+    @property
+    def is_writer(self) -> bool:
+        """Only one process writes checkpoints: the only one, or DDP's writer rank."""
+        return self.rank is None or self.rank.is_writer
+
+    @property
+    def eval_net(self) -> nn.Module:
+        # Every DDP rank evaluates the whole validation set with its (identical) weights, so
+        # validation metrics and early stopping agree everywhere without DDP's collectives.
+        return self.model if self.rank is not None else self.net
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass over a loader: its stage (``None``: plain evaluation), active heads and label."""
+
+    stage: Stage | None
+    active: tuple[bool, bool, bool]
+    desc: str = ""
+    keep_outputs: bool = False
+
+    @property
+    def heads(self) -> list[str]:
+        return [head for head, flag in zip(HEADS, self.active, strict=True) if flag]
+
+    def named(self, desc: str) -> _Pass:
+        return dataclasses.replace(self, desc=desc)
+
+
+@dataclass
+class _StageProgress:
+    """Where a stage stands: epoch history, best epoch so far, and the patience counter."""
+
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: dict[str, Any] | None = None  # {"epoch", "kappa", "loss", "val", "state"}
+    bad_epochs: int = 0
+    first_epoch: int = 1
+    done: bool = False
+
+    def observe(self, epoch: int, val_record: Mapping[str, Any], model: nn.Module) -> None:
+        """Early-stopping bookkeeping: keep the best epoch (ensemble QWK, ties -> lower loss)."""
+        kappa, loss = val_record[ENSEMBLE]["kappa"], val_record[ENSEMBLE]["loss"]
+        best = self.best
+        if (
+            best is None
+            or kappa > best["kappa"]
+            or (kappa == best["kappa"] and loss < best["loss"])
+        ):
+            self.best = {"epoch": epoch, "kappa": kappa, "loss": loss, "val": val_record}
+            self.best["state"] = _cpu_state(model)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+
+    def patience_exhausted(self, patience: int) -> bool:
+        return patience > 0 and self.bad_epochs >= patience
+
+
+@dataclass
+class _StageRun:
+    """One stage in progress: its place in the schedule, optimizer and progress."""
+
+    index: int
+    stage: Stage
+    batches: _Pass
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: list[nn.Parameter]
+    progress: _StageProgress
+    completed: list[dict[str, Any]]  # summaries of the stages before this one
 
 
 def train_stages(
@@ -146,54 +258,16 @@ def train_stages(
     """
     stages = parse_stages(list(stages))
     seed_everything(settings.seed)
-    device = resolve_device(settings.device)
-    model.to(device)
-    net = maybe_data_parallel(model, settings.multi_gpu, settings.device_ids, device)
-    use_amp = autocast_enabled(settings.mixed_precision, device)
-    class_weights = _class_weights(settings, class_counts, train_loader, device)
-    fingerprint = _run_fingerprint(run_fingerprint, stages, settings, class_weights)
+    run = _start_run(model, train_loader, val_loader, settings, class_counts)
+    run.fingerprint = _run_fingerprint(run_fingerprint, stages, settings, run.class_weights)
+    resume = _find_resume(run, stages)
+    summaries: list[dict[str, Any]] = list(resume["completed"]) if resume else []
+    first_stage = resume["stage_index"] if resume else 0
 
-    resume = None
-    if settings.checkpoint_dir and settings.resume:
-        resume = find_resume_checkpoint(settings.checkpoint_dir, stages, fingerprint)
-    summaries: list[dict[str, Any]] = []
-    first_stage = 0
-    if resume is not None:
-        summaries = list(resume["completed"])
-        first_stage = resume["stage_index"]
-        logger.info(
-            "Resuming from checkpoint of stage %r epoch %d in %s",
-            resume["stage_name"],
-            resume["epoch"],
-            settings.checkpoint_dir,
-        )
-
-    previous_tracker = getattr(model, "latency", None)
-    tracker = LatencyTracker() if settings.latency_tracking else None
-    model.latency = tracker
-    try:
+    with track_latency(model, run.tracker):
         for index in range(first_stage, len(stages)):
             stage_resume = resume if resume is not None and resume["stage_index"] == index else None
-            summaries.append(
-                _train_stage(
-                    index,
-                    stages[index],
-                    model,
-                    net,
-                    train_loader,
-                    val_loader,
-                    settings,
-                    device=device,
-                    use_amp=use_amp,
-                    class_weights=class_weights,
-                    fingerprint=fingerprint,
-                    completed=summaries,
-                    tracker=tracker,
-                    resume=stage_resume,
-                )
-            )
-    finally:
-        model.latency = previous_tracker
+            summaries.append(_train_stage(run, index, stages[index], summaries, stage_resume))
     if resume is not None and first_stage == len(stages) - 1 and resume["stage_done"]:
         logger.info(
             "Every stage was already finished in %s; restored the final weights without training.",
@@ -202,283 +276,428 @@ def train_stages(
     return summaries
 
 
-def _train_stage(
-    index: int,
-    stage: Stage,
+def _start_run(
     model: nn.Module,
-    net: nn.Module,
     train_loader: Any,
     val_loader: Any,
     settings: TrainerSettings,
-    *,
-    device: torch.device,
-    use_amp: bool,
-    class_weights: torch.Tensor | None,
-    fingerprint: str,
+    class_counts: Sequence[int] | np.ndarray | None,
+) -> _Run:
+    """Device, optional DataParallel, autocast, class weights and latency tracker for a run.
+
+    Inside a DDP worker the device is the worker's own and the model is wrapped per stage.
+    """
+    rank = current_rank()
+    device = rank.device if rank is not None else resolve_device(settings.device)
+    model.to(device)
+    channels_last = _channels_last(settings, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model if rank is not None else _data_parallel(model, settings, device)
+    return _Run(
+        model=model,
+        net=net,
+        settings=settings,
+        device=device,
+        use_amp=autocast_enabled(settings.mixed_precision, device),
+        amp_dtype=autocast_dtype(device),
+        channels_last=channels_last,
+        class_weights=_class_weights(settings, class_counts, train_loader, device),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        tracker=LatencyTracker() if settings.latency_tracking else None,
+        rank=rank,
+    )
+
+
+def _channels_last(settings: TrainerSettings, device: torch.device) -> bool:
+    if settings.channels_last is None:
+        return device.type == "cuda"
+    return settings.channels_last
+
+
+def _data_parallel(model: nn.Module, settings: TrainerSettings, device: torch.device) -> nn.Module:
+    net = maybe_data_parallel(model, settings.multi_gpu, settings.device_ids, device)
+    return _compiled(net, settings)
+
+
+def _compiled(net: nn.Module, settings: TrainerSettings) -> nn.Module:
+    if not settings.compile:
+        return net
+    logger.info("Compiling the model with torch.compile (the first batches are slower)")
+    return torch.compile(net)
+
+
+def _find_resume(run: _Run, stages: Sequence[Stage]) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or ``None`` (no directory, resume off, or none matches)."""
+    settings = run.settings
+    if not (settings.checkpoint_dir and settings.resume):
+        return None
+    resume = find_resume_checkpoint(settings.checkpoint_dir, stages, run.fingerprint)
+    if resume is not None:
+        logger.info(
+            "Resuming from checkpoint of stage %r epoch %d in %s",
+            resume["stage_name"],
+            resume["epoch"],
+            settings.checkpoint_dir,
+        )
+    return resume
+
+
+def _train_stage(
+    run: _Run,
+    index: int,
+    stage: Stage,
     completed: list[dict[str, Any]],
-    tracker: LatencyTracker | None,
     resume: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Run one stage's epochs with early stopping; returns the stage summary."""
-    active = _stage_mask(model, stage)
-    params = _freeze_for_stage(model, stage)
-    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=stage.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None  # {"epoch", "kappa", "loss", "val", "state"}
-    bad_epochs = 0
-    first_epoch = 1
-    stage_done = False
+    current = _begin_stage(run, index, stage, completed)
+    progress = current.progress
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scaler.load_state_dict(resume["scaler"])
-        restore_rng_state(resume["rng"], (train_loader, val_loader))
-        if tracker is not None:
-            tracker.load_state_dict(resume.get("latency") or {})
-        history = list(resume["history"])
-        best = dict(resume["best"])
-        if best["state"] is None:  # the checkpointed epoch was the best one
-            best["state"] = _cpu_state(model)
-        bad_epochs = resume["bad_epochs"]
-        first_epoch = resume["epoch"] + 1
-        stage_done = resume["stage_done"]
-    elif tracker is not None:
-        tracker.clear()
+        progress = current.progress = _restore_stage(run, current, resume)
+    elif run.tracker is not None:
+        run.tracker.clear()
+    _log_stage_start(current)
 
-    logger.info(
-        "Stage %r: %d epoch(s), lr %g, mask %s, training %s",
-        stage.name,
-        stage.num_epochs,
-        stage.learning_rate,
-        list(int(a) for a in active),
-        ", ".join(stage.trainable),
-    )
-    epoch = first_epoch - 1
-    for epoch in range(first_epoch, stage.num_epochs + 1):
-        if stage_done:
+    for epoch in range(progress.first_epoch, stage.num_epochs + 1):
+        if progress.done:
             break
-        started = time.perf_counter()
-        mark = tracker.position() if tracker is not None else {}
-        train = _run_epoch(
-            net,
-            model,
-            train_loader,
-            stage,
-            active,
-            settings,
-            device,
-            use_amp,
-            class_weights,
-            optimizer=optimizer,
-            scaler=scaler,
-            params=params,
-            desc=f"{stage.name} {epoch}/{stage.num_epochs}",
-        )
-        val = _run_epoch(
-            net,
-            model,
-            val_loader,
-            stage,
-            active,
-            settings,
-            device,
-            use_amp,
-            class_weights,
-            desc=f"{stage.name} {epoch}/{stage.num_epochs} val",
-        )
-        record = {
-            "stage": stage.name,
-            "epoch": epoch,
-            "seconds": time.perf_counter() - started,
-            "learning_rate": optimizer.param_groups[0]["lr"],
-            "train": train["record"],
-            "val": val["record"],
-            "ensemble_weights": val["ensemble_weights"],
-            "uncertainty": val["uncertainty"],
-            "latency_ms": tracker.summary(since=mark) if tracker is not None else {},
-        }
-        history.append(record)
-
-        kappa, loss = val["record"][ENSEMBLE]["kappa"], val["record"][ENSEMBLE]["loss"]
-        if (
-            best is None
-            or kappa > best["kappa"]
-            or (kappa == best["kappa"] and loss < best["loss"])
-        ):
-            best = {
-                "epoch": epoch,
-                "kappa": kappa,
-                "loss": loss,
-                "val": val["record"],
-                "state": None,
-            }
-            best["state"] = _cpu_state(model)
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        stop_early = stage.patience > 0 and bad_epochs >= stage.patience
-        stage_done = stop_early or epoch == stage.num_epochs
-        logger.info(
-            "%s epoch %d/%d: train loss %.4f | val loss %.4f, ensemble acc %.3f, QWK %.3f%s (%.1fs)",
-            stage.name,
-            epoch,
-            stage.num_epochs,
-            train["record"]["loss"],
-            val["record"]["loss"],
-            val["record"][ENSEMBLE]["accuracy"],
-            kappa,
-            " *" if best["epoch"] == epoch else "",
-            record["seconds"],
-        )
-
-        if settings.checkpoint_dir:
-            save_checkpoint(
-                {
-                    "fingerprint": fingerprint,
-                    "stage_index": index,
-                    "stage_name": stage.name,
-                    "epoch": epoch,
-                    "stage_done": stage_done,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": capture_rng_state((train_loader, val_loader)),
-                    "history": history,
-                    # Saving the best weights twice is wasteful when they are this epoch's.
-                    "best": {**best, "state": None if best["epoch"] == epoch else best["state"]},
-                    "bad_epochs": bad_epochs,
-                    "completed": completed,
-                    "latency": tracker.state_dict() if tracker is not None else {},
-                },
-                settings.checkpoint_dir,
-            )
-        if settings.epoch_callback is not None:
-            settings.epoch_callback(record)
+        record = _train_and_validate(run, current, epoch)
+        stop_early = progress.patience_exhausted(stage.patience)
+        progress.done = stop_early or epoch == stage.num_epochs
+        _log_epoch(stage, record, progress)
+        if run.settings.checkpoint_dir and run.is_writer:
+            _save_stage_checkpoint(run, current, epoch)
+        if run.settings.epoch_callback is not None:
+            run.settings.epoch_callback(record)
         if stop_early:
             logger.info(
                 "%s: no better validation QWK for %d epoch(s); stopping early",
                 stage.name,
-                bad_epochs,
+                progress.bad_epochs,
             )
             break
+    return _finish_stage(run, stage, progress)
 
+
+def _begin_stage(run: _Run, index: int, stage: Stage, completed: list[dict[str, Any]]) -> _StageRun:
+    """Freeze what the stage keeps fixed and build its optimizer and gradient scaler."""
+    active = _stage_mask(run.model, stage)
+    params = _freeze_for_stage(run.model, stage)
+    if run.rank is not None:  # DDP registers the parameters that require gradients now
+        run.net = _compiled(wrap_model(run.model, run.rank), run.settings)
+    return _StageRun(
+        index=index,
+        stage=stage,
+        batches=_Pass(stage, active),
+        optimizer=torch.optim.AdamW(
+            params, lr=stage.learning_rate, weight_decay=stage.weight_decay
+        ),
+        # bfloat16 has float32's range: no loss scaling needed.
+        scaler=torch.amp.GradScaler(
+            run.device.type, enabled=run.use_amp and run.amp_dtype != torch.bfloat16
+        ),
+        params=params,
+        progress=_StageProgress(),
+        completed=completed,
+    )
+
+
+def _train_and_validate(run: _Run, current: _StageRun, epoch: int) -> dict[str, Any]:
+    """One epoch: a training pass, a validation pass, the epoch record and best-epoch bookkeeping."""
+    stage = current.stage
+    started = time.perf_counter()
+    mark = run.tracker.position() if run.tracker is not None else {}
+    label = f"{stage.name} {epoch}/{stage.num_epochs}"
+    train = _train_epoch(run, current, current.batches.named(label), epoch)
+    val = _evaluate_pass(run, run.val_loader, current.batches.named(f"{label} val"))
+    record = {
+        "stage": stage.name,
+        "epoch": epoch,
+        "seconds": time.perf_counter() - started,
+        "learning_rate": current.optimizer.param_groups[0]["lr"],
+        "train": train["record"],
+        "val": val["record"],
+        "ensemble_weights": val["ensemble_weights"],
+        "uncertainty": val["uncertainty"],
+        "latency_ms": run.tracker.summary(since=mark) if run.tracker is not None else {},
+    }
+    current.progress.history.append(record)
+    current.progress.observe(epoch, val["record"], run.model)
+    return record
+
+
+def _finish_stage(run: _Run, stage: Stage, progress: _StageProgress) -> dict[str, Any]:
+    """Restore the best epoch's weights and summarise the stage."""
+    best = progress.best
     assert best is not None  # num_epochs >= 1 is validated
-    model.load_state_dict(best["state"])
-    epochs_run = len(history)
+    run.model.load_state_dict(best["state"])
+    epochs_run = len(progress.history)
     logger.info(
         "Stage %r done: best epoch %d (val ensemble QWK %.3f), weights restored",
         stage.name,
         best["epoch"],
         best["kappa"],
     )
+    tracker = run.tracker
     return {
         "name": stage.name,
         "epochs_run": epochs_run,
         "best_epoch": best["epoch"],
         "stopped_early": epochs_run < stage.num_epochs,
         "best_val": best["val"],
-        "history": history,
+        "history": progress.history,
         "latency_samples_ms": tracker.samples(LATENCY_SAMPLE_LIMIT) if tracker is not None else {},
     }
 
 
-# --------------------------------------------------------------------------- one pass over data
+# --------------------------------------------------------------------------- stage checkpoints
 
 
-def _run_epoch(
-    net: nn.Module,
-    model: nn.Module,
-    loader: Any,
-    stage: Stage | None,
-    active: tuple[bool, bool, bool],
-    settings: TrainerSettings,
-    device: torch.device,
-    use_amp: bool,
-    class_weights: torch.Tensor | None,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    params: Sequence[nn.Parameter] = (),
-    desc: str = "",
-    keep_outputs: bool = False,
-) -> dict[str, Any]:
-    """One pass over ``loader``: trains when ``optimizer`` is given, else evaluates.
+def _save_stage_checkpoint(run: _Run, current: _StageRun, epoch: int) -> None:
+    """Everything needed to continue exactly after ``epoch`` (training.checkpoints)."""
+    progress = current.progress
+    best = progress.best
+    assert best is not None
+    save_checkpoint(
+        {
+            "fingerprint": run.fingerprint,
+            "stage_index": current.index,
+            "stage_name": current.stage.name,
+            "epoch": epoch,
+            "stage_done": progress.done,
+            "model": run.model.state_dict(),
+            "optimizer": current.optimizer.state_dict(),
+            "scaler": current.scaler.state_dict(),
+            "rng": capture_rng_state((run.train_loader, run.val_loader)),
+            "history": progress.history,
+            # Saving the best weights twice is wasteful when they are this epoch's.
+            "best": {**best, "state": None if best["epoch"] == epoch else best["state"]},
+            "bad_epochs": progress.bad_epochs,
+            "completed": current.completed,
+            "latency": run.tracker.state_dict() if run.tracker is not None else {},
+        },
+        run.settings.checkpoint_dir,
+    )
 
-    Returns ``record`` (the epoch-record block: ``loss`` and per-head ``loss``/``accuracy``/
-    ``kappa``), ``ensemble_weights``, ``uncertainty``, ``probabilities`` and ``labels`` (numpy),
-    and with ``keep_outputs`` the per-sample model outputs.
+
+def _restore_stage(run: _Run, current: _StageRun, resume: dict[str, Any]) -> _StageProgress:
+    """Load a stage checkpoint into the model, optimizer, scaler, RNGs and tracker."""
+    run.model.load_state_dict(resume["model"])
+    current.optimizer.load_state_dict(resume["optimizer"])
+    current.scaler.load_state_dict(resume["scaler"])
+    restore_rng_state(resume["rng"], (run.train_loader, run.val_loader))
+    if run.tracker is not None:
+        run.tracker.load_state_dict(resume.get("latency") or {})
+    best = dict(resume["best"])
+    if best["state"] is None:  # the checkpointed epoch was the best one
+        best["state"] = _cpu_state(run.model)
+    return _StageProgress(
+        history=list(resume["history"]),
+        best=best,
+        bad_epochs=resume["bad_epochs"],
+        first_epoch=resume["epoch"] + 1,
+        done=resume["stage_done"],
+    )
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def _log_stage_start(current: _StageRun) -> None:
+    stage = current.stage
+    logger.info(
+        "Stage %r: %d epoch(s), lr %g, mask %s, training %s",
+        stage.name,
+        stage.num_epochs,
+        stage.learning_rate,
+        list(int(a) for a in current.batches.active),
+        ", ".join(stage.trainable),
+    )
+
+
+def _log_epoch(stage: Stage, record: Mapping[str, Any], progress: _StageProgress) -> None:
+    val = record["val"]
+    logger.info(
+        "%s epoch %d/%d: train loss %.4f | val loss %.4f, ensemble acc %.3f, QWK %.3f%s (%.1fs)",
+        stage.name,
+        record["epoch"],
+        stage.num_epochs,
+        record["train"]["loss"],
+        val["loss"],
+        val[ENSEMBLE]["accuracy"],
+        val[ENSEMBLE]["kappa"],
+        " *" if progress.best is not None and progress.best["epoch"] == record["epoch"] else "",
+        record["seconds"],
+    )
+
+
+# --------------------------------------------------------------------------- passes over data
+
+
+def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> dict[str, Any]:
+    """One optimisation pass over the training loader; returns what :class:`_PassStats` gives.
+
+    Under DDP each rank trains on its shard and the statistics of all shards are combined.
     """
-    training = optimizer is not None
-    _set_modes(model, stage, training)
-    heads = [head for head, flag in zip(HEADS, active, strict=True) if flag]
-    loss_sums = dict.fromkeys([*heads, ENSEMBLE, "total"], 0.0)
-    probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in [*heads, ENSEMBLE]}
-    labels: list[torch.Tensor] = []
-    extras: dict[str, list[torch.Tensor]] = {}
-    count = 0
-
-    bar = tqdm(loader, desc=desc, leave=False, disable=None if settings.progress else True)
-    with torch.set_grad_enabled(training):
-        for batch in bar:
-            grades = batch["grade"].to(device, non_blocking=True)
-            if training and grades.shape[0] == 1:
+    _set_modes(run.model, batches.stage, training=True)
+    if run.rank is not None:
+        set_sampler_epoch(run.train_loader, epoch)
+    stats = _PassStats(batches)
+    with torch.enable_grad():
+        for batch in _progress_bar(run.train_loader, batches.desc, run.settings):
+            if batch["grade"].shape[0] == 1:
                 # A one-image remainder batch makes BatchNorm fail in train mode and adds
                 # nothing measurable to the epoch; skip it rather than ask for drop_last.
                 continue
-            with torch.autocast(device.type, enabled=use_amp):
-                out = net(**_model_inputs(batch, stage, device), active_mask=active)
-            losses = _losses(out, grades, heads, stage, class_weights)
-            if training:
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["total"]).backward()
-                if settings.grad_clip > 0:
-                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+            out, grades, losses = _forward(run, run.net, batch, batches, training=True)
+            _optimizer_step(current, losses["total"], run.settings.grad_clip)
+            stats.add(out, grades, losses)
+    if run.rank is not None:
+        stats.merge_ranks()
+    return stats.result()
 
-            size = grades.shape[0]
-            count += size
-            for key, value in losses.items():
-                loss_sums[key] += float(value.detach()) * size
-            for head in heads:
-                probabilities[head].append(out[f"logits_{head}"].detach().float().softmax(-1).cpu())
-            probabilities[ENSEMBLE].append(out["fused_probs"].detach().float().cpu())
-            labels.append(grades.cpu())
-            for key in ("head_weights", "entropy", "disagreement"):
-                extras.setdefault(key, []).append(out[key].detach().float().cpu())
-            if keep_outputs:
-                for key in ("compressed", *(f"logits_{h}" for h in heads)):
-                    extras.setdefault(key, []).append(out[key].detach().float().cpu())
-    bar.close()
-    if count == 0:
-        raise ValueError(f"{desc or 'evaluation'}: the data loader yielded no batches")
 
-    y = torch.cat(labels).numpy()
-    probs = {part: torch.cat(chunks).numpy() for part, chunks in probabilities.items()}
-    record: dict[str, Any] = {"loss": loss_sums["total"] / count}
-    for part in [*heads, ENSEMBLE]:
-        predicted = probs[part].argmax(axis=1)
-        record[part] = {
-            "loss": loss_sums[part] / count,
-            "accuracy": float((predicted == y).mean()),
-            "kappa": quadratic_weighted_kappa(y, predicted),
+@torch.no_grad()
+def _evaluate_pass(run: _Run, loader: Any, batches: _Pass) -> dict[str, Any]:
+    """One pass over ``loader`` in eval mode; returns what :class:`_PassStats` gives."""
+    _set_modes(run.model, batches.stage, training=False)
+    stats = _PassStats(batches)
+    for batch in _progress_bar(loader, batches.desc, run.settings):
+        stats.add(*_forward(run, run.eval_net, batch, batches, training=False))
+    return stats.result()
+
+
+def _progress_bar(loader: Any, desc: str, settings: TrainerSettings) -> Any:
+    return tqdm(loader, desc=desc, leave=False, disable=None if settings.progress else True)
+
+
+def _forward(
+    run: _Run, net: nn.Module, batch: Mapping[str, Any], batches: _Pass, *, training: bool
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """Model outputs, grades on the device, and the losses of one batch."""
+    grades = batch["grade"].to(run.device, non_blocking=True)
+    inputs = _model_inputs(batch, batches.stage, run.device)
+    if "images" in inputs:
+        inputs["images"] = _prepare_images(run, inputs["images"], training)
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+        out = net(**inputs, active_mask=batches.active)
+    losses = _losses(out, grades, batches.heads, batches.stage, run.class_weights)
+    return out, grades, losses
+
+
+def _prepare_images(run: _Run, images: torch.Tensor, training: bool) -> torch.Tensor:
+    """The optional on-device batch transform, then the memory layout the model was put in."""
+    if run.settings.image_transform is not None:
+        images = run.settings.image_transform(images, training)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def _optimizer_step(current: _StageRun, loss: torch.Tensor, grad_clip: float) -> None:
+    """Backward, optional clipping of the true (unscaled) gradients, optimizer step."""
+    current.optimizer.zero_grad(set_to_none=True)
+    current.scaler.scale(loss).backward()
+    if grad_clip > 0:
+        current.scaler.unscale_(current.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(current.params, grad_clip)
+    current.scaler.step(current.optimizer)
+    current.scaler.update()
+
+
+class _PassStats:
+    """Losses, probabilities, labels and per-sample outputs of one pass, accumulated per batch.
+
+    Everything stays on the device until the pass ends: reading a value back per batch would make
+    the host wait for the GPU at every step. Loss sums are float64 tensors, which is the same
+    arithmetic as the Python floats they become, so CPU results are unchanged to the bit.
+    """
+
+    def __init__(self, batches: _Pass) -> None:
+        self.batches = batches
+        self.heads = batches.heads
+        self.loss_sums: dict[str, Any] = dict.fromkeys([*self.heads, ENSEMBLE, "total"], 0.0)
+        self.probabilities: dict[str, list[torch.Tensor]] = {p: [] for p in [*self.heads, ENSEMBLE]}
+        self.labels: list[torch.Tensor] = []
+        self.extras: dict[str, list[torch.Tensor]] = {}
+        self.count = 0
+
+    def add(
+        self,
+        out: Mapping[str, torch.Tensor],
+        grades: torch.Tensor,
+        losses: Mapping[str, torch.Tensor],
+    ) -> None:
+        size = grades.shape[0]
+        self.count += size
+        for key, value in losses.items():
+            self.loss_sums[key] = self.loss_sums[key] + value.detach().double() * size
+        for head in self.heads:
+            self.probabilities[head].append(out[f"logits_{head}"].detach().float().softmax(-1))
+        self.probabilities[ENSEMBLE].append(out["fused_probs"].detach().float())
+        self.labels.append(grades)
+        kept = ["head_weights", "entropy", "disagreement"]
+        if self.batches.keep_outputs:
+            kept += ["compressed", *(f"logits_{h}" for h in self.heads)]
+        for key in kept:
+            self.extras.setdefault(key, []).append(out[key].detach().float())
+
+    def _to_host(self) -> None:
+        """One copy to the host per pass: the concatenated chunks and the loss sums."""
+
+        def host(chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.cat(chunks).cpu()] if chunks else []
+
+        self.loss_sums = {key: float(value) for key, value in self.loss_sums.items()}
+        self.probabilities = {key: host(chunks) for key, chunks in self.probabilities.items()}
+        self.labels = host(self.labels)
+        self.extras = {key: host(chunks) for key, chunks in self.extras.items()}
+
+    def merge_ranks(self) -> None:
+        """Replace this rank's statistics by those of all DDP ranks, in rank order."""
+        self._to_host()
+        mine = (self.loss_sums, self.count, self.probabilities, self.labels, self.extras)
+        everyone = gather(mine)
+        self.loss_sums = {key: sum(r[0][key] for r in everyone) for key in self.loss_sums}
+        self.count = sum(r[1] for r in everyone)
+        self.probabilities = {k: [c for r in everyone for c in r[2][k]] for k in self.probabilities}
+        self.labels = [chunk for r in everyone for chunk in r[3]]
+        self.extras = {k: [c for r in everyone for c in r[4][k]] for k in self.extras}
+
+    def result(self) -> dict[str, Any]:
+        """``record`` (the epoch-record block: ``loss`` and per-head ``loss``/``accuracy``/
+        ``kappa``), ``ensemble_weights``, ``uncertainty``, ``probabilities`` and ``labels``
+        (numpy), and ``outputs`` (per-sample arrays; model outputs too with ``keep_outputs``)."""
+        if self.count == 0:
+            raise ValueError(
+                f"{self.batches.desc or 'evaluation'}: the data loader yielded no batches"
+            )
+        self._to_host()
+        y = torch.cat(self.labels).numpy()
+        probs = {part: torch.cat(chunks).numpy() for part, chunks in self.probabilities.items()}
+        record: dict[str, Any] = {"loss": self.loss_sums["total"] / self.count}
+        for part in [*self.heads, ENSEMBLE]:
+            predicted = probs[part].argmax(axis=1)
+            record[part] = {
+                "loss": self.loss_sums[part] / self.count,
+                "accuracy": float((predicted == y).mean()),
+                "kappa": quadratic_weighted_kappa(y, predicted),
+            }
+        outputs = {key: torch.cat(chunks).numpy() for key, chunks in self.extras.items()}
+        mean_weights = outputs["head_weights"].mean(axis=0)
+        return {
+            "record": record,
+            "probabilities": probs,
+            "labels": y,
+            "ensemble_weights": {head: float(mean_weights[i]) for i, head in enumerate(HEADS)},
+            "uncertainty": {
+                "entropy": float(outputs["entropy"].mean()),
+                "disagreement": float(outputs["disagreement"].mean()),
+            },
+            "outputs": outputs,
         }
-    outputs = {key: torch.cat(chunks).numpy() for key, chunks in extras.items()}
-    mean_weights = outputs["head_weights"].mean(axis=0)
-    return {
-        "record": record,
-        "probabilities": probs,
-        "labels": y,
-        "ensemble_weights": {head: float(mean_weights[i]) for i, head in enumerate(HEADS)},
-        "uncertainty": {
-            "entropy": float(outputs["entropy"].mean()),
-            "disagreement": float(outputs["disagreement"].mean()),
-        },
-        "outputs": outputs,
-    }
 
 
 def _model_inputs(batch: Mapping[str, Any], stage: Stage | None, device: torch.device) -> dict:
@@ -659,21 +878,16 @@ def evaluate(
     settings = settings or TrainerSettings()
     device = resolve_device(settings.device)
     model.to(device)
-    use_amp = autocast_enabled(settings.mixed_precision, device)
-    active = model.effective_mask(active_mask)
-    result = _run_epoch(
-        model,
-        model,
-        loader,
-        None,
-        active,
-        settings,
-        device,
-        use_amp,
-        None,
-        desc="evaluate",
-        keep_outputs=True,
+    run = _Run(
+        model=model,
+        net=model,
+        settings=settings,
+        device=device,
+        use_amp=autocast_enabled(settings.mixed_precision, device),
+        amp_dtype=autocast_dtype(device),
     )
+    batches = _Pass(None, model.effective_mask(active_mask), desc="evaluate", keep_outputs=True)
+    result = _evaluate_pass(run, loader, batches)
     metrics = {
         part: grading_metrics(result["labels"], probs)
         for part, probs in result["probabilities"].items()

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import AugmentationParams, ModelParams, QuantumConfig, validate_block
+from qsight_pipeline.config import (
+    AugmentationParams,
+    DistributedParams,
+    ModelParams,
+    QuantumConfig,
+    validate_block,
+)
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.run_config import RunConfig
 
@@ -42,6 +48,7 @@ def train_classical_model(
     model: ModelParams,
     quantum: QuantumConfig,
     augmentation: AugmentationParams,
+    distributed: DistributedParams | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train the schedule's image stages on the decode-once image cache.
 
@@ -51,19 +58,26 @@ def train_classical_model(
         manifest: the ingestion manifest (grades and split of every image).
         run_config: the run-wide settings and the parsed stage schedule.
         model, quantum, augmentation: the typed parameter blocks.
+        distributed: with ``nproc_per_node * nnodes > 1`` the stages run in DDP workers that
+            this node launches (README, "Distributed training").
 
     Returns:
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
     from qsight_pipeline import workflow
+    from qsight_pipeline.data.device_augment import with_device_augmentation
+    from qsight_pipeline.data.loaders import loader_options as options_for_loaders
     from qsight_pipeline.data.torch_data import CachedImageDataset
+    from qsight_pipeline.ddp_jobs import ClassicalJob, train_classical_ddp
     from qsight_pipeline.models.hybrid import ModelConfig, build_model
     from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.training.devices import resolve_device
     from qsight_pipeline.training.trainer import seed_everything
 
     run = run_config.settings
-    settings = run_config.trainer_settings()
+    augment = validate_block(AugmentationParams, augmentation, "augmentation").to_dict()
+    settings = with_device_augmentation(run_config.trainer_settings(), augment)
     config = ModelConfig.from_params(model, quantum, run.image_size)
     seed_everything(settings.seed)
 
@@ -71,24 +85,58 @@ def train_classical_model(
     val_grades = split_grades(manifest, "val")
     _check_cache(image_cache_train, train_grades, "train")
     _check_cache(image_cache_val, val_grades, "val")
+    data = manifest[["image_id", "grade", "split"]].to_dict("list")
+    run_fingerprint = fingerprint(
+        "classical", workflow.model_config_dict(config), run.batch_size, augment, data
+    )
+    plan = worker_plan(distributed, settings)
+    if plan.enabled:
+        job = ClassicalJob(
+            config=config, stages=run_config.schedule["classical"], settings=settings,
+            batch_size=run.batch_size, augment=augment, num_workers=run.num_workers,
+            train_grades=train_grades, val_grades=val_grades, fingerprint=run_fingerprint,
+        )
+        return _only_machine_zero_returns(
+            train_classical_ddp(plan, job, image_cache_train, image_cache_val), plan
+        )
 
     hybrid = build_model(config)
-    augment = validate_block(AugmentationParams, augmentation, "augmentation").to_dict()
     train_set = CachedImageDataset(
         image_cache_train, train_grades, train=True, augment=augment, image_size=config.image_size
     )
     val_set = CachedImageDataset(
         image_cache_val, val_grades, train=False, augment=None, image_size=config.image_size
     )
-    loader_options = {"seed": settings.seed, "num_workers": run.num_workers}
+    loader_options = {
+        "seed": settings.seed,
+        **options_for_loaders(run.num_workers, resolve_device(settings.device)),
+    }
     train_loader = workflow.make_loader(train_set, run.batch_size, shuffle=True, **loader_options)
     val_loader = workflow.make_loader(val_set, run.batch_size, shuffle=False, **loader_options)
-    data = manifest[["image_id", "grade", "split"]].to_dict("list")
-    run_fingerprint = fingerprint(
-        "classical", workflow.model_config_dict(config), run.batch_size, augment, data
-    )
     history = workflow.train_image_stages(
         hybrid, run_config.schedule["classical"], train_loader, val_loader, settings,
         train_labels=train_grades, run_fingerprint=run_fingerprint,
     )
     return workflow.classical_checkpoint(hybrid, history), history
+
+
+def worker_plan(distributed: DistributedParams | None, settings: Any) -> Any:
+    """The DDP plan of the ``distributed`` block and the guide's ``multi_gpu``/``device_ids``."""
+    from qsight_pipeline.training.distributed import plan_workers
+
+    params = validate_block(DistributedParams, distributed, "distributed")
+    multi_gpu = settings.multi_gpu and not params.data_parallel
+    return plan_workers(params, settings.device, multi_gpu, settings.device_ids)
+
+
+def _only_machine_zero_returns(result: Any, plan: Any) -> Any:
+    """Machine 0 returns the node's outputs; the other machines' part ends here."""
+    if result is not None:
+        return result
+    logger.info(
+        "Machine %d of %d finished its DDP workers; machine 0 writes the artifacts. Exiting.",
+        plan.node_rank, plan.nnodes,
+    )
+    # Kedro has no "no output" for a node: ending the process is the honest way out on a
+    # machine that must not write (README, "Distributed training").
+    raise SystemExit(0)

@@ -21,6 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:model",
                     "params:quantum",
                     "params:augmentation",
+                    "params:distributed",
                 ],
                 outputs=["phase1_classical_model", "classical_history"],
                 name="train_classical_model",

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from qsight_pipeline.config import QuantumConfig, validate_parameters
+from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,22 @@ def finetune_ensemble(
     return model, history, evaluation
 
 
+def calibrate_operating_point(
+    evaluation: dict[str, Any], referral: ReferralParams
+) -> dict[str, Any]:
+    """Temperature scaling and the referral / review thresholds, fitted on validation.
+
+    Returns:
+        ``calibration.json`` (see :func:`qsight_pipeline.inference.operating_point.fit_operating_point`).
+    """
+    from qsight_pipeline.config import validate_block
+    from qsight_pipeline.inference.operating_point import fit_operating_point
+    from qsight_pipeline.plain import to_plain
+
+    referral = validate_block(ReferralParams, referral, "referral")
+    return to_plain(fit_operating_point(evaluation, referral))
+
+
 def assemble_training_artifacts(
     phase1_classical_model: dict[str, Any],
     post_cache_model: Any,
@@ -62,21 +79,33 @@ def assemble_training_artifacts(
     evaluation: dict[str, Any],
     quantum_training_data: dict[str, Any],
     parameters: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``.
 
     ``parameters`` is only recorded: the summary keeps the run's whole typed configuration.
+    ``calibration`` (from :func:`calibrate_operating_point`) is saved with the model: its
+    temperatures and operating point in ``model_info["calibration"]``, with the preprocessing
+    inference must repeat; its report part in ``training_summary["calibration"]``.
     """
     from qsight_pipeline import workflow
     from qsight_pipeline.data import feature_cache
+    from qsight_pipeline.inference.loading import preprocessing_metadata
 
     model_info = workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data))
+    model_info["preprocessing"] = preprocessing_metadata(post_cache_model.config.image_size)
+    if calibration:
+        model_info["calibration"] = {
+            key: calibration[key] for key in ("format", "method", "temperatures", "referral")
+        }
     summary = workflow.build_training_summary(
         [*classical_history, *quantum_history, *ensemble_history],
         evaluation,
         model_info,
         config=validate_parameters(parameters).model_dump(mode="json"),
     )
+    if calibration:
+        summary["calibration"] = {**model_info["calibration"], **calibration["report"]}
     for split in ("val", "test"):
         ensemble = summary["evaluation"][split]["ensemble"]
         logger.info(

@@ -6,6 +6,7 @@ from qsight_pipeline.run_config import run_settings_node
 
 from .nodes import (
     assemble_training_artifacts,
+    calibrate_operating_point,
     draw_report_figures,
     finetune_ensemble,
     render_report_html,
@@ -23,6 +24,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="finetune_ensemble",
             ),
             Node(
+                func=calibrate_operating_point,
+                inputs=["evaluation", "params:referral"],
+                outputs="calibration",
+                name="calibrate_operating_point",
+            ),
+            Node(
                 func=assemble_training_artifacts,
                 inputs=[
                     "phase1_classical_model",
@@ -33,6 +40,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation",
                     "quantum_training_data",
                     "parameters",
+                    "calibration",
                 ],
                 outputs=["complete_checkpoint", "model_info", "training_summary"],
                 name="assemble_training_artifacts",

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids
+from qsight_pipeline.config import DistributedParams
+from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids, worker_plan
 from qsight_pipeline.run_config import RunConfig
 
 
@@ -18,12 +19,15 @@ def export_quantum_training_data(
     image_cache_test: np.ndarray,
     manifest: pd.DataFrame,
     run_config: RunConfig,
+    distributed: DistributedParams | None = None,
 ) -> dict[str, Any]:
     """Run the frozen classical model over every split once.
 
     Returns:
         ``quantum_training_data``: per split the compressed features, head A/B logits, labels
         and image ids, plus the metadata and head weights the cache stages rebuild the model from.
+        With ``distributed.nproc_per_node > 1`` this machine's workers each take a slice of
+        every split (DDP workers, no gradients), and the slices are joined in order.
     """
     from qsight_pipeline import workflow
     from qsight_pipeline.data.torch_data import CachedImageDataset
@@ -33,6 +37,18 @@ def export_quantum_training_data(
     caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
     batch_size = run_config.batch_size
     settings = run_config.trainer_settings()
+    plan = worker_plan(distributed, settings).local_only()
+    if plan.enabled:
+        from qsight_pipeline.ddp_jobs import FeatureJob, export_features_ddp
+
+        job = FeatureJob(
+            checkpoint_file="",
+            grades={split: split_grades(manifest, split) for split in caches},
+            image_ids={split: split_image_ids(manifest, split) for split in caches},
+            batch_size=batch_size,
+            settings=settings,
+        )
+        return export_features_ddp(plan, phase1_classical_model, caches, job)
     loaders = {
         split: workflow.make_loader(
             CachedImageDataset(

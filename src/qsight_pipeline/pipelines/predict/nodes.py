@@ -11,7 +11,6 @@ import pandas as pd
 
 from qsight_pipeline.config import PredictParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
-from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 from qsight_pipeline.errors import UserError
 
@@ -23,68 +22,91 @@ class PredictInputError(UserError, FileNotFoundError):
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
-    """Every image file (any case of .jpeg/.jpg/.png) under ``input_dir``, sorted."""
+    """Every file under ``input_dir`` (hidden ones aside), sorted.
+
+    Files that are not images stay in the list: they become rows with an ``error``. A folder with
+    no image file at all is a wrong ``predict.input_dir`` and an error.
+    """
     folder = Path(input_dir).expanduser()
     if not folder.is_dir():
         raise PredictInputError(
             f"predict.input_dir is {folder}, which is not a folder. Point it at a folder of fundus "
             "photographs: kedro run --pipeline predict --params predict.input_dir=/path/to/images"
         )
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        found = sorted({p.suffix.lower() or "(no suffix)" for p in folder.rglob("*") if p.is_file()})
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+        found = sorted({p.suffix.lower() or "(no suffix)" for p in files})
         raise PredictInputError(
             f"predict.input_dir {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
             f"found files with suffixes: {found or 'none'}."
         )
-    return images
+    return files
 
 
-def predict_grades(complete_checkpoint: dict[str, Any], predict: PredictParams) -> pd.DataFrame:
-    """Grade every image in ``predict.input_dir`` with the trained hybrid model.
+def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
+    """One CSV row of a :class:`~qsight_pipeline.inference.Prediction` (NaN where it failed)."""
+    failed = prediction.error is not None
+    probs = prediction.ensemble_probabilities or [np.nan] * len(GRADE_NAMES)
+    row: dict[str, Any] = {
+        "image": image,
+        "path": str(path),
+        "predicted_grade": pd.NA if failed else prediction.grade,
+        "grade_name": prediction.grade_name,
+        **{f"prob_grade_{g}": float(probs[g]) for g in range(len(GRADE_NAMES))},
+        "referable_probability": prediction.referable_probability,
+        "refer": pd.NA if failed else prediction.refer,
+        "needs_review": pd.NA if failed else prediction.needs_review,
+        "entropy": prediction.entropy,
+        "disagreement": prediction.disagreement,
+        **{f"weight_{h}": prediction.gate_weights.get(h, np.nan) for h in HEADS},
+    }
+    for head in HEADS:
+        head_probs = prediction.head_probabilities.get(head) or [np.nan] * len(GRADE_NAMES)
+        row.update({f"prob_{head}_grade_{g}": float(head_probs[g]) for g in range(len(GRADE_NAMES))})
+    row["latency_ms"] = prediction.latency_ms.get("total", np.nan)
+    row["error"] = prediction.error or ""
+    return row
+
+
+def predict_grades(
+    complete_checkpoint: dict[str, Any], predict: PredictParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Grade every file in ``predict.input_dir`` with the trained model and its saved calibration.
 
     Returns:
-        One row per image: ``image``, ``path``, ``predicted_grade``, ``grade_name``,
-        ``prob_grade_0..4``, ``referable_probability`` (grade >= 2), ``entropy``,
-        ``disagreement`` and the ensemble's weight on each head.
+        ``predictions``: one row per file (see :func:`prediction_row`): grade, calibrated
+        ensemble and per-head probabilities, gate weights, uncertainty, ``refer`` at the saved
+        threshold, ``needs_review``, and ``error`` for a file that could not be read.
+        ``prediction_heatmaps``: ``{relative path without suffix: overlay PIL image}`` when
+        ``predict.heatmaps`` is true, else empty.
     """
-    # torch and the model code load here, not at import: `kedro --help` must stay quick.
-    import torch
+    from PIL import Image
 
-    from qsight_pipeline import workflow
-    from qsight_pipeline.data.torch_data import build_image_transform
+    from qsight_pipeline.inference import predict_images
+    from qsight_pipeline.inference.loading import loaded_from_checkpoint
+    from qsight_pipeline.inference.predict import overlay_image
 
     predict = validate_block(PredictParams, predict, "predict")
-    paths = list_images(predict.input_dir)
-    batch_size = predict.batch_size
-    model = workflow.load_complete_checkpoint(complete_checkpoint)
-    size = model.config.image_size
-    transform = build_image_transform(size, train=False, augment=None)
-    active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
-    rows: list[dict[str, Any]] = []
-    with torch.no_grad():
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            images = torch.stack(
-                [transform(load_image(p, size)) for p in chunk]
-            )
-            out = model(images, active_mask=active_mask)
-            probs = out["fused_probs"].float().numpy()
-            weights = out["head_weights"].float().numpy()
-            for i, path in enumerate(chunk):
-                grade = int(np.argmax(probs[i]))
-                rows.append(
-                    {
-                        "image": path.stem,
-                        "path": str(path),
-                        "predicted_grade": grade,
-                        "grade_name": GRADE_NAMES[grade],
-                        **{f"prob_grade_{g}": float(probs[i, g]) for g in range(len(GRADE_NAMES))},
-                        "referable_probability": float(probs[i, 2:].sum()),
-                        "entropy": float(out["entropy"][i]),
-                        "disagreement": float(out["disagreement"][i]),
-                        **{f"weight_{h}": float(weights[i, j]) for j, h in enumerate(HEADS)},
-                    }
-                )
-    logger.info("Graded %d images from %s", len(rows), predict.input_dir)
-    return pd.DataFrame(rows)
+    loaded = loaded_from_checkpoint(complete_checkpoint, predict.device)
+    folder = Path(predict.input_dir).expanduser()
+    paths = list_images(folder)
+    predictions = predict_images(
+        loaded, paths, batch_size=predict.batch_size, heatmaps=predict.heatmaps, progress=True
+    )
+    rows, overlays = [], {}
+    for path, prediction in zip(paths, predictions, strict=True):
+        name = path.relative_to(folder).with_suffix("").as_posix()
+        rows.append(prediction_row(prediction, path, path.stem))
+        if prediction.heatmap is not None:
+            overlays[name] = Image.fromarray(overlay_image(path, prediction.heatmap))
+        rows[-1]["heatmap"] = f"heatmaps/{name}.png" if name in overlays else ""
+    failed = sum(1 for p in predictions if p.error)
+    logger.info(
+        "Graded %d files from %s on %s (%d could not be read)%s",
+        len(rows), folder, loaded.device, failed,
+        f"; {len(overlays)} heatmaps" if predict.heatmaps else "",
+    )
+    return pd.DataFrame(rows), overlays

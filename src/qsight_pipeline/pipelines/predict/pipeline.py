@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=predict_grades,
                 inputs=["complete_checkpoint", "params:predict"],
-                outputs="predictions",
+                outputs=["predictions", "prediction_heatmaps"],
                 name="predict_grades",
             )
         ]

@@ -1,0 +1,1 @@
+"""A local web page that grades one fundus photograph: ``python -m qsight_pipeline.app``."""

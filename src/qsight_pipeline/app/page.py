@@ -1,0 +1,98 @@
+"""The Streamlit page: upload a fundus photograph, see its grade and the evidence for it.
+
+Run through ``python -m qsight_pipeline.app`` (which passes ``--output-dir`` and ``--device``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from qsight_pipeline.constants import GRADE_NAMES
+from qsight_pipeline.data.image_cache import DECODE_ERRORS
+from qsight_pipeline.inference import LoadedModel, load_model, predict_image
+from qsight_pipeline.inference.predict import overlay_image
+
+HEAD_LABELS = {"head_a": "Head A (classical)", "head_b": "Head B (classical)",
+               "quantum_head": "Quantum head", "ensemble": "Ensemble"}
+
+
+@st.cache_resource
+def _model(output_dir: str, device: str) -> LoadedModel:
+    return load_model(output_dir, device=device)
+
+
+def _decode(data: bytes) -> np.ndarray:
+    """The upload as an RGB array; ValueError with a readable reason when it is not an image."""
+    if not data:
+        raise ValueError("the file is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except DECODE_ERRORS as error:
+        reason = "unknown format" if type(error).__name__ == "UnidentifiedImageError" else str(error)
+        raise ValueError(f"it is not a readable JPEG or PNG image ({reason})") from None
+
+
+def _probability_table(result) -> pd.DataFrame:
+    rows = {HEAD_LABELS[h]: probs for h, probs in result.head_probabilities.items()}
+    rows[HEAD_LABELS["ensemble"]] = result.ensemble_probabilities
+    return pd.DataFrame(rows, index=list(GRADE_NAMES)).T.map(lambda p: f"{p:.3f}")
+
+
+def _show(loaded: LoadedModel, name: str, photograph: np.ndarray) -> None:
+    result = predict_image(loaded, photograph, heatmap=True)
+    threshold = loaded.referral.get("threshold", 0.5)
+    st.subheader(f"Grade {result.grade}: {result.grade_name}")
+    decision = "REFER" if result.refer else "no referral"
+    st.markdown(
+        f"Referral decision: **{decision}** (P(grade ≥ 2) = {result.referable_probability:.3f}, "
+        f"threshold {threshold:.3f} chosen on validation)"
+    )
+    review = loaded.referral.get("review_entropy_threshold")
+    st.markdown(
+        f"Uncertainty: entropy **{result.entropy:.3f}** nats, head disagreement "
+        f"{result.disagreement:.4f}. Needs review: **{'yes' if result.needs_review else 'no'}**"
+        + (f" (review above entropy {review:.3f})" if review is not None else "")
+    )
+    st.markdown("**Probabilities per head and for the ensemble** (calibrated)")
+    st.table(_probability_table(result))
+    st.markdown("**Gate weights**")
+    st.table(pd.DataFrame(
+        {"weight": [f"{result.gate_weights[h]:.3f}" for h in result.gate_weights]},
+        index=[HEAD_LABELS[h] for h in result.gate_weights],
+    ))
+    left, right = st.columns(2)
+    left.image(photograph, caption=name, width="stretch")
+    right.image(overlay_image(photograph, result.heatmap), caption="Grad-CAM heatmap",
+                width="stretch")
+    st.caption(f"Latency {result.latency_ms['total']:.1f} ms on {loaded.device}.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(sys.argv[1:])
+    st.set_page_config(page_title="QSight: grade a fundus photograph")
+    st.title("QSight: grade one fundus photograph")
+    st.caption(f"Model: {args.output_dir}. A research prototype, not a medical device.")
+    loaded = _model(args.output_dir, args.device)
+    upload = st.file_uploader("Fundus photograph (JPEG or PNG)")
+    if upload is None:
+        return
+    try:
+        photograph = _decode(upload.getvalue())
+    except ValueError as error:
+        st.error(f"Cannot grade {upload.name}: {error}. Upload a fundus photograph.")
+        return
+    _show(loaded, upload.name, photograph)
+
+
+main()

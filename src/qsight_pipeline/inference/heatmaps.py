@@ -1,0 +1,101 @@
+"""Saliency maps with the maintained ``grad-cam`` package (pytorch-grad-cam).
+
+Grad-CAM on the encoder's last stage for CNN encoders (timm's ``feature_info`` names it, e.g.
+``layer4`` of a ResNet); for ViT encoders, Grad-CAM on the last block's first norm with the
+package's ViT reshape transform (tokens back to the patch grid). The target is the predicted
+grade's score in the heads' logits, weighted by the ensemble gate: the map shows what the final
+grade rests on, through the gate and every head. Logits rather than probabilities, as Grad-CAM
+intends: a confident probability saturates and its gradient vanishes into noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from qsight_pipeline.constants import HEADS
+from qsight_pipeline.errors import UserError
+from qsight_pipeline.inference.graph import InferenceGraph
+
+
+class HeatmapUnavailableError(UserError):
+    """Heatmaps need the optional ``grad-cam`` package, or an encoder it knows."""
+
+
+class _GatedLogits(nn.Module):
+    """Images -> the gate-weighted sum of the active heads' logits (what Grad-CAM differentiates)."""
+
+    def __init__(self, graph: InferenceGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        model = self.graph.model
+        out = model(images, active_mask=self.graph.active)
+        weights = out["head_weights"]
+        return sum(
+            weights[:, index : index + 1] * out[f"logits_{head}"].float()
+            for index, head in enumerate(HEADS)
+            if f"logits_{head}" in out
+        )
+
+
+def _vit_reshape(tokens: torch.Tensor, *, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    # The package's transform drops one class token; drop any further prefix tokens first.
+    return vit_reshape_transform(tokens[:, prefix - 1 :, :], height=grid[0], width=grid[1])
+
+
+def target_layer(encoder: nn.Module) -> tuple[nn.Module, Callable | None]:
+    """The layer Grad-CAM reads and the reshape transform it needs (``None`` for CNNs)."""
+    blocks = getattr(encoder, "blocks", None)
+    patch_embed = getattr(encoder, "patch_embed", None)
+    if blocks is not None and patch_embed is not None:  # a timm ViT
+        grid = tuple(int(g) for g in patch_embed.grid_size)
+        prefix = int(getattr(encoder, "num_prefix_tokens", 1))
+        return blocks[-1].norm1, functools.partial(_vit_reshape, prefix=prefix, grid=grid)
+    feature_info = getattr(encoder, "feature_info", None)
+    if feature_info:
+        name = feature_info[-1]["module"]  # e.g. "layer4" (ResNet) or "stages.3"
+        try:
+            return encoder.get_submodule(name), None
+        except AttributeError:
+            return encoder.get_submodule(name.replace("_", ".")), None
+    raise HeatmapUnavailableError(
+        f"No Grad-CAM target layer known for the encoder {type(encoder).__name__}; heatmaps work "
+        "for timm CNNs and ViTs. Set predict.heatmaps: false."
+    )
+
+
+def grad_cam_maps(graph: InferenceGraph, images: torch.Tensor, grades: list[int]) -> np.ndarray:
+    """``(B, S, S)`` maps in [0, 1], one per image, for the given grade of each image."""
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        raise HeatmapUnavailableError(
+            "Heatmaps need the grad-cam package: pip install 'qsight_pipeline[inference]' "
+            "(or grad-cam), or set predict.heatmaps: false."
+        ) from None
+    layer, reshape = target_layer(graph.model.encoder)
+    with GradCAM(model=_GatedLogits(graph), target_layers=[layer], reshape_transform=reshape) as cam:
+        maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(g) for g in grades])
+    return np.asarray(maps, dtype=np.float32)
+
+
+def overlay(photograph: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The heatmap (resized to the photograph) blended over it, as a uint8 RGB array."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    height, width = photograph.shape[:2]
+    resized = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
+    mask = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return show_cam_on_image(photograph.astype(np.float32) / 255.0, mask, use_rgb=True, image_weight=0.6)

@@ -1,0 +1,159 @@
+"""Load a trained model from its output folder, with the metadata it was trained with.
+
+The preprocessing (image size, letterbox resize, normalisation), the temperatures and the
+referral operating point all come from what training saved (``model_info.json`` and
+``complete_checkpoint.pth``), never from the current parameters: a model is graded the way it
+was trained, whatever ``conf/`` says today.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qsight_pipeline.constants import ENSEMBLE, HEADS
+from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD
+from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.inference.graph import InferenceGraph
+from qsight_pipeline.models.hybrid import HybridModel
+from qsight_pipeline.training.devices import resolve_device
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "complete_checkpoint.pth"
+MODEL_INFO_NAME = "model_info.json"
+SUMMARY_NAME = "training_summary.json"
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to grade photographs.
+
+    Attributes:
+        model: the :class:`HybridModel` (eval mode, on ``device``).
+        graph: the model with its calibration (:class:`InferenceGraph`).
+        model_info: ``model_info.json`` (with ``preprocessing`` and ``calibration``).
+        training_summary: ``training_summary.json``.
+        preprocessing: ``image_size``, ``resize`` and the normalisation ``mean`` / ``std``.
+        temperatures: per head and ``ensemble``.
+        referral: ``threshold`` on P(grade >= 2), ``review_entropy_threshold`` and their
+            validation figures.
+        device: where the model runs.
+    """
+
+    model: HybridModel
+    graph: InferenceGraph
+    model_info: dict[str, Any]
+    training_summary: dict[str, Any]
+    preprocessing: dict[str, Any]
+    temperatures: dict[str, float]
+    referral: dict[str, Any]
+    device: torch.device
+    active_heads: tuple[str, ...] = field(default=())
+
+
+def preprocessing_metadata(image_size: int) -> dict[str, Any]:
+    """What prediction must do to a photograph to feed the model (saved in ``model_info.json``)."""
+    return {
+        "image_size": int(image_size),
+        "resize": "letterbox",  # longer side to image_size, centred on black, as the image cache
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+
+
+def default_operating_point() -> dict[str, Any]:
+    """For a model trained before calibration existed: identity temperatures, threshold 0.5."""
+    return {
+        "temperatures": {**{head: 1.0 for head in HEADS}, ENSEMBLE: 1.0},
+        "referral": {"threshold": 0.5, "review_entropy_threshold": None, "validation": None},
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{path} is not valid JSON ({error}); re-run `kedro run` to rewrite it.") from None
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """``complete_checkpoint.pth`` loaded safely (tensors and plain data only)."""
+    if not path.is_file():
+        raise ArtifactError(
+            f"{path} does not exist. Train a model first (`kedro run`) and pass its output folder "
+            "(the `output_dir` parameter, data/06_models/trained_model by default)."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise ArtifactError(
+            f"{path} cannot be loaded safely ({type(error).__name__}: {error}). Only checkpoints "
+            "written by this project's training are accepted; re-run `kedro run`."
+        ) from None
+    if not isinstance(checkpoint, dict) or "model_state" not in checkpoint:
+        raise ArtifactError(f"{path} is not a QSight complete checkpoint; re-run `kedro run`.")
+    return checkpoint
+
+
+def loaded_from_checkpoint(
+    checkpoint: dict[str, Any],
+    device: str | torch.device = "cpu",
+    model_info: dict[str, Any] | None = None,
+    training_summary: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """A :class:`LoadedModel` from a ``complete_checkpoint`` dict (as the catalog loads it)."""
+    from qsight_pipeline.artifacts import load_complete_checkpoint
+
+    info = dict(model_info or checkpoint.get("model_info") or {})
+    model = load_complete_checkpoint(checkpoint)
+    target = resolve_device(device)
+    preprocessing = info.get("preprocessing") or preprocessing_metadata(model.config.image_size)
+    operating_point = info.get("calibration")
+    if not operating_point:
+        logger.warning(
+            "This model has no saved calibration (trained before it existed): probabilities are "
+            "uncalibrated and the referral threshold is 0.5. Re-run `kedro run --pipeline "
+            "ensemble` to fit them."
+        )
+        operating_point = default_operating_point()
+    graph = InferenceGraph(model, operating_point["temperatures"]).to(target).eval()
+    return LoadedModel(
+        model=model,
+        graph=graph,
+        model_info=info,
+        training_summary=dict(training_summary or checkpoint.get("training_summary") or {}),
+        preprocessing=preprocessing,
+        temperatures=dict(operating_point["temperatures"]),
+        referral=dict(operating_point["referral"]),
+        device=target,
+        active_heads=tuple(h for h, on in zip(HEADS, graph.active, strict=True) if on),
+    )
+
+
+def load_model(output_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load the model a training run wrote to ``output_dir``.
+
+    Args:
+        output_dir: the run's folder with ``complete_checkpoint.pth`` (and ``model_info.json``,
+            ``training_summary.json``, which are read when present).
+        device: ``cpu``, ``cuda``, ``cuda:<index>`` or ``auto``.
+
+    Returns:
+        A :class:`LoadedModel`: the model, its metadata (``model_info``) and ``training_summary``.
+    """
+    folder = Path(output_dir).expanduser()
+    checkpoint = load_checkpoint_file(folder / CHECKPOINT_NAME)
+    return loaded_from_checkpoint(
+        checkpoint,
+        device,
+        model_info=_read_json(folder / MODEL_INFO_NAME),
+        training_summary=_read_json(folder / SUMMARY_NAME),
+    )

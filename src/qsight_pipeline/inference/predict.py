@@ -1,0 +1,239 @@
+"""Grade photographs: ``predict_image`` for one, ``predict_images`` for many (batched).
+
+A file that cannot be read gives a :class:`Prediction` with ``error`` set and nothing else, and
+the batch goes on. ``refer`` is ``referable_probability >= threshold`` at the threshold saved with
+the model; ``needs_review`` is ``entropy > review_entropy_threshold`` (both chosen on validation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from qsight_pipeline.constants import GRADE_NAMES, HEADS
+from qsight_pipeline.data.image_cache import ImageDecodeError, load_image
+from qsight_pipeline.inference.loading import LoadedModel
+from qsight_pipeline.training.latency import LatencyTracker
+
+logger = logging.getLogger(__name__)
+
+ImageInput = str | os.PathLike | np.ndarray
+# Overlays are drawn at least this large, whatever the model's input size.
+OVERLAY_MIN_SIZE = 256
+
+
+@dataclass
+class Prediction:
+    """The grading of one photograph (``error`` set and the rest empty when it could not be read).
+
+    Probabilities are calibrated (temperature scaling). ``head_probabilities`` and
+    ``gate_weights`` are keyed by head name (``head_a``, ``head_b``, ``quantum_head``);
+    ``latency_ms`` by component (``preprocess``, ``encoder``, ``compression``, each head,
+    ``ensemble``, ``calibration``, ``total``), per image.
+    """
+
+    source: str
+    grade: int | None = None
+    grade_name: str | None = None
+    ensemble_probabilities: list[float] | None = None
+    head_probabilities: dict[str, list[float]] = field(default_factory=dict)
+    gate_weights: dict[str, float] = field(default_factory=dict)
+    entropy: float | None = None
+    disagreement: float | None = None
+    referable_probability: float | None = None
+    refer: bool | None = None
+    needs_review: bool | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    heatmap: np.ndarray | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the heatmap left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "heatmap"}
+
+
+def letterbox_array(image: np.ndarray, size: int) -> np.ndarray:
+    """An in-memory photograph, resized and centred exactly as :func:`load_image` does a file."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        if array.size and float(np.nanmax(array)) <= 1.0:
+            array = array * 255.0
+        array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
+    if array.ndim == 2 or array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        picture = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[2] == 1 else array)
+    else:
+        raise ImageDecodeError(f"array of shape {array.shape} is not an image (H, W) or (H, W, 1|3|4)")
+    picture = picture.convert("RGB")
+    width, height = picture.size
+    scale = size / max(width, height)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if picture.size != target:
+        picture = picture.resize(target, Image.Resampling.BICUBIC, reducing_gap=None)
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - target[1]) // 2, (size - target[0]) // 2
+    canvas[top : top + target[1], left : left + target[0]] = np.asarray(picture, dtype=np.uint8)
+    return canvas
+
+
+def decode(image: ImageInput, size: int) -> np.ndarray:
+    """A file path or an array -> uint8 ``(size, size, 3)``; :class:`ImageDecodeError` if unreadable."""
+    if isinstance(image, np.ndarray):
+        return letterbox_array(image, size)
+    path = Path(image)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageDecodeError(f"{path}: empty file (0 bytes)")
+    return load_image(path, size)
+
+
+def normalise(images: np.ndarray, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """uint8 ``(B, S, S, 3)`` -> float32 ``(B, 3, S, S)`` with the saved mean and std."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    return (tensor - mean) / std
+
+
+def _source_name(image: ImageInput, index: int) -> str:
+    return f"<array {index}>" if isinstance(image, np.ndarray) else str(image)
+
+
+def _run_graph(loaded: LoadedModel, batch: torch.Tensor) -> tuple[list[np.ndarray], dict[str, float]]:
+    """The calibrated outputs of one batch and the per-image milliseconds of each component."""
+    tracker = LatencyTracker()
+    loaded.model.latency = tracker
+    try:
+        batch = batch.to(loaded.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            outputs = loaded.graph(batch)
+        if loaded.device.type == "cuda":
+            torch.cuda.synchronize(loaded.device)
+        total = (time.perf_counter() - start) * 1000.0
+    finally:
+        loaded.model.latency = None
+    parts = {component: sum(values) for component, values in tracker.samples_ms.items()}
+    parts["calibration"] = max(total - sum(parts.values()), 0.0)
+    count = batch.shape[0]
+    return [o.detach().float().cpu().numpy() for o in outputs], {k: v / count for k, v in parts.items()}
+
+
+def _prediction(loaded: LoadedModel, source: str, outputs: list[np.ndarray], i: int) -> Prediction:
+    ensemble, head_probs, weights, entropy, disagreement, referable = (o[i] for o in outputs)
+    grade = int(np.argmax(ensemble))
+    threshold = loaded.referral.get("threshold", 0.5)
+    review = loaded.referral.get("review_entropy_threshold")
+    return Prediction(
+        source=source,
+        grade=grade,
+        grade_name=GRADE_NAMES[grade],
+        ensemble_probabilities=[float(p) for p in ensemble],
+        head_probabilities={
+            head: [float(p) for p in head_probs[j]]
+            for j, head in enumerate(HEADS) if head in loaded.active_heads
+        },
+        gate_weights={head: float(weights[j]) for j, head in enumerate(HEADS)},
+        entropy=float(entropy),
+        disagreement=float(disagreement),
+        referable_probability=float(referable),
+        refer=bool(referable >= threshold),
+        needs_review=bool(review is not None and entropy > review),
+    )
+
+
+def _decode_all(
+    images: Sequence[ImageInput], size: int, start: int
+) -> tuple[list[tuple[int, np.ndarray]], dict[int, str], float]:
+    decoded, errors = [], {}
+    began = time.perf_counter()
+    for offset, image in enumerate(images):
+        try:
+            decoded.append((start + offset, decode(image, size)))
+        except (ImageDecodeError, OSError) as error:
+            errors[start + offset] = str(error)
+    per_image = (time.perf_counter() - began) * 1000.0 / max(len(images), 1)
+    return decoded, errors, per_image
+
+
+def predict_images(
+    loaded: LoadedModel,
+    images: Sequence[ImageInput],
+    *,
+    batch_size: int = 32,
+    heatmaps: bool = False,
+    progress: bool | None = None,
+) -> list[Prediction]:
+    """Grade many photographs (paths or arrays), ``batch_size`` at a time, in input order.
+
+    Args:
+        loaded: from :func:`load_model`.
+        images: file paths or uint8 ``(H, W, 3)`` arrays.
+        heatmaps: also compute a Grad-CAM map per image (``Prediction.heatmap``, ``(S, S)``).
+        progress: show a progress bar (default: when there are more than ``batch_size`` images).
+
+    Returns:
+        One :class:`Prediction` per input; unreadable ones carry ``error``.
+    """
+    images = list(images)
+    size = int(loaded.preprocessing["image_size"])
+    results: list[Prediction | None] = [None] * len(images)
+    show = progress if progress is not None else len(images) > batch_size
+    with tqdm(total=len(images), desc="predict", unit="image", disable=not show) as bar:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            decoded, errors, decode_ms = _decode_all(chunk, size, start)
+            for index, message in errors.items():
+                results[index] = Prediction(source=_source_name(images[index], index), error=message)
+            if decoded:
+                _grade_batch(loaded, images, decoded, decode_ms, heatmaps, results)
+            bar.update(len(chunk))
+    return [r for r in results if r is not None]
+
+
+def _grade_batch(
+    loaded: LoadedModel,
+    images: Sequence[ImageInput],
+    decoded: list[tuple[int, np.ndarray]],
+    decode_ms: float,
+    heatmaps: bool,
+    results: list[Prediction | None],
+) -> None:
+    began = time.perf_counter()
+    batch = normalise(np.stack([array for _, array in decoded]), loaded.preprocessing)
+    preprocess_ms = decode_ms + (time.perf_counter() - began) * 1000.0 / len(decoded)
+    outputs, latency = _run_graph(loaded, batch)
+    latency = {"preprocess": preprocess_ms, **latency}
+    latency["total"] = sum(latency.values())
+    maps = None
+    if heatmaps:
+        from qsight_pipeline.inference.heatmaps import grad_cam_maps
+
+        grades = [int(np.argmax(p)) for p in outputs[0]]
+        maps = grad_cam_maps(loaded.graph, batch.to(loaded.device), grades)
+    for row, (index, _) in enumerate(decoded):
+        prediction = _prediction(loaded, _source_name(images[index], index), outputs, row)
+        prediction.latency_ms = dict(latency)
+        prediction.heatmap = None if maps is None else maps[row]
+        results[index] = prediction
+
+
+def predict_image(loaded: LoadedModel, image: ImageInput, *, heatmap: bool = False) -> Prediction:
+    """Grade one photograph (a file path or a uint8 ``(H, W, 3)`` array); see :class:`Prediction`."""
+    return predict_images(loaded, [image], batch_size=1, heatmaps=heatmap, progress=False)[0]
+
+
+def overlay_image(image: ImageInput, heatmap: np.ndarray, size: int | None = None) -> np.ndarray:
+    """The photograph letterboxed to ``size`` (default ``max(map size, 256)``) under its heatmap."""
+    from qsight_pipeline.inference.heatmaps import overlay
+
+    size = size or max(int(heatmap.shape[0]), OVERLAY_MIN_SIZE)
+    return overlay(decode(image, size), heatmap)

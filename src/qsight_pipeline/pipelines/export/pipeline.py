@@ -1,0 +1,18 @@
+"""Wiring of the ``export`` pipeline (not part of ``__default__``)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import export_onnx
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=export_onnx,
+                inputs="complete_checkpoint",
+                outputs=["model_onnx", "model_onnx_info"],
+                name="export_onnx",
+            )
+        ]
+    )

@@ -1,0 +1,64 @@
+"""``kedro run --pipeline export``: model.onnx, and onnxruntime agreeing with torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from qsight_pipeline.inference import load_model
+from qsight_pipeline.inference.export import ExportError, export_onnx_bytes
+from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
+from qsight_pipeline.inference.loading import LoadedModel, preprocessing_metadata
+from qsight_pipeline.inference.predict import decode, normalise
+from qsight_pipeline.models.hybrid import ModelConfig, build_model
+
+ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+
+
+def _run_export_pipeline(project) -> None:
+    """The export pipeline, in process, on the project's own catalog (no second kedro start-up)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project.path)
+    with KedroSession.create(project_path=project.path, env="smoke") as session:
+        session.run(pipeline_names=["export"])
+
+
+def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_copy):
+    _run_export_pipeline(smoke_copy)
+    output_dir = smoke_copy.data("06_models/trained_model")
+    assert (output_dir / "model_onnx_info.json").is_file()
+    session = ort.InferenceSession(str(output_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(OUTPUT_NAMES)
+
+    loaded = load_model(output_dir)
+    manifest = pd.read_csv(smoke_copy.data("03_primary/manifest.csv"))
+    paths = manifest.loc[manifest["split"] == "test", "path"].tolist()
+    assert len(paths) >= 10
+    size = loaded.preprocessing["image_size"]
+    images = normalise(np.stack([decode(p, size) for p in paths]), loaded.preprocessing)
+    onnx_outputs = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        torch_outputs = loaded.graph(images)
+    for name, ours, theirs in zip(OUTPUT_NAMES, onnx_outputs, torch_outputs, strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4, err_msg=name)
+
+
+def _tiny(encoding: str) -> LoadedModel:
+    config = ModelConfig(
+        encoder_type="resnet", encoder_name="test_resnet", image_size=32, pretrained=False,
+        compressed_dim=8, head_hidden_dim=8, gate_hidden_dim=8,
+        quantum={"enabled": True, "n_qubits": 2, "reps": 1, "encoding": encoding},
+    )
+    model = build_model(config).eval()
+    return LoadedModel(model=model, graph=InferenceGraph(model, {}), model_info={},
+                       training_summary={}, preprocessing=preprocessing_metadata(32),
+                       temperatures={}, referral={}, device=torch.device("cpu"))
+
+
+def test_the_zz_encoding_is_refused_with_the_setting_to_change():
+    with pytest.raises(ExportError, match=r"quantum.encoding: 'zz'.*quantum.encoding: angle"):
+        export_onnx_bytes(_tiny("zz"))
