@@ -123,7 +123,8 @@ def test_every_tracked_kind_is_marked_in_the_project_catalog():
     tracked = TrackedOutputs(project_catalog())
     names = {"classical_history": "history", "quantum_history": "history",
              "ensemble_history": "history", "training_summary": "summary",
-             "model_info": "model_info", "report_figures": "figures", "report_html": "report"}
+             "model_info": "model_info", "report_figures": "figures", "report_html": "report",
+             "quantum_study_table": "table", "quantum_study_summary": "json"}
     assert {name: tracked.kind(name) for name in names} == names
     assert set(names.values()) == set(TRACK_KINDS)
     assert tracked.kind("quantum_metrics") is None and tracked.kind("manifest") is None

@@ -177,6 +177,18 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         return {"filepath": str(self._filepath), "dataset": self._dataset_config.get("type")}
 
 
+class OptionalDataset(AtomicDataset):
+    """An :class:`AtomicDataset` that loads ``None`` when its file does not exist yet.
+
+    For inputs a node can do without, such as the quantum study's summary for the report, or
+    an earlier report.html to add the study's section to.
+    """
+
+    def load(self) -> Any:
+        if not self._filepath.is_file():
+            return None
+        return super().load()
+
 class BinaryFileDataset(AbstractDataset[bytes, bytes]):
     """Raw bytes (e.g. ``model.onnx``); loading reads them, it never runs anything."""
 

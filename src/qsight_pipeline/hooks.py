@@ -190,8 +190,10 @@ class WandbHook:
                            getattr(node, "name", node), exc_info=True)
 
     def _record_outputs(self, outputs: dict[str, Any]) -> None:
-        for kind, value in self._tracked.select(outputs).values():
-            if kind == "history":
+        for name, (kind, value) in self._tracked.select(outputs).items():
+            if kind in ("table", "json"):  # e.g. the quantum study's table and summary
+                self._final.setdefault("records", {})[name] = (kind, value)
+            elif kind == "history":
                 stages = stage_summaries(value)
                 self._log_epochs(stages)
                 self._run.summary.update(
@@ -260,6 +262,11 @@ class WandbHook:
             for name, figure in figures.items():
                 image = Image.open(io.BytesIO(figure_png(figure)))
                 final[f"report/{Path(name).stem}"] = wandb.Image(image, caption=name)
+        for name, (kind, value) in (self._final.get("records") or {}).items():
+            if kind == "table":
+                final[name] = wandb.Table(dataframe=value)
+            else:
+                self._run.summary[name] = value
         if final:
             self._run.log(final, step=step)
         self._log_artifact()
@@ -350,8 +357,12 @@ class MlflowTrackingHook:
     def _record_outputs(
         self, client: Any, run_id: str, outputs: dict[str, tuple[str, Any]]
     ) -> None:
-        for kind, value in outputs.values():
-            if kind == "history":
+        for name, (kind, value) in outputs.items():
+            if kind == "table":
+                client.log_text(run_id, value.to_csv(index=False), f"tables/{name}.csv")
+            elif kind == "json":
+                client.log_text(run_id, _json_text(value), f"records/{name}.json")
+            elif kind == "history":
                 stages = stage_summaries(value)
                 self._log_epochs(client, run_id, stages)
                 self._log_metrics(client, run_id, {

@@ -10,7 +10,8 @@ A catalog entry is tracked when its metadata says what kind of record it holds::
 
 The kinds (:data:`TRACK_KINDS`) are what the hooks know how to log: ``history`` (a list of stage
 summaries with their epoch records), ``summary`` (``training_summary``), ``model_info``,
-``figures`` (a dict of matplotlib figures) and ``report`` (the HTML page). Renaming an output in
+``figures`` (a dict of matplotlib figures), ``report`` (the HTML page), ``table`` (a pandas
+DataFrame, logged as CSV) and ``json`` (any other JSON-able record, logged under its entry name). Renaming an output in
 ``conf/*/catalog*.yml`` keeps it tracked, and an output without this metadata is never logged.
 
 Kedro-light: it only reads the metadata of datasets the catalog already made.
@@ -27,7 +28,9 @@ from qsight_pipeline.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "qsight"
-TRACK_KINDS: tuple[str, ...] = ("history", "summary", "model_info", "figures", "report")
+TRACK_KINDS: tuple[str, ...] = (
+    "history", "summary", "model_info", "figures", "report", "table", "json",
+)
 
 
 def track_kind_of(metadata: Any, dataset_name: str = "?") -> str | None:

@@ -37,6 +37,8 @@ class QuantumConfig(ParamsBlock):
         torch_dtype: Real dtype of the torch simulation; ``float64`` agrees with the reference to
             ~1e-12, ``float32`` is faster on GPUs.
         seed: Seed of the shot sampler (torch) or the simulator (qiskit-aer); ``None`` = random.
+        standardize: Standardise the compressed features (mean and scale fitted on the training
+            split, stored with the head) before the projection, as the quantum study does.
     """
 
     enabled: bool = True
@@ -50,6 +52,7 @@ class QuantumConfig(ParamsBlock):
     executor: Literal["torch", "qiskit"] = "torch"
     torch_dtype: Literal["float64", "float32"] = "float64"
     seed: int | None = None
+    standardize: bool = False
 
     @model_validator(mode="after")
     def _encoding_fits(self) -> QuantumConfig:

@@ -16,6 +16,7 @@ from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
+from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.config.run import RunSettings
 from qsight_pipeline.config.tracking import TrackingParams
@@ -32,6 +33,7 @@ class QSightParameters(RunSettings):
     model: ModelParams = Field(default_factory=ModelParams)
     augmentation: AugmentationParams = Field(default_factory=AugmentationParams)
     quantum: QuantumConfig = Field(default_factory=QuantumConfig)
+    quantum_study: QuantumStudyParams = Field(default_factory=QuantumStudyParams)
     predict: PredictParams = Field(default_factory=PredictParams)
     referral: ReferralParams = Field(default_factory=ReferralParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)

@@ -242,6 +242,7 @@ def render_report_html(
     training_summary: dict[str, Any],
     model_info: dict[str, Any],
     figures: dict[str, Figure],
+    quantum_study_summary: dict[str, Any] | None = None,
 ) -> str:
     """The report as one HTML page that needs nothing but a browser.
 
@@ -250,6 +251,7 @@ def render_report_html(
         model_info: the ``model_info.json`` dict (encoder, quantum configuration, classes).
         figures: the output of :func:`qsight_pipeline.reporting.figures.report_figures`;
             embedded as base64 PNG images.
+        quantum_study_summary: the quantum study's summary, when one exists: adds its section.
 
     Returns:
         The HTML text (UTF-8), with a metrics table per split (val, test) holding a row per head
@@ -331,6 +333,8 @@ def render_report_html(
         sections.append('<section id="other-figures"><h2>Other figures</h2>'
                         + take("", lambda n: n) + "</section>")
 
+    if quantum_study_summary:
+        sections.append(study_section_html(quantum_study_summary))
     sections.append(
         '<section id="configuration"><h2>Model and configuration</h2><h3>Model</h3>'
         + _key_value_table(model_info or {}, "model-info")
@@ -353,3 +357,63 @@ def render_report_html(
         + "".join(sections)
         + "</body></html>\n"
     )
+
+
+STUDY_START, STUDY_END = "<!-- quantum-study:start -->", "<!-- quantum-study:end -->"
+
+
+def _interval_text(interval: dict[str, Any]) -> str:
+    return (f"{format_metric(interval['mean'])} [{format_metric(interval['low'])}, "
+            f"{format_metric(interval['high'])}]")
+
+
+def study_section_html(summary: dict[str, Any]) -> str:
+    """The quantum study's section: its one-sentence verdict, each contender's best setting
+    (chosen on validation) with its test QWK interval, and the figure."""
+    from qsight_pipeline.study.figures import study_figures
+    from qsight_pipeline.study.summary import best_by_validation
+
+    best = best_by_validation(summary.get("settings") or [])
+    rows = "".join(
+        f"<tr><td>{_esc(e['label'])}</td><td>{_esc(e['hyperparameter'])} = "
+        f"{_esc(e['chosen_value'])}</td><td>{_esc(e['trainable_params'])}</td>"
+        f"<td>{_esc(_interval_text(e['test']['qwk']))}</td></tr>"
+        for e in sorted(best.values(), key=lambda e: -e["test"]["qwk"]["mean"])
+    )
+    verdicts = [pair["verdict"] for pair in summary.get("quantum_vs_twin") or []]
+    twin = ("Quantum head against its classical twin, per setting: "
+            + ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))) + "."
+            if verdicts else "")
+    gap = summary.get("configured_quantum_stage") or {}
+    stage = (f"The pipeline's own quantum stage reaches test QWK "
+             f"{format_metric(gap['stage_test_qwk'])} on the same cache."
+             if gap.get("available") else "")
+    figures = "".join(_figure_html(name, figure, "Test QWK against qubit count")
+                      for name, figure in study_figures(summary).items())
+    return (
+        f'{STUDY_START}<section id="quantum-study"><h2>Quantum vs classical study</h2>'
+        f'<p id="quantum-study-verdict"><b>{_esc(summary.get("headline", ""))}</b></p>'
+        f"<p>{_esc(twin)} {_esc(stage)}</p>"
+        '<table id="quantum-study-best"><thead><tr><th>contender (best setting on validation)'
+        f"</th><th>chosen on validation</th><th>trainable parameters</th><th>test QWK, mean "
+        f"[{summary.get('confidence', 0.95):.0%} CI]</th></tr></thead><tbody>{rows}</tbody>"
+        f'</table><div class="figures">{figures}</div></section>{STUDY_END}'
+    )
+
+
+def add_study_section(report: str | None, summary: dict[str, Any]) -> str:
+    """``report`` with its study section replaced (or added before ``</body>``); without a
+    report, a page holding the study section alone."""
+    section = study_section_html(summary)
+    if not report:
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>QSight quantum study</title><style>{_STYLE}</style></head><body>"
+            f"<h1>QSight: quantum vs classical study</h1>{section}</body></html>\n"
+        )
+    start, end = report.find(STUDY_START), report.find(STUDY_END)
+    if start != -1 and end != -1:
+        return report[:start] + section + report[end + len(STUDY_END):]
+    at = report.rfind("</body>")
+    at = len(report) if at == -1 else at
+    return report[:at] + section + report[at:]

@@ -6,6 +6,7 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,6 +58,10 @@ class QuantumHead(nn.Module):
         self.projection = nn.Linear(in_features, n_qubits)
         self.circuit_weights = nn.Parameter(torch.randn(self.spec.num_weights) * _WEIGHT_INIT_STD)
         self.readout = nn.Linear(n_qubits, num_classes)
+        if self.config.standardize:
+            # Buffers only when asked for, so heads saved without standardisation load unchanged.
+            self.register_buffer("feature_mean", torch.zeros(in_features))
+            self.register_buffer("feature_scale", torch.ones(in_features))
         self._executors: dict[str, Any] = {}
         self.set_executor(self.config.executor)
 
@@ -84,8 +89,22 @@ class QuantumHead(nn.Module):
             self._executors[name] = _make_executor(name, self.spec, self.config)
         return self._executors[name]
 
+    def fit_standardizer(self, train_features: Any) -> None:
+        """Set the feature mean and scale from the training split (``quantum.standardize``)."""
+        if not self.config.standardize:
+            raise ValueError("fit_standardizer needs a head built with quantum.standardize: true")
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler().fit(np.asarray(train_features, dtype=np.float64))
+        self.feature_mean.copy_(torch.as_tensor(scaler.mean_))
+        self.feature_scale.copy_(torch.as_tensor(scaler.scale_))
+
     def encode(self, compressed: torch.Tensor) -> torch.Tensor:
         """Angles ``(B, n_qubits)`` in ``[-angle_scale*pi, angle_scale*pi]``."""
+        if self.config.standardize:
+            compressed = (compressed - self.feature_mean.to(compressed.dtype)) / (
+                self.feature_scale.to(compressed.dtype)
+            )
         return (self.config.angle_scale * math.pi) * torch.tanh(self.projection(compressed))
 
     def expectations(self, compressed: torch.Tensor) -> torch.Tensor:

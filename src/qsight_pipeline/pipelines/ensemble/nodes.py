@@ -136,10 +136,13 @@ def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_report_html(
-    training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any]
+    training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any],
+    quantum_study_summary: dict[str, Any] | None = None,
 ) -> str:
-    """The self-contained HTML report (``report_html``); see
-    :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    """The self-contained HTML report (``report_html``), with the quantum study's section when a
+    study summary exists; see :func:`qsight_pipeline.reporting.html.render_report_html`."""
     from qsight_pipeline.reporting import html
 
-    return html.render_report_html(training_summary, model_info, report_figures)
+    return html.render_report_html(
+        training_summary, model_info, report_figures, quantum_study_summary
+    )

@@ -53,7 +53,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=render_report_html,
-                inputs=["training_summary", "model_info", "report_figures"],
+                inputs=[
+                    "training_summary", "model_info", "report_figures",
+                    "quantum_study_summary_if_any",
+                ],
                 outputs="report_html",
                 name="render_report_html",
             ),

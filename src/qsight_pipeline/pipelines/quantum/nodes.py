@@ -45,6 +45,9 @@ def train_quantum_head(
         logger.warning("Quantum head disabled or unavailable: the quantum stage is skipped.")
         return _stamped(workflow.quantum_head_state(model), record), [], {"enabled": False}
 
+    if model.quantum_head.config.standardize:
+        # Fitted on train only and saved in the head's state with its weights.
+        model.quantum_head.fit_standardizer(quantum_training_data["train_features"])
     stages = run_config.schedule["quantum"]
     batch_size = run_config.batch_size
     run_fingerprint = fingerprint(

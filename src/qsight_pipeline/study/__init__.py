@@ -1,0 +1,34 @@
+"""The quantum-vs-classical study, free of Kedro: grid, trials, statistics, figures.
+
+``run_study(cache, params)`` trains every contender (scikit-learn estimators from
+``models.estimators`` and scikit-learn's logistic regression) on the feature cache, chooses each
+one's hyperparameter on validation, scores test once per contender, setting and seed, and returns
+the tidy table. ``summarise`` and ``study_figures`` turn it into the summary and the figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from qsight_pipeline.config.quantum_study import QuantumStudyParams
+from qsight_pipeline.study.figures import study_figures
+from qsight_pipeline.study.grid import Trial, expand_grid
+from qsight_pipeline.study.summary import build_table, summarise
+from qsight_pipeline.study.trials import StudyData, run_trials
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["QuantumStudyParams", "StudyData", "Trial", "expand_grid", "run_study",
+           "study_figures", "summarise"]
+
+
+def run_study(cache: dict[str, Any], params: QuantumStudyParams,
+              progress: bool = True) -> pd.DataFrame:
+    """Every trial of ``params`` on the feature cache; the tidy table."""
+    data = StudyData.from_feature_cache(cache)
+    trials = expand_grid(params)
+    results = run_trials(trials, data, params, progress=progress)
+    return build_table(trials, results, data)

@@ -1,0 +1,63 @@
+"""The study's figure: test QWK against qubit count, per contender, with interval bands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from qsight_pipeline.study.summary import best_by_validation
+
+CIRCUIT_CONTENDERS = ("quantum", "classical_twin", "frozen_circuit")
+COLOURS = {"quantum": "tab:purple", "classical_twin": "tab:blue", "frozen_circuit": "tab:gray",
+           "head_b": "tab:green", "logistic": "tab:orange"}
+
+
+def _per_width(entries: list[dict[str, Any]], contender: str) -> list[dict[str, Any]]:
+    """At each qubit count, the contender's setting with the best validation QWK."""
+    widths = sorted({e["n_qubits"] for e in entries if e["contender"] == contender})
+    chosen = []
+    for width in widths:
+        same = [e for e in entries if e["contender"] == contender and e["n_qubits"] == width]
+        chosen.append(best_by_validation(same)[contender])
+    return chosen
+
+
+def qwk_vs_qubits(summary: dict[str, Any]) -> Figure:
+    """Lines with confidence bands for the circuit-shaped contenders; the baselines, which have
+    no qubit count, as horizontal bands."""
+    entries = summary["settings"]
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
+    widths = sorted({e["n_qubits"] for e in entries if e["n_qubits"] is not None}) or [0, 1]
+    for contender in CIRCUIT_CONTENDERS:
+        points = _per_width(entries, contender)
+        if not points:
+            continue
+        x = [p["n_qubits"] for p in points]
+        qwk = [p["test"]["qwk"] for p in points]
+        colour = COLOURS[contender]
+        axes.plot(x, [q["mean"] for q in qwk], "o-", color=colour, label=contender)
+        axes.fill_between(x, [q["low"] for q in qwk], [q["high"] for q in qwk],
+                          color=colour, alpha=0.2)
+    for contender in ("head_b", "logistic"):
+        entry = best_by_validation([e for e in entries if e["contender"] == contender])
+        if contender in entry:
+            qwk = entry[contender]["test"]["qwk"]
+            colour = COLOURS[contender]
+            axes.axhline(qwk["mean"], color=colour, linestyle="--", label=contender)
+            axes.axhspan(qwk["low"], qwk["high"], color=colour, alpha=0.12)
+    axes.set_xticks(widths)
+    axes.set_xlabel("qubits (width of the projection)")
+    axes.set_ylabel("test quadratic weighted kappa")
+    axes.set_title(f"Test QWK, mean and {summary['confidence']:.0%} interval over "
+                   f"{len(summary['seeds'])} seeds (setting and learning rate chosen on validation)",
+                   fontsize=9)
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def study_figures(summary: dict[str, Any]) -> dict[str, Figure]:
+    """``{file name: figure}`` for the catalog's MatplotlibDataset."""
+    return {"test_qwk_vs_qubits.png": qwk_vs_qubits(summary)}

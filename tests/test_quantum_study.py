@@ -1,0 +1,272 @@
+"""The quantum-vs-classical study: estimators, statistics, the library and the pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+import torch
+import yaml
+from scipy import stats
+from sklearn.datasets import make_blobs
+from sklearn.model_selection import GridSearchCV, cross_val_score
+
+from qsight_pipeline.config import validate_parameters
+from qsight_pipeline.config.quantum_study import CONTENDERS, QuantumStudyParams
+from qsight_pipeline.errors import ConfigError
+from qsight_pipeline.models.estimators import (
+    ClassicalTwinClassifier,
+    HeadBClassifier,
+    QuantumHeadClassifier,
+)
+from qsight_pipeline.reporting.html import add_study_section
+from qsight_pipeline.study import run_study, study_figures, summarise
+from qsight_pipeline.study.grid import expand_grid
+from qsight_pipeline.study.statistics import paired_difference, t_interval
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT_DIR = "06_models/trained_model"
+TINY = {"n_qubits": [2, 3], "reps": [1], "encoding": ["angle"], "learning_rates": [0.003, 0.03],
+        "logistic_c": [1.0, 10.0], "seeds": 2, "epochs": 2, "n_jobs": 1}
+
+
+def _cache(n: int = 150, features: int = 8) -> dict:
+    X, y = make_blobs(n, n_features=features, centers=5, random_state=0, cluster_std=4.0)
+    cache = {}
+    for index, split in enumerate(("train", "val", "test")):
+        cache[f"{split}_features"] = X[index::3]
+        cache[f"{split}_labels"] = y[index::3]
+    cache["metadata"] = {"model_config": {"head_hidden_dim": 8, "dropout": 0.1}}
+    return cache
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_yaml_defaults_equal_the_model_defaults():
+    text = (REPO / "conf/base/parameters_quantum_study.yml").read_text()
+    assert QuantumStudyParams(**yaml.safe_load(text)["quantum_study"]) == QuantumStudyParams()
+    default = QuantumStudyParams()
+    assert default.n_qubits == [2, 4, 6, 8] and default.encoding == ["angle", "zz"]
+    assert len(default.learning_rates) == 3 and default.seeds == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"n_qubits": [2, 40]}, "quantum_study.n_qubits"),
+        ({"encoding": ["angle", "amplitude"]}, "quantum_study.encoding"),
+        ({"learning_rates": [0.01, -1.0]}, "quantum_study.learning_rates"),
+        ({"contenders": ["quantum", "svm"]}, "quantum_study.contenders"),
+        ({"reps": [1, 3], "n_qubits": [2]}, "quantum_study.reps"),
+        ({"seeds": 1}, "quantum_study.seeds"),
+    ],
+)
+def test_a_bad_grid_value_is_refused_naming_the_key(change, key):
+    with pytest.raises(pydantic.ValidationError, match=key.replace(".", r"\.")):
+        QuantumStudyParams(**change)
+    # The pre-run check of every `kedro run` (RunChecksHook) validates the whole parameter set.
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_parameters({"quantum_study": {**TINY, **change}})
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+@pytest.mark.parametrize(("n_qubits", "reps", "encoding"), [(2, 1, "angle"), (4, 2, "zz"),
+                                                            (3, 3, "angle")])
+def test_twin_has_as_many_trainable_parameters_as_the_quantum_head(n_qubits, reps, encoding):
+    X, y = make_blobs(40, n_features=6, centers=3, random_state=0)
+    quantum = QuantumHeadClassifier(n_qubits=n_qubits, reps=reps, encoding=encoding, epochs=1,
+                                    random_state=0).fit(X, y)
+    twin = ClassicalTwinClassifier(n_qubits=n_qubits, reps=reps, epochs=1, random_state=0).fit(X, y)
+    circuit = quantum.module_.circuit_weights.numel()
+    assert twin.module_.layer.values.numel() == circuit
+    assert twin.n_trainable_params_ == quantum.n_trainable_params_
+    frozen = QuantumHeadClassifier(n_qubits=n_qubits, reps=reps, encoding=encoding, epochs=1,
+                                   freeze_circuit=True, random_state=0).fit(X, y)
+    assert frozen.n_trainable_params_ == quantum.n_trainable_params_ - circuit
+    assert not torch.equal(frozen.module_.circuit_weights, quantum.module_.circuit_weights)
+
+
+def test_estimators_work_with_grid_search_and_cross_validation():
+    X, y = make_blobs(90, n_features=5, centers=3, random_state=1, cluster_std=1.0)
+    scores = cross_val_score(QuantumHeadClassifier(n_qubits=2, reps=1, epochs=3,
+                                                   learning_rate=0.05, random_state=0), X, y, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.6
+    search = GridSearchCV(ClassicalTwinClassifier(n_qubits=2, reps=1, epochs=3, random_state=0),
+                          {"learning_rate": [0.001, 0.05]}, cv=2).fit(X, y)
+    assert search.best_params_["learning_rate"] in (0.001, 0.05)
+    head_b = HeadBClassifier(hidden_dim=8, epochs=3, random_state=0, classes=range(5)).fit(X, y)
+    probabilities = head_b.predict_proba(X[:4])
+    assert probabilities.shape == (4, 5) and np.allclose(probabilities.sum(axis=1), 1.0)
+    assert head_b.get_params()["hidden_dim"] == 8
+
+
+def test_quantum_head_classifier_passes_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    estimator = QuantumHeadClassifier(n_qubits=2, reps=1, epochs=5, batch_size=64,
+                                      learning_rate=0.1)
+    results = check_estimator(estimator, on_fail=None)
+    failed = {r["check_name"]: str(r["exception"])[:200] for r in results if r["status"] == "failed"}
+    assert failed == {}
+    assert len(results) > 40
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_intervals_match_scipy_on_a_known_input():
+    values = [0.61, 0.64, 0.59, 0.70, 0.66]
+    interval = t_interval(values, 0.95)
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(values), scale=stats.sem(values))
+    assert interval["mean"] == pytest.approx(0.64)
+    assert (interval["low"], interval["high"]) == pytest.approx((low, high), abs=1e-12)
+    assert interval["high"] - interval["low"] == pytest.approx(2 * 2.7764451 * stats.sem(values))
+
+    better = paired_difference({0: 0.9, 1: 0.8, 2: 0.85}, {0: 0.5, 1: 0.45, 2: 0.52})
+    diffs = [0.4, 0.35, 0.33]
+    expected = stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=stats.sem(diffs))
+    assert (better["low"], better["high"]) == pytest.approx(expected)
+    assert better["verdict"] == "better"
+    assert paired_difference({0: 0.1, 1: 0.2}, {0: 0.5, 1: 0.6})["verdict"] == "worse"
+    unresolved = paired_difference({0: 0.5, 1: 0.7, 2: 0.4}, {0: 0.6, 1: 0.5, 2: 0.5})
+    assert unresolved["verdict"] == "no detectable difference"
+
+
+# --------------------------------------------------------------------------- the library
+
+
+@pytest.fixture(scope="module")
+def tiny_study():
+    params = QuantumStudyParams(**TINY)
+    table = run_study(_cache(), params, progress=False)
+    summary = summarise(table, params)
+    return params, table, summary
+
+
+def test_study_table_has_every_contender_and_seed_and_repeats_exactly(tiny_study):
+    params, table, summary = tiny_study
+    assert len(table) == len(expand_grid(params)) == 2 * (2 + 2 + 1 + 1 + 2) * 2
+    for contender in CONTENDERS:
+        rows = table[table["contender"] == contender]
+        assert sorted(rows["seed"].unique()) == [0, 1]
+        chosen = rows[rows["chosen"]]
+        # One chosen value per setting; test scored there and nowhere else.
+        assert chosen.groupby(["n_qubits", "reps"], dropna=False)["value"].nunique().eq(1).all()
+        assert chosen["test_qwk"].notna().all() and rows[~rows["chosen"]]["test_qwk"].isna().all()
+    twin = table[table["contender"] == "classical_twin"].set_index(["n_qubits", "seed", "value"])
+    quantum = table[table["contender"] == "quantum"].set_index(["n_qubits", "seed", "value"])
+    assert (twin["trainable_params"] == quantum["trainable_params"]).all()
+
+    again = run_study(_cache(), params, progress=False)
+    pd.testing.assert_frame_equal(table.drop(columns="train_seconds"),
+                                  again.drop(columns="train_seconds"))
+
+    assert len(summary["quantum_vs_twin"]) == 2
+    assert summary["headline"].startswith("On this data ")
+    assert summary["configured_quantum_stage"]["available"] is False
+    figure = study_figures(summary)["test_qwk_vs_qubits.png"]
+    assert [line.get_label() for line in figure.axes[0].get_lines()][:3] == [
+        "quantum", "classical_twin", "frozen_circuit"]
+    page = add_study_section("<html><body><p>old</p></body></html>", summary)
+    assert page.count('id="quantum-study-verdict"') == 1 and "<p>old</p>" in page
+    assert add_study_section(page, summary).count('id="quantum-study"') == 1
+
+
+def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    from qsight_pipeline.hooks import MlflowTrackingHook
+    from tests.test_tracking import fake_context, in_fresh_thread, project_catalog
+
+    _, table, summary = tiny_study
+    outputs = {"quantum_study_table": table, "quantum_study_summary": summary,
+               "quantum_study_figures": study_figures(summary)}
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("study", artifact_location=(tmp_path / "a").as_uri())
+
+        def tracked_run():
+            with mlflow.start_run(experiment_id=experiment) as run:
+                hook = MlflowTrackingHook()
+                hook.after_context_created(context=fake_context(tmp_path, {}))
+                hook.before_pipeline_run(run_params={}, pipeline=None,
+                                         catalog=project_catalog())
+                for name, value in outputs.items():
+                    hook.after_node_run(node=SimpleNamespace(name=name), outputs={name: value})
+            return run.info.run_id
+
+        run_id = in_fresh_thread(tracked_run)
+        client = mlflow.MlflowClient()
+        logged = {a.path for a in client.list_artifacts(run_id, "records")}
+        logged |= {a.path for a in client.list_artifacts(run_id, "tables")}
+        figures = {a.path for a in client.list_artifacts(run_id, "report/figures")}
+        csv = Path(client.download_artifacts(run_id, "tables/quantum_study_table.csv", tmp_path))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert logged == {"tables/quantum_study_table.csv", "records/quantum_study_summary.json"}
+    assert figures == {"report/figures/test_qwk_vs_qubits.png"}
+    assert len(pd.read_csv(csv)) == len(table)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def test_quantum_study_pipeline_runs_from_the_feature_cache_alone(smoke_copy):
+    data = smoke_copy.path / "data"
+    keep = data / OUTPUT_DIR / "quantum_training_data.pkl"
+    saved = keep.read_bytes()
+    metrics = json.loads((data / "08_reporting/quantum_metrics.json").read_text())
+    (data / "01_raw").unlink()
+    for layer in data.iterdir():
+        shutil.rmtree(layer)
+    (data / "01_raw").mkdir(parents=True)
+    keep.parent.mkdir(parents=True)
+    keep.write_bytes(saved)
+    (data / "08_reporting").mkdir()
+    (data / "08_reporting/quantum_metrics.json").write_text(json.dumps(metrics))
+
+    smoke_copy.run("--pipeline", "quantum_study", env="smoke")
+    table = pd.read_csv(data / "08_reporting/quantum_study.csv")
+    assert set(table["contender"]) == set(CONTENDERS)
+    assert len(table) == 2 * (2 + 2 + 1 + 1 + 2) * 2
+    assert {"val_referable_auc", "test_macro_f1", "trainable_params", "train_seconds"} <= set(table)
+    summary = json.loads((data / "08_reporting/quantum_study_summary.json").read_text())
+    gap = summary["configured_quantum_stage"]
+    assert gap["available"] and gap["stage_test_qwk"] == pytest.approx(
+        metrics["test"]["quadratic_weighted_kappa"])
+    assert (data / "08_reporting/quantum_study_figures/test_qwk_vs_qubits.png").stat().st_size
+    report = (data / "08_reporting/report.html").read_text()
+    assert summary["headline"] in report
+    assert not (data / OUTPUT_DIR / "phase1_classical_model.pth").exists()
+
+
+# --------------------------------------------------------------------------- the quantum stage
+
+
+def test_quantum_standardize_is_fitted_on_train_and_saved_with_the_head():
+    from qsight_pipeline.models.quantum import QuantumConfig, QuantumHead
+
+    plain = QuantumHead(6, QuantumConfig(n_qubits=2, reps=1))
+    assert set(plain.state_dict()) == {"projection.weight", "projection.bias", "circuit_weights",
+                                       "readout.weight", "readout.bias"}
+    head = QuantumHead(6, QuantumConfig(n_qubits=2, reps=1, standardize=True))
+    train = np.random.default_rng(0).normal(5.0, 3.0, size=(50, 6))
+    head.fit_standardizer(train)
+    assert np.allclose(head.feature_mean.numpy(), train.mean(axis=0))
+    assert np.allclose(head.feature_scale.numpy(), train.std(axis=0))
+    restored = QuantumHead(6, QuantumConfig(n_qubits=2, reps=1, standardize=True))
+    restored.load_state_dict(head.state_dict())
+    features = torch.as_tensor(train[:4], dtype=torch.float32)
+    assert torch.allclose(restored(features), head(features))
+    with pytest.raises(ConfigError, match=r"quantum\.standardize"):
+        QuantumConfig.from_params({"standardize": "yes"})
