@@ -52,7 +52,7 @@ class QuantumConfig(ParamsBlock):
     executor: Literal["torch", "qiskit"] = "torch"
     torch_dtype: Literal["float64", "float32"] = "float64"
     seed: int | None = None
-    standardize: bool = False
+    standardize: bool = True
 
     @model_validator(mode="after")
     def _encoding_fits(self) -> QuantumConfig:
