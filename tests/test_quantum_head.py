@@ -64,6 +64,8 @@ def test_head_parameters_and_state_dict_do_not_depend_on_the_executor() -> None:
         "projection.bias",
         "readout.weight",
         "readout.bias",
+        "feature_mean",  # quantum.standardize (default true): the train mean and scale
+        "feature_scale",
     ]
     assert sorted(head.state_dict()) == sorted(keys)
     before = {k: v.clone() for k, v in head.state_dict().items()}
