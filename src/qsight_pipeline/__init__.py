@@ -14,7 +14,7 @@ and grading new photographs with a trained model::
 
 from __future__ import annotations
 
-from typing import Any
+from qsight_pipeline.lazy_exports import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -31,10 +31,5 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use: `kedro` commands import this package and need not load torch.
-    if name in _API:
-        import importlib
-
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'qsight_pipeline' has no attribute {name!r}")
+# Imported on first use: `kedro` commands import this package and need not load torch.
+__getattr__ = lazy_getattr(__name__, _API)

@@ -6,7 +6,7 @@ first use, so that the tracking hooks can use :mod:`.tracking` without loading m
 
 from __future__ import annotations
 
-from typing import Any
+from qsight_pipeline.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "report_figures": "qsight_pipeline.reporting.figures",
@@ -15,9 +15,5 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'qsight_pipeline.reporting' has no attribute {name!r}")
+# Imported on first use: `kedro` commands import this package and need not load torch.
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

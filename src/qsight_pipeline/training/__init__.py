@@ -7,7 +7,7 @@ does not load torch and scikit-learn with the trainer.
 
 from __future__ import annotations
 
-from typing import Any
+from qsight_pipeline.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "ScheduleError": "qsight_pipeline.training.stages",
@@ -24,9 +24,5 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'qsight_pipeline.training' has no attribute {name!r}")
+# Imported on first use: `kedro` commands import this package and need not load torch.
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
