@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.trainer import TrainerSettings, train_stages
-from qsight_pipeline.workflow import class_counts, make_loader
+from qsight_pipeline.data.loaders import class_counts, loader_options, make_loader
 
 STAGE = {"name": "classical", "num_epochs": 1, "learning_rate": 1e-3, "patience": 0,
          "active_mask": [1, 1, 0]}  # fmt: skip
@@ -44,47 +44,63 @@ def fresh_model(size: int) -> torch.nn.Module:
     )  # fmt: skip
 
 
-def loaders(images: np.ndarray, grades: np.ndarray, batch: int):
+def loaders(images: np.ndarray, grades: np.ndarray, batch: int, device: torch.device):
+    options = loader_options(0, device)  # pinned memory on CUDA, as the pipeline loads
     train = CachedImageDataset(images, grades, train=True, augment={}, image_size=images.shape[1])
     val = CachedImageDataset(images, grades, train=False, image_size=images.shape[1])
-    return make_loader(train, batch, shuffle=True, seed=0), make_loader(val, batch, shuffle=False, seed=0)
+    return (make_loader(train, batch, shuffle=True, seed=0, **options),
+            make_loader(val, batch, shuffle=False, seed=0, **options))  # fmt: skip
 
 
-def project_epoch(images, grades, batch: int, latency: bool) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def project_epoch(images, grades, batch: int, latency: bool, device: torch.device) -> float:
     model = fresh_model(images.shape[1])
-    train, val = loaders(images, grades, batch)
-    settings = TrainerSettings(seed=0, progress=False, device="cpu", latency_tracking=latency)
+    train, val = loaders(images, grades, batch, device)
+    settings = TrainerSettings(seed=0, progress=False, device=str(device), latency_tracking=latency)
     started = time.perf_counter()
     train_stages(model, [STAGE], train, val, settings)
+    _sync(device)
     return time.perf_counter() - started
 
 
-def minimal_epoch(images, grades, batch: int) -> float:
-    """The loop a user would write by hand for the same model and settings."""
+def minimal_epoch(images, grades, batch: int, device: torch.device) -> float:
+    """The loop a user would write by hand for the same model and settings (on CUDA with the
+    trainer's defaults there: bf16 autocast and channels-last)."""
     torch.manual_seed(0)
-    model = fresh_model(images.shape[1])
-    train, val = loaders(images, grades, batch)
+    cuda = device.type == "cuda"
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    model = fresh_model(images.shape[1]).to(device, memory_format=layout)
+    train, val = loaders(images, grades, batch, device)
     counts = class_counts(grades)
-    weights = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
+    weights = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32, device=device)
     parts = [model.encoder, model.compression, model.head_a, model.head_b, model.ensemble]
     params = [p for part in parts for p in part.parameters()]
     optimizer = torch.optim.AdamW(params, lr=STAGE["learning_rate"])
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
     started = time.perf_counter()
     model.train()
     for item in train:
-        out = model(images=item["image"], active_mask=(1, 1, 0))
-        y = item["grade"]
-        loss = F.cross_entropy(out["logits_head_a"], y, weight=weights)
-        loss = loss + F.cross_entropy(out["logits_head_b"], y, weight=weights)
-        loss = loss + F.nll_loss(out["fused_probs"].clamp_min(1e-8).log(), y, weight=weights)
+        x = item["image"].to(device, non_blocking=True).contiguous(memory_format=layout)
+        y = item["grade"].to(device, non_blocking=True)
+        with autocast:
+            out = model(images=x, active_mask=(1, 1, 0))
+        loss = F.cross_entropy(out["logits_head_a"].float(), y, weight=weights)
+        loss = loss + F.cross_entropy(out["logits_head_b"].float(), y, weight=weights)
+        loss = loss + F.nll_loss(out["fused_probs"].float().clamp_min(1e-8).log(), y, weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for item in val:
-            model(images=item["image"], active_mask=(1, 1, 0))
+            x = item["image"].to(device, non_blocking=True).contiguous(memory_format=layout)
+            model(images=x, active_mask=(1, 1, 0))
+    _sync(device)
     return time.perf_counter() - started
 
 
@@ -94,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
@@ -102,13 +120,14 @@ def main(argv: list[str] | None = None) -> None:
 
     times: dict[str, list[float]] = {"minimal": [], "project": [], "project_no_latency": []}
     for _ in range(args.repeats):  # interleaved, so background load hits all alike
-        times["minimal"].append(minimal_epoch(images, grades, args.batch))
-        times["project"].append(project_epoch(images, grades, args.batch, latency=True))
-        times["project_no_latency"].append(project_epoch(images, grades, args.batch, latency=False))
+        times["minimal"].append(minimal_epoch(images, grades, args.batch, device))
+        times["project"].append(project_epoch(images, grades, args.batch, True, device))
+        times["project_no_latency"].append(project_epoch(images, grades, args.batch, False, device))
     medians = {name: statistics.median(values) for name, values in times.items()}
     print("command:", " ".join([sys.executable, *sys.argv]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+          f"{torch.get_num_threads()} threads, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))  # fmt: skip
     for name, value in medians.items():
         print(f"{name:>20}: {value:.3f} s per epoch (median of {args.repeats})")
     ratio = medians["project"] / medians["minimal"]

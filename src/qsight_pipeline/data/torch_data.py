@@ -9,7 +9,9 @@ so ``torch.manual_seed`` makes augmentation repeatable.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,6 +81,33 @@ def build_image_transform(
     return v2.Compose(steps)
 
 
+@dataclass(frozen=True)
+class MemmapReference:
+    """Where a C-contiguous view of a read-only memory map lies in its file."""
+
+    filename: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    def open(self) -> np.memmap:
+        return np.memmap(self.filename, dtype=np.dtype(self.dtype), mode="r",
+                         offset=self.offset, shape=self.shape)  # fmt: skip
+
+
+def memmap_reference(array: np.ndarray) -> MemmapReference | None:
+    """The file position of ``array`` when it is (a contiguous slice of) a read-only ``np.memmap``
+    such as ``np.load(path, mmap_mode="r")`` returns; ``None`` for anything else."""
+    mapping = getattr(array, "_mmap", None)
+    filename = getattr(array, "filename", None)
+    if mapping is None or filename is None or not array.flags.c_contiguous or array.flags.writeable:
+        return None
+    mapped_at = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap mapped
+    position = start + array.__array_interface__["data"][0] - mapped_at
+    return MemmapReference(str(filename), int(position), tuple(array.shape), array.dtype.str)
+
+
 class CachedImageDataset(Dataset):
     """Rows of the image cache with their grades, as ``{"image", "grade"}`` dicts."""
 
@@ -104,6 +133,20 @@ class CachedImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to a spawned loader process: a memory-mapped cache travels as its file's name and
+        # place, never as a copy of the pixels (gigabytes per process for a full Kaggle set).
+        state = dict(self.__dict__)
+        reference = memmap_reference(self.images)
+        if reference is not None:
+            state["images"] = reference
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("images"), MemmapReference):
+            state = {**state, "images": state["images"].open()}
+        self.__dict__.update(state)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         # Copy the row: the cache is usually a read-only memory map.

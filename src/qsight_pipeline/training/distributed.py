@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from qsight_pipeline.data.loaders import worker_context
 from qsight_pipeline.errors import ConfigError, UserError
 from qsight_pipeline.training.devices import parse_device_ids
 
@@ -342,6 +343,7 @@ def sharded_loader(
         batch_size=batch_size,
         sampler=sampler,
         drop_last=False,
+        multiprocessing_context=worker_context(loader_args.get("num_workers", 0)),
         **loader_args,
     )
 
