@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qsight_pipeline.data.loaders import class_counts, loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.trainer import TrainerSettings, train_stages
-from qsight_pipeline.data.loaders import class_counts, loader_options, make_loader
 
 STAGE = {"name": "classical", "num_epochs": 1, "learning_rate": 1e-3, "patience": 0,
          "active_mask": [1, 1, 0]}  # fmt: skip

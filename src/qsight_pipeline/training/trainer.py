@@ -57,6 +57,7 @@ from qsight_pipeline.training.distributed import (
     wrap_model,
 )
 from qsight_pipeline.training.guards import LossGuard
+from qsight_pipeline.training.host_memory import PeriodicTrim
 from qsight_pipeline.training.latency import LATENCY_SAMPLE_LIMIT, LatencyTracker, track_latency
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa
 from qsight_pipeline.training.stages import LOSS_KEY_FOR_HEAD, Stage, parse_stages
@@ -538,7 +539,7 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> d
     _set_modes(run.model, batches.stage, training=True)
     if run.rank is not None:
         set_sampler_epoch(run.train_loader, epoch)
-    stats = _PassStats(batches)
+    stats, trim = _PassStats(batches), PeriodicTrim()
     with torch.enable_grad():
         where = f"{batches.stage.name} {epoch}/{batches.stage.num_epochs}"
         bar = _progress_bar(run.train_loader, batches.desc, run.settings)
@@ -550,6 +551,8 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> d
             out, grades, losses = _forward(run, run.net, batch, batches, training=True)
             _optimizer_step(current, losses["total"], run.settings.grad_clip, (where, batch_index))
             stats.add(out, grades, losses)
+            trim.step()
+    trim.finish()
     if run.rank is not None:
         stats.merge_ranks()
     return stats.result()
@@ -559,9 +562,11 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> d
 def _evaluate_pass(run: _Run, loader: Any, batches: _Pass) -> dict[str, Any]:
     """One pass over ``loader`` in eval mode; returns what :class:`_PassStats` gives."""
     _set_modes(run.model, batches.stage, training=False)
-    stats = _PassStats(batches)
+    stats, trim = _PassStats(batches), PeriodicTrim()
     for batch in _progress_bar(loader, batches.desc, run.settings):
         stats.add(*_forward(run, run.eval_net, batch, batches, training=False))
+        trim.step()
+    trim.finish()
     return stats.result()
 
 
