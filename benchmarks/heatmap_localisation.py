@@ -55,7 +55,12 @@ def planted_eye(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def train_on_sample(folder: Path, seed: int):
     from qsight_pipeline import (
-        DatasetConfig, TrainingConfig, create_dataloaders, load_model, save_model, train_hybrid_model,
+        DatasetConfig,
+        TrainingConfig,
+        create_dataloaders,
+        load_model,
+        save_model,
+        train_hybrid_model,
     )
     from qsight_pipeline.data.sample import generate_sample
 
