@@ -103,4 +103,4 @@ def test_vit_encoders_get_a_map_on_their_patch_grid():
     images = normalise(np.stack([_twins(7)[1][::4, ::4]]), preprocessing_metadata(32))
     maps = grad_cam_maps(graph, images, [3])
     assert maps.shape == (1, 32, 32)
-    assert np.isfinite(maps).all() and maps.max() <= 1.0
+    assert np.isfinite(maps).all() and 0.5 < maps.max() <= 1.0  # normalised, not blank
