@@ -253,10 +253,12 @@ def _training_summary(
     config: TrainingConfig,
 ) -> dict[str, Any]:
     """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
-    calibration = calibrate_operating_point(evaluation, config.referral)
+    referral = validate_block(ReferralParams, config.referral, "referral")
+    calibration = calibrate_operating_point(evaluation, referral)
     model_info = workflow.build_model_info(model, feature_cache.cache_metadata(cache))
+    recorded = {**asdict(config), "referral": referral.model_dump()}  # the defaults used, too
     summary = workflow.build_training_summary(
-        history, evaluation, model_info, config=workflow.to_plain(asdict(config))
+        history, evaluation, model_info, config=workflow.to_plain(recorded)
     )
     return operating_point.summary_with_operating_point(summary, calibration)
 
