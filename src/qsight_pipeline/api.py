@@ -15,15 +15,19 @@ model, summary = train_hybrid_model(
     train_loader, val_loader, classes, config=training_config, encoder_type="vit",
     quantum_enabled=True,
 )
+save_model(model, summary, "outputs/trained_model")  # then load_model("outputs/trained_model")
 ```
 
 Nothing here is a second implementation: the loaders come from the ingestion steps, and training
 runs the same :mod:`qsight_pipeline.workflow` functions as the Kedro nodes (image stages, feature
-export, then the quantum and ensemble stages on the in-memory feature cache).
+export, then the quantum and ensemble stages on the in-memory feature cache), and the operating
+point is fitted on validation by the ensemble pipeline's own node (temperatures, referral and
+review thresholds), so a model trained here grades photographs exactly as one from ``kedro run``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,11 +39,14 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from qsight_pipeline import workflow
-from qsight_pipeline.config import AugmentationParams
+from qsight_pipeline.config import AugmentationParams, validate_block
+from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
 from qsight_pipeline.data.torch_data import CachedImageDataset
+from qsight_pipeline.inference import operating_point
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
+from qsight_pipeline.pipelines.ensemble.nodes import calibrate_operating_point
 from qsight_pipeline.pipelines.ingestion.nodes import (
     build_image_caches,
     scan_dataset,
@@ -60,6 +67,7 @@ __all__ = [
     "TrainingConfig",
     "create_dataloaders",
     "default_stage_schedule",
+    "save_model",
     "train_hybrid_model",
 ]
 
@@ -95,9 +103,11 @@ class TrainingConfig:
     latency_tracking: bool = True
     class_balanced_loss: bool = True
     resume: bool = True
+    # The `referral` block: target_sensitivity, review_fraction (defaults when omitted).
+    referral: Mapping[str, Any] | None = None
 
     def trainer_settings(self) -> TrainerSettings:
-        params = {k: v for k, v in asdict(self).items() if k != "stages"}
+        params = {k: v for k, v in asdict(self).items() if k not in ("stages", "referral")}
         if params["checkpoint_dir"] is not None:
             params["checkpoint_dir"] = str(params["checkpoint_dir"])
         return TrainerSettings.from_params(params)
@@ -192,13 +202,16 @@ def train_hybrid_model(
 
     Returns:
         ``(model, summary)``: the trained model and the ``training_summary.json`` dict, with
-        per-stage metrics (``stages``), the best validation snapshot (``best_validation``) and
-        the evaluation of every head and the ensemble.
+        per-stage metrics (``stages``), the best validation snapshot (``best_validation``), the
+        evaluation of every head and the ensemble, and ``calibration``: the temperatures, the
+        referral threshold and the review threshold fitted on validation (``config.referral``),
+        with their report. :func:`save_model` writes them where ``load_model`` reads them.
     """
     if list(classes) != list(GRADE_NAMES):
         raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
     config = config or TrainingConfig()
     settings = config.trainer_settings()
+    validate_block(ReferralParams, config.referral, "referral")  # before hours of training
     seed_everything(settings.seed)
     stages = split_schedule(parse_stages(list(config.stages)))
     model_config = ModelConfig(
@@ -229,8 +242,49 @@ def train_hybrid_model(
         )
     splits = ("val", "test") if test_loader is not None else ("val",)
     evaluation = workflow.evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
+    return model, _training_summary(model, history, evaluation, cache, config)
+
+
+def _training_summary(
+    model: HybridModel,
+    history: list[dict[str, Any]],
+    evaluation: dict[str, dict[str, Any]],
+    cache: dict[str, Any],
+    config: TrainingConfig,
+) -> dict[str, Any]:
+    """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
+    referral = validate_block(ReferralParams, config.referral, "referral")
+    calibration = calibrate_operating_point(evaluation, referral)
     model_info = workflow.build_model_info(model, feature_cache.cache_metadata(cache))
+    recorded = {**asdict(config), "referral": referral.model_dump()}  # the defaults used, too
     summary = workflow.build_training_summary(
-        history, evaluation, model_info, config=workflow.to_plain(asdict(config))
+        history, evaluation, model_info, config=workflow.to_plain(recorded)
     )
-    return model, summary
+    return operating_point.summary_with_operating_point(summary, calibration)
+
+
+def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str | Path) -> Path:
+    """Write a model from :func:`train_hybrid_model` as ``kedro run`` writes one.
+
+    ``output_dir`` gets ``complete_checkpoint.pth``, ``model_info.json`` (with the preprocessing
+    and the calibration inference applies) and ``training_summary.json``: ``load_model``, the
+    ``predict`` and ``export`` pipelines and the page read the folder like a run's output.
+    """
+    from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
+    from qsight_pipeline.storage import atomic_torch_save, atomic_write
+
+    folder = Path(output_dir).expanduser()
+    seed = int((summary.get("config") or {}).get("seed", 0))
+    model_info = operating_point.model_info_with_operating_point(
+        workflow.build_model_info(model, workflow.model_metadata(model, seed)),
+        model.config.image_size,
+        summary.get("calibration"),
+    )
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    checkpoint = workflow.complete_checkpoint({"model_state": state}, model, dict(summary), model_info)
+    atomic_torch_save(checkpoint, folder / CHECKPOINT_NAME)
+    for name, content in ((MODEL_INFO_NAME, model_info), (SUMMARY_NAME, summary)):
+        text = json.dumps(workflow.to_plain(content), indent=2).encode("utf-8")
+        atomic_write(folder / name, lambda handle, text=text: handle.write(text))
+    logger.info("Saved the trained model to %s", folder)
+    return folder

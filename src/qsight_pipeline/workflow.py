@@ -123,8 +123,20 @@ def export_features(
                 "labels": np.zeros((0,), np.int64),
             }
         splits[split] = {**fields, "image_ids": ids}
+    metadata = model_metadata(model, settings.seed)
+    # NumPy, not tensors: the file is read with a restricted unpickler that admits no torch code.
+    state = {
+        f"{part}.{key}": value.detach().cpu().numpy()
+        for part in POST_COMPRESSION_PARTS
+        for key, value in getattr(model, part).state_dict().items()
+    }
+    return feature_cache.build_feature_cache(splits, metadata, state)
+
+
+def model_metadata(model: HybridModel, seed: int) -> dict[str, Any]:
+    """What the classical model is (the feature cache's ``metadata``; read by ``build_model_info``)."""
     config = model.config
-    metadata = {
+    return {
         "compressed_dim": config.compressed_dim,
         "num_classes": NUM_GRADES,
         "classes": list(GRADE_NAMES),
@@ -133,15 +145,8 @@ def export_features(
         "image_size": config.image_size,
         "pretrained": config.pretrained,
         "model_config": model_config_dict(config),
-        "seed": settings.seed,
+        "seed": seed,
     }
-    # NumPy, not tensors: the file is read with a restricted unpickler that admits no torch code.
-    state = {
-        f"{part}.{key}": value.detach().cpu().numpy()
-        for part in POST_COMPRESSION_PARTS
-        for key, value in getattr(model, part).state_dict().items()
-    }
-    return feature_cache.build_feature_cache(splits, metadata, state)
 
 
 # --------------------------------------------------------------------------- cache stages

@@ -1,11 +1,21 @@
 """Saliency maps with the maintained ``grad-cam`` package (pytorch-grad-cam).
 
-Grad-CAM on the encoder's last stage for CNN encoders (timm's ``feature_info`` names it, e.g.
-``layer4`` of a ResNet); for ViT encoders, Grad-CAM on the last block's first norm with the
-package's ViT reshape transform (tokens back to the patch grid). The target is the predicted
-grade's score in the heads' logits, weighted by the ensemble gate: the map shows what the final
-grade rests on, through the gate and every head. Logits rather than probabilities, as Grad-CAM
-intends: a confident probability saturates and its gradient vanishes into noise.
+HiResCAM (Draelos & Carin 2020: gradients times activations element-wise, so the map shows what
+the score actually sums, where Grad-CAM averages the gradients over the map first) on:
+
+- CNN encoders: the encoder's last two stages (timm's ``feature_info`` names them, e.g.
+  ``layer3`` and ``layer4`` of a ResNet), averaged. The last stage alone is a 7x7 grid at 224 px
+  (4x4 at 128 px); the stage before it doubles the resolution, the last one keeps the semantics.
+- ViT encoders: the last block's first norm, with the package's ViT reshape transform (tokens
+  back to the patch grid).
+
+The target contrasts the predicted grade with "No DR" in the heads' gate-weighted logits (the
+package's ``FinerWeightedTarget``): the map answers "what in this photograph makes it grade g
+rather than healthy", i.e. the lesions. The plain logit of a grade also carries what every grade
+shares (the fundus itself), which spreads the map over the whole field. For a "No DR" prediction
+the contrast is with the other grades, weighted by their probabilities. Logits rather than
+probabilities, as Grad-CAM intends: a confident probability saturates and its gradient vanishes.
+Figures: README, "Heatmaps"; test: tests/test_inference_heatmaps.py.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from qsight_pipeline.constants import HEADS
+from qsight_pipeline.constants import HEADS, NUM_GRADES
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import InferenceGraph
 
@@ -52,40 +62,51 @@ def _vit_reshape(tokens: torch.Tensor, *, prefix: int, grid: tuple[int, int]) ->
     return vit_reshape_transform(tokens[:, prefix - 1 :, :], height=grid[0], width=grid[1])
 
 
-def target_layer(encoder: nn.Module) -> tuple[nn.Module, Callable | None]:
-    """The layer Grad-CAM reads and the reshape transform it needs (``None`` for CNNs)."""
+def target_layers(encoder: nn.Module) -> tuple[list[nn.Module], Callable | None]:
+    """The layers Grad-CAM reads and the reshape transform they need (``None`` for CNNs)."""
     blocks = getattr(encoder, "blocks", None)
     patch_embed = getattr(encoder, "patch_embed", None)
     if blocks is not None and patch_embed is not None:  # a timm ViT
         grid = tuple(int(g) for g in patch_embed.grid_size)
         prefix = int(getattr(encoder, "num_prefix_tokens", 1))
-        return blocks[-1].norm1, functools.partial(_vit_reshape, prefix=prefix, grid=grid)
+        return [blocks[-1].norm1], functools.partial(_vit_reshape, prefix=prefix, grid=grid)
     feature_info = getattr(encoder, "feature_info", None)
     if feature_info:
-        name = feature_info[-1]["module"]  # e.g. "layer4" (ResNet) or "stages.3"
-        try:
-            return encoder.get_submodule(name), None
-        except AttributeError:
-            return encoder.get_submodule(name.replace("_", ".")), None
+        # The last two stages, e.g. "layer3" and "layer4" (ResNet) or "stages.2" and "stages.3".
+        return [_stage(encoder, info["module"]) for info in list(feature_info)[-2:]], None
     raise HeatmapUnavailableError(
         f"No Grad-CAM target layer known for the encoder {type(encoder).__name__}; heatmaps work "
         "for timm CNNs and ViTs. Set predict.heatmaps: false."
     )
 
 
+def _stage(encoder: nn.Module, name: str) -> nn.Module:
+    try:
+        return encoder.get_submodule(name)
+    except AttributeError:
+        return encoder.get_submodule(name.replace("_", "."))
+
+
+def grade_target(grade: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Evidence for ``grade`` against "No DR" (or, for "No DR", against the other grades)."""
+    from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+    others = [0] if grade > 0 else list(range(1, NUM_GRADES))
+    return FinerWeightedTarget(grade, others, alpha=1.0)
+
+
 def grad_cam_maps(graph: InferenceGraph, images: torch.Tensor, grades: list[int]) -> np.ndarray:
     """``(B, S, S)`` maps in [0, 1], one per image, for the given grade of each image."""
     try:
-        from pytorch_grad_cam import GradCAM
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        from pytorch_grad_cam import HiResCAM
     except ImportError:
         raise HeatmapUnavailableError(
             "Heatmaps need the grad-cam package: pip install 'qsight_pipeline[inference]' "
             "(or grad-cam), or set predict.heatmaps: false."
         ) from None
-    layer, reshape = target_layer(graph.model.encoder)
-    with GradCAM(model=_GatedLogits(graph), target_layers=[layer], reshape_transform=reshape) as cam:
-        maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(g) for g in grades])
+    layers, reshape = target_layers(graph.model.encoder)
+    with HiResCAM(model=_GatedLogits(graph), target_layers=layers, reshape_transform=reshape) as cam:
+        maps = cam(input_tensor=images, targets=[grade_target(int(g)) for g in grades])
     return np.asarray(maps, dtype=np.float32)
 
 

@@ -99,3 +99,30 @@ def fit_operating_point(
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+# What inference applies (saved in model_info.json); the rest of calibration.json is the report.
+SAVED_KEYS = ("format", "method", "temperatures", "referral")
+
+
+def model_info_with_operating_point(
+    model_info: Mapping[str, Any], image_size: int, calibration: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``model_info`` plus what inference repeats: the ``preprocessing`` and, when fitted, the
+    ``calibration`` (temperatures, referral and review thresholds) that ``load_model`` reads."""
+    from qsight_pipeline.inference.loading import preprocessing_metadata
+
+    info = {**model_info, "preprocessing": preprocessing_metadata(image_size)}
+    if calibration:
+        info["calibration"] = {key: calibration[key] for key in SAVED_KEYS}
+    return info
+
+
+def summary_with_operating_point(
+    summary: Mapping[str, Any], calibration: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``training_summary`` plus ``calibration``: the saved operating point and its report."""
+    if not calibration:
+        return dict(summary)
+    saved = {key: calibration[key] for key in SAVED_KEYS}
+    return {**summary, "calibration": {**saved, **calibration["report"]}}

@@ -94,25 +94,25 @@ def assemble_training_artifacts(
     """
     from qsight_pipeline import workflow
     from qsight_pipeline.data import feature_cache
-    from qsight_pipeline.inference.loading import preprocessing_metadata
+    from qsight_pipeline.inference import operating_point
 
     record = lineage.classical_for_feature_cache(
         phase1_classical_model, quantum_training_data, parameters.get("output_dir")
     )
-    model_info = workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data))
-    model_info["preprocessing"] = preprocessing_metadata(post_cache_model.config.image_size)
-    if calibration:
-        model_info["calibration"] = {
-            key: calibration[key] for key in ("format", "method", "temperatures", "referral")
-        }
-    summary = workflow.build_training_summary(
-        [*classical_history, *quantum_history, *ensemble_history],
-        evaluation,
-        model_info,
-        config=validate_parameters(parameters).model_dump(mode="json"),
+    model_info = operating_point.model_info_with_operating_point(
+        workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data)),
+        post_cache_model.config.image_size,
+        calibration,
     )
-    if calibration:
-        summary["calibration"] = {**model_info["calibration"], **calibration["report"]}
+    summary = operating_point.summary_with_operating_point(
+        workflow.build_training_summary(
+            [*classical_history, *quantum_history, *ensemble_history],
+            evaluation,
+            model_info,
+            config=validate_parameters(parameters).model_dump(mode="json"),
+        ),
+        calibration,
+    )
     for split in ("val", "test"):
         ensemble = summary["evaluation"][split]["ensemble"]
         logger.info(

@@ -1,0 +1,105 @@
+"""The Python API calibrates like `kedro run`: temperatures, referral and review thresholds fitted
+on validation, returned in the summary and saved where `load_model` reads them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qsight_pipeline import (
+    DatasetConfig,
+    TrainingConfig,
+    create_dataloaders,
+    load_model,
+    predict_image,
+    save_model,
+    train_hybrid_model,
+)
+from qsight_pipeline.errors import ConfigError
+from qsight_pipeline.inference.graph import InferenceGraph
+
+STAGES = [
+    {"name": "classical", "num_epochs": 2, "learning_rate": 2e-3},
+    {"name": "ensemble", "num_epochs": 1, "learning_rate": 1e-3},
+]
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory):
+    from qsight_pipeline.data.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("api_calibration") / "sample"
+    generate_sample(root, patients=16, seed=3, size=32)
+    train, val, test, classes = create_dataloaders(
+        DatasetConfig(root=root, batch_size=8, image_size=32, val_fraction=0.25, test_fraction=0.25),
+        with_test=True,
+    )
+    config = TrainingConfig(stages=STAGES, referral={"target_sensitivity": 0.8, "review_fraction": 0.2})
+    model, summary = train_hybrid_model(
+        train, val, classes, config=config, encoder_type="resnet", encoder_name="test_resnet",
+        pretrained=False, quantum_enabled=False, compressed_dim=8, test_loader=test,
+    )
+    folder = save_model(model, summary, tmp_path_factory.mktemp("api_model") / "trained")
+    return model.eval(), summary, folder, next(iter(val))["image"]
+
+
+def test_the_api_fits_temperatures_and_the_operating_point_on_validation(api_run):
+    _, summary, _, _ = api_run
+    calibration = summary["calibration"]
+    temperatures = calibration["temperatures"]
+    assert set(temperatures) == {"head_a", "head_b", "ensemble"}  # quantum head off
+    assert all(0 < t < 25 for t in temperatures.values())
+    referral = calibration["referral"]
+    assert 0.0 <= referral["threshold"] <= 1.0
+    assert referral["target_sensitivity"] == 0.8 and referral["review_fraction"] == 0.2
+    assert referral["review_entropy_threshold"] is not None and referral["review_entropy_threshold"] >= 0
+    # The report part, as in the pipeline's training_summary.json: ECE before/after, test point.
+    assert set(calibration["quality"]) == {"val", "test"}
+    assert calibration["quality"]["val"]["ece"]["ensemble"]["after"] is not None
+    assert calibration["test_operating_point"]["threshold"] == referral["threshold"]
+    assert summary["config"]["referral"] == {"target_sensitivity": 0.8, "review_fraction": 0.2}
+
+
+def test_a_saved_api_model_loads_with_its_calibration(api_run):
+    model, summary, folder, images = api_run
+    loaded = load_model(folder)
+    assert loaded.temperatures == pytest.approx(summary["calibration"]["temperatures"])
+    assert loaded.referral == summary["calibration"]["referral"]
+    assert loaded.preprocessing["image_size"] == 32
+    assert loaded.training_summary["calibration"] == summary["calibration"]
+    with torch.no_grad():
+        raw = InferenceGraph(loaded.model, {})(images)  # identity temperatures
+        calibrated = loaded.graph(images)
+        # The weights survived the round trip: the loaded model is the trained one.
+        fused = model(images, active_mask=(1, 1, 0))["fused_probs"]
+    np.testing.assert_allclose(raw[0].numpy(), fused.numpy(), atol=1e-5)
+    temperatures = loaded.temperatures
+    assert any(abs(t - 1.0) > 1e-3 for t in temperatures.values()), temperatures  # T = 1 tests nothing
+    for index, head in enumerate(("head_a", "head_b")):
+        changed = (calibrated[1][:, index] - raw[1][:, index]).abs().max().item()
+        assert (changed > 1e-4) == (abs(temperatures[head] - 1.0) > 1e-3), (head, temperatures)
+    changed = (calibrated[0] - raw[0]).abs().max().item()
+    assert (changed > 1e-4) == (abs(temperatures["ensemble"] - 1.0) > 1e-3)
+
+
+def test_predictions_of_the_api_model_use_its_saved_threshold(api_run):
+    _, summary, folder, _ = api_run
+    loaded = load_model(folder)
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    result = predict_image(loaded, image)
+    referral = summary["calibration"]["referral"]
+    assert result.refer == (result.referable_probability >= referral["threshold"])
+    assert result.needs_review == (result.entropy > referral["review_entropy_threshold"])
+
+
+def test_a_bad_referral_setting_is_refused_before_training(make_sample):
+    root = make_sample("tanlikesmath", patients=8, size=32)
+    train, val, classes = create_dataloaders(
+        DatasetConfig(root=root, batch_size=8, image_size=32, val_fraction=0.25, test_fraction=0.25)
+    )
+    with pytest.raises(ConfigError, match="referral.target_sensitivity"):
+        train_hybrid_model(
+            train, val, classes, config=TrainingConfig(stages=STAGES, referral={"target_sensitivity": 1.5}),
+            encoder_type="resnet", encoder_name="test_resnet", pretrained=False, quantum_enabled=False,
+        )
