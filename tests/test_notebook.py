@@ -53,6 +53,6 @@ def test_notebook_shows_the_test_metrics_and_plots(executed):
     test_ensemble = summary["evaluation"]["test"]["ensemble"]
     assert f"{round(test_ensemble['accuracy'], 4)}" in tables
     assert len(_outputs(notebook, "image/png")) >= 3  # curves, confusion matrix, weights
-    # Kedro's session used kedro-mlflow's database at the project root, not one beside the kernel
+    # Kedro's session used the MLflow database at the project root, not one beside the kernel
     assert not (project / "data" / "08_reporting" / "mlflow.db").exists()
     assert "__default__" in "".join(o.get("text", "") for o in _outputs(notebook, "stream"))

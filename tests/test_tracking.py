@@ -332,16 +332,37 @@ def test_mlflow_artifacts_hold_summary_model_info_report_and_plots(mlflow_run, s
     assert len(figures) == len(report_figures(summary))
 
 
-def test_mlflow_hook_is_idle_without_an_active_run(tmp_path, summary):
+def test_mlflow_hook_opens_and_closes_its_own_run_in_the_project(tmp_path, summary):
+    """Without an active run the hook opens one in <project>/mlflow.db with the parameters,
+    logs the training into it and ends it FINISHED; switched off, it writes nothing."""
     pytest.importorskip("mlflow")
     import mlflow
 
-    def untracked_run():
-        assert mlflow.active_run() is None
-        drive(MlflowTrackingHook(), fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
+    off = tmp_path / "off"
+    off.mkdir()
+    catalog = project_catalog()
+    catalog["parameters"] = MemoryDataset({"batch_size": 16, "model": {"encoder_name": "x"}})
 
-    in_fresh_thread(untracked_run)
-    assert list(tmp_path.iterdir()) == []
+    def runs():
+        assert mlflow.active_run() is None
+        drive(MlflowTrackingHook(), fake_context(off, {"mlflow": {"enabled": False}}), summary,
+              catalog=catalog)
+        drive(MlflowTrackingHook(), fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary,
+              catalog=catalog)
+        assert mlflow.active_run() is None
+
+    previous = mlflow.get_tracking_uri()
+    try:
+        in_fresh_thread(runs)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert list(off.iterdir()) == []
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("qsight").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "__default__"
+    assert run.data.params["batch_size"] == "16"
+    assert run.data.params["model.encoder_name"] == "x"
+    assert set(evaluation_metrics(summary)) <= set(run.data.metrics)
 
 
 class _BrokenClient:
@@ -374,7 +395,7 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
     mlflow.create_experiment("refused", artifact_location=(tmp_path / "artifacts").as_uri())
 
     def refused_run():
-        # as kedro-mlflow would have opened it just before
+        # as the MLflow hook would have opened it just before
         run = mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("refused").experiment_id)
         with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
             hook.before_pipeline_run(run_params={}, pipeline=None, catalog=project_catalog())
@@ -388,13 +409,28 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
         mlflow.set_tracking_uri(previous)
 
 
-def test_kedro_mlflow_config_uses_sqlite_inside_the_project(tmp_path):
-    from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+def test_mlflow_config_uses_sqlite_inside_the_project_and_names_bad_keys(tmp_path):
+    from qsight_pipeline.errors import ConfigError
+    from qsight_pipeline.mlflow_runs import load_mlflow_config, resolve_tracking_uri
 
-    config = KedroMlflowConfig.model_validate(
-        yaml.safe_load((PROJECT_ROOT / "conf/base/mlflow.yml").read_text())
-    )
-    assert config.server.mlflow_tracking_uri.startswith("sqlite:///")
-    assert not Path(config.server.mlflow_tracking_uri.removeprefix("sqlite:///")).is_absolute()
-    assert config.tracking.experiment.name == "qsight"
-    assert config.tracking.params.long_params_strategy != "fail"
+    config = load_mlflow_config(yaml.safe_load((PROJECT_ROOT / "conf/base/mlflow.yml").read_text()))
+    assert config == load_mlflow_config(None)  # the file holds the defaults
+    assert config.tracking_uri == "sqlite:///mlflow.db" and config.experiment == "qsight"
+    # Relative to the project root, wherever kedro was started from.
+    assert resolve_tracking_uri(config.tracking_uri, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert resolve_tracking_uri("http://mlflow:5000", tmp_path) == "http://mlflow:5000"
+    with pytest.raises(ConfigError) as error:
+        load_mlflow_config({"tracking_url": "sqlite:///x.db", "experiment": ""})
+    assert "conf/base/mlflow.yml" in str(error.value)
+    assert "tracking_url: unknown key" in str(error.value)
+    assert "experiment:" in str(error.value)
+
+
+def test_parameters_are_flattened_for_mlflow_and_long_values_become_tags():
+    from qsight_pipeline.mlflow_runs import PARAM_VALUE_LIMIT, flatten_params
+
+    flat = flatten_params({"model": {"encoder_name": "test_resnet", "quantum": {"n_qubits": 4}},
+                           "batch_size": 16, "tags": [], "empty": {}})
+    assert flat == {"model.encoder_name": "test_resnet", "model.quantum.n_qubits": "4",
+                    "batch_size": "16", "tags": "[]", "empty": "{}"}
+    assert PARAM_VALUE_LIMIT == 6000

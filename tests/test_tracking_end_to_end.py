@@ -45,10 +45,10 @@ def test_mlflow_run_metrics_equal_training_summary(smoke_run):
                                   order_by=["attributes.start_time DESC"])
     finally:
         mlflow.set_tracking_uri(previous)
-    assert runs, "kedro-mlflow recorded no run"
+    assert runs, "the MLflow hook recorded no run"
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["image_size"] == "32"  # parameters, logged by kedro-mlflow
+    assert run.data.params["image_size"] == "32"  # parameters, logged when the run opened
 
     for key, value in evaluation_metrics(summary).items():
         assert run.data.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

@@ -1,4 +1,4 @@
-"""Kedro hooks for experiment tracking: Weights & Biases and MLflow (through kedro-mlflow).
+"""Kedro hooks for experiment tracking: Weights & Biases and MLflow.
 
 Both hooks log the node outputs whose catalog entry carries ``metadata: {qsight: {track: KIND}}``
 (see :mod:`qsight_pipeline.tracked_outputs`), whatever the entry is called:
@@ -10,8 +10,8 @@ Both hooks log the node outputs whose catalog entry carries ``metadata: {qsight:
   figures) and ``report`` (``report_html``): the final results, logged when they are produced.
 
 Neither hook changes what a run computes; a tracker that is missing or switched off is skipped.
-wandb is imported only when ``tracking.wandb.enabled`` is true, mlflow only when kedro-mlflow
-has an active run.
+wandb is imported only when ``tracking.wandb.enabled`` is true, mlflow only when
+``tracking.mlflow.enabled`` is true (the default) and a run starts.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
+from qsight_pipeline import mlflow_runs
 from qsight_pipeline.constants import GRADE_NAMES
-from qsight_pipeline.errors import ConfigError, TrackingError
-from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
+from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.plain import json_default
 from qsight_pipeline.reporting.tracking import (
     epoch_metrics,
@@ -170,7 +171,7 @@ class WandbHook:
             )
         except Exception as error:
             # Before any work is done: better to stop now than to train for hours untracked.
-            close_mlflow_run_as_failed()
+            mlflow_runs.close_mlflow_run_as_failed()
             raise TrackingError(
                 f"W&B could not start a run in {mode} mode ({error}). Run `wandb login` (or set "
                 "WANDB_API_KEY), or set tracking.wandb.mode=offline, or "
@@ -293,17 +294,22 @@ class WandbHook:
 
 
 class MlflowTrackingHook:
-    """Adds per-epoch metrics and the final artifacts to the MLflow run kedro-mlflow opened.
+    """One MLflow run per ``kedro run``: its parameters, per-epoch metrics and final artifacts.
 
-    kedro-mlflow starts a run per ``kedro run`` and logs the node parameters; this hook adds
-    the epoch metrics of every stage (with ``step`` = epoch in the stage), the stage summaries,
-    the final val/test metrics and latency, and the artifacts: ``training_summary.json``,
-    ``model_info.json``, ``report.html`` and the report's figures (PNG). Off with
-    ``tracking.mlflow.enabled: false``, and idle when no MLflow run is active.
+    The run opens once the run checks have passed (``conf/<env>/mlflow.yml`` says where, see
+    :mod:`qsight_pipeline.mlflow_runs`), with every parameter flattened (``model.encoder_name``,
+    ``quantum.n_qubits``, ...). Then come the epoch metrics of every stage (``step`` = epoch in
+    the stage), the stage summaries, the final val/test metrics and latency, and the artifacts:
+    ``training_summary.json``, ``model_info.json``, ``report.html`` and the report's figures
+    (PNG). The run ends FINISHED, or FAILED when the pipeline fails. Off with
+    ``tracking.mlflow.enabled: false``; then mlflow is never imported.
     """
 
     def __init__(self) -> None:
         self._enabled = True
+        self._project = Path.cwd()
+        self._config: Any = None
+        self._owns_run = False
         self._reset()
 
     def _reset(self) -> None:
@@ -316,16 +322,52 @@ class MlflowTrackingHook:
     def after_context_created(self, context: Any) -> None:
         tracking = (dict(context.params).get("tracking") or {}).get("mlflow") or {}
         self._enabled = bool(tracking.get("enabled", True))
+        self._project = mlflow_runs.project_root(context)
+        self._config = None
+        loader = getattr(context, "config_loader", None)
+        if self._enabled and loader is not None:
+            try:
+                raw = loader["mlflow"]
+            except MissingConfigException:
+                raw = {}
+            self._config = mlflow_runs.load_mlflow_config(raw)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         self._reset()
-        if self._enabled:
-            try:
-                self._tracked = _tracked_outputs(pipeline, catalog)
-            except ConfigError:
-                close_mlflow_run_as_failed()  # Kedro calls no on_pipeline_error from here
-                raise
+        if not self._enabled:
+            return
+        self._tracked = _tracked_outputs(pipeline, catalog)
+        if mlflow_runs.active_run_id() is not None:
+            # A run the caller opened (a notebook's `with mlflow.start_run():`): log into it.
+            logger.info("Logging to the MLflow run that is already active")
+            return
+        names = run_params.get("pipeline_names") or ["__default__"]
+        params = catalog.load("parameters") if "parameters" in catalog else {}
+        try:
+            mlflow_runs.start_run(self._config or mlflow_runs.MlflowConfig(), self._project,
+                                  "+".join(names), params)  # fmt: skip
+        except Exception as error:  # an unreachable tracking server must not cost the run
+            logger.warning("MLflow run could not start (%s); training goes on without MLflow",
+                           error)  # fmt: skip
+            return
+        self._owns_run = True
+        from qsight_pipeline.run_guard import close_stale_mlflow_runs
+
+        close_stale_mlflow_runs()  # tags this run with our pid; closes those of dead processes
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._finish("FINISHED")
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        self._finish("FAILED")
+
+    def _finish(self, status: str) -> None:
+        if self._owns_run:
+            self._owns_run = False
+            mlflow_runs.end_run(status)
 
     def _active_run(self) -> tuple[Any, str] | None:
         if not self._enabled:

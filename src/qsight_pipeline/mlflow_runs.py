@@ -1,20 +1,134 @@
-"""Helpers for the MLflow run that kedro-mlflow opens, shared by the run checks and the hooks.
+"""The MLflow run of a ``kedro run``: where it goes (``conf/<env>/mlflow.yml``), opening it with
+the run's parameters, and closing it FINISHED or FAILED.
 
-Imports nothing heavy: mlflow is looked up in ``sys.modules`` only, so a run without MLflow never
-pays for importing it.
+The project opens its own run (:class:`~qsight_pipeline.hooks.MlflowTrackingHook`) rather than
+through the kedro-mlflow plugin, whose command-line plugin imported mlflow for every ``kedro``
+command, ``kedro --help`` included, and whose hook built every dataset of the catalog at start.
+Imports nothing heavy: mlflow is imported when a run opens, and looked up in ``sys.modules``
+otherwise, so a run with ``tracking.mlflow.enabled: false`` never pays for it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from qsight_pipeline.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+MLFLOW_CONFIG_FILE = "conf/base/mlflow.yml"
+# MLflow refuses parameter values over 6,000 characters; such a value is logged as a tag.
+PARAM_VALUE_LIMIT = 6000
+PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+
+
+class MlflowConfig(BaseModel):
+    """``conf/<env>/mlflow.yml``: where the runs of this project are recorded."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db",
+        description="an MLflow tracking URI; a relative sqlite:/// path is taken from the project root",
+    )
+    experiment: str = Field("qsight", min_length=1)
+    artifact_location: str | None = Field(
+        "mlruns", description="where a new experiment keeps its artifacts; relative = project root"
+    )
+    run_name: str | None = Field(None, description="null = the names of the pipelines run")
+
+
+def load_mlflow_config(raw: Mapping[str, Any] | None) -> MlflowConfig:
+    """Validate ``mlflow.yml`` (``None`` or empty: the defaults), naming the file and every key."""
+    try:
+        return MlflowConfig.model_validate(dict(raw or {}))
+    except ValidationError as error:
+        from qsight_pipeline.config.base import format_validation_error
+
+        lines = "\n".join(f"  {line}" for line in format_validation_error(error))
+        raise ConfigError(
+            f"{MLFLOW_CONFIG_FILE} (or its copy in your --env) is invalid:\n{lines}"
+        ) from None
+
+
+def resolve_tracking_uri(uri: str, project: Path) -> str:
+    """A relative ``sqlite:///`` database is placed at the project root, wherever kedro runs."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix):]).is_absolute():
+        return prefix + str((project / uri[len(prefix):]).resolve())
+    return uri
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"model": {"encoder_name": "x"}}`` -> ``{"model.encoder_name": "x"}``, values as text."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def start_run(config: MlflowConfig, project: Path, run_name: str, params: Mapping[str, Any]) -> str:
+    """Open the run (creating or restoring the experiment), log ``params``; returns its id."""
+    import mlflow
+    from mlflow.entities import Param, RunTag
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(config.tracking_uri, project))
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        location = config.artifact_location
+        if location and "://" not in location and not Path(location).is_absolute():
+            location = (project / location).resolve().as_uri()
+        experiment_id = client.create_experiment(config.experiment, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name or run_name)
+    flat = flatten_params(params)
+    values = [Param(k, v) for k, v in flat.items() if len(v) <= PARAM_VALUE_LIMIT]
+    tags = [RunTag(k, v) for k, v in flat.items() if len(v) > PARAM_VALUE_LIMIT]
+    for start in range(0, max(len(values), 1), PARAMS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=values[start:start + PARAMS_PER_BATCH],
+                         tags=tags if start == 0 else [])  # fmt: skip
+    logger.info("MLflow run %r (%s) started in %s", run.info.run_name, run.info.run_id,
+                mlflow.get_tracking_uri())  # fmt: skip
+    return run.info.run_id
+
+
+def active_run_id() -> str | None:
+    """The id of the active MLflow run of this thread, if mlflow is loaded and one is open."""
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow is not None else None
+    return run.info.run_id if run is not None else None
+
+
+def end_run(status: str) -> None:
+    """End the active MLflow run, if any, with ``status`` (FINISHED, FAILED or KILLED)."""
+    mlflow = sys.modules.get("mlflow")  # only if something already imported it
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status=status)
 
 
 def close_mlflow_run_as_failed() -> None:
-    """End the MLflow run kedro-mlflow opened, as FAILED, when a run stops in before_pipeline_run.
+    """End the active MLflow run as FAILED when a run stops in ``before_pipeline_run``.
 
     Kedro calls ``on_pipeline_error`` only for errors raised after ``before_pipeline_run``, so
     without this a run refused at start would stay RUNNING in MLflow for ever.
     """
-    mlflow = sys.modules.get("mlflow")  # only if something already imported it
-    if mlflow is not None and mlflow.active_run() is not None:
-        mlflow.end_run(status="FAILED")
+    end_run("FAILED")
+
+
+def project_root(context: Any) -> Path:
+    return Path(getattr(context, "project_path", None) or os.getcwd())

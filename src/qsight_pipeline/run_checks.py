@@ -75,7 +75,7 @@ def _refuse(error: BaseException) -> None:
     # Say it plainly once more, so the reason is the last thing in the log.
     logger.error("Run refused before it started: %s", error)
     # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run that
-    # kedro-mlflow may already have opened instead of leaving it RUNNING.
+    # the MLflow hook may already have opened instead of leaving it RUNNING.
     close_mlflow_run_as_failed()
 
 

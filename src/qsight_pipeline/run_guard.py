@@ -175,9 +175,9 @@ def close_stale_mlflow_runs() -> list[str]:
     """Mark FAILED every RUNNING MLflow run of a dead process; returns their run ids.
 
     Called while holding the run lock, so no other run of this project can be live. The run
-    kedro-mlflow just opened for this process is tagged with its pid and kept.
+    the MLflow hook just opened for this process is tagged with its pid and kept.
     """
-    mlflow = sys.modules.get("mlflow")  # kedro-mlflow imported and configured it, or no MLflow
+    mlflow = sys.modules.get("mlflow")  # the MLflow hook imported and configured it, or no MLflow
     if mlflow is None:
         return []
     active = mlflow.active_run()
@@ -234,7 +234,7 @@ class RunGuardHook:
         remove_stale_temp_files(
             [self._project / "data", parameters.get("output_dir"), parameters.get("checkpoint_dir")]
         )
-        close_stale_mlflow_runs()
+        # Stale MLflow runs are closed by the MLflow hook once it has opened this run's.
         self._check_lineage(pipeline, catalog, parameters)
 
     def _check_lineage(self, pipeline: Any, catalog: Any, parameters: dict[str, Any]) -> None:

@@ -8,8 +8,8 @@ from qsight_pipeline.run_guard import RunGuardHook
 
 # Hooks run last-in-first-out. RunChecksHook validates every parameter before any node runs.
 # The W&B hook imports wandb lazily and does nothing unless ``tracking.wandb.enabled`` is true.
-# kedro-mlflow registers its own hook through its entry point (it opens the MLflow run and logs
-# parameters); MlflowTrackingHook adds the epoch metrics and the report's artifacts to that run.
+# MlflowTrackingHook opens one MLflow run per `kedro run` (conf/<env>/mlflow.yml), logs the
+# parameters, epoch metrics and the report's artifacts, and closes it FINISHED or FAILED.
 # RunGuardHook comes last so that it runs first: it refuses a second concurrent run of the project
 # before anything else happens, then removes what killed runs left behind.
 HOOKS = (WandbHook(), MlflowTrackingHook(), RunChecksHook(), RunGuardHook())
@@ -24,5 +24,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+        "mlflow": ["mlflow*", "mlflow*/**"],
     },
 }
