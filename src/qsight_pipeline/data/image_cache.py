@@ -27,8 +27,11 @@ logger = logging.getLogger(__name__)
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 # Caches larger than this are built in an unlinked temporary file instead of in memory, so that
-# ingesting the full Kaggle set (35k images at 224 px is ~5 GB) does not need that much RAM.
-_IN_MEMORY_LIMIT_BYTES = 512 * 1024**2
+# ingesting the full Kaggle set (35k images at 224 px is ~5 GB) does not need that much RAM. The
+# limit is per split and small: with 512 MiB the val and test caches of 30,000 images (220 MB
+# each at 128 px) stayed in process memory and ingestion's peak grew with the data
+# (benchmarks/README.md, "Scaling with the data"); file pages are the kernel's to reclaim.
+_IN_MEMORY_LIMIT_BYTES = 64 * 1024**2
 
 
 # Refuse images larger than this before decoding them (``ingestion.max_pixels``): 50 MP is well
