@@ -32,27 +32,6 @@ PATIENTS = 40
 EPOCHS = 10
 
 
-def twins(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from qsight_pipeline.data.sample import draw_fundus, make_anatomy
-
-    anatomy = make_anatomy(np.random.default_rng(seed))
-    return tuple(
-        np.asarray(draw_fundus(anatomy, grade, "right", SIZE, np.random.default_rng(seed + 1000)))
-        for grade in (0, 3)
-    )
-
-
-def planted_eye(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A clean eye with the lesions of its diseased twin in the left half, and the lesion mask."""
-    clean, diseased = twins(seed)
-    region = np.zeros((SIZE, SIZE), dtype=bool)
-    region[:, : SIZE // 2] = True
-    image = clean.copy()
-    image[region] = diseased[region]
-    lesions = region & (np.abs(diseased.astype(int) - clean.astype(int)).sum(axis=-1) > 30)
-    return image, lesions
-
-
 def train_on_sample(folder: Path, seed: int):
     from qsight_pipeline import (
         DatasetConfig,
@@ -109,7 +88,9 @@ def main() -> None:
 
     print("command:", " ".join([".venv/bin/python", *sys.argv]))
     print("machine:", platform.machine(), platform.processor() or "", f"torch {torch.__version__}")
-    eyes = [planted_eye(100 + i) for i in range(args.eyes)]
+    from qsight_pipeline.data.sample import planted_lesion_eye
+
+    eyes = [planted_lesion_eye(100 + i, SIZE) for i in range(args.eyes)]
     masks = [lesions for _, lesions in eyes]
     rows = []
     for seed in args.seeds:

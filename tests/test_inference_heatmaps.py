@@ -17,7 +17,7 @@ from qsight_pipeline import (
     save_model,
     train_hybrid_model,
 )
-from qsight_pipeline.data.sample import draw_fundus, generate_sample, make_anatomy
+from qsight_pipeline.data.sample import generate_sample, lesion_twins, planted_lesion_eye
 from qsight_pipeline.inference.graph import InferenceGraph
 from qsight_pipeline.inference.loading import LoadedModel, preprocessing_metadata
 from qsight_pipeline.inference.predict import normalise
@@ -26,27 +26,6 @@ from qsight_pipeline.models.hybrid import ModelConfig, build_model
 pytest.importorskip("pytorch_grad_cam", reason="the inference extra (grad-cam) is not installed")
 
 SIZE = 128
-
-
-def _twins(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same eye photographed without lesions (grade 0) and with them (grade 3)."""
-    anatomy = make_anatomy(np.random.default_rng(seed))
-    return tuple(
-        np.asarray(draw_fundus(anatomy, grade, "right", SIZE, np.random.default_rng(seed + 1000)))
-        for grade in (0, 3)
-    )
-
-
-def _planted(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A clean eye with its diseased twin's lesions in the left half only, and the lesion pixels
-    (where the twins differ, inside that half)."""
-    clean, diseased = _twins(seed)
-    region = np.zeros(clean.shape[:2], dtype=bool)
-    region[:, : SIZE // 2] = True
-    image = clean.copy()
-    image[region] = diseased[region]
-    lesions = region & (np.abs(diseased.astype(int) - clean.astype(int)).sum(axis=-1) > 30)
-    return image, lesions
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +57,7 @@ def test_the_heatmap_concentrates_on_planted_lesions(sample_model):
     cell = int(sample_model.model.encoder.feature_info[-2]["reduction"])
     shares, areas = [], []
     for seed in range(100, 108):  # held-out eyes: the sample's anatomies come from other seeds
-        image, lesions = _planted(seed)
+        image, lesions = planted_lesion_eye(seed, SIZE)
         near = binary_dilation(lesions, iterations=cell)  # within one map cell of a lesion pixel
         result = predict_image(sample_model, image, heatmap=True)
         assert result.refer, "the trained model should call planted severe lesions referable"
@@ -100,7 +79,7 @@ def test_vit_encoders_get_a_map_on_their_patch_grid():
                          pretrained=False, compressed_dim=8, head_hidden_dim=8, gate_hidden_dim=8,
                          quantum={"enabled": False})
     graph = InferenceGraph(build_model(config).eval(), {})
-    images = normalise(np.stack([_twins(7)[1][::4, ::4]]), preprocessing_metadata(32))
+    images = normalise(np.stack([lesion_twins(7, SIZE)[1][::4, ::4]]), preprocessing_metadata(32))
     maps = grad_cam_maps(graph, images, [3])
     assert maps.shape == (1, 32, 32)
     assert np.isfinite(maps).all() and 0.5 < maps.max() <= 1.0  # normalised, not blank

@@ -345,6 +345,27 @@ def _draw_neovascularisation(canvas: _Canvas, anatomy: Anatomy, rng: np.random.G
 # --- the data set ---------------------------------------------------------------------------------
 
 
+def lesion_twins(seed: int, size: int, grade: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The same eye drawn without lesions (grade 0) and with those of ``grade``, as uint8 RGB."""
+    anatomy = make_anatomy(np.random.default_rng(seed))
+    return tuple(
+        np.asarray(draw_fundus(anatomy, g, "right", size, np.random.default_rng(seed + 1000)))
+        for g in (0, grade)
+    )
+
+
+def planted_lesion_eye(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A clean eye with its diseased twin's lesions in the left half only, and the lesion mask
+    (the pixels where the twins differ, inside that half): ground truth for saliency maps."""
+    clean, diseased = lesion_twins(seed, size)
+    region = np.zeros(clean.shape[:2], dtype=bool)
+    region[:, : size // 2] = True
+    image = clean.copy()
+    image[region] = diseased[region]
+    lesions = region & (np.abs(diseased.astype(int) - clean.astype(int)).sum(axis=-1) > 30)
+    return image, lesions
+
+
 def patient_grades(patients: int, rng: np.random.Generator) -> np.ndarray:
     """Worst-eye grade per patient: every grade at least once (when there are >= 5 patients)."""
     base = min(1, patients // NUM_GRADES)
