@@ -48,7 +48,6 @@ from qsight_pipeline.data.feature_cache import (  # noqa: F401 - re-exported
 from qsight_pipeline.data.loaders import class_counts, make_loader
 from qsight_pipeline.models.hybrid import HybridModel
 from qsight_pipeline.plain import to_plain  # noqa: F401 - re-exported
-from qsight_pipeline.training.devices import feature_stage_threads, intra_op_threads, resolve_device
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, evaluate, train_stages
 
@@ -186,16 +185,15 @@ def train_cache_stages(
     datasets = feature_datasets(cache)
     train_loader = make_loader(datasets["train"], batch_size, shuffle=True, seed=settings.seed)
     val_loader = make_loader(datasets["val"], batch_size, shuffle=False, seed=settings.seed)
-    with intra_op_threads(feature_stage_threads(model, resolve_device(settings.device))):
-        return train_stages(
-            model,
-            list(stages),
-            train_loader,
-            val_loader,
-            settings,
-            class_counts=class_counts(feature_cache.split_labels(cache, "train")),
-            run_fingerprint=run_fingerprint,
-        )
+    return train_stages(
+        model,
+        list(stages),
+        train_loader,
+        val_loader,
+        settings,
+        class_counts=class_counts(feature_cache.split_labels(cache, "train")),
+        run_fingerprint=run_fingerprint,
+    )
 
 
 def evaluate_on_cache(
@@ -210,8 +208,7 @@ def evaluate_on_cache(
     datasets = feature_datasets(cache)
     active_mask = (1, 1, 1 if model.quantum_head is not None else 0)
     results: dict[str, dict[str, Any]] = {}
-    with intra_op_threads(feature_stage_threads(model, resolve_device(settings.device))):
-        for split in splits:
-            loader = make_loader(datasets[split], batch_size, shuffle=False, seed=settings.seed)
-            results[split] = evaluate(model, loader, active_mask, settings)
+    for split in splits:
+        loader = make_loader(datasets[split], batch_size, shuffle=False, seed=settings.seed)
+        results[split] = evaluate(model, loader, active_mask, settings)
     return results

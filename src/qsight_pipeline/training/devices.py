@@ -7,10 +7,9 @@ exists, so a config written for a GPU box still runs (slowly) on a laptop or in 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -155,33 +154,3 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-# The feature-cache stages work on (batch, compressed_dim) features and (batch, 2**n_qubits)
-# statevectors: far below the size where PyTorch splits an operation over threads, so on a CPU
-# extra intra-op threads only add synchronisation, which a busy machine turns into waiting
-# (benchmarks/README.md, "Start-up" and "Quantum head"). Larger circuits keep every thread.
-SMALL_STATE_QUBITS = 6
-
-
-def feature_stage_threads(model: nn.Module, device: torch.device) -> int | None:
-    """1 for the feature-cache stages of a small circuit on a CPU; ``None`` (leave as is) else."""
-    if device.type != "cpu":
-        return None
-    head = getattr(model, "quantum_head", None)
-    qubits = head.config.n_qubits if head is not None else 0
-    return 1 if qubits <= SMALL_STATE_QUBITS else None
-
-
-@contextlib.contextmanager
-def intra_op_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads (``None``: unchanged), then restore."""
-    previous = torch.get_num_threads()
-    if count is None or count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -552,7 +552,6 @@ def _train_epoch(run: _Run, current: _StageRun, batches: _Pass, epoch: int) -> d
             _optimizer_step(current, losses["total"], run.settings.grad_clip, (where, batch_index))
             stats.add(out, grades, losses)
             trim.step()
-    trim.finish()
     if run.rank is not None:
         stats.merge_ranks()
     return stats.result()
@@ -566,7 +565,6 @@ def _evaluate_pass(run: _Run, loader: Any, batches: _Pass) -> dict[str, Any]:
     for batch in _progress_bar(loader, batches.desc, run.settings):
         stats.add(*_forward(run, run.eval_net, batch, batches, training=False))
         trim.step()
-    trim.finish()
     return stats.result()
 
 
