@@ -30,11 +30,10 @@ import numpy as np
 import torch
 
 from qsight_pipeline.data.device_augment import BatchAugmentation
-from qsight_pipeline.data.loaders import loader_options
+from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.trainer import TrainerSettings, train_stages
-from qsight_pipeline.workflow import make_loader
 
 AUGMENT = {"on_device": False}  # the defaults of the augmentation block
 

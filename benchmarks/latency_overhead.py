@@ -20,10 +20,10 @@ import sys
 import numpy as np
 import torch
 
+from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.trainer import TrainerSettings, train_stages
-from qsight_pipeline.workflow import make_loader
 
 
 def epoch_seconds(latency: bool, images: np.ndarray, grades: np.ndarray, epochs: int) -> list[float]:

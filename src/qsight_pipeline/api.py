@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from qsight_pipeline import workflow
+from qsight_pipeline import artifacts, workflow
 from qsight_pipeline.config import AugmentationParams, validate_block
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
+from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.inference import operating_point
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
@@ -52,6 +53,7 @@ from qsight_pipeline.pipelines.ingestion.nodes import (
     scan_dataset,
     split_by_patient,
 )
+from qsight_pipeline.plain import to_plain
 from qsight_pipeline.training.stages import (
     Stage,
     default_stage_schedule,
@@ -149,7 +151,7 @@ def create_dataloaders(
             image_size=config.image_size,
         )
         dataset.image_ids = rows["image_id"].astype(str).tolist()
-        loaders[split] = workflow.make_loader(
+        loaders[split] = make_loader(
             dataset, config.batch_size, shuffle=split == "train", seed=config.seed,
             num_workers=config.num_workers,
         )
@@ -166,7 +168,7 @@ def _unaugmented(loader: DataLoader) -> DataLoader:
         dataset.images, dataset.grades, train=False, augment=None, image_size=dataset.image_size
     )
     plain.image_ids = getattr(dataset, "image_ids", None)
-    return workflow.make_loader(plain, loader.batch_size or 32, shuffle=False, seed=0)
+    return make_loader(plain, loader.batch_size or 32, shuffle=False, seed=0)
 
 
 def _image_ids(loader: DataLoader) -> list[str]:
@@ -255,10 +257,10 @@ def _training_summary(
     """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
     referral = validate_block(ReferralParams, config.referral, "referral")
     calibration = calibrate_operating_point(evaluation, referral)
-    model_info = workflow.build_model_info(model, feature_cache.cache_metadata(cache))
+    model_info = artifacts.build_model_info(model, feature_cache.cache_metadata(cache))
     recorded = {**asdict(config), "referral": referral.model_dump()}  # the defaults used, too
-    summary = workflow.build_training_summary(
-        history, evaluation, model_info, config=workflow.to_plain(recorded)
+    summary = artifacts.build_training_summary(
+        history, evaluation, model_info, config=to_plain(recorded)
     )
     return operating_point.summary_with_operating_point(summary, calibration)
 
@@ -276,15 +278,15 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
     folder = Path(output_dir).expanduser()
     seed = int((summary.get("config") or {}).get("seed", 0))
     model_info = operating_point.model_info_with_operating_point(
-        workflow.build_model_info(model, workflow.model_metadata(model, seed)),
+        artifacts.build_model_info(model, workflow.model_metadata(model, seed)),
         model.config.image_size,
         summary.get("calibration"),
     )
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    checkpoint = workflow.complete_checkpoint({"model_state": state}, model, dict(summary), model_info)
+    checkpoint = artifacts.complete_checkpoint({"model_state": state}, model, dict(summary), model_info)
     atomic_torch_save(checkpoint, folder / CHECKPOINT_NAME)
     for name, content in ((MODEL_INFO_NAME, model_info), (SUMMARY_NAME, summary)):
-        text = json.dumps(workflow.to_plain(content), indent=2).encode("utf-8")
+        text = json.dumps(to_plain(content), indent=2).encode("utf-8")
         atomic_write(folder / name, lambda handle, text=text: handle.write(text))
     logger.info("Saved the trained model to %s", folder)
     return folder

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from qsight_pipeline import workflow
+from qsight_pipeline import artifacts, workflow
 from qsight_pipeline.constants import SPLITS
-from qsight_pipeline.data.loaders import loader_options
+from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training.distributed import (
@@ -167,7 +167,7 @@ def classical_worker(
             **options,
         )
         # Every rank scores the whole validation set, so its metrics are those of one process.
-        val_loader = workflow.make_loader(
+        val_loader = make_loader(
             val_set, job.batch_size, shuffle=False, seed=settings.seed, **options
         )
         history = workflow.train_image_stages(
@@ -181,7 +181,7 @@ def classical_worker(
         )
         if not rank.is_writer:
             return None
-        result = (workflow.classical_checkpoint(model, history), history)
+        result = (artifacts.classical_checkpoint(model, history), history)
         return _save_result(result, Path(folder) / "classical_result.pt")
     finally:
         close_worker()
@@ -215,7 +215,7 @@ def feature_worker(
     rank = init_worker(plan)
     try:
         checkpoint = _load_result(job.checkpoint_file)
-        model = workflow.load_classical_checkpoint(checkpoint)
+        model = artifacts.load_classical_checkpoint(checkpoint)
         loaders, ids = {}, {}
         for split, file in files.items():
             dataset = CachedImageDataset(
@@ -228,7 +228,7 @@ def feature_worker(
             part = shard_range(len(dataset), rank)
             ids[split] = [job.image_ids[split][i] for i in part]
             if len(part):  # an empty slice is exported as an empty split, like a missing one
-                loaders[split] = workflow.make_loader(
+                loaders[split] = make_loader(
                     Subset(dataset, part), job.batch_size, shuffle=False, seed=job.settings.seed
                 )
         settings = _worker_settings(job.settings, rank.is_writer)

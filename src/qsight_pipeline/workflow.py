@@ -19,17 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from qsight_pipeline.artifacts import (  # noqa: F401 - re-exported for the nodes and the API
-    apply_quantum_head_state,
-    build_model_info,
-    build_training_summary,
-    classical_checkpoint,
-    complete_checkpoint,
-    full_model_state,
-    load_classical_checkpoint,
-    load_complete_checkpoint,
+from qsight_pipeline.artifacts import (
     model_config_dict,
-    quantum_head_state,
     rebuild_model,
 )
 from qsight_pipeline.constants import (
@@ -41,13 +32,12 @@ from qsight_pipeline.constants import (
     SPLITS,
 )
 from qsight_pipeline.data import feature_cache
-from qsight_pipeline.data.feature_cache import (  # noqa: F401 - re-exported
+from qsight_pipeline.data.feature_cache import (
     check_feature_cache,
     feature_datasets,
 )
 from qsight_pipeline.data.loaders import class_counts, make_loader
 from qsight_pipeline.models.hybrid import HybridModel
-from qsight_pipeline.plain import to_plain  # noqa: F401 - re-exported
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, evaluate, train_stages
 

@@ -66,9 +66,10 @@ def train_classical_model(
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
-    from qsight_pipeline import workflow
+    from qsight_pipeline import artifacts, workflow
     from qsight_pipeline.data.device_augment import with_device_augmentation
     from qsight_pipeline.data.loaders import loader_options as options_for_loaders
+    from qsight_pipeline.data.loaders import make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
     from qsight_pipeline.ddp_jobs import ClassicalJob, train_classical_ddp
     from qsight_pipeline.models.hybrid import ModelConfig, build_model
@@ -91,7 +92,7 @@ def train_classical_model(
     _check_cache(image_cache_val, val_grades, "val")
     data = manifest[["image_id", "grade", "split"]].to_dict("list")
     run_fingerprint = fingerprint(
-        "classical", workflow.model_config_dict(config), run.batch_size, augment, data
+        "classical", artifacts.model_config_dict(config), run.batch_size, augment, data
     )
     plan = worker_plan(distributed, settings)
     if plan.enabled:
@@ -116,13 +117,13 @@ def train_classical_model(
         "seed": settings.seed,
         **options_for_loaders(run.num_workers, resolve_device(settings.device)),
     }
-    train_loader = workflow.make_loader(train_set, run.batch_size, shuffle=True, **loader_options)
-    val_loader = workflow.make_loader(val_set, run.batch_size, shuffle=False, **loader_options)
+    train_loader = make_loader(train_set, run.batch_size, shuffle=True, **loader_options)
+    val_loader = make_loader(val_set, run.batch_size, shuffle=False, **loader_options)
     history = workflow.train_image_stages(
         hybrid, run_config.schedule["classical"], train_loader, val_loader, settings,
         train_labels=train_grades, run_fingerprint=run_fingerprint,
     )
-    checkpoint = workflow.classical_checkpoint(hybrid, history)
+    checkpoint = artifacts.classical_checkpoint(hybrid, history)
     return lineage.stamp_classical(checkpoint, ingestion), history
 
 

@@ -25,12 +25,13 @@ def finetune_ensemble(
         The model after the compression module (kept in memory), ``ensemble_history`` and the
         evaluation of every head and the ensemble on val and test.
     """
-    from qsight_pipeline import workflow
+    from qsight_pipeline import artifacts, workflow
     from qsight_pipeline.data import feature_cache
+    from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.trainer import seed_everything
 
-    workflow.check_feature_cache(quantum_training_data)
+    check_feature_cache(quantum_training_data)
     lineage.quantum_head_for_feature_cache(
         quantum_head, quantum_training_data, run_config.settings.output_dir
     )
@@ -40,7 +41,7 @@ def finetune_ensemble(
     if not quantum_head.get("enabled"):
         quantum_params["enabled"] = False
     model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
-    workflow.apply_quantum_head_state(model, quantum_head)
+    artifacts.apply_quantum_head_state(model, quantum_head)
 
     stages = run_config.schedule["ensemble"]
     batch_size = run_config.batch_size
@@ -92,7 +93,7 @@ def assemble_training_artifacts(
     temperatures and operating point in ``model_info["calibration"]``, with the preprocessing
     inference must repeat; its report part in ``training_summary["calibration"]``.
     """
-    from qsight_pipeline import workflow
+    from qsight_pipeline import artifacts
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.inference import operating_point
 
@@ -100,12 +101,12 @@ def assemble_training_artifacts(
         phase1_classical_model, quantum_training_data, parameters.get("output_dir")
     )
     model_info = operating_point.model_info_with_operating_point(
-        workflow.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data)),
+        artifacts.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data)),
         post_cache_model.config.image_size,
         calibration,
     )
     summary = operating_point.summary_with_operating_point(
-        workflow.build_training_summary(
+        artifacts.build_training_summary(
             [*classical_history, *quantum_history, *ensemble_history],
             evaluation,
             model_info,
@@ -120,7 +121,7 @@ def assemble_training_artifacts(
             split, ensemble["accuracy"], ensemble["quadratic_weighted_kappa"],
             "n/a" if ensemble["referable_auc"] is None else f"{ensemble['referable_auc']:.3f}",
         )
-    checkpoint = workflow.complete_checkpoint(
+    checkpoint = artifacts.complete_checkpoint(
         phase1_classical_model, post_cache_model, summary, model_info
     )
     checkpoint[lineage.LINEAGE_KEY] = record

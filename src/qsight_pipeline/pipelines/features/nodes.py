@@ -30,7 +30,8 @@ def export_quantum_training_data(
         With ``distributed.nproc_per_node > 1`` this machine's workers each take a slice of
         every split (DDP workers, no gradients), and the slices are joined in order.
     """
-    from qsight_pipeline import workflow
+    from qsight_pipeline import artifacts, workflow
+    from qsight_pipeline.data.loaders import make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
 
     caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
@@ -38,7 +39,7 @@ def export_quantum_training_data(
     record = lineage.classical_for_manifest(
         phase1_classical_model, manifest, run_config.settings.output_dir
     )
-    model = workflow.load_classical_checkpoint(phase1_classical_model)
+    model = artifacts.load_classical_checkpoint(phase1_classical_model)
     image_size = model.config.image_size
     batch_size = run_config.batch_size
     settings = run_config.trainer_settings()
@@ -57,7 +58,7 @@ def export_quantum_training_data(
         cache["metadata"][lineage.LINEAGE_KEY] = record
         return cache
     loaders = {
-        split: workflow.make_loader(
+        split: make_loader(
             CachedImageDataset(
                 images, split_grades(manifest, split), train=False, augment=None,
                 image_size=image_size,

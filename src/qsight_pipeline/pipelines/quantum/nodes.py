@@ -28,12 +28,13 @@ def train_quantum_head(
         ``quantum_history`` (stage summaries) and ``quantum_metrics`` (the quantum head alone on
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
-    from qsight_pipeline import workflow
+    from qsight_pipeline import artifacts, workflow
     from qsight_pipeline.data import feature_cache
+    from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.trainer import seed_everything
 
-    workflow.check_feature_cache(quantum_training_data)
+    check_feature_cache(quantum_training_data)
     record = lineage.feature_cache_record(quantum_training_data, run_config.settings.output_dir)
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
@@ -43,7 +44,7 @@ def train_quantum_head(
         # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
         # full run the rest of the pipeline carries on classical-only.
         logger.warning("Quantum head disabled or unavailable: the quantum stage is skipped.")
-        return _stamped(workflow.quantum_head_state(model), record), [], {"enabled": False}
+        return _stamped(artifacts.quantum_head_state(model), record), [], {"enabled": False}
 
     if model.quantum_head.config.standardize:
         # Fitted on train only and saved in the head's state with its weights.
@@ -63,7 +64,7 @@ def train_quantum_head(
     )
     metrics = {
         "enabled": True,
-        "quantum": workflow.model_config_dict(model.config).get("quantum"),
+        "quantum": artifacts.model_config_dict(model.config).get("quantum"),
         **{split: result["metrics"][QUANTUM_HEAD] for split, result in evaluation.items()},
     }
     for split in ("val", "test"):
@@ -71,7 +72,7 @@ def train_quantum_head(
             "Quantum head alone on %s: accuracy %.3f, quadratic weighted kappa %.3f",
             split, metrics[split]["accuracy"], metrics[split]["quadratic_weighted_kappa"],
         )
-    return _stamped(workflow.quantum_head_state(model), record), history, metrics
+    return _stamped(artifacts.quantum_head_state(model), record), history, metrics
 
 
 def _stamped(quantum_head: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

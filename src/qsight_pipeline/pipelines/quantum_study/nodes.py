@@ -21,10 +21,10 @@ def run_quantum_study(
     Returns the tidy table: validation scores for every row; test scores for the rows of the
     hyperparameter chosen on validation only.
     """
-    from qsight_pipeline import workflow
+    from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.study import run_study
 
-    workflow.check_feature_cache(quantum_training_data)
+    check_feature_cache(quantum_training_data)
     return run_study(quantum_training_data, quantum_study)
 
 
