@@ -365,6 +365,30 @@ def test_mlflow_hook_opens_and_closes_its_own_run_in_the_project(tmp_path, summa
     assert set(evaluation_metrics(summary)) <= set(run.data.metrics)
 
 
+def test_a_run_the_caller_opened_is_logged_into_and_left_open(tmp_path, summary):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    def notebook():
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        notebook_experiment = mlflow.create_experiment(
+            "notebook", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=notebook_experiment) as mine:
+            drive(MlflowTrackingHook(), fake_context(tmp_path, {"mlflow": {"enabled": True}}),
+                  summary)
+            assert mlflow.active_run().info.run_id == mine.info.run_id  # not ended by the hook
+        return mine.info.run_id
+
+    previous = mlflow.get_tracking_uri()
+    try:
+        run_id = in_fresh_thread(notebook)
+        run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert run.info.status == "FINISHED"  # ended by the caller's `with`
+    assert set(evaluation_metrics(summary)) <= set(run.data.metrics)
+
+
 class _BrokenClient:
     def __getattr__(self, name):
         def fail(*args, **kwargs):
@@ -395,12 +419,15 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
     mlflow.create_experiment("refused", artifact_location=(tmp_path / "artifacts").as_uri())
 
     def refused_run():
-        # as the MLflow hook would have opened it just before
-        run = mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("refused").experiment_id)
+        # opened just before by the MLflow hook, which runs before the W&B hook
+        from qsight_pipeline.mlflow_runs import MlflowConfig, start_run
+
+        run_id = start_run(MlflowConfig(tracking_uri=mlflow.get_tracking_uri(), experiment="refused"),
+                           tmp_path, "__default__", {})
         with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
             hook.before_pipeline_run(run_params={}, pipeline=None, catalog=project_catalog())
         assert mlflow.active_run() is None
-        return run.info.run_id
+        return run_id
 
     try:
         run_id = in_fresh_thread(refused_run)

@@ -309,7 +309,6 @@ class MlflowTrackingHook:
         self._enabled = True
         self._project = Path.cwd()
         self._config: Any = None
-        self._owns_run = False
         self._reset()
 
     def _reset(self) -> None:
@@ -351,23 +350,17 @@ class MlflowTrackingHook:
             logger.warning("MLflow run could not start (%s); training goes on without MLflow",
                            error)  # fmt: skip
             return
-        self._owns_run = True
         from qsight_pipeline.run_guard import close_stale_mlflow_runs
 
         close_stale_mlflow_runs()  # tags this run with our pid; closes those of dead processes
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        self._finish("FINISHED")
+        mlflow_runs.end_run("FINISHED")  # only the run this hook opened
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        self._finish("FAILED")
-
-    def _finish(self, status: str) -> None:
-        if self._owns_run:
-            self._owns_run = False
-            mlflow_runs.end_run(status)
+        mlflow_runs.end_run("FAILED")
 
     def _active_run(self) -> tuple[Any, str] | None:
         if not self._enabled:

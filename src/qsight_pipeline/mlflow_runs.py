@@ -28,6 +28,10 @@ MLFLOW_CONFIG_FILE = "conf/base/mlflow.yml"
 PARAM_VALUE_LIMIT = 6000
 PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 
+# The run start_run opened, until it ends: only that one is ever ended here, never a run the
+# caller opened around a session (a notebook's ``with mlflow.start_run():``).
+_opened_run_id: str | None = None
+
 
 class MlflowConfig(BaseModel):
     """``conf/<env>/mlflow.yml``: where the runs of this project are recorded."""
@@ -98,7 +102,9 @@ def start_run(config: MlflowConfig, project: Path, run_name: str, params: Mappin
         experiment_id = experiment.experiment_id
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment_id)
+    global _opened_run_id
     run = mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name or run_name)
+    _opened_run_id = run.info.run_id
     flat = flatten_params(params)
     values = [Param(k, v) for k, v in flat.items() if len(v) <= PARAM_VALUE_LIMIT]
     tags = [RunTag(k, v) for k, v in flat.items() if len(v) > PARAM_VALUE_LIMIT]
@@ -118,17 +124,18 @@ def active_run_id() -> str | None:
 
 
 def end_run(status: str) -> None:
-    """End the active MLflow run, if any, with ``status`` (FINISHED, FAILED or KILLED)."""
-    mlflow = sys.modules.get("mlflow")  # only if something already imported it
-    if mlflow is not None and mlflow.active_run() is not None:
-        mlflow.end_run(status=status)
+    """End the run :func:`start_run` opened, if it is still active, with ``status`` (FINISHED,
+    FAILED or KILLED). A run opened by anybody else is left alone."""
+    global _opened_run_id
+    if _opened_run_id is not None and active_run_id() == _opened_run_id:
+        sys.modules["mlflow"].end_run(status=status)
+    _opened_run_id = None
 
 
 def close_mlflow_run_as_failed() -> None:
-    """End the active MLflow run as FAILED when a run stops in ``before_pipeline_run``.
-
-    Kedro calls ``on_pipeline_error`` only for errors raised after ``before_pipeline_run``, so
-    without this a run refused at start would stay RUNNING in MLflow for ever.
+    """End the run :func:`start_run` opened as FAILED when a later hook stops the run in
+    ``before_pipeline_run`` (W&B that cannot start): Kedro calls ``on_pipeline_error`` only for
+    errors raised after ``before_pipeline_run``, so it would stay RUNNING in MLflow for ever.
     """
     end_run("FAILED")
 

@@ -16,7 +16,6 @@ from kedro.framework.hooks import hook_impl
 from qsight_pipeline import preflight, user_errors
 from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
-from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +73,7 @@ def check_pipelines(parameters: QSightParameters, pipeline_names: list[str]) -> 
 def _refuse(error: BaseException) -> None:
     # Say it plainly once more, so the reason is the last thing in the log.
     logger.error("Run refused before it started: %s", error)
-    # Kedro does not call on_pipeline_error for a failure here, so close the MLflow run that
-    # the MLflow hook may already have opened instead of leaving it RUNNING.
-    close_mlflow_run_as_failed()
+    # No MLflow run is open yet: the MLflow hook opens it after these checks (settings.HOOKS).
 
 
 class RunChecksHook:

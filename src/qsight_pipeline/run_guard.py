@@ -224,10 +224,8 @@ class RunGuardHook:
         try:
             self._lock.acquire(current_command())
         except RunLockedError as error:
-            from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
-
+            # No MLflow run is open yet: the MLflow hook opens it after this hook (settings.HOOKS).
             logger.error("Run refused: %s", error)
-            close_mlflow_run_as_failed()
             self._lock = None
             raise
         parameters = catalog.load("parameters") if "parameters" in catalog else {}
@@ -240,7 +238,6 @@ class RunGuardHook:
     def _check_lineage(self, pipeline: Any, catalog: Any, parameters: dict[str, Any]) -> None:
         """Artifacts this run reads from disk must belong together (lineage.py)."""
         from qsight_pipeline import lineage
-        from qsight_pipeline.mlflow_runs import close_mlflow_run_as_failed
 
         cache: dict[str, Any] = {}  # the feature cache is read once for two pairs
 
@@ -253,7 +250,6 @@ class RunGuardHook:
             lineage.check_pipeline_inputs(pipeline.inputs(), load, parameters.get("output_dir"))
         except Exception as error:  # unreadable, unsafe or mismatched: no node may start
             logger.error("Run refused: %s", error)
-            close_mlflow_run_as_failed()
             self._release()
             raise
 
