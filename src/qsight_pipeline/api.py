@@ -213,7 +213,7 @@ def train_hybrid_model(
         raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
     config = config or TrainingConfig()
     settings = config.trainer_settings()
-    validate_block(ReferralParams, config.referral, "referral")  # before hours of training
+    referral = validate_block(ReferralParams, config.referral, "referral")  # before hours of training
     seed_everything(settings.seed)
     stages = split_schedule(parse_stages(list(config.stages)))
     model_config = ModelConfig(
@@ -244,7 +244,7 @@ def train_hybrid_model(
         )
     splits = ("val", "test") if test_loader is not None else ("val",)
     evaluation = workflow.evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
-    return model, _training_summary(model, history, evaluation, cache, config)
+    return model, _training_summary(model, history, evaluation, cache, config, referral)
 
 
 def _training_summary(
@@ -253,9 +253,9 @@ def _training_summary(
     evaluation: dict[str, dict[str, Any]],
     cache: dict[str, Any],
     config: TrainingConfig,
+    referral: ReferralParams,
 ) -> dict[str, Any]:
     """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
-    referral = validate_block(ReferralParams, config.referral, "referral")
     calibration = calibrate_operating_point(evaluation, referral)
     model_info = artifacts.build_model_info(model, feature_cache.cache_metadata(cache))
     recorded = {**asdict(config), "referral": referral.model_dump()}  # the defaults used, too
