@@ -17,7 +17,7 @@ import torch
 from qsight_pipeline import lineage
 from qsight_pipeline.datasets import NpyDataset, SafePickleDataset
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.run_guard import RunLock, RunLockedError, remove_stale_temp_files
+from qsight_pipeline.run_guard import RunLock, RunLockedError
 from qsight_pipeline.safe_pickle import safe_load, safe_loads
 
 
@@ -176,17 +176,3 @@ def test_a_lock_file_naming_a_dead_process_is_taken_over(tmp_path):
     lock = RunLock(tmp_path)
     lock.acquire("kedro run")
     lock.release()
-
-
-def test_leftover_temporary_files_are_removed_and_nothing_else(tmp_path):
-    data = tmp_path / "data"
-    (data / "03_primary").mkdir(parents=True)
-    (data / "01_raw").mkdir()
-    leftovers = [data / "03_primary" / ".manifest.a1b2c3d4.tmp.csv",
-                 data / "03_primary" / ".image_cache_train.npy.k2j3h4.tmp"]
-    kept = [data / "03_primary" / "manifest.csv", data / "01_raw" / ".photo.x.tmp",
-            data / "03_primary" / "notes.tmp"]
-    for path in leftovers + kept:
-        path.write_bytes(b"")
-    assert sorted(remove_stale_temp_files([data, None])) == sorted(leftovers)
-    assert all(path.exists() for path in kept)

@@ -23,6 +23,43 @@ def _output(result) -> str:
     return result.stdout + result.stderr
 
 
+def plant_look_alikes(folder):
+    """Files of a user's that look like temporary files, at several depths."""
+    paths = [folder / ".thesis.tmp", folder / "notes" / "deep" / ".budget.tmp.xlsx",
+             folder / ".quantum_head.pth.x8y9z0.tmp", folder / ".model.qsight-0a1b2c3d.tmp.pth",
+             folder / "notes" / ".manifest.1a2b3c4d.tmp.csv"]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    return paths
+
+
+def kill_during_writes(project, targets):
+    """SIGKILL a QSight process while it writes ``targets`` (relative to ``project``); returns
+    the temporary files it left behind."""
+    code = (
+        "import os, sys, time; from qsight_pipeline.storage import atomic_write\n"
+        "def stall(handle):\n"
+        "    handle.write(b'partial'); handle.flush(); os.write(1, b'writing\\n'); time.sleep(120)\n"
+        "import threading\n"
+        f"for target in {targets!r}:\n"
+        "    threading.Thread(target=atomic_write, args=(target, stall), daemon=True).start()\n"
+        "time.sleep(120)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], cwd=project.path,
+                              env=project.environment(), stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in targets:
+            assert writer.stdout.readline().strip() == "writing"
+    finally:
+        writer.kill()
+        writer.wait()
+    left = [path for target in targets
+            for path in (project.path / target).parent.glob(".*.qsight-*.tmp*")]
+    assert len(left) == len(targets)
+    return left
+
+
 def test_a_crafted_feature_cache_runs_no_code_and_fails_the_run(smoke_copy):
     path = smoke_copy.data(f"{OUTPUT_DIR}/quantum_training_data.pkl")
     with path.open("rb") as handle:
@@ -90,10 +127,12 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     assert "kedro run --params output_dir=data/exp1" in _output(refused)
     assert not smoke_copy.data("exp2").exists()
 
-    leftovers = [smoke_copy.data("03_primary/.manifest.1a2b3c4d.tmp.csv"),
-                 smoke_copy.data(f"{OUTPUT_DIR}/.quantum_head.pth.x8y9z0.tmp")]
-    for path in leftovers:
-        path.write_bytes(b"")
+    # A QSight process killed in the middle of two writes leaves its temporary files and its
+    # journal; look-alike files of the user's, at several depths, must survive the clean-up.
+    leftovers = kill_during_writes(smoke_copy, ["data/03_primary/manifest.csv",
+                                                f"data/{OUTPUT_DIR}/quantum_head.pth"])
+    look_alikes = plant_look_alikes(smoke_copy.data(OUTPUT_DIR)) + plant_look_alikes(
+        smoke_copy.data("03_primary"))
     client = mlflow.MlflowClient(f"sqlite:///{smoke_copy.path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("qsight")
     killed = client.create_run(experiment.experiment_id, tags={"qsight.pid": str(holder.pid)})
@@ -103,6 +142,7 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     for source in sorted(smoke_copy.data("01_raw/sample").rglob("*.jpeg"))[:2]:
         (photos / source.name).write_bytes(source.read_bytes())
     smoke_copy.run("--pipeline", "predict", env="smoke", params={"predict.input_dir": str(photos)})
-    assert not any(path.exists() for path in leftovers)
+    assert leftovers and not any(path.exists() for path in leftovers)
+    assert all(path.read_text() == "mine" for path in look_alikes)
     assert client.get_run(killed.info.run_id).info.status == "FAILED"
     assert client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") == []

@@ -14,8 +14,6 @@ file that a later run would trust.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,7 +23,7 @@ from kedro.io import AbstractDataset, DatasetError
 from qsight_pipeline import lineage
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.safe_pickle import safe_load
-from qsight_pipeline.storage import atomic_torch_save, atomic_write
+from qsight_pipeline.storage import atomic_torch_save, atomic_write, readable_path, writing
 
 
 class MissingArtifactError(ArtifactError, DatasetError):
@@ -48,49 +46,59 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
         self.metadata = metadata
 
     def load(self) -> np.ndarray:
-        path = Path(self._filepath)
+        path = readable_path(self._filepath)
         if not path.is_file():
             raise MissingArtifactError(
                 f"Array file {path} does not exist. Run the pipeline that writes it first "
                 "(for the image cache: `kedro run --pipeline ingestion`)."
             )
         array = np.load(path, mmap_mode=self._mmap_mode, allow_pickle=False)
-        return lineage.attach(array, lineage.read_sidecar(path))
+        return lineage.attach(array, lineage.read_sidecar(Path(self._filepath)))
 
     def save(self, data: np.ndarray) -> None:
-        # The lineage sidecar goes first: a kill between the two writes leaves a sidecar that
-        # disagrees with the manifest, which readers refuse, never an unmarked mix.
-        lineage.write_sidecar(Path(self._filepath), lineage.of(data))
-        atomic_write(self._filepath, lambda handle: np.save(handle, np.asarray(data), allow_pickle=False))
+        # The old lineage record goes first, the data next and the new record last: a kill at
+        # any point leaves an array with no record (which readers refuse) or the complete new
+        # pair, never an old record beside new data (or the reverse).
+        path = Path(self._filepath)
+        lineage.write_sidecar(path, None)
+        atomic_write(path, lambda handle: np.save(handle, np.asarray(data), allow_pickle=False))
+        lineage.write_sidecar(path, lineage.of(data))
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        return readable_path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "mmap_mode": self._mmap_mode}
 
 
 class TorchDataset(AbstractDataset[Any, Any]):
-    """A file written by ``torch.save``; loaded with ``weights_only=True`` unless told otherwise."""
+    """A file written by ``torch.save``; loaded with ``weights_only=True`` unless told otherwise.
 
-    def __init__(self, filepath: str, weights_only: bool = True, metadata: dict | None = None):
+    ``staged: false`` writes it in place at once even inside a run's transaction
+    (``storage.transaction``): for artifacts whose every reader checks their lineage, so that a
+    later failure of the run does not throw away hours of training.
+    """
+
+    def __init__(self, filepath: str, weights_only: bool = True, metadata: dict | None = None,
+                 staged: bool = True):
         self._filepath = PurePosixPath(filepath)
         self._weights_only = weights_only
+        self._staged = staged
         self.metadata = metadata
 
     def load(self) -> Any:
         import torch
 
-        path = Path(self._filepath)
+        path = readable_path(self._filepath)
         if not path.is_file():
             raise MissingArtifactError(_missing_artifact_message(path))
         return torch.load(path, map_location="cpu", weights_only=self._weights_only)
 
     def save(self, data: Any) -> None:
-        atomic_torch_save(data, self._filepath)
+        atomic_torch_save(data, self._filepath, self._staged)
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        return readable_path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "weights_only": self._weights_only}
@@ -104,13 +112,15 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
     offending ``module.name``. ``pickle.load`` reads the file as usual in a notebook.
     """
 
-    def __init__(self, filepath: str, protocol: int = 5, metadata: dict | None = None):
+    def __init__(self, filepath: str, protocol: int = 5, metadata: dict | None = None,
+                 staged: bool = True):
         self._filepath = PurePosixPath(filepath)
         self._protocol = protocol
+        self._staged = staged  # as for TorchDataset
         self.metadata = metadata
 
     def load(self) -> Any:
-        path = Path(self._filepath)
+        path = readable_path(self._filepath)
         if not path.is_file():
             raise DatasetError(_missing_artifact_message(path))
         return safe_load(path)
@@ -118,10 +128,13 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
     def save(self, data: Any) -> None:
         import pickle
 
-        atomic_write(self._filepath, lambda handle: pickle.dump(data, handle, protocol=self._protocol))
+        atomic_write(
+            self._filepath, lambda handle: pickle.dump(data, handle, protocol=self._protocol),
+            self._staged,
+        )
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        return readable_path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "protocol": self._protocol}
@@ -156,22 +169,17 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         return AbstractDataset.from_config(f"atomic:{self._filepath.name}", config)
 
     def load(self) -> Any:
-        if not self._filepath.is_file():
+        path = readable_path(self._filepath)
+        if not path.is_file():
             raise MissingArtifactError(_missing_artifact_message(self._filepath))
-        return self._inner(self._filepath).load()
+        return self._inner(path).load()
 
     def save(self, data: Any) -> None:
-        target = self._filepath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp{target.suffix}")
-        try:
+        with writing(self._filepath) as tmp:
             self._inner(tmp).save(data)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _exists(self) -> bool:
-        return self._filepath.is_file()
+        return readable_path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "dataset": self._dataset_config.get("type")}
@@ -185,7 +193,7 @@ class OptionalDataset(AtomicDataset):
     """
 
     def load(self) -> Any:
-        if not self._filepath.is_file():
+        if not readable_path(self._filepath).is_file():
             return None
         return super().load()
 
@@ -197,7 +205,7 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
         self.metadata = metadata
 
     def load(self) -> bytes:
-        path = Path(self._filepath)
+        path = readable_path(self._filepath)
         if not path.is_file():
             raise DatasetError(_missing_artifact_message(path))
         return path.read_bytes()
@@ -206,7 +214,7 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
         atomic_write(self._filepath, lambda handle: handle.write(bytes(data)))
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        return readable_path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}

@@ -28,7 +28,7 @@ from typing import Any
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import mlflow_runs
+from qsight_pipeline import mlflow_runs, storage
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.plain import json_default
@@ -101,6 +101,12 @@ def _expand_confusion(matrix: list[list[int]]) -> tuple[list[int], list[int]]:
     return y_true, y_pred
 
 
+def _wandb_run_folder(run: Any) -> Path | None:
+    """wandb's folder of ``run`` (``wandb/offline-run-<time>-<id>``), if it has one."""
+    files = getattr(run, "dir", None)
+    return Path(files).parent if files else None
+
+
 def _json_text(value: Any) -> str:
     """JSON of a node output; numpy scalars and arrays become plain numbers and lists."""
     return json.dumps(value, indent=2, default=json_default)
@@ -121,6 +127,11 @@ class WandbHook:
         self._parameters: dict[str, Any] = {}
         self._project_path: Path | None = None
         self._reset()
+
+    def _end_folder(self) -> None:
+        if getattr(self, "_run_folder", None) is not None:
+            storage.end_directory(self._run_folder)
+            self._run_folder = None
 
     def _reset(self) -> None:
         self._wandb: Any = None
@@ -178,6 +189,9 @@ class WandbHook:
                 "tracking.wandb.enabled=false."
             ) from error
         logger.info("W&B run %s started (mode %s)", getattr(self._run, "id", "?"), mode)
+        self._run_folder = _wandb_run_folder(self._run)
+        if self._run_folder is not None:  # removed by the next run if this one is killed
+            storage.journal_directory(self._run_folder)
         self._tracked = _tracked_outputs(pipeline, catalog)
 
     @hook_impl
@@ -222,6 +236,7 @@ class WandbHook:
             logger.warning("W&B logging of the final results failed", exc_info=True)
         finally:
             self._run.finish()
+            self._end_folder()
             self._reset()
 
     @hook_impl
@@ -230,6 +245,7 @@ class WandbHook:
         if self._run is not None:
             logger.warning("Pipeline failed; closing the W&B run as failed")
             self._run.finish(exit_code=1)
+            self._end_folder()
             self._reset()
 
     def _log_final(self) -> None:
@@ -360,7 +376,9 @@ class MlflowTrackingHook:
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        mlflow_runs.end_run("FAILED")
+        from qsight_pipeline.run_guard import RunInterrupted
+
+        mlflow_runs.end_run("KILLED" if isinstance(error, RunInterrupted) else "FAILED")
 
     def _active_run(self) -> tuple[Any, str] | None:
         if not self._enabled:

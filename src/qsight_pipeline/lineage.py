@@ -135,7 +135,9 @@ def write_sidecar(path: Path, record: dict[str, Any] | None) -> None:
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
-    sidecar = sidecar_path(path)
+    from qsight_pipeline.storage import readable_path
+
+    sidecar = readable_path(sidecar_path(path))
     if not sidecar.is_file():
         return None
     try:

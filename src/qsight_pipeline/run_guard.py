@@ -1,17 +1,25 @@
-"""One run at a time per project, and no leftovers of killed runs.
+"""One run at a time per project and per output folder; leftovers of killed runs; clean stops.
 
 ``data/03_primary`` and ``data/05_model_input`` (the manifest and image caches) are shared by
-every run of a project, whatever its ``output_dir``. Two runs at once would overwrite each
-other's intermediates midway, so :class:`RunLock` takes an exclusive lock on
-``data/.qsight_run.lock`` for the whole run: a second ``kedro run`` started meanwhile is refused
-at once with the first one's pid, start time and command. The lock is an OS file lock
-(``flock``), which the kernel drops when its process dies, even on SIGKILL; a lock file whose
-recorded process is dead is stale and is taken over.
+every run of a project, and an ``output_dir`` may be shared by several projects (an absolute
+path). :class:`RunLock` takes an exclusive lock on ``data/.qsight_run.lock`` and on
+``<output_dir>/.qsight_run.lock`` (and on ``checkpoint_dir``'s) for the whole run: a second run
+that would write to either is refused at once with the first one's pid, start time and command.
+The locks are OS file locks (``flock``), which the kernel drops when the process dies, even on
+SIGKILL; a lock file whose recorded process is dead is stale and is taken over.
 
-At the start of each run, holding the lock: :func:`remove_stale_temp_files` deletes the
-temporary files that interrupted atomic writes left (``storage.atomic_write`` and
-``datasets.AtomicDataset``), and :func:`close_stale_mlflow_runs` marks FAILED the MLflow runs
-that a dead process left RUNNING.
+At the start of each run, holding the locks, :func:`storage.recover` removes the unfinished
+temporary files that killed QSight processes listed in their journals (nothing else), and the
+MLflow hook marks FAILED the MLflow runs that a dead process left RUNNING.
+
+:class:`RunTransaction` stages this run's outputs in ``output_dir``, ``data/07_model_output`` and
+``data/08_reporting`` and commits them together when the pipeline ends well, or rolls them back
+when it fails (see :mod:`qsight_pipeline.storage`).
+
+:class:`StopSignals` turns SIGTERM and SIGINT into :class:`RunInterrupted`, so that a scheduler
+stopping the job (Slurm, Kubernetes, systemd send SIGTERM first) ends it like any failure: one
+line saying where it stopped, the MLflow run ended KILLED, the locks released, this run's staged
+outputs rolled back, and the epoch checkpoints left as the last complete epoch wrote them.
 """
 
 from __future__ import annotations
@@ -20,10 +28,8 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import socket
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +41,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".qsight_run.lock"
 PID_TAG = "qsight.pid"
-# `.<name>.<random>.tmp` (storage.atomic_write) and `.<stem>.<8 hex>.tmp<suffix>` (AtomicDataset).
-_TEMP_FILE = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)?$")
-# Raw data is the user's; never look for leftovers there.
-_SKIP_DIRS = frozenset({"01_raw"})
 # Locks this process holds, by path: a session that ended without its after-run hook (refused by
 # another hook) must not lock out the next session of the same process.
 _HELD: dict[str, int] = {}
@@ -136,39 +138,26 @@ def _locked_message(path: Path, holder: dict[str, Any]) -> str:
         if holder
         else "a run that is just starting"
     )
+    if path.parent.name == "data" and (path.parent.parent / "conf").is_dir():
+        what = (
+            "Another run of this project is in progress", "Runs share data/03_primary and "
+            "data/05_model_input, so a second one at the same time would overwrite its manifest "
+            "and caches",
+        )
+    else:
+        what = (
+            f"Another run is writing to {path.parent}", "A second run writing to the same "
+            "folder would overwrite its artifacts with its own; give this run another "
+            "`output_dir` (or `checkpoint_dir`)",
+        )
     return (
-        f"Another run of this project is in progress ({who}). Runs share data/03_primary and "
-        f"data/05_model_input, so a second one at the same time would overwrite its manifest and "
-        f"caches. Wait for it to finish, or stop it; the lock ({path}) is released when that "
-        "process exits."
+        f"{what[0]} ({who}). {what[1]}. Wait for it to finish, or stop it; the lock ({path}) is "
+        "released when that process exits."
     )
 
 
 def current_command() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "python"
-
-
-def remove_stale_temp_files(folders: Iterable[str | os.PathLike | None]) -> list[Path]:
-    """Delete the temporary files of interrupted atomic writes under ``folders``; returns them."""
-    removed: list[Path] = []
-    seen: set[Path] = set()
-    for folder in folders:
-        if not folder or not Path(folder).is_dir():
-            continue
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")]
-            for name in files:
-                path = Path(root) / name
-                if _TEMP_FILE.match(name) and path.is_file() and path.resolve() not in seen:
-                    seen.add(path.resolve())
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
-    if removed:
-        logger.info(
-            "Removed %d temporary file(s) left by an interrupted run: %s",
-            len(removed), ", ".join(str(p) for p in removed[:5]),
-        )
-    return removed
 
 
 def close_stale_mlflow_runs() -> list[str]:
@@ -207,12 +196,70 @@ def close_stale_mlflow_runs() -> list[str]:
     return closed
 
 
+class RunInterrupted(UserError):
+    """The run was stopped by SIGTERM or SIGINT."""
+
+
+class StopSignals:
+    """While installed, SIGTERM and SIGINT raise :class:`RunInterrupted` in the main thread.
+
+    Only this process reacts: a DataLoader worker forked from it gets the default action back.
+    A second signal while the first is being handled is ignored, so the clean-up can finish.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._owner = os.getpid()
+        self._stopping = False
+        self.where = "before the first node"
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals are delivered to the main thread only; Kedro's runner is there
+        self._owner = os.getpid()
+        self._stopping = False
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def uninstall(self) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number: int, frame: Any) -> None:
+        import signal
+
+        if os.getpid() != self._owner:  # a forked worker: die as the signal says
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        if self._stopping:
+            return
+        self._stopping = True
+        name = signal.Signals(number).name
+        raise RunInterrupted(
+            f"Stopped by {name} {self.where}. Nothing of this run was committed to output_dir; "
+            "the complete files of earlier runs are unchanged. With `checkpoint_dir` set, the "
+            "same command resumes from the last complete epoch."
+        )
+
+
 class RunGuardHook:
-    """Takes the project's run lock before anything else of a run, and cleans up leftovers."""
+    """Takes the run locks before anything else of a run, cleans up what killed runs left,
+    stages this run's outputs until it ends, and turns SIGTERM/SIGINT into a clean stop."""
 
     def __init__(self) -> None:
         self._project: Path = Path.cwd()
-        self._lock: RunLock | None = None
+        self._locks: list[RunLock] = []
+        self._signals = StopSignals()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -220,20 +267,47 @@ class RunGuardHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        self._lock = RunLock(self._project / "data")
-        try:
-            self._lock.acquire(current_command())
-        except RunLockedError as error:
-            # No MLflow run is open yet: the MLflow hook opens it after this hook (settings.HOOKS).
-            logger.error("Run refused: %s", error)
-            self._lock = None
-            raise
         parameters = catalog.load("parameters") if "parameters" in catalog else {}
-        remove_stale_temp_files(
-            [self._project / "data", parameters.get("output_dir"), parameters.get("checkpoint_dir")]
+        output_dir, checkpoint_dir = self._folder(parameters, "output_dir"), self._folder(
+            parameters, "checkpoint_dir"
         )
+        self._take_locks([self._project / "data", output_dir, checkpoint_dir])
+        from qsight_pipeline import storage
+
+        storage.recover([self._project / "data", output_dir, checkpoint_dir,
+                         self._project / "wandb"])
         # Stale MLflow runs are closed by the MLflow hook once it has opened this run's.
         self._check_lineage(pipeline, catalog, parameters)
+        storage.begin(
+            [output_dir, self._project / "data" / "07_model_output",
+             self._project / "data" / "08_reporting"],
+            exclude=[checkpoint_dir],
+        )
+        self._signals.install()
+
+    def _folder(self, parameters: dict[str, Any], key: str) -> Path | None:
+        value = parameters.get(key)
+        if not value:
+            return None
+        folder = Path(str(value)).expanduser()
+        return folder if folder.is_absolute() else self._project / folder
+
+    def _take_locks(self, folders: list[Path | None]) -> None:
+        seen: set[Path] = set()
+        command = current_command()
+        for folder in folders:
+            if folder is None or folder.resolve() in seen:
+                continue
+            seen.add(folder.resolve())
+            lock = RunLock(folder)
+            try:
+                lock.acquire(command)
+            except RunLockedError as error:
+                # No MLflow run is open yet: the MLflow hook opens it after this hook.
+                logger.error("Run refused: %s", error)
+                self._release()
+                raise
+            self._locks.append(lock)
 
     def _check_lineage(self, pipeline: Any, catalog: Any, parameters: dict[str, Any]) -> None:
         """Artifacts this run reads from disk must belong together (lineage.py)."""
@@ -254,14 +328,36 @@ class RunGuardHook:
             raise
 
     @hook_impl
-    def after_pipeline_run(self) -> None:
-        self._release()
+    def before_node_run(self, node: Any) -> None:
+        self._signals.where = f"in node `{getattr(node, 'name', node)}`"
 
     @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._release()
+    def after_pipeline_run(self) -> None:
+        from qsight_pipeline import storage
+
+        try:
+            committed = storage.end(commit=True)
+            if committed:
+                logger.info("Committed %d output file(s) of this run", len(committed))
+        finally:
+            self._release()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        from qsight_pipeline import storage
+
+        try:
+            discarded = storage.end(commit=False)
+            if discarded:
+                logger.warning(
+                    "The run failed: %d output file(s) it had written were discarded, and the "
+                    "previous versions kept: %s", len(discarded),
+                    ", ".join(str(p) for p in discarded[:5]),
+                )
+        finally:
+            self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._signals.uninstall()
+        while self._locks:
+            self._locks.pop().release()

@@ -138,6 +138,44 @@ def loaded_from_checkpoint(
     )
 
 
+def _canonical(value: Any) -> str:
+    from qsight_pipeline.plain import json_default
+
+    return json.dumps(value, sort_keys=True, default=json_default)
+
+
+def _first_difference(saved: Any, embedded: Any, where: str = "") -> str:
+    """The first key path at which two JSON values differ (for the message)."""
+    if isinstance(saved, dict) and isinstance(embedded, dict):
+        for key in sorted(set(saved) | set(embedded), key=str):
+            if key not in saved or key not in embedded:
+                return f"{where}{key}"
+            if _canonical(saved[key]) != _canonical(embedded[key]):
+                return _first_difference(saved[key], embedded[key], f"{where}{key}.")
+    if isinstance(saved, list) and isinstance(embedded, list) and len(saved) == len(embedded):
+        for index, (a, b) in enumerate(zip(saved, embedded, strict=True)):
+            if _canonical(a) != _canonical(b):
+                return _first_difference(a, b, f"{where}{index}.")
+    return where.rstrip(".") or "(the whole file)"
+
+
+class ForeignFileError(ArtifactError):
+    """A file beside a checkpoint does not belong to it (edited, or from another run)."""
+
+
+def check_belongs(saved: Any, embedded: Any, path: Path, checkpoint_path: Path) -> None:
+    """``saved`` (a JSON file beside the checkpoint) must equal the copy the checkpoint holds."""
+    if saved is None or embedded is None:
+        return
+    if _canonical(saved) != _canonical(embedded):
+        raise ForeignFileError(
+            f"{path} does not belong to {checkpoint_path}: it differs from the copy the "
+            f"checkpoint holds (first at `{_first_difference(saved, embedded)}`), so it was "
+            "edited or comes from another run. The checkpoint is what the model is graded with; "
+            f"delete {path.name} (or copy the whole folder of one run) and load again."
+        )
+
+
 def load_model(output_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load the model a training run wrote to ``output_dir``.
 
@@ -150,10 +188,18 @@ def load_model(output_dir: str | Path, device: str | torch.device = "cpu") -> Lo
         A :class:`LoadedModel`: the model, its metadata (``model_info``) and ``training_summary``.
     """
     folder = Path(output_dir).expanduser()
-    checkpoint = load_checkpoint_file(folder / CHECKPOINT_NAME)
+    checkpoint_path = folder / CHECKPOINT_NAME
+    checkpoint = load_checkpoint_file(checkpoint_path)
+    # model_info.json and training_summary.json are readable copies of what the checkpoint holds;
+    # the checkpoint's own copy is what grading uses (as the predict pipeline does), and a copy
+    # that differs from it is refused rather than trusted.
+    model_info = _read_json(folder / MODEL_INFO_NAME)
+    summary = _read_json(folder / SUMMARY_NAME)
+    check_belongs(model_info, checkpoint.get("model_info"), folder / MODEL_INFO_NAME, checkpoint_path)
+    check_belongs(summary, checkpoint.get("training_summary"), folder / SUMMARY_NAME, checkpoint_path)
     return loaded_from_checkpoint(
         checkpoint,
         device,
-        model_info=_read_json(folder / MODEL_INFO_NAME),
-        training_summary=_read_json(folder / SUMMARY_NAME),
+        model_info=checkpoint.get("model_info") or model_info,
+        training_summary=checkpoint.get("training_summary") or summary,
     )
