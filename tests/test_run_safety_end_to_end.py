@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
+import pytest
 
 OUTPUT_DIR = "06_models/trained_model"
 
@@ -146,3 +149,59 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     assert all(path.read_text() == "mine" for path in look_alikes)
     assert client.get_run(killed.info.run_id).info.status == "FAILED"
     assert client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(kedro_project):
+    """A scheduler stops the job with SIGTERM in the middle of the classical stage."""
+    import mlflow
+
+    params = "checkpoint_dir=data/checkpoints,tracking.wandb.enabled=false"
+    command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--params", params]
+    run = subprocess.Popen(command, cwd=kedro_project.path, env=kedro_project.environment(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = kedro_project.data("checkpoints")
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("stage_classical_epoch_*.pth")):
+        assert run.poll() is None and time.monotonic() < deadline, "no epoch checkpoint appeared"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=120)
+
+    assert run.returncode != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [line for line in errors if "Stopped by SIGTERM in node `train_classical" in line]
+    assert len(errors) == 1 and "Traceback" not in stderr
+    client = mlflow.MlflowClient(f"sqlite:///{kedro_project.path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("qsight")
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["KILLED"]
+    assert not list(kedro_project.data(OUTPUT_DIR).glob("*.json"))  # nothing half-committed
+
+    resumed = kedro_project.run("--env", "smoke", params={
+        "checkpoint_dir": "data/checkpoints", "tracking.wandb.enabled": "false"})
+    assert "Resuming from checkpoint of stage 'classical'" in resumed.stdout + resumed.stderr
+    assert kedro_project.data(f"{OUTPUT_DIR}/complete_checkpoint.pth").is_file()
+
+
+@pytest.mark.slow
+def test_a_second_run_writing_to_the_same_output_dir_is_refused(smoke_copy, tmp_path):
+    shared = tmp_path / "shared_outputs"
+    holder = subprocess.Popen(  # another copy of the project, writing to the same folder
+        [sys.executable, "-c",
+         "import time; from qsight_pipeline.run_guard import RunLock; "
+         f"RunLock({str(shared)!r}).acquire('kedro run --params output_dir={shared}'); "
+         "print('locked', flush=True); time.sleep(120)"],
+        cwd=tmp_path, env=smoke_copy.environment(), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        refused = smoke_copy.run("--pipeline", "quantum", env="smoke", check=False,
+                                 params={"output_dir": str(shared)})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert f"Another run is writing to {shared} (pid {holder.pid}" in errors[0]
+    assert not any(shared.glob("*.pth"))
