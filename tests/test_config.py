@@ -124,3 +124,59 @@ def test_kedro_run_with_bad_parameters_fails_before_any_node_with_every_problem(
     written = [p for p in (kedro_project.path / "data").rglob("*") if p.is_file()
                and "01_raw" not in p.parts and p.name != ".gitkeep"]
     assert written == [], "no node may run"
+
+
+# --- `--params` into a list (issue 18, item 9): `stages.0.learning_rate=...` --------------------
+
+def load_parameters(env: str, runtime_params: dict) -> dict:
+    """``conf/<env>`` merged over conf/base with ``runtime_params``, as ``kedro run`` loads it."""
+    from qsight_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    return CONFIG_LOADER_CLASS(
+        str(ROOT / "conf"), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS
+    )["parameters"]
+
+
+def test_a_params_override_sets_one_field_of_one_stage_and_the_schema_checks_it():
+    from qsight_pipeline.run_checks import check_parameters
+
+    # What `kedro run --env smoke --params stages.0.learning_rate=1000` passes to the loader.
+    parameters = load_parameters("smoke", {"stages": {"0": {"learning_rate": 1000}}})
+    smoke = yaml.safe_load((ROOT / "conf/smoke/parameters.yml").read_text())["stages"]
+    assert parameters["stages"] == [{**smoke[0], "learning_rate": 1000}, *smoke[1:]]
+    check_parameters(parameters)  # a large rate, but a valid one
+
+    bad = load_parameters("smoke", {"stages": {"0": {"learning_rate": -1}}})
+    with pytest.raises(ConfigError, match=r"stage 0 \('classical'\): field `learning_rate`"):
+        check_parameters(bad)
+    nested = load_parameters("smoke", {"stages": {"1": {"loss_weights": {"quantum": 0.5}}},
+                                       "quantum_study": {"n_qubits": {"1": 4}}})
+    assert nested["stages"][1]["loss_weights"]["quantum"] == 0.5
+    assert nested["quantum_study"]["n_qubits"] == [2, 4]
+    assert load_parameters("smoke", {"quantum": {"n_qubits": 5}})["quantum"]["n_qubits"] == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "runtime_params", "why"),
+    [
+        ("smoke", {"stages": {"3": {"learning_rate": 0.1}}},
+         "--params stages.3.learning_rate=0.1: `stages` has 3 item(s), indices 0 to 2."),
+        # conf/base has `stages: null`: the schedule comes from stages_config.
+        ("local", {"stages": {"0": {"learning_rate": 0.1}}},
+         "--params stages.0.learning_rate=0.1: `stages` is not set (null), so there is no list "
+         "to index into."),
+        ("smoke", {"stages": {"name": "x"}}, "--params stages.name=x cannot be merged"),
+    ],
+)
+def test_a_params_override_that_cannot_be_applied_is_an_error_that_says_how(
+    env, runtime_params, why
+):
+    from qsight_pipeline.errors import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        load_parameters(env, runtime_params)
+    message = str(caught.value)
+    assert message.startswith(why)
+    if "stages." in why:
+        assert "a `stages` list in conf/local/parameters.yml" in message
+        assert "--params stages_config=FILE" in message

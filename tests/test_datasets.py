@@ -9,7 +9,15 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from qsight_pipeline.datasets import AtomicDataset, NpyDataset, TorchDataset
+from qsight_pipeline.datasets import (
+    AtomicDataset,
+    BinaryFileDataset,
+    MissingArtifactError,
+    NpyDataset,
+    SafePickleDataset,
+    TorchDataset,
+)
+from qsight_pipeline.errors import UserError
 
 
 def test_atomic_json_round_trip_leaves_no_temporary_files(tmp_path):
@@ -30,13 +38,19 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path):
 
 
 def test_missing_artifacts_say_what_to_run(tmp_path):
+    # Every artifact dataset raises the same user error (an `Error:` line, no traceback), which
+    # is still a DatasetError for code that catches Kedro's.
     for dataset in (
-        AtomicDataset(str(tmp_path / "quantum_training_data.pkl"), "pickle.PickleDataset"),
+        AtomicDataset(str(tmp_path / "model_info.json"), "json.JSONDataset"),
         TorchDataset(str(tmp_path / "complete_checkpoint.pth")),
+        SafePickleDataset(str(tmp_path / "quantum_training_data.pkl")),
+        BinaryFileDataset(str(tmp_path / "model.onnx")),
     ):
-        with pytest.raises(DatasetError, match="does not exist. Run the pipeline that writes it"):
+        with pytest.raises(MissingArtifactError, match="does not exist. Run the pipeline that "
+                           "writes it") as caught:
             dataset.load()
-    with pytest.raises(DatasetError, match="kedro run --pipeline ingestion"):
+        assert isinstance(caught.value, UserError) and isinstance(caught.value, DatasetError)
+    with pytest.raises(MissingArtifactError, match="kedro run --pipeline ingestion"):
         NpyDataset(str(tmp_path / "image_cache_train.npy")).load()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -102,3 +103,68 @@ def test_device_ids_from_the_command_line_forms():
     # `kedro run --params` splits on commas, so spaces and semicolons separate ids too.
     assert parse_device_ids("0 1") == parse_device_ids("0;1") == parse_device_ids("[0,1]") == [0, 1]
     assert parse_device_ids(3) == [3]
+
+
+# --- one rule for `device` and `device_ids`, checked before the run (issue 18, item 9) ---------
+
+GOOD_DEVICES = ["auto", "cpu", "mps", "cuda", "cuda:0", "cuda:12", "CUDA:1", " cpu "]
+BAD_DEVICES = ["cuda:abc", "cuda:", "cuda:-1", "gpu", "gpu1", "cpu:0", "mps:1", "auto:0", ""]
+
+
+@pytest.mark.parametrize("device", GOOD_DEVICES)
+def test_the_device_rule_accepts_the_documented_forms(device, monkeypatch):
+    from qsight_pipeline.config import PredictParams, validate_parameters
+    from qsight_pipeline.config.devices import parse_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    parse_device(device)
+    assert validate_parameters({"device": device}).device == device  # kept as written
+    assert PredictParams(device=device).device == device
+    assert resolve_device(device).type in ("cpu", "mps")  # no CUDA here: a logged fallback
+
+
+@pytest.mark.parametrize("device", BAD_DEVICES)
+def test_a_malformed_device_is_refused_by_the_run_checks_and_by_resolve_device(device):
+    from qsight_pipeline.config import validate_parameters
+    from qsight_pipeline.errors import ConfigError, UserError
+
+    forms = "must be auto, cpu, mps, cuda or cuda:<index> (e.g. cuda:1)"
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters({"device": device, "predict": {"device": device}})
+    assert f"\n  device: {forms}, got {device!r}" in str(caught.value)
+    assert f"\n  predict.device: {forms}, got {device!r}" in str(caught.value)
+    with pytest.raises(UserError, match=rf"^`device` {re.escape(forms)}, got {re.escape(repr(device))}$"):
+        resolve_device(device)
+
+
+def test_resolve_device_takes_torch_devices():
+    assert resolve_device(torch.device("cpu", 0)) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("device_ids", "ids"),
+    [(None, None), ("", None), (1, [1]), ([0, 1], [0, 1]), ("0,1", [0, 1]), ("0 1", [0, 1]),
+     ("0;1", [0, 1]), ("[0, 1]", [0, 1]), (" 2 ", [2])],
+)
+def test_the_device_ids_rule_accepts_the_documented_forms(device_ids, ids):
+    from qsight_pipeline.config import validate_parameters
+
+    assert parse_device_ids(device_ids) == ids
+    assert validate_parameters({"device_ids": device_ids}).device_ids == device_ids
+
+
+@pytest.mark.parametrize(
+    "device_ids",
+    ["x", "x y", "0,a", "-1", [0, -1], [0, "a"], ["0"], "1.5", 1.5, True, [True], {"a": 0}],
+)
+def test_malformed_device_ids_are_refused_by_the_run_checks_and_by_the_parser(device_ids):
+    from qsight_pipeline.config import validate_parameters
+    from qsight_pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate_parameters({"device_ids": device_ids})
+    message = str(caught.value)
+    assert "\n  device_ids: must be " in message and "GPU indices" in message
+    assert "[0, 1]" in message and "device_ids=0 1" in message
+    with pytest.raises(ConfigError, match="^`device_ids` must be "):
+        parse_device_ids(device_ids)

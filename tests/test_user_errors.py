@@ -6,6 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
 from kedro.io import DatasetError
 
 from qsight_pipeline import errors, user_errors
@@ -84,6 +85,7 @@ def test_the_error_modules_import_nothing_that_imports_them_back():
     assert project_imports(user_errors) == {"qsight_pipeline.errors"}
 
 
+@pytest.mark.slow
 def test_a_user_error_raised_during_the_run_ends_kedro_run_with_its_message(kedro_project):
     # All parameters are valid, so the run starts; the predict node's input has not been written
     # yet. That was a plain DatasetError with a page of traceback.
@@ -92,3 +94,86 @@ def test_a_user_error_raised_during_the_run_ends_kedro_run_with_its_message(kedr
     assert "Error: " in result.stderr and "complete_checkpoint.pth does not exist" in result.stderr
     assert "Run the pipeline that writes it first" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_wandb_run_does_not_print_its_traceback_in_front_of_ours(monkeypatch, capsys):
+    exit_hooks = pytest.importorskip("wandb.sdk.lib.exit_hooks")
+    from qsight_pipeline.datasets import MissingArtifactError
+
+    kedro_hook = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: kedro_hook.append(args))
+    monkeypatch.setattr(sys, "exit", sys.exit)  # wandb's hook replaces it; put it back after
+    monkeypatch.delenv("QSIGHT_TRACEBACK", raising=False)
+    user_errors.install()  # the run checks, before any node
+    wandb_hooks = exit_hooks.ExitHooks()
+    wandb_hooks.hook()  # what wandb.init does when it starts its service
+    user_errors.install()  # hooks.WandbHook, once the W&B run has started
+
+    sys.excepthook(*_raise_and_capture(MissingArtifactError("features.pkl does not exist")))
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[0] == "Error: features.pkl does not exist"
+    assert "Traceback" not in err and kedro_hook == []
+    assert wandb_hooks.exit_code == 1  # wandb still learns that the process failed
+
+    # A bug keeps one full traceback, Kedro's, without wandb's plain copy in front of it.
+    sys.excepthook(*_raise_and_capture(KeyError("a bug")))
+    assert "Traceback" not in capsys.readouterr().err
+    assert len(kedro_hook) == 1 and isinstance(kedro_hook[0][1], KeyError)
+    outermost = sys.excepthook
+    user_errors.install()
+    assert sys.excepthook is outermost  # still idempotent
+
+
+# --- `kedro run` ends with one `Error:` line (issue 18, item 9) --------------------------------
+
+def assert_one_error_line(result, *fragments: str) -> str:
+    """The run failed and its stderr has exactly one line starting with `Error:`, holding every
+    fragment, and no traceback anywhere."""
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-4000:]
+    message = result.stderr[result.stderr.index("Error:"):]
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-4000:]
+    return message
+
+
+DEVICE_FORMS = "must be auto, cpu, mps, cuda or cuda:<index> (e.g. cuda:1)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("params", "fragments"),
+    [
+        ("device=cuda:abc", ["  device: " + DEVICE_FORMS, "got 'cuda:abc'"]),
+        ("predict.device=gpu", ["  predict.device: " + DEVICE_FORMS, "got 'gpu'"]),
+        ("device_ids=x y", ["  device_ids: must be GPU indices", "'0,1' or '0 1'", "got 'x y'"]),
+        # Kedro itself refuses this one, with its usage line: `--params` splits on commas.
+        ("device_ids=x,y", ["Invalid format of `params` option: Item `y`"]),
+        ("stages.0.learning_rate=-1",
+         ["stage 0 ('classical'): field `learning_rate` Input should be greater than 0"]),
+        ("stages.3.learning_rate=0.001",
+         ["--params stages.3.learning_rate=0.001: `stages` has 3 item(s)",
+          "a `stages` list in conf/local/parameters.yml"]),
+    ],
+)
+def test_bad_params_end_the_run_before_any_node_with_one_error_line(kedro_project, params,
+                                                                  fragments):
+    result = kedro_project.run("--env", "smoke", "--params", params, check=False, timeout=300)
+    assert_one_error_line(result, *fragments)
+    written = [p for p in (kedro_project.path / "data").rglob("*") if p.is_file()
+               and "01_raw" not in p.parts and p.name != ".gitkeep"]
+    assert written == [], "no node may run"
+
+
+@pytest.mark.slow
+def test_a_user_error_after_wandb_started_is_one_error_line_without_wandbs_traceback(
+    kedro_project,
+):
+    # The smoke environment logs to W&B (offline); the feature cache has not been written yet.
+    result = kedro_project.run("--env", "smoke", "--pipeline", "quantum", check=False,
+                               timeout=300)
+    assert "wandb: " in result.stderr and list((kedro_project.path / "wandb").glob("offline-run-*"))
+    assert_one_error_line(result, "quantum_training_data.pkl does not exist",
+                          "Run the pipeline that writes it first")

@@ -122,7 +122,7 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
     def load(self) -> Any:
         path = readable_path(self._filepath)
         if not path.is_file():
-            raise DatasetError(_missing_artifact_message(path))
+            raise MissingArtifactError(_missing_artifact_message(path))
         return safe_load(path)
 
     def save(self, data: Any) -> None:
@@ -207,7 +207,7 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
     def load(self) -> bytes:
         path = readable_path(self._filepath)
         if not path.is_file():
-            raise DatasetError(_missing_artifact_message(path))
+            raise MissingArtifactError(_missing_artifact_message(path))
         return path.read_bytes()
 
     def save(self, data: bytes) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import mlflow_runs, storage
+from qsight_pipeline import mlflow_runs, storage, user_errors
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.plain import json_default
@@ -183,11 +183,15 @@ class WandbHook:
         except Exception as error:
             # Before any work is done: better to stop now than to train for hours untracked.
             mlflow_runs.close_mlflow_run_as_failed()
+            user_errors.install()
             raise TrackingError(
                 f"W&B could not start a run in {mode} mode ({error}). Run `wandb login` (or set "
                 "WANDB_API_KEY), or set tracking.wandb.mode=offline, or "
                 "tracking.wandb.enabled=false."
             ) from error
+        # wandb has wrapped sys.excepthook with one that prints every traceback in front of
+        # ours: a bad input found by a node would end in a page of traceback, then `Error: ...`.
+        user_errors.install()
         logger.info("W&B run %s started (mode %s)", getattr(self._run, "id", "?"), mode)
         self._run_folder = _wandb_run_folder(self._run)
         if self._run_folder is not None:  # removed by the next run if this one is killed

@@ -1,7 +1,6 @@
 """Kedro project settings."""
 
-from kedro.config import OmegaConfigLoader
-
+from qsight_pipeline.config_loader import QSightConfigLoader
 from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook
 from qsight_pipeline.run_checks import RunChecksHook
 from qsight_pipeline.run_guard import RunGuardHook
@@ -14,7 +13,8 @@ from qsight_pipeline.run_guard import RunGuardHook
 # before anything else happens, then removes what killed runs left behind.
 HOOKS = (WandbHook(), MlflowTrackingHook(), RunChecksHook(), RunGuardHook())
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# Kedro's OmegaConfigLoader, whose --params may index into a list: stages.0.learning_rate=1e-3.
+CONFIG_LOADER_CLASS = QSightConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from qsight_pipeline.config.base import ParamsBlock
+from qsight_pipeline.config.devices import parse_device, parse_device_ids
 
 
 class RunSettings(ParamsBlock):
@@ -14,8 +15,10 @@ class RunSettings(ParamsBlock):
 
     image_size: int = Field(128, ge=16, le=4096)
     seed: int = 42
+    # auto | cpu | mps | cuda | cuda:<index>; without the hardware a logged fallback to CPU.
     device: str = "auto"
     multi_gpu: bool = False
+    # GPU indices: [0, 1], 1, or "0,1" / "0 1" (Kedro splits --params on commas).
     device_ids: list[int] | str | int | None = None
     mixed_precision: bool | None = None
     grad_clip: float = Field(1.0, ge=0)
@@ -37,9 +40,13 @@ class RunSettings(ParamsBlock):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        head = value.split(":", 1)[0]
-        if value != "auto" and head not in ("cpu", "cuda", "mps"):
-            raise ValueError("must be auto, cpu, cuda or cuda:<index>")
+        parse_device(value)  # the one rule (config.devices); the value is kept as written
+        return value
+
+    @field_validator("device_ids", mode="before")
+    @classmethod
+    def _device_ids(cls, value: Any) -> Any:
+        parse_device_ids(value)  # the one rule, before the union's three messages per value
         return value
 
     def trainer_kwargs(self) -> dict[str, Any]:

@@ -8,32 +8,30 @@ exists, so a config written for a GPU box still runs (slowly) on a laptop or in 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from qsight_pipeline.config import devices as rules
+from qsight_pipeline.errors import ConfigError
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda|mps)(?::(\d+))?$")
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn the ``device`` setting into a usable ``torch.device``.
 
-    ``auto`` picks ``cuda`` when available, else ``cpu``. ``cuda`` / ``cuda:N`` without CUDA falls
-    back to CPU with a warning; ``cuda:N`` beyond the visible GPUs falls back to ``cuda:0``.
+    ``auto`` (or None) picks ``cuda`` when available, else ``cpu``. ``cuda`` / ``cuda:N`` without
+    CUDA falls back to CPU with a warning; ``cuda:N`` beyond the visible GPUs falls back to
+    ``cuda:0``. A malformed value (the rule is ``config.devices.parse_device``) is a :class:`ConfigError`.
     """
     if isinstance(device, torch.device):
-        device = str(device)
-    text = (device or "auto").strip().lower()
-    match = _DEVICE.match(text)
-    if not match:
-        raise ValueError(
-            f"`device` must be auto, cpu, cuda or cuda:<index> (e.g. cuda:1), got {device!r}"
-        )
-    kind, index = match.group(1), match.group(2)
+        device = device.type if device.type in ("cpu", "mps") else str(device)
+    try:
+        kind, index = rules.parse_device("auto" if device is None else device)
+    except ValueError as error:
+        raise ConfigError(f"`device` {error}, got {device!r}") from None
     if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cpu":
@@ -49,7 +47,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if index is None:
         return torch.device("cuda")
     count = torch.cuda.device_count()
-    if int(index) >= count:
+    if index >= count:
         logger.warning(
             "`device` is %r but only %d GPU(s) are visible (cuda:0..cuda:%d); using cuda:0.",
             device,
@@ -57,32 +55,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             count - 1,
         )
         return torch.device("cuda", 0)
-    return torch.device("cuda", int(index))
+    return torch.device("cuda", index)
 
 
 def parse_device_ids(device_ids: Sequence[int] | str | int | None) -> list[int] | None:
     """Accept ``[0, 1]``, ``"0,1"`` (the guide's ``--device-ids 0,1``), ``1`` or ``None``.
 
     A string may also separate the ids with spaces or semicolons, because ``kedro run --params``
-    splits its argument on commas: ``--params "device_ids=0 1"``.
+    splits its argument on commas: ``--params "device_ids=0 1"``. The rule is
+    ``config.devices.parse_device_ids``; anything else is a :class:`ConfigError`.
     """
-    if device_ids is None or device_ids == "":
-        return None
-    if isinstance(device_ids, int) and not isinstance(device_ids, bool):
-        return [device_ids]
-    if isinstance(device_ids, str):
-        items = [item for item in re.split(r"[,;\s]+", device_ids.strip("[] ")) if item]
-    else:
-        items = list(device_ids)
     try:
-        ids = [int(str(item).strip()) for item in items]
+        return rules.parse_device_ids(device_ids)
     except ValueError as error:
-        raise ValueError(
-            f"`device_ids` must be a list of GPU indices such as [0, 1] or '0,1', got {device_ids!r}"
-        ) from error
-    if any(i < 0 for i in ids):
-        raise ValueError(f"`device_ids` must be non-negative GPU indices, got {device_ids!r}")
-    return ids
+        raise ConfigError(f"`device_ids` {error}, got {device_ids!r}") from None
 
 
 def maybe_data_parallel(

@@ -1,0 +1,139 @@
+"""Kedro's config loader, with ``--params`` overrides that index into a list.
+
+``kedro run --params stages.0.learning_rate=1e-3`` reaches the config loader as
+``{"stages": {"0": {"learning_rate": 0.001}}}``, and Kedro's OmegaConf merge of that mapping
+into the ``stages`` list fails with ``TypeError: Cannot merge incompatible container types`` and a
+page of traceback. :class:`QSightConfigLoader` (``settings.CONFIG_LOADER_CLASS``) takes such
+overrides out of Kedro's merge and applies them to the merged parameters itself: a numeric key
+indexes into a list (``stages.0.learning_rate`` is the first stage's learning rate, which the
+stage schema then validates with the rest of the schedule). An index past the end of the list,
+or a list that is not there (``stages: null``, the schedule coming from ``stages_config``), is a
+:class:`~qsight_pipeline.errors.ParameterError` naming the key and saying how to change the
+schedule instead. Any other override that cannot be merged is a ParameterError too, not a
+traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+from omegaconf.errors import OmegaConfBaseException
+
+from qsight_pipeline.errors import ParameterError
+
+__all__ = ["QSightConfigLoader", "apply_overrides", "split_index_overrides"]
+
+Path_ = tuple[str, ...]  # the keys of one --params override, e.g. ("stages", "0", "learning_rate")
+
+_HOW_TO_CHANGE_STAGES = (
+    "To change a stage, give the whole schedule: a `stages` list in conf/local/parameters.yml "
+    "(or conf/<env>/parameters.yml), or a JSON file passed with `--params stages_config=FILE`; "
+    "once `stages` is a list, `--params stages.<index>.<field>=<value>` changes one field."
+)
+
+
+def _leaves(tree: Mapping[str, Any], prefix: Path_ = ()) -> list[tuple[Path_, Any]]:
+    leaves: list[tuple[Path_, Any]] = []
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            leaves.extend(_leaves(value, path))
+        else:
+            leaves.append((path, value))
+    return leaves
+
+
+def _insert(tree: dict[str, Any], path: Path_, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def split_index_overrides(
+    runtime_params: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[tuple[Path_, Any]]]:
+    """``(the overrides Kedro can merge, [(path, value) of those with a numeric key])``."""
+    plain: dict[str, Any] = {}
+    indexed: list[tuple[Path_, Any]] = []
+    for path, value in _leaves(runtime_params):
+        if any(key.isdigit() for key in path[1:]):
+            indexed.append((path, value))
+        else:
+            _insert(plain, path, value)
+    return plain, indexed
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(path)
+
+
+def _refuse(path: Path_, value: Any, why: str) -> ParameterError:
+    hint = f" {_HOW_TO_CHANGE_STAGES}" if path[0] == "stages" else ""
+    return ParameterError(f"--params {_dotted(path)}={value}: {why}.{hint}")
+
+
+def apply_overrides(parameters: dict[str, Any], overrides: list[tuple[Path_, Any]]) -> None:
+    """Set each ``(path, value)`` in ``parameters``; a numeric key indexes into a list."""
+    for path, value in overrides:
+        node: Any = parameters
+        for depth, key in enumerate(path):
+            last = depth == len(path) - 1
+            where = _dotted(path[:depth]) or "the parameters"
+            if isinstance(node, list):
+                if not key.isdigit():
+                    raise _refuse(path, value, f"`{where}` is a list; index it with a number")
+                index = int(key)
+                if index >= len(node):
+                    size = (f"has {len(node)} item(s), indices 0 to {len(node) - 1}" if node
+                            else "is an empty list")
+                    raise _refuse(path, value, f"`{where}` {size}")
+            elif isinstance(node, dict):
+                index = key
+                if key not in node and key.isdigit() and int(key) in node:
+                    index = int(key)  # a YAML mapping with integer keys
+                if not last and node.get(index) is None:
+                    if path[depth + 1].isdigit():
+                        what = "not set (null)" if index in node else "not set"
+                        raise _refuse(
+                            path, value,
+                            f"`{_dotted(path[:depth + 1])}` is {what}, so there is no list to "
+                            "index into",
+                        )
+                    node[index] = {}
+            else:
+                raise _refuse(
+                    path, value, f"`{where}` is {node!r}, not a list or a mapping",
+                )
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+
+
+class QSightConfigLoader(OmegaConfigLoader):
+    """``OmegaConfigLoader`` whose ``--params`` may index into lists (``stages.0.learning_rate``),
+    and whose ``--params`` that cannot be merged are a ParameterError, not a traceback."""
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        if key != "parameters" or not self.runtime_params:
+            return super().__getitem__(key)
+        full = self.runtime_params
+        plain, indexed = split_index_overrides(full)
+        self.runtime_params = plain
+        try:
+            parameters = super().__getitem__(key)
+        except (TypeError, OmegaConfBaseException) as error:
+            leaves = _leaves(plain)
+            given = ",".join(f"{_dotted(path)}={value}" for path, value in leaves)
+            hint = f" {_HOW_TO_CHANGE_STAGES}" if any(p[0] == "stages" for p, _ in leaves) else ""
+            raise ParameterError(
+                f"--params {given} cannot be merged into the parameters ({error}). Each "
+                "--params key=value sets one setting: a key inside a block (quantum.n_qubits=6) "
+                f"or one item of a list by its index (stages.0.learning_rate=0.001).{hint}"
+            ) from error
+        finally:
+            self.runtime_params = full
+        apply_overrides(parameters, indexed)
+        return parameters
