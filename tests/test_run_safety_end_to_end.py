@@ -205,3 +205,39 @@ def test_a_second_run_writing_to_the_same_output_dir_is_refused(smoke_copy, tmp_
     assert len(errors) == 1
     assert f"Another run is writing to {shared} (pid {holder.pid}" in errors[0]
     assert not any(shared.glob("*.pth"))
+
+
+FULL_DISK_RUN = """
+import errno, sys
+from qsight_pipeline import storage
+real = storage.atomic_write
+def full(path, write, staged=True):  # the disk fills up while the final checkpoint is written
+    if str(path).endswith("complete_checkpoint.pth"):
+        def write_some(handle):
+            handle.write(b"x" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, write_some, staged)
+    return real(path, write, staged)
+storage.atomic_write = full
+sys.argv = ["kedro", "run", "--env", "smoke", "--pipeline", "ensemble",
+            "--params", "tracking.wandb.enabled=false"]
+from kedro.framework.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_in_one_line_and_leaves_the_previous_set_whole(smoke_copy):
+    out = smoke_copy.data(OUTPUT_DIR)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    result = subprocess.run([sys.executable, "-c", FULL_DISK_RUN], cwd=smoke_copy.path,
+                            env=smoke_copy.environment(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: No space left on device while writing {out.resolve()}"
+                      f"/complete_checkpoint.pth. " + errors[0].split(". ", 1)[1]]
+    assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert after == before  # calibration.json included: nothing of the failed run was kept
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".qsight_run.lock"]

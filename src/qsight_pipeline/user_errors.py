@@ -90,11 +90,14 @@ def install() -> None:
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
         if record is not None:
             record(kind, error)
-        if os.environ.get("QSIGHT_TRACEBACK") or find_user_error(error) is None:
+        user_error = find_user_error(error)
+        if os.environ.get("QSIGHT_TRACEBACK") or user_error is None:
             previous(kind, error, tb)
             return
+        # Our own message, which names the file or setting; not Kedro's "Failed while saving
+        # data to dataset ..." wrapper around it.
         sys.stderr.write(
-            f"\nError: {error}\n(Set QSIGHT_TRACEBACK=1 to see the full traceback.)\n"
+            f"\nError: {user_error}\n(Set QSIGHT_TRACEBACK=1 to see the full traceback.)\n"
         )
 
     hook._qsight_user_errors = True  # type: ignore[attr-defined]
