@@ -189,13 +189,13 @@ def test_catalog_entries_write_pngs_and_html(tmp_path, summary, figures, report)
     config = yaml.safe_load((PROJECT_ROOT / "conf/base/catalog_reporting.yml").read_text())
     for name, entry in config.items():
         assert entry["metadata"]["kedro-viz"]["layer"] == "reporting", name
-    config["report_figures"]["dataset"]["filepath"] = str(tmp_path / "figures")
+    config["report_figures"]["dataset"]["path"] = str(tmp_path / "figures")
     config["report_html"]["filepath"] = str(tmp_path / "report.html")
     catalog = DataCatalog.from_config(config)
 
     catalog.save("report_figures", figures)
     catalog.save("report_html", report)
-    written = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    written = sorted(p.name for p in (tmp_path / "figures").iterdir() if p.name[0] != ".")
     assert written == sorted(figures)
     assert (tmp_path / "figures" / "confusion_val_ensemble.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the HTML node receives the very figures the PNGs were written from

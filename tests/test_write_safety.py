@@ -304,3 +304,38 @@ def test_a_summary_from_another_run_is_refused(trained_folder):
     summary_path.write_text(json.dumps(summary))
     with pytest.raises(ArtifactError, match="training_summary.json does not belong"):
         load_model(trained_folder)
+
+
+def test_a_figure_folder_removes_only_the_figures_it_wrote(tmp_path):
+    from PIL import Image
+
+    from qsight_pipeline.datasets import FileSetDataset
+
+    folder = tmp_path / "figures"
+    mine = _look_alikes(folder) + [folder / "my_own_plot.png"]
+    mine[-1].write_text("mine")
+    dataset = FileSetDataset(str(folder), filename_suffix=".png")
+    image = Image.new("RGB", (4, 4), "red")
+    dataset.save({"a": image, "b": image, "sub/c": image})
+    assert sorted(dataset.load()) == ["a.png", "b.png", "sub/c.png"]
+    dataset.save({"a": image})  # b and sub/c were ours and are gone; the user's files stay
+    assert sorted(dataset.load()) == ["a.png"]
+    assert not (folder / "b.png").exists() and not (folder / "sub" / "c.png").exists()
+    assert all(path.read_text() == "mine" for path in mine)
+    assert Image.open(folder / "a.png").size == (4, 4)
+    with pytest.raises(Exception, match="refusing to write"):
+        dataset.save({"../escape": image})
+
+
+def test_a_failed_run_keeps_the_previous_figures(tmp_path):
+    from PIL import Image
+
+    from qsight_pipeline.datasets import FileSetDataset
+
+    dataset = FileSetDataset(str(tmp_path), filename_suffix=".png")
+    dataset.save({"a": Image.new("RGB", (2, 2)), "b": Image.new("RGB", (2, 2))})
+    with pytest.raises(RuntimeError), storage.transaction([tmp_path]):
+        dataset.save({"c": Image.new("RGB", (3, 3))})
+        raise RuntimeError("the run fails later")
+    assert sorted(dataset.load()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".qsight-files.json", "a.png", "b.png"]

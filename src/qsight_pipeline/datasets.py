@@ -5,6 +5,8 @@
 - :class:`TorchDataset`: any object ``torch.save`` can write (checkpoints, state dicts).
 - :class:`SafePickleDataset`: a pickle of plain data (the feature cache), loaded with a restricted
   unpickler that refuses anything that could run code (``qsight_pipeline.safe_pickle``).
+- :class:`FileSetDataset`: a folder of figures or images written from a dict, that removes
+  only the files it wrote itself.
 - :class:`AtomicDataset`: wraps any file dataset of kedro-datasets (JSON, pickle, text ...) so that
   its save goes to a temporary file beside the target and is renamed into place.
 
@@ -14,6 +16,7 @@ file that a later run would trust.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -218,3 +221,75 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
+    """A folder of files written from a dict (``{name: figure | PIL image | bytes | str}``).
+
+    Replaces kedro-datasets' ``overwrite: true`` folders (figures, heatmaps), which delete the
+    whole folder before saving. Here every file is written atomically (and staged with the run's
+    other outputs), and the folder keeps an index of what this dataset wrote
+    (``.qsight-files.json``); files of the previous save that are not in the new one are removed
+    once the run commits, and only those: anything else in the folder is left alone.
+
+    Loading returns ``{name: path}`` of the files the index lists.
+    """
+
+    INDEX = ".qsight-files.json"
+
+    def __init__(self, path: str, filename_suffix: str = "", save_args: dict | None = None,
+                 metadata: dict | None = None):
+        self._path = Path(path)
+        self._suffix = filename_suffix
+        self._save_args = {"format": "png", **(save_args or {})}
+        self.metadata = metadata
+
+    def _index(self) -> list[str]:
+        index = readable_path(self._path / self.INDEX)
+        try:
+            names = json.loads(index.read_text(encoding="utf-8")).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [n for n in names if isinstance(n, str)]
+
+    def _target(self, name: str) -> Path:
+        relative = PurePosixPath(f"{name}{self._suffix}")
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise DatasetError(f"{self._path}: refusing to write the file name {name!r}")
+        return self._path / relative
+
+    def load(self) -> dict[str, Path]:
+        return {name: self._path / name for name in self._index()
+                if readable_path(self._path / name).is_file()}
+
+    def save(self, data: dict[str, Any]) -> None:
+        from qsight_pipeline import storage
+
+        previous = set(self._index())
+        written = []
+        for name, item in sorted(data.items()):
+            target = self._target(name)
+            atomic_write(target, lambda handle, item=item: self._write(item, handle))
+            written.append(target.relative_to(self._path).as_posix())
+        atomic_write(self._path / self.INDEX,
+                     lambda handle: handle.write(json.dumps({"files": written}).encode()))
+        stale = [self._path / name for name in sorted(previous - set(written))]
+        storage.when_committed(lambda: [p.unlink(missing_ok=True) for p in stale if p.is_file()])
+
+    def _write(self, item: Any, handle: Any) -> None:
+        if callable(item) and not hasattr(item, "save") and not hasattr(item, "savefig"):
+            item = item()  # a lazily computed partition, as PartitionedDataset accepts
+        if isinstance(item, bytes | bytearray):
+            handle.write(item)
+        elif isinstance(item, str):
+            handle.write(item.encode("utf-8"))
+        elif hasattr(item, "savefig"):  # a matplotlib figure
+            item.savefig(handle, **self._save_args)
+        else:  # a PIL image
+            item.save(handle, format=str(self._save_args["format"]).upper())
+
+    def _exists(self) -> bool:
+        return readable_path(self._path / self.INDEX).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "filename_suffix": self._suffix}
