@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
@@ -35,6 +37,25 @@ def plant_look_alikes(folder):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine")
     return paths
+
+
+def kill_with_wandb_folder(project):
+    """A QSight process with a W&B run folder, SIGKILLed; and a W&B folder it did not make."""
+    wandb = project.path / "wandb"
+    killed, kept = wandb / "offline-run-20261203_101010-abcd1234", wandb / "offline-run-20261203_090909-zzzz9999"
+    for folder in (killed, kept):
+        (folder / "files").mkdir(parents=True)
+        (folder / "run-abcd.wandb").write_text("log")
+    code = ("import os, time; from qsight_pipeline import storage; "
+            f"storage.journal_directory({str(killed)!r}); os.write(1, b'started\\n'); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=project.path,
+                               env=project.environment(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "started"
+    finally:
+        process.kill()
+        process.wait()
+    return killed, kept
 
 
 def kill_during_writes(project, targets):
@@ -139,6 +160,13 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     client = mlflow.MlflowClient(f"sqlite:///{smoke_copy.path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("qsight")
     killed = client.create_run(experiment.experiment_id, tags={"qsight.pid": str(holder.pid)})
+    artifacts = Path(unquote(urlparse(killed.info.artifact_uri).path)) / "report"
+    artifacts.mkdir(parents=True)
+    upload = artifacts / ".artifact.uploading.k3j4h5z"  # MLflow's staging file of a killed upload
+    finished = artifacts / "report.html"
+    upload.write_text("half")
+    finished.write_text("whole")
+    wandb_killed, wandb_kept = kill_with_wandb_folder(smoke_copy)
 
     photos = smoke_copy.path / "photos"  # the cheapest pipeline: grade two images
     photos.mkdir()
@@ -146,6 +174,8 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
         (photos / source.name).write_bytes(source.read_bytes())
     smoke_copy.run("--pipeline", "predict", env="smoke", params={"predict.input_dir": str(photos)})
     assert leftovers and not any(path.exists() for path in leftovers)
+    assert not upload.exists() and finished.read_text() == "whole"
+    assert not wandb_killed.exists() and wandb_kept.is_dir()
     assert all(path.read_text() == "mine" for path in look_alikes)
     assert client.get_run(killed.info.run_id).info.status == "FAILED"
     assert client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") == []

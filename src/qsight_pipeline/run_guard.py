@@ -160,6 +160,32 @@ def current_command() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "python"
 
 
+# MLflow's local artifact store stages each upload as `.artifact.uploading.<random>` and
+# reserves that prefix (an artifact may not be named so), so such a file in the artifact folder of
+# a run our dead process opened is an upload that process never finished.
+MLFLOW_STAGING_PREFIX = ".artifact.uploading."
+
+
+def remove_mlflow_staging_files(artifact_uri: str | None) -> list[Path]:
+    """Remove the unfinished uploads in a local MLflow run's artifact folder; returns them."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(artifact_uri or "")
+    if parsed.scheme not in ("", "file"):
+        return []  # a remote artifact store cleans up after itself
+    folder = Path(unquote(parsed.path))
+    if not folder.is_dir():
+        return []
+    removed = [path for path in folder.rglob(f"{MLFLOW_STAGING_PREFIX}*")
+               if path.is_file() and not path.is_symlink()]
+    for path in removed:
+        path.unlink()
+    if removed:
+        logger.info("Removed %d unfinished MLflow upload(s) of a killed run in %s",
+                    len(removed), folder)
+    return removed
+
+
 def close_stale_mlflow_runs() -> list[str]:
     """Mark FAILED every RUNNING MLflow run of a dead process; returns their run ids.
 
@@ -188,6 +214,8 @@ def close_stale_mlflow_runs() -> list[str]:
             continue
         client.set_terminated(run.info.run_id, status="FAILED")
         closed.append(run.info.run_id)
+        if pid:  # a QSight run (tagged with its pid): its interrupted artifact uploads are ours
+            remove_mlflow_staging_files(run.info.artifact_uri)
     if closed:
         logger.warning(
             "Marked %d MLflow run(s) left RUNNING by a killed process as FAILED: %s",
