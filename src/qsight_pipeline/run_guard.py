@@ -292,6 +292,9 @@ class RunGuardHook:
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         self._project = Path(context.project_path)
+        from qsight_pipeline import threads
+
+        threads.configure()  # before torch starts its thread pool (see threads.py)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
