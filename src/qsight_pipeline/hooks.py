@@ -28,7 +28,7 @@ from typing import Any
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import mlflow_runs
+from qsight_pipeline import mlflow_runs, user_errors
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.plain import json_default
@@ -178,6 +178,9 @@ class WandbHook:
                 "tracking.wandb.enabled=false."
             ) from error
         logger.info("W&B run %s started (mode %s)", getattr(self._run, "id", "?"), mode)
+        # wandb's service puts its own sys.excepthook on top, which prints every traceback before
+        # calling ours; put ours back on top so that a user error still ends with one line.
+        user_errors.install()
         self._tracked = _tracked_outputs(pipeline, catalog)
 
     @hook_impl
