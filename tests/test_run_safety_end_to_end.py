@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
+import torch
 
 OUTPUT_DIR = "06_models/trained_model"
 
@@ -97,6 +98,24 @@ def test_a_crafted_feature_cache_runs_no_code_and_fails_the_run(smoke_copy):
     assert not (smoke_copy.path / "PWNED").exists()
     assert f"{path} contains a `posix.system` object" in _output(result)
     assert "Error: " in _output(result)
+
+
+@pytest.mark.slow
+def test_a_crafted_classical_model_runs_no_code_and_ends_the_run_with_one_line(smoke_copy):
+    path = smoke_copy.data(f"{OUTPUT_DIR}/phase1_classical_model.pth")
+    torch.save({"format": "x", "model_config": {}, "model_state": Shell()}, path)
+
+    result = smoke_copy.run("--pipeline", "features", env="smoke", check=False)
+    assert result.returncode != 0
+    assert not (smoke_copy.path / "PWNED").exists()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert f"{path} holds a `posix.system` object" in errors[0]
+    assert "Do not load it with torch.load(weights_only=False)" in errors[0]
+    assert "Rebuild it with `kedro run --pipeline classical`" in errors[0]
+    assert "Traceback" not in _output(result)
+    assert "Failed while loading data" not in _output(result)
+    assert "will likely succeed" not in _output(result)  # torch's advice to load it unsafely
 
 
 def test_a_manifest_from_another_ingestion_is_refused(smoke_copy):

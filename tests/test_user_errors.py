@@ -46,13 +46,14 @@ def test_user_errors_print_only_their_message(monkeypatch, capsys):
 # --- one base class ---------------------------------------------------------------------------
 
 def _user_error_classes():
-    from qsight_pipeline.data.image_cache import UnreadableImagesError
+    from qsight_pipeline.data.image_cache import ImageArrayError, UnreadableImagesError
     from qsight_pipeline.data.splits import SplitError
-    from qsight_pipeline.datasets import MissingArtifactError
+    from qsight_pipeline.datasets import ArtifactDatasetError, MissingArtifactError
     from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError
     from qsight_pipeline.models.quantum.availability import QuantumDependencyError
     from qsight_pipeline.pipelines.predict.nodes import PredictInputError
     from qsight_pipeline.run_checks import QuantumUnavailableError
+    from qsight_pipeline.safe_files import CorruptArtifactError
     from qsight_pipeline.training.stages import ScheduleError
 
     # (class, the base that `except` clauses and tests written before UserError still catch)
@@ -62,6 +63,8 @@ def _user_error_classes():
         (EncoderWeightsError, RuntimeError), (QuantumDependencyError, ImportError),
         (QuantumUnavailableError, RuntimeError), (ParameterError, ValueError),
         (PredictInputError, FileNotFoundError), (MissingArtifactError, DatasetError),
+        (ArtifactDatasetError, DatasetError), (CorruptArtifactError, ValueError),
+        (ImageArrayError, ValueError),
     ]
 
 

@@ -7,6 +7,8 @@ Docs: docs/architecture.md ("History and summary records").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,10 +22,24 @@ from qsight_pipeline.constants import (
     NUM_GRADES,
     QUANTUM_HEAD,
 )
-from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.errors import ArtifactError, UserError
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
 from qsight_pipeline.plain import to_plain
+from qsight_pipeline.safe_files import CorruptArtifactError, corrupt_artifact_message
 from qsight_pipeline.training.latency import latency_statistics
+
+
+@contextmanager
+def _contents_of(name: str) -> Iterator[None]:
+    """A file that loaded but does not describe a model we can rebuild is one error, no traceback."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        raise CorruptArtifactError(corrupt_artifact_message(
+            name, f"does not describe a model this version can rebuild ({type(error).__name__})"
+        )) from error
 
 
 def model_config_dict(config: ModelConfig) -> dict[str, Any]:
@@ -49,8 +65,9 @@ def classical_checkpoint(model: HybridModel, history: list[dict[str, Any]]) -> d
 
 
 def load_classical_checkpoint(checkpoint: dict[str, Any]) -> HybridModel:
-    model = rebuild_model(checkpoint["model_config"])
-    missing, unexpected = model.load_state_dict(checkpoint["model_state"], strict=False)
+    with _contents_of("phase1_classical_model.pth"):
+        model = rebuild_model(checkpoint["model_config"])
+        missing, unexpected = model.load_state_dict(checkpoint["model_state"], strict=False)
     # The quantum head is trained later from the feature cache; everything else must match.
     missing = [k for k in missing if not k.startswith(f"{QUANTUM_HEAD}.")]
     unexpected = [k for k in unexpected if not k.startswith(f"{QUANTUM_HEAD}.")]
@@ -79,10 +96,11 @@ def quantum_head_state(model: HybridModel) -> dict[str, Any]:
 
 
 def apply_quantum_head_state(model: HybridModel, state: dict[str, Any]) -> None:
-    if state.get("enabled") and model.quantum_head is not None:
-        model.quantum_head.load_state_dict(state["quantum_state"])
-    if state.get("ensemble_state"):
-        model.ensemble.load_state_dict(state["ensemble_state"])
+    with _contents_of("quantum_head.pth"):
+        if state.get("enabled") and model.quantum_head is not None:
+            model.quantum_head.load_state_dict(state["quantum_state"])
+        if state.get("ensemble_state"):
+            model.ensemble.load_state_dict(state["ensemble_state"])
 
 
 def full_model_state(
@@ -186,9 +204,10 @@ def complete_checkpoint(
 
 def load_complete_checkpoint(checkpoint: dict[str, Any]) -> HybridModel:
     """Rebuild the trained hybrid model from ``complete_checkpoint.pth``."""
-    config = dict(checkpoint["model_config"])
-    if not checkpoint["model_info"].get("quantum_enabled"):
-        config["quantum"] = {**(config.get("quantum") or {}), "enabled": False}
-    model = rebuild_model(config)
-    model.load_state_dict(checkpoint["model_state"])
+    with _contents_of("complete_checkpoint.pth"):
+        config = dict(checkpoint["model_config"])
+        if not checkpoint["model_info"].get("quantum_enabled"):
+            config["quantum"] = {**(config.get("quantum") or {}), "enabled": False}
+        model = rebuild_model(config)
+        model.load_state_dict(checkpoint["model_state"])
     return model.eval()

@@ -11,12 +11,16 @@
   its save goes to a temporary file beside the target and is renamed into place.
 
 All of them write atomically (temporary file, then rename), so a killed run never leaves a half-written
-file that a later run would trust.
+file that a later run would trust. None of them runs code from a file it loads, and a damaged or
+crafted file is an :class:`ArtifactDatasetError` whose one line names the file and the ``kedro
+run`` that rebuilds it (``qsight_pipeline.safe_files``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,12 +29,31 @@ from kedro.io import AbstractDataset, DatasetError
 
 from qsight_pipeline import lineage
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.safe_files import corrupt_artifact_message, safe_npy_load, safe_torch_load
 from qsight_pipeline.safe_pickle import safe_load
 from qsight_pipeline.storage import atomic_torch_save, atomic_write, readable_path, writing
 
 
 class MissingArtifactError(ArtifactError, DatasetError):
     """A file a pipeline reads has not been written yet: run the pipeline that writes it."""
+
+
+class ArtifactDatasetError(ArtifactError, DatasetError):
+    """An :class:`ArtifactError` raised while loading a dataset (a damaged or crafted file).
+
+    Being a ``DatasetError``, Kedro passes it through instead of wrapping it in "Failed while
+    loading data from dataset ...", so ``kedro run`` ends with its message on one line.
+    """
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except ArtifactError as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise ArtifactDatasetError(str(error)) from error
 
 
 def _missing_artifact_message(path: Path) -> str:
@@ -55,7 +78,8 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
                 f"Array file {path} does not exist. Run the pipeline that writes it first "
                 "(for the image cache: `kedro run --pipeline ingestion`)."
             )
-        array = np.load(path, mmap_mode=self._mmap_mode, allow_pickle=False)
+        with _one_line_errors():
+            array = safe_npy_load(path, mmap_mode=self._mmap_mode)
         return lineage.attach(array, lineage.read_sidecar(Path(self._filepath)))
 
     def save(self, data: np.ndarray) -> None:
@@ -75,27 +99,32 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
 
 
 class TorchDataset(AbstractDataset[Any, Any]):
-    """A file written by ``torch.save``; loaded with ``weights_only=True`` unless told otherwise.
+    """A file written by ``torch.save``, always loaded with ``weights_only=True``.
+
+    ``required_keys``: the file must hold a dict with these keys (e.g. ``[format, model_state]``);
+    anything else, like a damaged file or one holding objects other than tensors and plain data,
+    is an :class:`ArtifactDatasetError`.
 
     ``staged: false`` writes it in place at once even inside a run's transaction
     (``storage.transaction``): for artifacts whose every reader checks their lineage, so that a
     later failure of the run does not throw away hours of training.
     """
 
-    def __init__(self, filepath: str, weights_only: bool = True, metadata: dict | None = None,
-                 staged: bool = True):
+    def __init__(
+        self, filepath: str, required_keys: Sequence[str] = (), metadata: dict | None = None,
+        staged: bool = True,
+    ):
         self._filepath = PurePosixPath(filepath)
-        self._weights_only = weights_only
+        self._required_keys = tuple(required_keys)
         self._staged = staged
         self.metadata = metadata
 
     def load(self) -> Any:
-        import torch
-
         path = readable_path(self._filepath)
         if not path.is_file():
             raise MissingArtifactError(_missing_artifact_message(path))
-        return torch.load(path, map_location="cpu", weights_only=self._weights_only)
+        with _one_line_errors():
+            return safe_torch_load(path, required_keys=self._required_keys)
 
     def save(self, data: Any) -> None:
         atomic_torch_save(data, self._filepath, self._staged)
@@ -104,7 +133,7 @@ class TorchDataset(AbstractDataset[Any, Any]):
         return readable_path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "weights_only": self._weights_only}
+        return {"filepath": str(self._filepath), "required_keys": list(self._required_keys)}
 
 
 class SafePickleDataset(AbstractDataset[Any, Any]):
@@ -126,7 +155,8 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
         path = readable_path(self._filepath)
         if not path.is_file():
             raise MissingArtifactError(_missing_artifact_message(path))
-        return safe_load(path)
+        with _one_line_errors():
+            return safe_load(path)
 
     def save(self, data: Any) -> None:
         import pickle
@@ -141,6 +171,21 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "protocol": self._protocol}
+
+
+# Errors a file-format reader raises for a damaged file (JSONDecodeError, UnicodeDecodeError and
+# pandas' ParserError / EmptyDataError are ValueErrors).
+_CORRUPT_FILE_ERRORS = (ValueError, EOFError)
+_FORMATS = {"json.JSONDataset": "JSON", "pandas.CSVDataset": "CSV", "text.TextDataset": "text"}
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception Kedro's dataset wrappers chained ``error`` from."""
+    seen = set()
+    while error.__cause__ is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__
+    return error
 
 
 class AtomicDataset(AbstractDataset[Any, Any]):
@@ -175,7 +220,17 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         path = readable_path(self._filepath)
         if not path.is_file():
             raise MissingArtifactError(_missing_artifact_message(self._filepath))
-        return self._inner(path).load()
+        try:
+            return self._inner(path).load()
+        except DatasetError as error:
+            cause = _root_cause(error)
+            if not isinstance(cause, _CORRUPT_FILE_ERRORS):
+                raise
+            kind = _FORMATS.get(str(self._dataset_config.get("type")), "file of its format")
+            reason = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+            problem = f"is not valid {kind} ({type(cause).__name__}{': ' + reason if reason else ''})"
+            raise ArtifactDatasetError(corrupt_artifact_message(
+                self._filepath, f"{problem}: it is truncated or damaged")) from error
 
     def save(self, data: Any) -> None:
         with writing(self._filepath) as tmp:

@@ -26,6 +26,7 @@ from qsight_pipeline.constants import SPLITS
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
+from qsight_pipeline.safe_files import safe_npy_load, safe_torch_load
 from qsight_pipeline.training.distributed import (
     WorkerPlan,
     close_worker,
@@ -107,7 +108,7 @@ def _save_result(value: Any, path: Path) -> str:
 
 
 def _load_result(path: str) -> Any:
-    return _unpack(torch.load(path, map_location="cpu", weights_only=True))
+    return _unpack(safe_torch_load(path, what="distributed worker result", rebuild="the same `kedro run`"))
 
 
 def _worker_settings(settings: TrainerSettings, is_writer: bool) -> TrainerSettings:
@@ -146,14 +147,14 @@ def classical_worker(
         model = build_model(job.config)
         size = job.config.image_size
         train_set = CachedImageDataset(
-            np.load(files["train"], mmap_mode="r"),
+            safe_npy_load(files["train"], mmap_mode="r"),
             job.train_grades,
             train=True,
             augment=job.augment,
             image_size=size,
         )
         val_set = CachedImageDataset(
-            np.load(files["val"], mmap_mode="r"),
+            safe_npy_load(files["val"], mmap_mode="r"),
             job.val_grades,
             train=False,
             augment=None,
@@ -219,7 +220,7 @@ def feature_worker(
         loaders, ids = {}, {}
         for split, file in files.items():
             dataset = CachedImageDataset(
-                np.load(file, mmap_mode="r"),
+                safe_npy_load(file, mmap_mode="r"),
                 job.grades[split],
                 train=False,
                 augment=None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.safe_files import CorruptArtifactError, corrupt_artifact_message
 
 # (module, name) pairs that rebuild NumPy arrays, scalars and dtypes and nothing else. numpy 2
 # pickles under ``numpy._core``, numpy 1 under ``numpy.core``; both spellings are accepted.
@@ -36,6 +37,13 @@ _NUMPY_DTYPE_MODULE = "numpy.dtypes"
 _SAFE_BUILTINS = frozenset({("_codecs", "encode"), ("builtins", "complex"), ("builtins", "set"),
                             ("builtins", "frozenset"), ("builtins", "bytearray"),
                             ("builtins", "slice"), ("builtins", "range")})
+
+
+_NOT_UNSAFELY = (
+    "Do not open it with pickle.load or torch.load(weights_only=False): that runs whatever code a "
+    "crafted file holds."
+)
+_REBUILD = "`kedro run --pipelines classical,features`"
 
 
 class UnsafePickleError(ArtifactError):
@@ -57,8 +65,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"{self._source} contains a `{module}.{name}` object. This file may only hold plain "
             "data (dicts, lists, numbers, strings and NumPy arrays), and loading that object "
-            "could run code, so it was not loaded. Use a feature cache you made yourself: "
-            "`kedro run --pipelines classical,features` rebuilds it."
+            f"could run code, so it was not loaded. {_NOT_UNSAFELY} Use a feature cache you made "
+            f"yourself: {_REBUILD} rebuilds it."
         )
 
 
@@ -79,9 +87,10 @@ def _load(handle: Any, source: str) -> Any:
         return RestrictedUnpickler(handle, source).load()
     except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as error:
-        raise ArtifactError(
-            f"{source} is not a readable feature cache ({type(error).__name__}: {error}). It is "
-            "truncated or not a pickle; rebuild it with `kedro run --pipelines classical,features`."
-        ) from None
+    except Exception as error:  # noqa: BLE001 - a damaged pickle raises almost any type
+        raise CorruptArtifactError(corrupt_artifact_message(
+            source,
+            f"is not a readable feature cache ({type(error).__name__}): it is damaged (empty, "
+            "truncated or not a pickle)",
+            unsafe_advice=_NOT_UNSAFELY, rebuild=_REBUILD,
+        )) from error

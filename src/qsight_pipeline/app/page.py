@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from qsight_pipeline.constants import GRADE_NAMES
-from qsight_pipeline.data.image_cache import DECODE_ERRORS
+from qsight_pipeline.data.image_cache import DECODE_ERRORS, to_rgb8
 from qsight_pipeline.inference import LoadedModel, load_model, predict_image
 from qsight_pipeline.inference.predict import overlay_image
 
@@ -29,12 +29,13 @@ def _model(output_dir: str, device: str) -> LoadedModel:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    """The upload as an RGB array; ValueError with a readable reason when it is not an image."""
+    """The upload as an 8-bit RGB array, decoded as ingestion decodes a file (EXIF orientation,
+    16-bit scaled, alpha onto black); ValueError with a readable reason when it is not an image."""
     if not data:
         raise ValueError("the file is empty (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(to_rgb8(ImageOps.exif_transpose(image)))
     except DECODE_ERRORS as error:
         reason = "unknown format" if type(error).__name__ == "UnidentifiedImageError" else str(error)
         raise ValueError(f"it is not a readable JPEG or PNG image ({reason})") from None

@@ -3,7 +3,9 @@
 :func:`load_image` is the one way the project turns an image file into pixels: JPEGs are decoded
 at reduced size (Pillow ``draft``, which lets libjpeg skip most of the work for large sources),
 the picture is scaled so its longer side is ``size`` and centred on a black square, so the round
-fundus field stays round. Prediction on new images uses the same function.
+fundus field stays round. Prediction on new images uses the same function, and
+:func:`load_array` the same steps for an in-memory array (the Python API), so a photograph gives
+the same pixels whether it is passed as a file or as the array of that file.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class ImageDecodeError(UserError, ValueError):
     """An image file could not be read; the message names the file and the reason."""
 
 
+class ImageArrayError(UserError, ValueError):
+    """An in-memory array is not an image the decoder accepts (dtype, shape or value range)."""
+
+
 class ImageTooLargeError(ValueError):
     """An image's header claims more pixels than ``ingestion.max_pixels``."""
 
@@ -73,20 +79,102 @@ def load_image(
             stored = target if upright == image.size else (target[1], target[0])
             if image.mode in ("RGB", "L", "YCbCr", "CMYK"):
                 image.draft(image.mode if image.mode == "CMYK" else "RGB", stored)
-            image = ImageOps.exif_transpose(image)
-            image = to_rgb8(image)
-            if image.size != target:
-                image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=None)
+            image = to_rgb8(ImageOps.exif_transpose(image))
+            return letterbox(image, size, target)
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found") from None
     except ImageTooLargeError as error:
         raise ImageDecodeError(f"{path}: {error}") from None
     except DECODE_ERRORS as error:
         raise ImageDecodeError(f"{path}: {type(error).__name__}: {error}") from None
+
+
+def letterbox(
+    image: Image.Image, size: int, target: tuple[int, int] | None = None
+) -> np.ndarray:
+    """An 8-bit RGB picture scaled so its longer side is ``size`` (bicubic), centred on black.
+
+    ``target`` is the scaled (width, height) when the caller knows it from the full-size
+    picture (a JPEG decoded at reduced size by ``draft``); by default it comes from ``image``.
+    """
+    if target is None:
+        width, height = image.size
+        scale = size / max(width, height)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=None)
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     top, left = (size - target[1]) // 2, (size - target[0]) // 2
     canvas[top : top + target[1], left : left + target[0]] = np.asarray(image, dtype=np.uint8)
     return canvas
+
+
+def load_array(array: np.ndarray, size: int) -> np.ndarray:
+    """An in-memory photograph -> uint8 RGB ``(size, size, 3)``, exactly as :func:`load_image`
+    decodes the file it came from (see :func:`image_from_array` for what is accepted).
+
+    Raises:
+        ImageArrayError: the dtype, shape or value range is not one of an image.
+    """
+    return letterbox(to_rgb8(image_from_array(array)), size)
+
+
+def image_from_array(array: np.ndarray) -> Image.Image:
+    """The Pillow image that a file with these pixels opens as, before :func:`to_rgb8`.
+
+    Channels are RGB order (OpenCV's BGR must be converted by the caller, e.g.
+    ``array[..., ::-1]``). Accepted:
+
+    - shapes ``(H, W)`` and ``(H, W, 1)`` (grayscale), ``(H, W, 2)`` (grayscale + alpha),
+      ``(H, W, 3)`` (RGB) and ``(H, W, 4)`` (RGBA; composited onto black like a PNG's alpha);
+    - ``uint8``; ``uint16`` (grayscale scaled ``round(v * 255 / 65535)`` like a 16-bit PNG,
+      colour keeping each sample's high byte like Pillow's 48/64-bit PNGs); floats in
+      ``[0, 1]`` (scaled ``round(v * 255)``, like a float image in ``[0, 1]``).
+
+    Raises:
+        ImageArrayError: any other dtype or shape, an empty array, or floats outside ``[0, 1]``
+            (NaN included).
+    """
+    array = check_image_array(array)
+    if array.dtype == np.uint16:
+        if array.ndim == 2:
+            return Image.fromarray(array)  # mode I;16, which to_rgb8 scales by 65535
+        array = (array >> 8).astype(np.uint8)  # what Pillow makes of a 48/64-bit PNG
+    elif array.dtype != np.uint8:  # floats in [0, 1]
+        array = np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def check_image_array(array: np.ndarray) -> np.ndarray:
+    """``array`` as :func:`image_from_array` takes it ((H, W, 1) squeezed, contiguous).
+
+    Raises:
+        ImageArrayError: the dtype, shape or value range is not one of an image.
+    """
+    if not isinstance(array, np.ndarray):
+        raise ImageArrayError(f"expected a NumPy array, got {type(array).__name__}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ImageArrayError(
+            f"an array of shape {array.shape} is not an image: expected (H, W) or (H, W, 1) "
+            "grayscale, (H, W, 3) RGB or (H, W, 4) RGBA"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageArrayError(f"an array of shape {array.shape} has no pixels")
+    if np.issubdtype(array.dtype, np.floating):
+        low, high = float(np.min(array)), float(np.max(array))
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
+            raise ImageArrayError(
+                f"a float image must hold values in [0, 1]; this one ranges over [{low:g}, "
+                f"{high:g}]. Divide 8-bit values by 255 (or pass the uint8 array itself)."
+            )
+    elif array.dtype not in (np.uint8, np.uint16):
+        raise ImageArrayError(
+            f"an image array of dtype {array.dtype} is not supported: pass uint8 (0-255), uint16 "
+            "(0-65535) or floats in [0, 1]."
+        )
+    return np.ascontiguousarray(array)
 
 
 def _check_pixels(image: Image.Image, max_pixels: int | None) -> None:

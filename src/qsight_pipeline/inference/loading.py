@@ -21,6 +21,7 @@ from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.inference.graph import InferenceGraph
 from qsight_pipeline.models.hybrid import HybridModel
+from qsight_pipeline.safe_files import read_json_object, safe_torch_load
 from qsight_pipeline.training.devices import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -75,32 +76,33 @@ def default_operating_point() -> dict[str, Any]:
     }
 
 
+_REBUILD_FROM_PYTHON = (
+    "`kedro run --pipeline ensemble` (or `save_model` again for a model trained from Python)"
+)
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{path} is not valid JSON ({error}); re-run `kedro run` to rewrite it.") from None
+    return read_json_object(path, rebuild=_REBUILD_FROM_PYTHON)
 
 
 def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """``complete_checkpoint.pth`` loaded safely (tensors and plain data only)."""
+    """``complete_checkpoint.pth`` loaded safely (tensors and plain data only).
+
+    Raises:
+        ArtifactError: the file is missing; :class:`CorruptArtifactError` when it is damaged,
+            crafted (holds objects other than tensors and plain data) or not a QSight checkpoint.
+    """
     if not path.is_file():
         raise ArtifactError(
             f"{path} does not exist. Train a model first (`kedro run`) and pass its output folder "
             "(the `output_dir` parameter, data/06_models/trained_model by default)."
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise ArtifactError(
-            f"{path} cannot be loaded safely ({type(error).__name__}: {error}). Only checkpoints "
-            "written by this project's training are accepted; re-run `kedro run`."
-        ) from None
-    if not isinstance(checkpoint, dict) or "model_state" not in checkpoint:
-        raise ArtifactError(f"{path} is not a QSight complete checkpoint; re-run `kedro run`.")
-    return checkpoint
+    return safe_torch_load(
+        path, required_keys=("model_config", "model_state", "model_info"),
+        rebuild=_REBUILD_FROM_PYTHON,
+    )
 
 
 def loaded_from_checkpoint(

@@ -17,11 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
-from qsight_pipeline.data.image_cache import ImageDecodeError, load_image
+from qsight_pipeline.data.image_cache import (
+    ImageArrayError,
+    ImageDecodeError,
+    check_image_array,
+    load_array,
+    load_image,
+)
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
@@ -62,37 +67,31 @@ class Prediction:
         return {k: v for k, v in asdict(self).items() if k != "heatmap"}
 
 
-def letterbox_array(image: np.ndarray, size: int) -> np.ndarray:
-    """An in-memory photograph, resized and centred exactly as :func:`load_image` does a file."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        if array.size and float(np.nanmax(array)) <= 1.0:
-            array = array * 255.0
-        array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
-    if array.ndim == 2 or array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        picture = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[2] == 1 else array)
-    else:
-        raise ImageDecodeError(f"array of shape {array.shape} is not an image (H, W) or (H, W, 1|3|4)")
-    picture = picture.convert("RGB")
-    width, height = picture.size
-    scale = size / max(width, height)
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if picture.size != target:
-        picture = picture.resize(target, Image.Resampling.BICUBIC, reducing_gap=None)
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - target[1]) // 2, (size - target[0]) // 2
-    canvas[top : top + target[1], left : left + target[0]] = np.asarray(picture, dtype=np.uint8)
-    return canvas
-
-
 def decode(image: ImageInput, size: int) -> np.ndarray:
-    """A file path or an array -> uint8 ``(size, size, 3)``; :class:`ImageDecodeError` if unreadable."""
+    """A file path or an array -> uint8 ``(size, size, 3)``, both through the ingestion decoder.
+
+    Raises:
+        ImageDecodeError: a file that is empty, missing, not an image, truncated or corrupt.
+        ImageArrayError: an array whose dtype, shape or range is not an image's
+            (:func:`~qsight_pipeline.data.image_cache.image_from_array`).
+    """
     if isinstance(image, np.ndarray):
-        return letterbox_array(image, size)
+        return load_array(image, size)
     path = Path(image)
     if path.is_file() and path.stat().st_size == 0:
         raise ImageDecodeError(f"{path}: empty file (0 bytes)")
     return load_image(path, size)
+
+
+def _check_arrays(images: Sequence[ImageInput]) -> None:
+    """Refuse a bad array before anything is graded: it is the caller's bug, not a bad file."""
+    for index, image in enumerate(images):
+        if isinstance(image, np.ndarray):
+            try:
+                check_image_array(image)
+            except ImageArrayError as error:
+                where = "image" if len(images) == 1 else f"images[{index}]"
+                raise ImageArrayError(f"{where}: {error}") from None
 
 
 def normalise(images: np.ndarray, preprocessing: dict[str, Any]) -> torch.Tensor:
@@ -172,14 +171,22 @@ def predict_images(
 
     Args:
         loaded: from :func:`load_model`.
-        images: file paths or uint8 ``(H, W, 3)`` arrays.
+        images: file paths or arrays. Arrays are decoded exactly as the file they came from:
+            RGB order (convert OpenCV's BGR with ``array[..., ::-1]``), ``(H, W)``,
+            ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha composited onto black), dtype
+            ``uint8``, ``uint16`` (scaled like a 16-bit PNG) or float in ``[0, 1]``.
         heatmaps: also compute a Grad-CAM map per image (``Prediction.heatmap``, ``(S, S)``).
         progress: show a progress bar (default: when there are more than ``batch_size`` images).
 
     Returns:
-        One :class:`Prediction` per input; unreadable ones carry ``error``.
+        One :class:`Prediction` per input; unreadable files carry ``error``.
+
+    Raises:
+        ImageArrayError: an array of another dtype or shape, or floats outside ``[0, 1]``
+            (checked before anything is graded).
     """
     images = list(images)
+    _check_arrays(images)
     size = int(loaded.preprocessing["image_size"])
     results: list[Prediction | None] = [None] * len(images)
     show = progress if progress is not None else len(images) > batch_size
@@ -223,7 +230,14 @@ def _grade_batch(
 
 
 def predict_image(loaded: LoadedModel, image: ImageInput, *, heatmap: bool = False) -> Prediction:
-    """Grade one photograph (a file path or a uint8 ``(H, W, 3)`` array); see :class:`Prediction`."""
+    """Grade one photograph; see :class:`Prediction`.
+
+    ``image`` is a file path or an array decoded exactly as that file would be: RGB channel
+    order (an OpenCV ``imread`` array is BGR: pass ``array[..., ::-1]``), shape ``(H, W)``,
+    ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha composited onto black), dtype
+    ``uint8``, ``uint16`` (0-65535, scaled like a 16-bit PNG) or float in ``[0, 1]``. Any other
+    array is an :class:`~qsight_pipeline.data.image_cache.ImageArrayError`.
+    """
     return predict_images(loaded, [image], batch_size=1, heatmaps=heatmap, progress=False)[0]
 
 

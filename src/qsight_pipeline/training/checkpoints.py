@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.plain import to_plain
+from qsight_pipeline.safe_files import safe_torch_load
 from qsight_pipeline.storage import atomic_torch_save
 from qsight_pipeline.training.stages import Stage
 
@@ -151,9 +153,14 @@ def find_resume_checkpoint(
         for _epoch, path in _epoch_files(checkpoint_dir, stages[index].name):
             try:
                 # mmap: only the fields we look at are read, so skipping a big stale file is cheap.
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as error:  # a damaged file must not stop a run from starting
-                logger.warning("Ignoring unreadable checkpoint %s (%s)", path, error)
+                checkpoint = safe_torch_load(path, what="stage checkpoint", mmap=True)
+            except (ArtifactError, OSError) as error:  # must not stop a run from starting
+                # Not the reader's own text: torch's suggests loading the file unsafely.
+                logger.warning(
+                    "Ignoring unreadable checkpoint %s: it is damaged or holds something other than tensors "
+                    "and plain data (%s), so it was not loaded; this run starts that stage afresh.",
+                    path, type(error.__cause__ or error).__name__,
+                )
                 continue
             if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
                 logger.warning("Ignoring %s: not a QSight stage checkpoint", path)
