@@ -133,3 +133,14 @@ def smoke_copy(smoke_project: KedroProject, tmp_path: Path) -> KedroProject:
     target = tmp_path / "project"
     shutil.copytree(smoke_project.path, target, symlinks=True)
     return KedroProject(target)
+
+
+# Fixtures that run `kedro run` in a subprocess: every test that uses one (directly or through
+# another fixture) is `slow`, so `pytest -m "not slow"` is the quick in-process suite.
+KEDRO_FIXTURES = frozenset({"smoke_project", "smoke_copy", "kedro_project"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if KEDRO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

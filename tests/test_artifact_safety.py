@@ -170,9 +170,28 @@ def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holder_is_stale(t
 
 
 def test_a_lock_file_naming_a_dead_process_is_taken_over(tmp_path):
+    """A child of a killed run may still hold the lock file open (and flocked) while the record
+    inside names its dead parent: the lock is stale and a new run takes over."""
+    import socket
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    (tmp_path / ".qsight_run.lock").write_text(json.dumps({"pid": int(dead), "command": "x"}))
-    lock = RunLock(tmp_path)
-    lock.acquire("kedro run")
-    lock.release()
+    record = json.dumps({"pid": int(dead), "host": socket.gethostname(), "command": "x"})
+    orphan = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, time; "
+         f"fd = os.open({str(tmp_path / '.qsight_run.lock')!r}, os.O_RDWR | os.O_CREAT); "
+         f"fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, {record!r}.encode()); "
+         "print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert orphan.stdout.readline().strip() == "locked"
+        lock = RunLock(tmp_path)
+        lock.acquire("kedro run --pipeline quantum")
+        holder = json.loads((tmp_path / ".qsight_run.lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["command"] == "kedro run --pipeline quantum"
+        lock.release()
+    finally:
+        orphan.kill()
+        orphan.wait()
