@@ -290,3 +290,22 @@ def test_a_full_disk_ends_in_one_line_and_leaves_the_previous_set_whole(smoke_co
     after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
     assert after == before  # calibration.json included: nothing of the failed run was kept
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".qsight_run.lock"]
+
+
+@pytest.mark.slow
+def test_a_failing_run_pointed_at_a_users_folder_deletes_nothing(kedro_project, tmp_path):
+    """The issue's case: `--pipeline predict` with output_dir at a folder of the user's that holds
+    no model fails (rc 1), and every file in it, look-alikes of temporary files included, stays."""
+    user = tmp_path / "u"
+    look_alikes = plant_look_alikes(user)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    source = sorted(kedro_project.data("01_raw/sample").rglob("*.jpeg"))[0]
+    (photos / source.name).write_bytes(source.read_bytes())
+    result = kedro_project.run("--pipeline", "predict", env="smoke", check=False,
+                               params={"output_dir": str(user), "predict.input_dir": str(photos)})
+    assert result.returncode != 0
+    assert "complete_checkpoint.pth does not exist" in result.stderr
+    assert all(path.read_text() == "mine" for path in look_alikes)
+    assert sorted(p.name for p in user.rglob("*") if p.is_file()) == sorted(
+        [p.name for p in look_alikes] + [".qsight_run.lock"])
