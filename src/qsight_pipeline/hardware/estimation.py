@@ -47,9 +47,19 @@ def sampling_seed(*parts: Any) -> int:
 
 
 def make_estimator(mode: Any, shots: int, seed: int | None) -> Any:
+    """qiskit-ibm-runtime's ``EstimatorV2`` on ``mode`` (a backend object, or a ``Batch``).
+
+    qiskit-ibm-runtime 0.50 deprecated ``EstimatorV2`` in favour of a client-side estimator that is
+    not yet the default; its deprecation warning is silenced here (the pyproject range stops
+    before the release that may remove it).
+    """
+    import warnings
+
     from qiskit_ibm_runtime import EstimatorV2
 
-    estimator = EstimatorV2(mode=mode)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*EstimatorV2 class is deprecated.*")
+        estimator = EstimatorV2(mode=mode)
     estimator.options.default_shots = int(shots)
     if seed is not None:
         estimator.options.simulator.seed_simulator = int(seed)
