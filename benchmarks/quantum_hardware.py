@@ -15,6 +15,7 @@ images. Set-up (snapshot, transpilation, noise model) is timed separately from e
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shlex
 import sys
@@ -71,6 +72,8 @@ def main() -> None:
     print(f"{args.images} images at {args.shots} shots: best {best:.2f} s of {args.repeats} "
           f"-> {args.images / best:.0f} images/s (all: {', '.join(f'{t:.2f}' for t in times)} s)")
 
+    record = {"device": args.device, "qubits": args.qubits, "shots": args.shots,
+              "images": args.images, "images_per_s": args.images / best, "setup_s": setup}
     if args.naive_images:
         from qiskit_ibm_runtime import EstimatorV2
 
@@ -83,6 +86,8 @@ def main() -> None:
         naive = time.perf_counter() - started
         print(f"naive (whole {backend.num_qubits}-qubit snapshot as the mode): {n} images in "
               f"{naive:.2f} s -> {n / naive:.1f} images/s")
+        record["naive_images_per_s"] = n / naive
+    print(json.dumps(record))
 
 
 if __name__ == "__main__":

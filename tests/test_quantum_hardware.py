@@ -361,6 +361,16 @@ def test_kedro_run_quantum_hardware_needs_only_the_head_and_the_cache(smoke_copy
     assert set(table["condition"]) == {"exact", "ideal", "device"}
     assert len(table) == 1 + 2 * 2 + 2 * 2 * 3  # exact, ideal shots x seeds, device x mitigation
     assert table["ensemble_qwk"].notna().all()  # complete_checkpoint.pth of the smoke run
+    # the exact row repeats the pipeline's own test evaluation (quantum head and ensemble)
+    evaluation = json.loads(
+        project.data("06_models/trained_model/training_summary.json").read_text()
+    )["evaluation"]["test"]
+    exact = table[table["condition"] == "exact"].iloc[0]
+    assert exact["qwk"] == pytest.approx(evaluation["quantum_head"]["quadratic_weighted_kappa"])
+    assert exact["ensemble_qwk"] == pytest.approx(evaluation["ensemble"]["quadratic_weighted_kappa"])
+    assert exact["ensemble_referral_sensitivity"] == pytest.approx(
+        evaluation["ensemble"]["referable_sensitivity"]
+    )
     summary = json.loads(project.data("08_reporting/quantum_hardware_summary.json").read_text())
     assert summary["headline"].startswith("On fake_torino at 1,024 shots with readout_zne")
     assert project.data("08_reporting/quantum_hardware_figures/qwk_vs_shots.png").is_file()
@@ -374,3 +384,15 @@ def test_kedro_run_quantum_hardware_needs_only_the_head_and_the_cache(smoke_copy
     assert bad.returncode != 0 and "Error: " in output
     assert "unknown device snapshot 'fake_nowhere'" in output and "fake_torino" in output
     assert "Completed node" not in output
+
+
+def test_tables_with_nullable_integers_can_be_logged_to_wandb():
+    """The hardware table's shots/seed (and the study's n_qubits) are Int64 with <NA>."""
+    wandb = pytest.importorskip("wandb")
+    from qsight_pipeline.hooks import _wandb_frame
+
+    frame = pd.DataFrame({"shots": pd.array([None, 256], dtype="Int64"), "qwk": [0.5, 0.4]})
+    with pytest.raises(TypeError):
+        wandb.Table(dataframe=frame)
+    table = wandb.Table(dataframe=_wandb_frame(frame))
+    assert len(table.data) == 2
