@@ -344,6 +344,32 @@ def test_the_runtime_path_runs_in_local_testing_mode_with_a_snapshot(caplog):
     assert len(again["jobs"]) == 1
 
 
+def test_the_nodes_submit_record_and_collect_a_job_on_a_snapshot():
+    """The pipeline's nodes with ibm_runtime.backend naming a snapshot (local testing mode)."""
+    from qsight_pipeline.pipelines.quantum_hardware import nodes
+
+    head, cache = tiny_head_and_cache(images=6)
+    for split in ("train", "val"):  # a whole feature cache, as the nodes check it
+        for field in ("features", "labels", "logits_head_a", "logits_head_b"):
+            cache[f"{split}_{field}"] = cache[f"test_{field}"]
+    for split in ("train", "val", "test"):
+        cache[f"{split}_image_ids"] = [f"img{i}" for i in range(6)]
+    cache["post_compression_state"] = {}
+    params = small_params(
+        devices=["fake_manila"], shots=[256], seeds=1, mitigation=["none"], ideal_shots=False,
+        ibm_runtime={"backend": "fake_manila", "shots": 256, "mitigation": "readout"},
+    )
+    record = nodes.submit_hardware_jobs(cache, head, params, None)
+    assert record["current"] == record["jobs"][0]["job_id"]
+    table, _, circuits = nodes.evaluate_quantum_hardware(cache, head, params, None, record)
+    hardware = table[table["condition"] == "hardware"]
+    assert list(hardware["mitigation"]) == ["none", "readout"]
+    assert (hardware["job_id"] == record["current"]).all() and hardware["qwk"].notna().all()
+    assert set(circuits) == {"circuit_fake_manila.png"}
+    unchanged = nodes.submit_hardware_jobs(cache, head, small_params(), record)
+    assert unchanged == record  # no backend named: the earlier record is kept as it was
+
+
 # --------------------------------------------------------------------------- kedro run
 
 

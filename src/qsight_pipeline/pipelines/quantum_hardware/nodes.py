@@ -84,6 +84,13 @@ def evaluate_quantum_hardware(
         job = _PENDING.get(entry["job_id"])
         if job is None:
             _, service = runtime.resolve_backend(ibm)
+            if service is None:
+                from qsight_pipeline.errors import ArtifactError
+
+                raise ArtifactError(
+                    f"Job {entry['job_id']} ran in local testing mode in another process and "
+                    "cannot be collected by its id; run the pipeline again to submit it anew."
+                )
             job = service.job(entry["job_id"])
         logger.info("Waiting for job %s on %s ...", entry["job_id"], entry["backend"])
         rows = runtime.rows_from_result(data, job.result(), entry, quantum_hardware)
