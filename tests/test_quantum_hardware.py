@@ -401,6 +401,8 @@ def test_kedro_run_quantum_hardware_needs_only_the_head_and_the_cache(smoke_copy
     assert summary["headline"].startswith("On fake_torino at 1,024 shots with readout_zne")
     assert project.data("08_reporting/quantum_hardware_figures/qwk_vs_shots.png").is_file()
     assert project.data("08_reporting/quantum_hardware_circuits/circuit_fake_torino.png").is_file()
+    report = project.data("08_reporting/report.html").read_text(encoding="utf-8")
+    assert 'id="quantum-hardware"' in report and 'id="metrics-test"' in report
 
     (project.path / "conf/smoke/parameters_quantum_hardware.yml").write_text(
         "quantum_hardware:\n  devices: [fake_nowhere]\n"
@@ -422,3 +424,20 @@ def test_tables_with_nullable_integers_can_be_logged_to_wandb():
         wandb.Table(dataframe=frame)
     table = wandb.Table(dataframe=_wandb_frame(frame))
     assert len(table.data) == 2
+
+
+def test_the_report_section_is_added_and_replaced():
+    from qsight_pipeline.hardware import summary
+    from qsight_pipeline.reporting.html import HARDWARE_START, add_hardware_section
+
+    head, cache = tiny_head_and_cache()
+    params = small_params(seeds=1, mitigation=["none"])
+    table, context = evaluate_hardware(cache, head, params)
+    result = summary.summarise(table, context, params)
+    page = add_hardware_section(None, result)
+    assert 'id="quantum-hardware"' in page and result["headline"] in page.replace("&#x27;", "'")
+    report = "<html><body><h1>report</h1></body></html>"
+    once = add_hardware_section(report, result)
+    twice = add_hardware_section(once, result)
+    assert once.count(HARDWARE_START) == 1 and twice.count(HARDWARE_START) == 1
+    assert twice.index("<h1>report</h1>") < twice.index(HARDWARE_START)

@@ -119,3 +119,10 @@ def draw_quantum_hardware_figures(
     from qsight_pipeline.hardware import summary
 
     return summary.figures(quantum_hardware_table, quantum_hardware_summary)
+
+
+def add_hardware_to_report(report_html: str | None, quantum_hardware_summary: dict[str, Any]) -> str:
+    """report.html with the quantum_hardware section (a page of its own when there is no report)."""
+    from qsight_pipeline.reporting.html import add_hardware_section
+
+    return add_hardware_section(report_html, quantum_hardware_summary)

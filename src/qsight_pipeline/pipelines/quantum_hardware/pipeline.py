@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    add_hardware_to_report,
     draw_quantum_hardware_figures,
     evaluate_quantum_hardware,
     submit_hardware_jobs,
@@ -48,6 +49,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["quantum_hardware_table", "quantum_hardware_summary"],
                 outputs="quantum_hardware_figures",
                 name="draw_quantum_hardware_figures",
+            ),
+            Node(
+                func=add_hardware_to_report,
+                inputs=["report_html_if_any", "quantum_hardware_summary"],
+                outputs="quantum_hardware_report_html",
+                name="add_hardware_to_report",
             ),
         ]
     )
