@@ -441,3 +441,14 @@ def test_the_report_section_is_added_and_replaced():
     twice = add_hardware_section(once, result)
     assert once.count(HARDWARE_START) == 1 and twice.count(HARDWARE_START) == 1
     assert twice.index("<h1>report</h1>") < twice.index(HARDWARE_START)
+
+
+def test_the_outputs_are_tracked_through_the_catalog():
+    from qsight_pipeline.tracked_outputs import track_kind_of
+
+    catalog = yaml.safe_load((REPO / "conf/base/catalog_quantum_hardware.yml").read_text())
+    kinds = {name: track_kind_of(entry.get("metadata"), name) for name, entry in catalog.items()}
+    assert kinds["quantum_hardware_table"] == "table"
+    assert kinds["quantum_hardware_summary"] == "json"
+    assert kinds["quantum_hardware_figures"] == kinds["quantum_hardware_circuits"] == "figures"
+    assert catalog["quantum_hardware_jobs"]["staged"] is False  # survives a stopped run
