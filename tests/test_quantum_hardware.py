@@ -226,14 +226,10 @@ def test_noisy_results_differ_from_exact_and_approach_it_as_the_noise_shrinks():
 def test_the_reduced_simulation_agrees_with_the_snapshot_itself():
     """Active qubits + our noise model against EstimatorV2 with the whole snapshot as the mode
     (qiskit's own noise model of the device, thermal relaxation included)."""
-    from qiskit_ibm_runtime import EstimatorV2
-
     data, prepared = _prepared(2, "fake_manila")
     reduced = estimation.evs(_noisy_z(prepared, data, 1.0, shots=100_000), 0)
     values = estimation.parameter_values(prepared.isa, data.spec, data.angles, data.weights)
-    estimator = EstimatorV2(mode=prepared.backend)
-    estimator.options.default_shots = 100_000
-    estimator.options.simulator.seed_simulator = 11
+    estimator = estimation.make_estimator(prepared.backend, 100_000, 11)
     full = estimator.run([(prepared.isa, [list(prepared.observables)], values)]).result()[0].data.evs
     device_error = float(np.mean(np.abs(full - data.exact_z)))
     assert device_error > 0.01
