@@ -201,10 +201,15 @@ class AtomicDataset(AbstractDataset[Any, Any]):
           dataset:
             type: json.JSONDataset
             save_args: {indent: 2}
+
+    ``staged: false`` writes it in place at once even inside a run's transaction (for records
+    that must survive a run that fails later, such as the ids of submitted hardware jobs).
     """
 
-    def __init__(self, filepath: str, dataset: dict[str, Any] | str, metadata: dict | None = None):
+    def __init__(self, filepath: str, dataset: dict[str, Any] | str, metadata: dict | None = None,
+                 staged: bool = True):
         self._filepath = Path(filepath)
+        self._staged = staged
         self._dataset_config = {"type": dataset} if isinstance(dataset, str) else dict(dataset)
         if "filepath" in self._dataset_config:
             raise DatasetError(
@@ -233,7 +238,7 @@ class AtomicDataset(AbstractDataset[Any, Any]):
                 self._filepath, f"{problem}: it is truncated or damaged")) from error
 
     def save(self, data: Any) -> None:
-        with writing(self._filepath) as tmp:
+        with writing(self._filepath, self._staged) as tmp:
             self._inner(tmp).save(data)
 
     def _exists(self) -> bool:

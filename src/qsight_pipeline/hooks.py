@@ -285,7 +285,7 @@ class WandbHook:
                 final[f"report/{Path(name).stem}"] = wandb.Image(image, caption=name)
         for name, (kind, value) in (self._final.get("records") or {}).items():
             if kind == "table":
-                final[name] = wandb.Table(dataframe=value)
+                final[name] = wandb.Table(dataframe=_wandb_frame(value))
             else:
                 self._run.summary[name] = value
         if final:
@@ -460,3 +460,17 @@ class MlflowTrackingHook:
         # MLflow accepts at most 1000 metrics per log_batch call.
         for start in range(0, len(batch), 1000):
             client.log_batch(run_id, metrics=batch[start:start + 1000])
+
+
+def _wandb_frame(frame: Any) -> Any:
+    """``frame`` with pandas' nullable integer columns (``Int64`` with ``<NA>``, e.g. the study's
+    ``n_qubits`` of the baselines) as floats: ``wandb.Table`` rejects a column that mixes
+    ``<NA>`` with numbers."""
+    import pandas as pd
+
+    converted = frame.copy()
+    for column in converted.columns:
+        dtype = converted[column].dtype
+        if pd.api.types.is_extension_array_dtype(dtype) and pd.api.types.is_numeric_dtype(dtype):
+            converted[column] = converted[column].astype("float64")
+    return converted

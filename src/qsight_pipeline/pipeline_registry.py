@@ -5,7 +5,9 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# The order of the data flow; ``predict`` is a separate job and not part of ``__default__``.
+# The order of the data flow. ``predict``, ``export``, ``quantum_study`` and ``quantum_hardware``
+# are registered too (``find_pipelines`` finds every package under ``pipelines/``) but are separate
+# jobs, not part of ``__default__``.
 TRAINING_PIPELINES = ("ingestion", "classical", "features", "quantum", "ensemble")
 
 

@@ -44,8 +44,25 @@ def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
     return typed
 
 
-def check_pipelines(parameters: QSightParameters, pipeline_names: list[str]) -> None:
+def check_hardware_pipeline(parameters: QSightParameters, catalog: Any) -> None:
+    """``quantum_hardware``: packages, device snapshots, the head's width, a real device's account."""
+    from qsight_pipeline.hardware.checks import check_hardware, head_width
+
+    width = None
+    if catalog is not None:
+        try:
+            width = head_width(catalog.load("quantum_head"))
+        except Exception:  # noqa: BLE001 - a missing head is reported by the lineage checks
+            width = None
+    check_hardware(parameters.quantum_hardware, width)
+
+
+def check_pipelines(
+    parameters: QSightParameters, pipeline_names: list[str], catalog: Any = None
+) -> None:
     """Checks that depend on the pipelines about to run."""
+    if "quantum_hardware" in pipeline_names:
+        check_hardware_pipeline(parameters, catalog)
     if "quantum" not in pipeline_names:
         return
     from qsight_pipeline.models.quantum import quantum_dependencies_missing
@@ -94,7 +111,7 @@ class RunChecksHook:
         try:
             raw = catalog.load("parameters")
             parameters = check_parameters(raw)
-            check_pipelines(parameters, list(names))
+            check_pipelines(parameters, list(names), catalog)
             preflight.check_run_environment(raw, list(names))  # folders writable, weights at hand
         except UserError as error:
             _refuse(error)

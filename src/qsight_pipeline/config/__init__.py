@@ -12,6 +12,7 @@ from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
+from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.config.root import QSightParameters, validate_block, validate_parameters
@@ -29,6 +30,7 @@ __all__ = [
     "PredictParams",
     "QSightParameters",
     "QuantumConfig",
+    "QuantumHardwareParams",
     "QuantumStudyParams",
     "ReferralParams",
     "RunSettings",

@@ -16,6 +16,7 @@ from qsight_pipeline.config.distributed import DistributedParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
+from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.config.run import RunSettings
@@ -34,6 +35,7 @@ class QSightParameters(RunSettings):
     augmentation: AugmentationParams = Field(default_factory=AugmentationParams)
     quantum: QuantumConfig = Field(default_factory=QuantumConfig)
     quantum_study: QuantumStudyParams = Field(default_factory=QuantumStudyParams)
+    quantum_hardware: QuantumHardwareParams = Field(default_factory=QuantumHardwareParams)
     predict: PredictParams = Field(default_factory=PredictParams)
     referral: ReferralParams = Field(default_factory=ReferralParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)

@@ -243,6 +243,7 @@ def render_report_html(
     model_info: dict[str, Any],
     figures: dict[str, Figure],
     quantum_study_summary: dict[str, Any] | None = None,
+    quantum_hardware_summary: dict[str, Any] | None = None,
 ) -> str:
     """The report as one HTML page that needs nothing but a browser.
 
@@ -252,6 +253,7 @@ def render_report_html(
         figures: the output of :func:`qsight_pipeline.reporting.figures.report_figures`;
             embedded as base64 PNG images.
         quantum_study_summary: the quantum study's summary, when one exists: adds its section.
+        quantum_hardware_summary: the quantum_hardware summary, when one exists: its section.
 
     Returns:
         The HTML text (UTF-8), with a metrics table per split (val, test) holding a row per head
@@ -335,6 +337,8 @@ def render_report_html(
 
     if quantum_study_summary:
         sections.append(study_section_html(quantum_study_summary))
+    if quantum_hardware_summary:
+        sections.append(hardware_section_html(quantum_hardware_summary))
     sections.append(
         '<section id="configuration"><h2>Model and configuration</h2><h3>Model</h3>'
         + _key_value_table(model_info or {}, "model-info")
@@ -404,16 +408,71 @@ def study_section_html(summary: dict[str, Any]) -> str:
 def add_study_section(report: str | None, summary: dict[str, Any]) -> str:
     """``report`` with its study section replaced (or added before ``</body>``); without a
     report, a page holding the study section alone."""
-    section = study_section_html(summary)
+    return _put_section(
+        report, study_section_html(summary), (STUDY_START, STUDY_END), "quantum vs classical study"
+    )
+
+
+def _put_section(report: str | None, section: str, markers: tuple[str, str], title: str) -> str:
+    """``report`` with the section between ``markers`` replaced (or added before ``</body>``);
+    without a report, a page holding that section alone."""
     if not report:
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>QSight quantum study</title><style>{_STYLE}</style></head><body>"
-            f"<h1>QSight: quantum vs classical study</h1>{section}</body></html>\n"
+            f"<title>QSight {_esc(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>QSight: {_esc(title)}</h1>{section}</body></html>\n"
         )
-    start, end = report.find(STUDY_START), report.find(STUDY_END)
+    start, end = report.find(markers[0]), report.find(markers[1])
     if start != -1 and end != -1:
-        return report[:start] + section + report[end + len(STUDY_END):]
+        return report[:start] + section + report[end + len(markers[1]):]
     at = report.rfind("</body>")
     at = len(report) if at == -1 else at
     return report[:at] + section + report[at:]
+
+
+HARDWARE_START, HARDWARE_END = "<!-- quantum-hardware:start -->", "<!-- quantum-hardware:end -->"
+
+
+def hardware_section_html(summary: dict[str, Any]) -> str:
+    """The quantum_hardware section: its headline, one row per condition (means over seeds) and
+    the QWK-against-shots figure."""
+    from qsight_pipeline.hardware.summary import figures as hardware_figures
+
+    exact = summary.get("exact") or {}
+
+    def mean(entry: dict[str, Any], key: str) -> Any:
+        value = entry.get(key)
+        return value.get("mean") if isinstance(value, dict) else value
+
+    rows = [("exact", "", "", exact.get("qwk"), 1.0, 1.0, 0.0, exact.get("ensemble_qwk"), None)]
+    for c in summary.get("conditions") or []:
+        rows.append((c["device"], c["shots"], c["mitigation"], mean(c, "qwk"), c.get("qwk_kept"),
+                     mean(c, "agreement_with_exact"), mean(c, "z_mae"), mean(c, "ensemble_qwk"),
+                     c.get("qpu_seconds_per_1000_images")))
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td>{_esc(format_metric(v) if isinstance(v, float) else ('' if v is None else v))}</td>"
+            for v in row
+        ) + "</tr>"
+        for row in rows
+    )
+    figures = "".join(_figure_html(name, figure, "Test QWK against shots per device")
+                      for name, figure in hardware_figures(None, summary).items())
+    return (
+        f'{HARDWARE_START}<section id="quantum-hardware"><h2>On quantum hardware</h2>'
+        f'<p id="quantum-hardware-headline"><b>{_esc(summary.get("headline", ""))}</b></p>'
+        f"<p>The quantum head alone on the {_esc(summary.get('split', 'test'))} split "
+        f"({_esc(summary.get('n_images'))} images), means over the sampling seeds.</p>"
+        '<table id="quantum-hardware-conditions"><thead><tr><th>device</th><th>shots</th>'
+        "<th>mitigation</th><th>QWK</th><th>share of exact QWK</th><th>agreement with exact"
+        "</th><th>&lt;Z&gt; MAE</th><th>ensemble QWK</th><th>QPU s / 1,000 images</th></tr>"
+        f'</thead><tbody>{body}</tbody></table><div class="figures">{figures}</div>'
+        f"</section>{HARDWARE_END}"
+    )
+
+
+def add_hardware_section(report: str | None, summary: dict[str, Any]) -> str:
+    """``report`` with its quantum_hardware section replaced or added."""
+    return _put_section(
+        report, hardware_section_html(summary), (HARDWARE_START, HARDWARE_END), "on quantum hardware"
+    )

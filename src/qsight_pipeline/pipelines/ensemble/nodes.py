@@ -139,11 +139,14 @@ def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
 def render_report_html(
     training_summary: dict[str, Any], model_info: dict[str, Any], report_figures: dict[str, Any],
     quantum_study_summary: dict[str, Any] | None = None,
+    quantum_hardware_summary: dict[str, Any] | None = None,
 ) -> str:
-    """The self-contained HTML report (``report_html``), with the quantum study's section when a
-    study summary exists; see :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    """The self-contained HTML report (``report_html``), with the quantum study's and the
+    quantum_hardware sections when their summaries exist; see
+    :func:`qsight_pipeline.reporting.html.render_report_html`."""
     from qsight_pipeline.reporting import html
 
     return html.render_report_html(
-        training_summary, model_info, report_figures, quantum_study_summary
+        training_summary, model_info, report_figures, quantum_study_summary,
+        quantum_hardware_summary,
     )

@@ -55,7 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=render_report_html,
                 inputs=[
                     "training_summary", "model_info", "report_figures",
-                    "quantum_study_summary_if_any",
+                    "quantum_study_summary_if_any", "quantum_hardware_summary_if_any",
                 ],
                 outputs="report_html",
                 name="render_report_html",

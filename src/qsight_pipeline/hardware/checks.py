@@ -1,0 +1,54 @@
+"""Checks of ``quantum_hardware`` before the first node (called by ``run_checks.py``).
+
+The typed block has already checked shapes and ranges; this checks what needs the packages, the
+device snapshots, the trained head and the user's account: every failure names the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
+from qsight_pipeline.errors import ConfigError
+
+REQUIRED = (("qiskit", "qiskit"), ("qiskit_aer", "qiskit-aer"),
+            ("qiskit_ibm_runtime", "qiskit-ibm-runtime"))
+
+
+class HardwareUnavailableError(ConfigError):
+    """A package that the quantum_hardware pipeline needs cannot be imported."""
+
+
+def missing_packages() -> list[str]:
+    import importlib.util
+
+    return [package for module, package in REQUIRED if importlib.util.find_spec(module) is None]
+
+
+def check_hardware(params: QuantumHardwareParams, head_qubits: int | None = None) -> None:
+    """Packages, device names, head width and (for a real device) the account."""
+    missing = missing_packages()
+    if missing:
+        raise HardwareUnavailableError(
+            "`kedro run --pipeline quantum_hardware` (quantum_hardware.devices and "
+            f"quantum_hardware.mitigation) needs {', '.join(missing)}, which cannot be imported. "
+            "Install it with `pip install 'qsight_pipeline[hardware]'`."
+        )
+    from qsight_pipeline.hardware import devices, runtime
+
+    for name in params.devices:
+        backend = devices.load_snapshot(name)
+        if head_qubits is not None:
+            devices.check_width(backend, head_qubits)
+    ibm = params.ibm_runtime
+    if ibm.backend is not None:
+        backend, _ = runtime.resolve_backend(ibm)
+        if head_qubits is not None:
+            devices.check_width(backend, head_qubits, runtime.KEY)
+
+
+def head_width(quantum_head: Any) -> int | None:
+    """The trained head's qubit count from ``quantum_head.pth`` (``None`` if it has none)."""
+    if not isinstance(quantum_head, dict) or not quantum_head.get("enabled"):
+        return None
+    return (quantum_head.get("quantum_config") or {}).get("n_qubits")

@@ -1,0 +1,316 @@
+"""The trained quantum head under every configured condition: one tidy table, a summary, figures.
+
+Kedro-free: ``evaluate_hardware(cache, quantum_head, params)`` works from a notebook too.
+
+Conditions (columns ``condition``, ``device``, ``shots``, ``mitigation``, ``seed``):
+
+- ``exact``: the torch executor's exact ``<Z_i>`` (the reference; one row, no seed);
+- ``ideal``: noiseless sampling at each shot count (qiskit-aer through EstimatorV2);
+- ``device``: each snapshot x shot count x mitigation, the circuit transpiled for the device.
+
+Sampled conditions repeat over the sampling seeds. One primitive call per device, shot count and
+seed carries every image's parameter set, every ZNE fold and the readout calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = (
+    "qwk", "accuracy", "macro_f1", "agreement_with_exact", "z_mae",
+    "ensemble_qwk", "ensemble_referral_sensitivity", "ensemble_referral_specificity",
+)
+CIRCUIT_COLUMNS = (
+    "depth", "two_qubit_gates", "active_qubits", "physical_qubits", "success_probability",
+    "circuit_duration_us", "qpu_seconds_per_1000_images",
+)
+COLUMNS = (
+    "condition", "device", "shots", "mitigation", "seed", "noise_scale", "n_images",
+    *METRIC_COLUMNS, *CIRCUIT_COLUMNS, "job_id", "seconds",
+)
+
+
+# --------------------------------------------------------------------------- the trained head
+
+
+class HeadOnCache:
+    """The trained quantum head, its inputs on one split, and the exact reference outputs."""
+
+    def __init__(
+        self, cache: dict[str, Any], quantum_head: dict[str, Any], split: str = "test",
+        max_images: int | None = None, complete_checkpoint: dict[str, Any] | None = None,
+    ) -> None:
+        import torch
+
+        from qsight_pipeline.data import feature_cache
+        from qsight_pipeline.models.quantum.config import QuantumConfig
+        from qsight_pipeline.models.quantum.head import QuantumHead
+
+        config = QuantumConfig.from_params(
+            {**dict(quantum_head.get("quantum_config") or {}), "executor": "torch", "shots": None}
+        )
+        features = feature_cache.split_features(cache, split)
+        labels = feature_cache.split_labels(cache, split)
+        if max_images is not None:
+            features, labels = features[:max_images], labels[:max_images]
+        self.split = split
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.head = QuantumHead(features.shape[1], config)
+        self.head.load_state_dict(quantum_head["quantum_state"])
+        self.head.eval()
+        self.spec = self.head.spec
+        self.features = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+        with torch.no_grad():
+            self.head.double()
+            angles = self.head.encode(self.features)
+            self.angles = angles.numpy()
+            self.weights = self.head.circuit_weights.detach().numpy().astype(np.float64)
+            self.exact_z = self.head.executor(angles, self.head.circuit_weights).numpy()
+        self.exact_pred = self.predict(self.exact_z).argmax(axis=1)
+        self.ensemble = _ensemble_from_checkpoint(complete_checkpoint, cache)
+        self.classical_logits = {
+            head: np.asarray(cache[f"{split}_logits_{head}"])[: len(self.labels)]
+            for head in ("head_a", "head_b")
+        }
+
+    @property
+    def n_qubits(self) -> int:
+        return self.spec.num_qubits
+
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        """Grade probabilities ``(images, 5)`` of the head from its ``<Z_i>``."""
+        import torch
+
+        with torch.no_grad():
+            logits = self.head.readout(torch.as_tensor(z, dtype=self.head.readout.weight.dtype))
+            return torch.softmax(logits, dim=1).numpy()
+
+    def ensemble_probabilities(self, z: np.ndarray) -> np.ndarray | None:
+        """The fused probabilities with the quantum head's logits computed from ``z``."""
+        if self.ensemble is None:
+            return None
+        import torch
+
+        with torch.no_grad():
+            quantum_logits = self.head.readout(
+                torch.as_tensor(z, dtype=self.head.readout.weight.dtype)
+            ).float()
+            logits = {
+                "head_a": torch.as_tensor(self.classical_logits["head_a"]).float(),
+                "head_b": torch.as_tensor(self.classical_logits["head_b"]).float(),
+                "quantum_head": quantum_logits,
+            }
+            out = self.ensemble(self.features.float(), logits, (True, True, True))
+            return out["fused_probs"].numpy()
+
+    def metrics(self, z: np.ndarray) -> dict[str, Any]:
+        """The head's test metrics from ``<Z_i>`` (and the ensemble's, with those outputs).
+
+        scikit-learn's metrics, called directly: the project's ``grading_metrics`` also builds
+        confusion matrices, per-grade recalls and AUCs, which cost ~0.2 s per row here.
+        """
+        from sklearn.metrics import accuracy_score, f1_score
+
+        from qsight_pipeline.constants import NUM_GRADES
+        from qsight_pipeline.training.metrics import quadratic_weighted_kappa
+
+        grades = self.predict(z).argmax(axis=1)
+        row: dict[str, Any] = {
+            "qwk": quadratic_weighted_kappa(self.labels, grades),
+            "accuracy": float(accuracy_score(self.labels, grades)),
+            "macro_f1": float(f1_score(self.labels, grades, labels=list(range(NUM_GRADES)),
+                                       average="macro", zero_division=0)),
+            "agreement_with_exact": float(np.mean(grades == self.exact_pred)),
+            "z_mae": float(np.mean(np.abs(np.asarray(z) - self.exact_z))),
+        }
+        fused = self.ensemble_probabilities(z)
+        if fused is not None:
+            row.update(ensemble_metrics(self.labels, fused.argmax(axis=1)))
+        return row
+
+
+def ensemble_metrics(labels: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
+    """The ensemble's QWK and referable-DR (grade >= 2) sensitivity and specificity."""
+    from qsight_pipeline.constants import REFERABLE_GRADE
+    from qsight_pipeline.training.metrics import quadratic_weighted_kappa
+
+    truth, referred = labels >= REFERABLE_GRADE, grades >= REFERABLE_GRADE
+    return {
+        "ensemble_qwk": quadratic_weighted_kappa(labels, grades),
+        "ensemble_referral_sensitivity": float((referred & truth).sum() / truth.sum())
+        if truth.any() else None,
+        "ensemble_referral_specificity": float((~referred & ~truth).sum() / (~truth).sum())
+        if (~truth).any() else None,
+    }
+
+
+def _ensemble_from_checkpoint(checkpoint: dict[str, Any] | None, cache: dict[str, Any]) -> Any:
+    """The fine-tuned ensemble gate of ``complete_checkpoint.pth``, or ``None`` (with a warning)."""
+    if checkpoint is None:
+        logger.warning(
+            "complete_checkpoint.pth is absent: the ensemble columns (ensemble_qwk, referral "
+            "sensitivity/specificity) are left empty. Run `kedro run --pipeline ensemble` to fill "
+            "them."
+        )
+        return None
+    from qsight_pipeline import lineage
+    from qsight_pipeline.models.hybrid import GatedEnsemble
+
+    cache_id = ((cache.get("metadata") or {}).get(lineage.LINEAGE_KEY) or {}).get("classical_id")
+    checkpoint_id = (checkpoint.get(lineage.LINEAGE_KEY) or {}).get("classical_id")
+    if cache_id is None or cache_id != checkpoint_id:
+        logger.warning(
+            "complete_checkpoint.pth was not trained on this feature cache (classical_id %s, "
+            "cache %s): the ensemble columns are left empty.", checkpoint_id, cache_id,
+        )
+        return None
+    if not (checkpoint.get("model_info") or {}).get("quantum_enabled"):
+        logger.warning("complete_checkpoint.pth has no quantum head: ensemble columns left empty.")
+        return None
+    config = checkpoint["model_config"]
+    ensemble = GatedEnsemble(config["compressed_dim"], config["gate_hidden_dim"], config["num_classes"])
+    ensemble.load_state_dict(
+        {k.removeprefix("ensemble."): v for k, v in checkpoint["model_state"].items()
+         if k.startswith("ensemble.")}
+    )
+    return ensemble.eval()
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def _ideal_circuit(spec: Any) -> Any:
+    from qiskit.transpiler import generate_preset_pass_manager
+
+    manager = generate_preset_pass_manager(
+        optimization_level=1, basis_gates=["rz", "sx", "x", "cx", "ry", "h", "p"]
+    )
+    return manager.run(spec.circuit)
+
+
+def evaluate_hardware(
+    cache: dict[str, Any],
+    quantum_head: dict[str, Any],
+    params: QuantumHardwareParams,
+    complete_checkpoint: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """The tidy table (one row per condition x seed) and a context for the summary."""
+    import pandas as pd
+
+    from qsight_pipeline.hardware import devices, estimation
+
+    data = HeadOnCache(cache, quantum_head, params.split, params.max_images, complete_checkpoint)
+    n_images = len(data.labels)
+    seeds = list(range(params.first_seed, params.first_seed + params.seeds))
+    rows: list[dict[str, Any]] = []
+    base = {"n_images": n_images, "noise_scale": params.noise_scale}
+    rows.append({**base, "condition": "exact", "device": "exact", "shots": None,
+                 "mitigation": "none", "seed": None, **data.metrics(data.exact_z), "seconds": 0.0})
+
+    if params.ideal_shots:
+        circuit = _ideal_circuit(data.spec)
+        values = estimation.parameter_values(circuit, data.spec, data.angles, data.weights)
+        observables = [list(data.spec.observables)]
+        for shots in params.shots:
+            for seed in seeds:
+                started = time.perf_counter()
+                seed_value = estimation.sampling_seed("ideal", shots, seed)
+                estimator = estimation.make_estimator(
+                    devices.simulator(None, data.n_qubits), shots, seed_value
+                )
+                result = estimator.run([(circuit, observables, values)]).result()
+                z = estimation.evs(result, 0)
+                rows.append({**base, "condition": "ideal", "device": "ideal", "shots": shots,
+                             "mitigation": "none", "seed": seed, **data.metrics(z),
+                             "seconds": time.perf_counter() - started})
+
+    circuits: dict[str, Any] = {}
+    need_zne = any(m in ("zne", "readout_zne") for m in params.mitigation)
+    need_readout = any(m in ("readout", "readout_zne") for m in params.mitigation)
+    scales = list(params.zne.scale_factors) if need_zne else [1]
+    for device in params.devices:
+        backend = devices.load_snapshot(device)
+        prepared = devices.prepare_circuit(
+            data.spec, backend, device,
+            optimization_level=params.optimization_level, seed_transpiler=params.seed_transpiler,
+        )
+        circuits[device] = prepared
+        stats = prepared.stats
+        simulator = devices.simulator(
+            devices.noise_model(prepared, params.noise_scale), prepared.reduced.num_qubits
+        )
+        values = estimation.parameter_values(prepared.reduced, data.spec, data.angles, data.weights)
+        observables = [list(prepared.reduced_observables)]
+        pubs = [(devices.fold_two_qubit_gates(prepared.reduced, s), observables, values)
+                for s in scales]
+        if need_readout:
+            pubs += estimation.calibration_pubs(
+                prepared.reduced.num_qubits, prepared.measured, prepared.reduced_observables
+            )
+        logger.info(
+            "%s: %d active qubits (physical %s), depth %d, %d two-qubit gates, estimated success "
+            "probability %.3f", device, stats["active_qubits"], stats["physical_qubits"],
+            stats["depth"], stats["two_qubit_gates"], stats["success_probability"],
+        )
+        for shots in params.shots:
+            for seed in seeds:
+                started = time.perf_counter()
+                seed_value = estimation.sampling_seed(device, shots, seed, params.noise_scale)
+                estimator = estimation.make_estimator(simulator, shots, seed_value)
+                result = estimator.run(pubs).result()
+                raw = {s: estimation.evs(result, k) for k, s in enumerate(scales)}
+                calibration = None
+                if need_readout:
+                    calibration = estimation.readout_calibration(
+                        estimation.evs(result, len(scales)), estimation.evs(result, len(scales) + 1)
+                    )
+                seconds = time.perf_counter() - started
+                for mitigation in params.mitigation:
+                    z = estimation.mitigated(raw, calibration, mitigation, params.zne.extrapolation)
+                    used_scales = scales if mitigation in ("zne", "readout_zne") else [1]
+                    cost = devices.qpu_seconds_per_1000(
+                        stats, shots, used_scales, params.overhead_seconds_per_circuit,
+                        params.overhead_seconds_per_job,
+                        calibration_circuits=2 if mitigation in ("readout", "readout_zne") else 0,
+                    )
+                    rows.append({
+                        **base, "condition": "device", "device": device, "shots": shots,
+                        "mitigation": mitigation, "seed": seed, **data.metrics(z),
+                        **_circuit_columns(stats), "qpu_seconds_per_1000_images": cost,
+                        "seconds": seconds,
+                    })
+    table = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in table:
+            table[column] = None
+    table = table[list(COLUMNS)]
+    for column in ("shots", "seed"):
+        table[column] = table[column].astype("Int64")
+    context = {
+        "n_qubits": data.n_qubits, "n_images": n_images, "circuits": circuits,
+        "ensemble": data.ensemble is not None, "split": params.split,
+        "devices": {
+            device: {**prepared.stats, "num_qubits": prepared.backend.num_qubits}
+            for device, prepared in circuits.items()
+        },
+    }
+    return table, context
+
+
+def _circuit_columns(stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "depth": stats["depth"],
+        "two_qubit_gates": stats["two_qubit_gates"],
+        "active_qubits": stats["active_qubits"],
+        "physical_qubits": " ".join(str(q) for q in stats["physical_qubits"]),
+        "success_probability": stats["success_probability"],
+        "circuit_duration_us": stats["duration_s"] * 1e6,
+    }
