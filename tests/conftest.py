@@ -144,3 +144,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if KEDRO_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def plant_look_alikes(folder: Path) -> list[Path]:
+    """Files of a user's that look like temporary files, at several depths (content "mine"):
+    a run must never delete them, whatever it does."""
+    paths = [folder / ".thesis.tmp", folder / "notes" / "deep" / ".budget.tmp.xlsx",
+             folder / ".quantum_head.pth.x8y9z0.tmp", folder / ".model.qsight-0a1b2c3d.tmp.pth",
+             folder / "notes" / ".manifest.1a2b3c4d.tmp.csv"]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    return paths

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import plant_look_alikes
+
 OUTPUT_DIR = "06_models/trained_model"
 
 
@@ -27,17 +29,6 @@ class Shell:
 
 def _output(result) -> str:
     return result.stdout + result.stderr
-
-
-def plant_look_alikes(folder):
-    """Files of a user's that look like temporary files, at several depths."""
-    paths = [folder / ".thesis.tmp", folder / "notes" / "deep" / ".budget.tmp.xlsx",
-             folder / ".quantum_head.pth.x8y9z0.tmp", folder / ".model.qsight-0a1b2c3d.tmp.pth",
-             folder / "notes" / ".manifest.1a2b3c4d.tmp.csv"]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("mine")
-    return paths
 
 
 def kill_with_wandb_folder(project):

@@ -21,18 +21,9 @@ import pytest
 from qsight_pipeline import lineage, storage
 from qsight_pipeline.datasets import AtomicDataset, NpyDataset, TorchDataset
 from qsight_pipeline.user_errors import find_user_error
+from tests.conftest import plant_look_alikes
 
 HERE_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-
-def _look_alikes(folder: Path) -> list[Path]:
-    paths = [folder / ".thesis.tmp", folder / "deep" / "er" / ".budget.tmp.xlsx",
-             folder / ".quantum_head.pth.x8y9z0.tmp", folder / ".model.qsight-0a1b2c3d.tmp.pth",
-             folder / "deep" / ".manifest.1a2b3c4d.tmp.csv"]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("mine")
-    return paths
 
 
 def _killed_writer(folder: Path, names: list[str]) -> list[Path]:
@@ -61,7 +52,7 @@ def _killed_writer(folder: Path, names: list[str]) -> list[Path]:
 
 def test_the_clean_up_removes_what_a_killed_run_left_and_nothing_else(tmp_path):
     out = tmp_path / "u"
-    look_alikes = _look_alikes(out) + _look_alikes(out / "notes")
+    look_alikes = plant_look_alikes(out) + plant_look_alikes(out / "notes")
     left = _killed_writer(out, ["model_info.json", "sub/quantum_head.pth"])
     assert len(left) == 2
 
@@ -312,7 +303,7 @@ def test_a_figure_folder_removes_only_the_figures_it_wrote(tmp_path):
     from qsight_pipeline.datasets import FileSetDataset
 
     folder = tmp_path / "figures"
-    mine = _look_alikes(folder) + [folder / "my_own_plot.png"]
+    mine = plant_look_alikes(folder) + [folder / "my_own_plot.png"]
     mine[-1].write_text("mine")
     dataset = FileSetDataset(str(folder), filename_suffix=".png")
     image = Image.new("RGB", (4, 4), "red")
