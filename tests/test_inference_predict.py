@@ -42,6 +42,10 @@ def mixed_folder(tmp_path_factory, smoke_project) -> Path:
     assert retina.shape == (1411, 1411, 3)
     Image.fromarray(retina).save(folder / "retina.jpeg", quality=90)
     (folder / "corrupt.jpeg").write_bytes((folder / "retina.jpeg").read_bytes()[:3000])
+    # Readable but not gradable: the gate refers them for manual grading (test_inference_gate).
+    first = np.asarray(Image.open(sorted(sample.glob("*.jpeg"))[0]).convert("RGB"))
+    Image.fromarray(np.full_like(first, 128)).save(folder / "gate_blank.png")
+    Image.fromarray((first * 0.2).astype(np.uint8)).save(folder / "gate_dark.png")
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("not a photograph\n")
     return folder
@@ -96,8 +100,13 @@ def test_refer_and_review_follow_the_thresholds_saved_with_the_model(predicted):
     threshold = loaded.referral["threshold"]
     review = loaded.referral["review_entropy_threshold"]
     assert 0 < threshold < 1 and review is not None
-    assert (good["refer"] == "True").tolist() == (good["referable_probability"].astype(float) >= threshold).tolist()
-    assert (good["needs_review"] == "True").tolist() == (good["entropy"].astype(float) > review).tolist()
+    # A photograph the gate stops is referred and reviewed whatever its probabilities.
+    gated = (good["decision"] == "refer for manual grading").tolist()
+    assert gated == ((good["gradable"] == "False") | (good["in_distribution"] == "False")).tolist()
+    above = (good["referable_probability"].astype(float) >= threshold).tolist()
+    uncertain = (good["entropy"].astype(float) > review).tolist()
+    assert (good["refer"] == "True").tolist() == [a or g for a, g in zip(above, gated, strict=True)]
+    assert (good["needs_review"] == "True").tolist() == [u or g for u, g in zip(uncertain, gated, strict=True)]
 
 
 def test_the_api_agrees_with_the_pipeline_on_every_field(predicted, mixed_folder):
