@@ -121,7 +121,10 @@ def test_the_api_agrees_with_the_pipeline_on_every_field(predicted, mixed_folder
             if column == "latency_ms":
                 continue
             written = row[column]
-            if isinstance(value, float) and not math.isnan(value):
+            if column in ("ood_distance", "gate_score") and value is not None:
+                # A distance through the precision matrix magnifies float32 batch-size noise.
+                assert float(written) == pytest.approx(value, rel=1e-4, abs=1e-4), column
+            elif isinstance(value, float) and not math.isnan(value):
                 assert float(written) == pytest.approx(value, abs=1e-5), column
             elif value is pd.NA or (isinstance(value, float) and math.isnan(value)) or value is None:
                 assert written == "", column
