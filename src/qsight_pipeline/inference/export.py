@@ -87,5 +87,8 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
         "preprocessing": loaded.preprocessing,
         "referral": loaded.referral,
         "temperatures": loaded.temperatures,
+        # The gradability bounds and the out-of-distribution model (mean, precision, threshold)
+        # that a consumer applies before trusting a grade (README, "Grading new photographs").
+        "gates": loaded.gates,
         "opset": OPSET,
     }

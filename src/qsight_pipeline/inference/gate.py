@@ -352,3 +352,21 @@ def fit_gates(
 def original_sizes(paths: Iterable[Any]) -> list[tuple[int, int] | None]:
     """``(width, height)`` of each file from its header (None where it cannot be read)."""
     return [original_size(path) for path in paths]
+
+
+def verdict_for(
+    picture: np.ndarray,
+    original: Sequence[int] | None,
+    compressed_features: np.ndarray | None,
+    gates: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The gate's verdict for one photograph from plain inputs: what a consumer of ``model.onnx``
+    does with the decoded uint8 picture, its original ``(width, height)``, the graph's
+    ``compressed_features`` row and ``gates`` from ``model_onnx_info.json`` (NumPy only)."""
+    distance = None
+    if gates.get("ood") is not None and compressed_features is not None:
+        distance = float(mahalanobis(np.asarray(compressed_features)[None, :], gates["ood"])[0])
+    verdict = gate_verdict(quality_measures(picture, original), distance, gates)
+    verdict["ood_distance"] = distance
+    verdict["decision_if_gated"] = MANUAL_GRADING
+    return verdict
