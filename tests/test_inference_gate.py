@@ -198,3 +198,18 @@ def test_the_pipeline_and_the_api_gate_alike(smoke_project, tmp_path):
             assert row[column] == expected[column], (path.name, column)
     decisions = dict(zip(table["image"], table["decision"], strict=True))
     assert decisions["blank"] == decisions["text"] == "refer for manual grading"
+
+
+def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog):
+    """`kedro run --pipeline ensemble` after the image cache was deleted: a warning, no image bounds."""
+    from qsight_pipeline.pipelines.ensemble.nodes import fit_gate
+
+    rng = np.random.default_rng(0)
+    cache = {"train_features": rng.normal(size=(60, 4)), "val_features": rng.normal(size=(30, 4))}
+    manifest = pd.DataFrame({"split": ["train"] * 3, "path": [str(p) for p in sorted(SAMPLE.glob("*.jpeg"))[:3]]})
+    with caplog.at_level(logging.WARNING):
+        gates = fit_gate(cache, None, manifest, {})
+    assert "kedro run --pipeline ingestion" in caplog.text
+    bounds = gates["gradability"]["bounds"]
+    assert bounds["focus"]["min"] is None and bounds["resolution"]["min"] is not None
+    assert gates["ood"]["threshold"] > 0
