@@ -19,7 +19,7 @@ class GateParams(ParamsBlock):
     """
 
     quantile: float = Field(0.01, ge=0.0, lt=0.5)
-    margin: float = Field(0.1, ge=0.0)
+    margin: float = Field(0.25, ge=0.0)
     ood_pass_rate: float = Field(0.95, gt=0.0, le=1.0)
     evaluate: bool = True
     evaluation_images: int = Field(64, ge=1)

@@ -126,7 +126,7 @@ def original_size(image: Any) -> tuple[int, int] | None:
 
 
 def fit_gradability(
-    measures: Iterable[Mapping[str, float]], quantile: float = 0.01, margin: float = 0.1,
+    measures: Iterable[Mapping[str, float]], quantile: float = 0.01, margin: float = 0.25,
     source: str = "",
 ) -> dict[str, Any]:
     """Bounds on each measure from the training split's own distribution.
@@ -300,7 +300,7 @@ def fit_gates(
     train_features: np.ndarray,
     val_features: np.ndarray,
     quantile: float = 0.01,
-    margin: float = 0.1,
+    margin: float = 0.25,
     ood_pass_rate: float = 0.95,
 ) -> dict[str, Any]:
     """The gate saved in ``model_info["gates"]``.
