@@ -95,6 +95,10 @@ def test_every_file_gets_a_row_and_bad_ones_say_why(predicted, mixed_folder):
 
 def test_refer_and_review_follow_the_thresholds_saved_with_the_model(predicted):
     project, table = predicted
+    for name in ("gate_blank", "gate_dark"):  # readable, not gradable: referred, with the reason
+        row = table[table["image"] == name].iloc[0]
+        assert row["decision"] == "refer for manual grading" and row["gradable"] == "False"
+        assert row["refer"] == "True" and row["needs_review"] == "True" and row["gate_reasons"]
     loaded = load_model(project.data("06_models/trained_model"))
     good = table[table["error"] == ""]
     threshold = loaded.referral["threshold"]
