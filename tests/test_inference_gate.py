@@ -213,3 +213,33 @@ def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog
     bounds = gates["gradability"]["bounds"]
     assert bounds["focus"]["min"] is None and bounds["resolution"]["min"] is not None
     assert gates["ood"]["threshold"] > 0
+
+
+def test_the_page_shows_no_grade_for_a_gated_photograph(smoke_project, monkeypatch):
+    """The page's own code, with Streamlit's calls recorded (the browser test needs chromium)."""
+    import importlib
+    import sys
+
+    st = pytest.importorskip("streamlit", reason="the inference extra (streamlit) is not installed")
+    shown: list[str] = []
+    for name in ("subheader", "markdown", "caption", "error"):
+        monkeypatch.setattr(st, name, lambda text, *a, **k: shown.append(str(text)))
+    monkeypatch.setattr(st, "file_uploader", lambda *a, **k: None)
+    monkeypatch.setattr(st, "table", lambda *a, **k: None)
+    monkeypatch.setattr(st, "image", lambda *a, **k: None)
+
+    class _Column:
+        def image(self, *a, **k):
+            return None
+
+    monkeypatch.setattr(st, "columns", lambda n: [_Column() for _ in range(n)])
+    monkeypatch.setattr(sys, "argv", ["page", "--output-dir", str(_model_dir(smoke_project))])
+    sys.modules.pop("qsight_pipeline.app.page", None)
+    page = importlib.import_module("qsight_pipeline.app.page")
+    loaded = load_model(_model_dir(smoke_project))
+    photograph = np.asarray(Image.open(next(SAMPLE.glob("*.jpeg"))).convert("RGB"))
+    shown.clear()
+    page._show(loaded, "dark.png", (photograph * 0.2).astype(np.uint8))
+    text = "\n".join(shown)
+    assert "Not graded: refer for manual grading" in text and "underexposed" in text
+    assert "Grade " not in text.split("\n")[0]
