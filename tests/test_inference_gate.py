@@ -121,6 +121,9 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     assert evaluation["corrupted"]["auroc"] >= 0.9
     assert evaluation["non_fundus"]["auroc"] >= 0.95
     assert "manual grading" in gate["rule"]
+    from qsight_pipeline.reporting.tracking import summary_metrics  # what W&B and MLflow log
+
+    assert summary_metrics(loaded.training_summary)["gate/corrupted/auroc"] == evaluation["corrupted"]["auroc"]
     # The report explains the rule and shows the figures.
     report = smoke_project.data("08_reporting/report.html").read_text(encoding="utf-8")
     assert "referred for manual grading" in report and "Gate" in report
