@@ -151,7 +151,7 @@ def test_the_api_refers_bad_photographs_and_grades_clean_ones(smoke_project):
         assert result.gradability_reasons, name
 
 
-def test_predict_overrides_replace_saved_bounds(smoke_project):
+def test_predict_overrides_replace_saved_bounds(smoke_project, tmp_path):
     checkpoint = load_checkpoint_file(_model_dir(smoke_project) / "complete_checkpoint.pth")
     dark = (np.asarray(Image.open(next(SAMPLE.glob("*.jpeg"))).convert("RGB")) * 0.2).astype(np.uint8)
     strict = loaded_from_checkpoint(checkpoint)
@@ -162,6 +162,18 @@ def test_predict_overrides_replace_saved_bounds(smoke_project):
     })
     result = predict_image(lenient, dark)
     assert result.gradable is True and result.in_distribution is True, result.gradability_reasons
+    # The same through the predict pipeline's typed block (predict.gradability.*).
+    from qsight_pipeline.pipelines.predict.nodes import predict_grades
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(dark).save(folder / "dark.png")
+    strict_table, _ = predict_grades(checkpoint, {"input_dir": str(folder)})
+    lenient_table, _ = predict_grades(checkpoint, {"input_dir": str(folder), "gradability": {
+        "brightness_min": 0.0, "field_fraction_min": 0.0, "focus_min": 0.0, "ood_threshold": 1e9,
+        "field_roundness_min": 0.0}})
+    assert strict_table["decision"][0] == "refer for manual grading"
+    assert bool(lenient_table["gradable"][0]) and lenient_table["decision"][0] != "refer for manual grading"
 
 
 def test_a_model_saved_before_the_gate_grades_with_a_warning(smoke_project, tmp_path, caplog):
