@@ -84,13 +84,30 @@ def test_a_saved_api_model_loads_with_its_calibration(api_run):
 
 
 def test_predictions_of_the_api_model_use_its_saved_threshold(api_run):
-    _, summary, folder, _ = api_run
+    _, summary, folder, images = api_run
     loaded = load_model(folder)
     image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
     result = predict_image(loaded, image)
     referral = summary["calibration"]["referral"]
-    assert result.refer == (result.referable_probability >= referral["threshold"])
-    assert result.needs_review == (result.entropy > referral["review_entropy_threshold"])
+    # Noise is no fundus photograph: the gate fitted by train_hybrid_model refers it.
+    assert result.gradable is False and result.decision == "refer for manual grading"
+    assert result.refer and result.needs_review
+    photograph = (images[0].permute(1, 2, 0).numpy() * loaded.preprocessing["std"]
+                  + loaded.preprocessing["mean"])
+    result = predict_image(loaded, (np.clip(photograph, 0, 1) * 255).astype(np.uint8))
+    assert result.quality["field_fraction"] > 0.3
+    if result.gradable and result.in_distribution:
+        assert result.refer == (result.referable_probability >= referral["threshold"])
+        assert result.needs_review == (result.entropy > referral["review_entropy_threshold"])
+
+
+def test_the_api_fits_the_gate_and_save_model_keeps_it(api_run):
+    _, summary, folder, _ = api_run
+    loaded = load_model(folder)
+    assert loaded.model_info["gates"] == summary["gates"]
+    assert loaded.gates["gradability"]["bounds"]["resolution"]["min"] is None  # no original files
+    assert loaded.gates["gradability"]["bounds"]["focus"]["min"] is not None
+    assert loaded.gates["ood"]["validation_pass_rate"] >= 0.95
 
 
 def test_a_bad_referral_setting_is_refused_before_training(make_sample):

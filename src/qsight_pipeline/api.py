@@ -207,7 +207,9 @@ def train_hybrid_model(
         per-stage metrics (``stages``), the best validation snapshot (``best_validation``), the
         evaluation of every head and the ensemble, and ``calibration``: the temperatures, the
         referral threshold and the review threshold fitted on validation (``config.referral``),
-        with their report. :func:`save_model` writes them where ``load_model`` reads them.
+        with their report, and ``gates``: the gradability bounds and out-of-distribution
+        threshold fitted on the training and validation loaders (README, "Grading new
+        photographs"). :func:`save_model` writes them where ``load_model`` reads them.
     """
     if list(classes) != list(GRADE_NAMES):
         raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
@@ -244,7 +246,25 @@ def train_hybrid_model(
         )
     splits = ("val", "test") if test_loader is not None else ("val",)
     evaluation = workflow.evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
-    return model, _training_summary(model, history, evaluation, cache, config, referral)
+    summary = _training_summary(model, history, evaluation, cache, config, referral)
+    summary["gates"] = _fit_gates(train_loader, cache)
+    return model, summary
+
+
+def _fit_gates(train_loader: DataLoader, cache: dict[str, Any]) -> dict[str, Any]:
+    """The gate, as the ensemble pipeline fits it, from the training loader's image cache (no
+    resolution bound: the loader does not know the original files); ``save_model`` moves it into
+    ``model_info["gates"]``."""
+    from qsight_pipeline.config import GateParams
+    from qsight_pipeline.inference.gate import fit_gates
+
+    params = GateParams()
+    images = getattr(train_loader.dataset, "images", None)
+    return to_plain(fit_gates(
+        images, None, feature_cache.split_features(cache, "train"),
+        feature_cache.split_features(cache, "val"),
+        quantile=params.quantile, margin=params.margin, ood_pass_rate=params.ood_pass_rate,
+    ))
 
 
 def _training_summary(
@@ -282,6 +302,8 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
         model.config.image_size,
         summary.get("calibration"),
     )
+    if summary.get("gates"):  # the gate train_hybrid_model fitted
+        model_info["gates"] = summary["gates"]
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     checkpoint = artifacts.complete_checkpoint({"model_state": state}, model, dict(summary), model_info)
     atomic_torch_save(checkpoint, folder / CHECKPOINT_NAME)

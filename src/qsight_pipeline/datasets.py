@@ -98,6 +98,18 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
         return {"filepath": str(self._filepath), "mmap_mode": self._mmap_mode}
 
 
+class OptionalNpyDataset(NpyDataset):
+    """A :class:`NpyDataset` that loads ``None`` when its file is not there (never written)."""
+
+    def load(self) -> np.ndarray | None:
+        if not readable_path(self._filepath).is_file():
+            return None
+        return super().load()
+
+    def save(self, data: np.ndarray) -> None:
+        raise DatasetError(f"{self._filepath} is read-only here (an optional input).")
+
+
 class TorchDataset(AbstractDataset[Any, Any]):
     """A file written by ``torch.save``, always loaded with ``weights_only=True``.
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data.image_cache import DECODE_ERRORS, to_rgb8
 from qsight_pipeline.inference import LoadedModel, load_model, predict_image
-from qsight_pipeline.inference.predict import overlay_image
+from qsight_pipeline.inference.predict import gate_reasons, overlay_image
 
 HEAD_LABELS = {"head_a": "Head A (classical)", "head_b": "Head B (classical)",
                "quantum_head": "Quantum head", "ensemble": "Ensemble"}
@@ -50,12 +50,29 @@ def _probability_table(result) -> pd.DataFrame:
 def _show(loaded: LoadedModel, name: str, photograph: np.ndarray) -> None:
     result = predict_image(loaded, photograph, heatmap=True)
     threshold = loaded.referral.get("threshold", 0.5)
-    st.subheader(f"Grade {result.grade}: {result.grade_name}")
-    decision = "REFER" if result.refer else "no referral"
-    st.markdown(
-        f"Referral decision: **{decision}** (P(grade ≥ 2) = {result.referable_probability:.3f}, "
-        f"threshold {threshold:.3f} chosen on validation)"
-    )
+    reasons = gate_reasons(result)
+    if reasons:  # the gate stopped it: no grade is given, whatever the model says
+        st.subheader("Not graded: refer for manual grading")
+        st.markdown(
+            "Referral decision: **REFER FOR MANUAL GRADING**. This photograph failed the gate "
+            "(gradable: " + ("no" if result.gradable is False else "yes") + ", like the training "
+            "photographs: " + ("no" if result.in_distribution is False else "yes") + "):"
+        )
+        st.markdown("\n".join(f"- {reason}" for reason in reasons))
+        st.caption(
+            f"The model's own reading, for the human grader only: grade {result.grade} "
+            f"({result.grade_name}), P(grade ≥ 2) = {result.referable_probability:.3f}."
+        )
+    else:
+        st.subheader(f"Grade {result.grade}: {result.grade_name}")
+        decision = "REFER" if result.refer else "no referral"
+        st.markdown(
+            f"Referral decision: **{decision}** (P(grade ≥ 2) = {result.referable_probability:.3f}, "
+            f"threshold {threshold:.3f} chosen on validation)"
+        )
+        if loaded.gates is None:
+            st.caption("This model was saved without the gradability gate: the photograph was "
+                       "not checked. Re-run `kedro run --pipeline ensemble` to fit it.")
     review = loaded.referral.get("review_entropy_threshold")
     st.markdown(
         f"Uncertainty: entropy **{result.entropy:.3f}** nats, head disagreement "

@@ -9,6 +9,9 @@ at once before that. This package imports only pydantic: no torch, no qiskit.
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
 from qsight_pipeline.config.distributed import DistributedParams
+from qsight_pipeline.config.evaluate import EvaluateParams
+from qsight_pipeline.config.export import ExportParams
+from qsight_pipeline.config.gate import GateParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
@@ -23,6 +26,9 @@ __all__ = [
     "AugmentationParams",
     "DatasetParams",
     "DistributedParams",
+    "EvaluateParams",
+    "ExportParams",
+    "GateParams",
     "IngestionParams",
     "MlflowParams",
     "ModelParams",

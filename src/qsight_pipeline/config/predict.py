@@ -8,18 +8,41 @@ from qsight_pipeline.config.base import ParamsBlock
 from qsight_pipeline.config.devices import parse_device
 
 
+class GradabilityOverrides(ParamsBlock):
+    """``predict.gradability``: replace bounds of the gate saved with the model (null keeps the
+    saved, fitted one). ``<measure>_min`` / ``<measure>_max`` for the gradability measures
+    (README, "Grading new photographs"), ``ood_threshold`` for the Mahalanobis distance."""
+
+    field_fraction_min: float | None = None
+    field_fraction_max: float | None = None
+    field_roundness_min: float | None = None
+    brightness_min: float | None = None
+    brightness_max: float | None = None
+    saturated_fraction_max: float | None = None
+    focus_min: float | None = None
+    focus_max: float | None = None
+    resolution_min: float | None = None
+    ood_threshold: float | None = None
+
+    def overrides(self) -> dict[str, float]:
+        """The bounds that are set."""
+        return {key: value for key, value in self.to_dict().items() if value is not None}
+
+
 class PredictParams(ParamsBlock):
     """Grading a folder of new photographs with ``complete_checkpoint.pth``.
 
     ``device``: auto | cpu | mps | cuda | cuda:<index>, the rule of the run's ``device``.
     ``heatmaps``: also write a Grad-CAM overlay PNG per image into
     ``data/07_model_output/heatmaps/`` (beside ``predictions.csv``).
+    ``gradability``: overrides of the gate's saved bounds (:class:`GradabilityOverrides`).
     """
 
     input_dir: str = "data/01_raw/sample/resized_train/resized_train"
     batch_size: int = Field(32, ge=1)
     device: str = "cpu"
     heatmaps: bool = False
+    gradability: GradabilityOverrides = Field(default_factory=GradabilityOverrides)
 
     @field_validator("device")
     @classmethod

@@ -13,6 +13,9 @@ from pydantic import Field, ValidationError
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
 from qsight_pipeline.config.distributed import DistributedParams
+from qsight_pipeline.config.evaluate import EvaluateParams
+from qsight_pipeline.config.export import ExportParams
+from qsight_pipeline.config.gate import GateParams
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
@@ -38,6 +41,9 @@ class QSightParameters(RunSettings):
     quantum_hardware: QuantumHardwareParams = Field(default_factory=QuantumHardwareParams)
     predict: PredictParams = Field(default_factory=PredictParams)
     referral: ReferralParams = Field(default_factory=ReferralParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     distributed: DistributedParams = Field(default_factory=DistributedParams)
 

@@ -25,6 +25,7 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "entropy",  # (B,) entropy (nats) of the calibrated ensemble: the uncertainty
     "disagreement",  # (B,) weighted Jensen-Shannon divergence between the heads
     "referable_probability",  # (B,) calibrated P(grade >= 2)
+    "compressed_features",  # (B, compressed_dim): what the out-of-distribution gate measures
 )
 
 
@@ -58,4 +59,5 @@ class InferenceGraph(nn.Module):
             entropy,
             out["disagreement"].float(),
             ensemble[:, REFERABLE_GRADE:].sum(dim=-1),
+            out["compressed"].float(),
         )

@@ -45,6 +45,9 @@ class LoadedModel:
         referral: ``threshold`` on P(grade >= 2), ``review_entropy_threshold`` and their
             validation figures.
         device: where the model runs.
+        gates: the gradability bounds and the out-of-distribution threshold saved with the
+            model (``model_info["gates"]``, with any overrides applied), or None for a model
+            saved before the gate existed (then nothing is gated; a warning says so).
     """
 
     model: HybridModel
@@ -56,6 +59,7 @@ class LoadedModel:
     referral: dict[str, Any]
     device: torch.device
     active_heads: tuple[str, ...] = field(default=())
+    gates: dict[str, Any] | None = None
 
 
 def preprocessing_metadata(image_size: int) -> dict[str, Any]:
@@ -110,9 +114,15 @@ def loaded_from_checkpoint(
     device: str | torch.device = "cpu",
     model_info: dict[str, Any] | None = None,
     training_summary: dict[str, Any] | None = None,
+    gate_overrides: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """A :class:`LoadedModel` from a ``complete_checkpoint`` dict (as the catalog loads it)."""
+    """A :class:`LoadedModel` from a ``complete_checkpoint`` dict (as the catalog loads it).
+
+    ``gate_overrides``: ``{"<measure>_min" | "<measure>_max" | "ood_threshold": value}`` replacing
+    bounds of the saved gate (``predict.gradability``); None values keep the saved ones.
+    """
     from qsight_pipeline.artifacts import load_complete_checkpoint
+    from qsight_pipeline.inference.gate import effective_gates
 
     info = dict(model_info or checkpoint.get("model_info") or {})
     model = load_complete_checkpoint(checkpoint)
@@ -126,6 +136,14 @@ def loaded_from_checkpoint(
             "ensemble` to fit them."
         )
         operating_point = default_operating_point()
+    gates = effective_gates(info.get("gates"), gate_overrides)
+    if gates is None:
+        logger.warning(
+            "This model has no gradability / out-of-distribution gate (it was saved before the "
+            "gate existed): photographs are graded without checking that they are gradable "
+            "fundus photographs like the training ones (gradable and in_distribution are left "
+            "empty). Re-run `kedro run --pipeline ensemble` to fit the gate."
+        )
     graph = InferenceGraph(model, operating_point["temperatures"]).to(target).eval()
     return LoadedModel(
         model=model,
@@ -137,6 +155,7 @@ def loaded_from_checkpoint(
         referral=dict(operating_point["referral"]),
         device=target,
         active_heads=tuple(h for h, on in zip(HEADS, graph.active, strict=True) if on),
+        gates=gates,
     )
 
 
@@ -178,13 +197,18 @@ def check_belongs(saved: Any, embedded: Any, path: Path, checkpoint_path: Path) 
         )
 
 
-def load_model(output_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    output_dir: str | Path,
+    device: str | torch.device = "cpu",
+    gate_overrides: dict[str, Any] | None = None,
+) -> LoadedModel:
     """Load the model a training run wrote to ``output_dir``.
 
     Args:
         output_dir: the run's folder with ``complete_checkpoint.pth`` (and ``model_info.json``,
             ``training_summary.json``, which are read when present).
         device: ``cpu``, ``cuda``, ``cuda:<index>`` or ``auto``.
+        gate_overrides: bounds replacing the saved gate's (see :func:`loaded_from_checkpoint`).
 
     Returns:
         A :class:`LoadedModel`: the model, its metadata (``model_info``) and ``training_summary``.
@@ -204,4 +228,5 @@ def load_model(output_dir: str | Path, device: str | torch.device = "cpu") -> Lo
         device,
         model_info=checkpoint.get("model_info") or model_info,
         training_summary=checkpoint.get("training_summary") or summary,
+        gate_overrides=gate_overrides,
     )

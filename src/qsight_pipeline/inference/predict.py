@@ -1,8 +1,16 @@
 """Grade photographs: ``predict_image`` for one, ``predict_images`` for many (batched).
 
 A file that cannot be read gives a :class:`Prediction` with ``error`` set and nothing else, and
-the batch goes on. ``refer`` is ``referable_probability >= threshold`` at the threshold saved with
-the model; ``needs_review`` is ``entropy > review_entropy_threshold`` (both chosen on validation).
+the batch goes on. Every photograph passes the gate first (:mod:`qsight_pipeline.inference.gate`):
+``gradable`` (with ``gradability_reasons``) from the decoded picture, ``in_distribution`` from the
+model's compressed features. The rule:
+
+- gated (``gradable`` or ``in_distribution`` is False): ``decision`` is "refer for manual
+  grading", ``refer`` and ``needs_review`` are True; the model's grade and probabilities stay in
+  the row for the human grader but are not a grading;
+- otherwise ``refer`` is ``referable_probability >= threshold`` at the threshold saved with the
+  model, ``needs_review`` is ``entropy > review_entropy_threshold`` (both chosen on validation),
+  and ``decision`` is "refer" or "no referral".
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from qsight_pipeline.data.image_cache import (
     load_array,
     load_image,
 )
+from qsight_pipeline.inference import gate as gating
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
@@ -45,6 +54,11 @@ class Prediction:
     ``gate_weights`` are keyed by head name (``head_a``, ``head_b``, ``quantum_head``);
     ``latency_ms`` by component (``preprocess``, ``encoder``, ``compression``, each head,
     ``ensemble``, ``calibration``, ``total``), per image.
+
+    The gate: ``gradable`` and ``gradability_reasons`` (image quality, from ``quality``),
+    ``in_distribution`` (``ood_distance`` against the saved threshold), ``gate_score`` (> 0 when
+    the image fails either) and ``decision``: "refer for manual grading" for a gated image,
+    else "refer" or "no referral". All gate fields are None for a model saved without a gate.
     """
 
     source: str
@@ -58,6 +72,13 @@ class Prediction:
     referable_probability: float | None = None
     refer: bool | None = None
     needs_review: bool | None = None
+    gradable: bool | None = None
+    gradability_reasons: list[str] = field(default_factory=list)
+    in_distribution: bool | None = None
+    ood_distance: float | None = None
+    gate_score: float | None = None
+    decision: str | None = None
+    quality: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     heatmap: np.ndarray | None = None
     error: str | None = None
@@ -122,12 +143,15 @@ def _run_graph(loaded: LoadedModel, batch: torch.Tensor) -> tuple[list[np.ndarra
     return [o.detach().float().cpu().numpy() for o in outputs], {k: v / count for k, v in parts.items()}
 
 
-def _prediction(loaded: LoadedModel, source: str, outputs: list[np.ndarray], i: int) -> Prediction:
-    ensemble, head_probs, weights, entropy, disagreement, referable = (o[i] for o in outputs)
+def _prediction(
+    loaded: LoadedModel, source: str, outputs: list[np.ndarray], i: int,
+    quality: dict[str, float] | None = None,
+) -> Prediction:
+    ensemble, head_probs, weights, entropy, disagreement, referable, features = (o[i] for o in outputs)
     grade = int(np.argmax(ensemble))
     threshold = loaded.referral.get("threshold", 0.5)
     review = loaded.referral.get("review_entropy_threshold")
-    return Prediction(
+    prediction = Prediction(
         source=source,
         grade=grade,
         grade_name=GRADE_NAMES[grade],
@@ -143,18 +167,55 @@ def _prediction(loaded: LoadedModel, source: str, outputs: list[np.ndarray], i: 
         refer=bool(referable >= threshold),
         needs_review=bool(review is not None and entropy > review),
     )
+    apply_gate(prediction, loaded.gates, quality or {}, features)
+    return prediction
+
+
+def apply_gate(
+    prediction: Prediction, gates: dict[str, Any] | None, quality: dict[str, float],
+    features: np.ndarray | None,
+) -> None:
+    """Set the gate fields and the decision of a graded ``prediction`` (the rule of this module)."""
+    prediction.quality = dict(quality)
+    if gates is not None:
+        distance = None
+        if gates.get("ood") is not None and features is not None:
+            distance = float(gating.mahalanobis(np.asarray(features)[None, :], gates["ood"])[0])
+        verdict = gating.gate_verdict(quality, distance, gates)
+        prediction.gradable = verdict["gradable"]
+        prediction.gradability_reasons = verdict["gradability_reasons"]
+        prediction.in_distribution = verdict["in_distribution"]
+        prediction.ood_distance = distance
+        prediction.gate_score = verdict["gate_score"]
+    if prediction.gradable is False or prediction.in_distribution is False:
+        prediction.refer = True
+        prediction.needs_review = True
+        prediction.decision = gating.MANUAL_GRADING
+    else:
+        prediction.decision = "refer" if prediction.refer else "no referral"
+
+
+def gate_reasons(prediction: Prediction) -> list[str]:
+    """Why a prediction was gated, in words (empty when it passed or there is no gate)."""
+    reasons = list(prediction.gradability_reasons)
+    if prediction.in_distribution is False:
+        reasons.append(gating.OOD_REASON)
+    return reasons
 
 
 def _decode_all(
-    images: Sequence[ImageInput], size: int, start: int
-) -> tuple[list[tuple[int, np.ndarray]], dict[int, str], float]:
+    images: Sequence[ImageInput], size: int, start: int, measure: bool = True
+) -> tuple[list[tuple[int, np.ndarray, dict[str, float]]], dict[int, str], float]:
     decoded, errors = [], {}
     began = time.perf_counter()
     for offset, image in enumerate(images):
         try:
-            decoded.append((start + offset, decode(image, size)))
+            array = decode(image, size)
         except (ImageDecodeError, OSError) as error:
             errors[start + offset] = str(error)
+            continue
+        quality = gating.quality_measures(array, gating.original_size(image)) if measure else {}
+        decoded.append((start + offset, array, quality))
     per_image = (time.perf_counter() - began) * 1000.0 / max(len(images), 1)
     return decoded, errors, per_image
 
@@ -193,7 +254,7 @@ def predict_images(
     with tqdm(total=len(images), desc="predict", unit="image", disable=not show) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            decoded, errors, decode_ms = _decode_all(chunk, size, start)
+            decoded, errors, decode_ms = _decode_all(chunk, size, start, loaded.gates is not None)
             for index, message in errors.items():
                 results[index] = Prediction(source=_source_name(images[index], index), error=message)
             if decoded:
@@ -205,13 +266,13 @@ def predict_images(
 def _grade_batch(
     loaded: LoadedModel,
     images: Sequence[ImageInput],
-    decoded: list[tuple[int, np.ndarray]],
+    decoded: list[tuple[int, np.ndarray, dict[str, float]]],
     decode_ms: float,
     heatmaps: bool,
     results: list[Prediction | None],
 ) -> None:
     began = time.perf_counter()
-    batch = normalise(np.stack([array for _, array in decoded]), loaded.preprocessing)
+    batch = normalise(np.stack([array for _, array, _ in decoded]), loaded.preprocessing)
     preprocess_ms = decode_ms + (time.perf_counter() - began) * 1000.0 / len(decoded)
     outputs, latency = _run_graph(loaded, batch)
     latency = {"preprocess": preprocess_ms, **latency}
@@ -222,8 +283,8 @@ def _grade_batch(
 
         grades = [int(np.argmax(p)) for p in outputs[0]]
         maps = grad_cam_maps(loaded.graph, batch.to(loaded.device), grades)
-    for row, (index, _) in enumerate(decoded):
-        prediction = _prediction(loaded, _source_name(images[index], index), outputs, row)
+    for row, (index, _, quality) in enumerate(decoded):
+        prediction = _prediction(loaded, _source_name(images[index], index), outputs, row, quality)
         prediction.latency_ms = dict(latency)
         prediction.heatmap = None if maps is None else maps[row]
         results[index] = prediction

@@ -312,6 +312,9 @@ def render_report_html(
             + "</section>"
         )
 
+    if training_summary.get("gate"):
+        sections.append(gate_section_html(training_summary["gate"]))
+
     sections.append(
         '<section id="training"><h2>Training stages</h2>'
         + _stages_table(stages)
@@ -341,7 +344,7 @@ def render_report_html(
         sections.append(hardware_section_html(quantum_hardware_summary))
     sections.append(
         '<section id="configuration"><h2>Model and configuration</h2><h3>Model</h3>'
-        + _key_value_table(model_info or {}, "model-info")
+        + _key_value_table(_without_matrices(model_info or {}), "model-info")
         + "<h3>Quantum head</h3>"
         + _key_value_table(training_summary.get("quantum") or {}, "quantum-config")
         + "<h3>Run configuration</h3>"
@@ -361,6 +364,76 @@ def render_report_html(
         + "".join(sections)
         + "</body></html>\n"
     )
+
+
+def _without_matrices(model_info: dict[str, Any]) -> dict[str, Any]:
+    """``model_info`` without the gate's feature mean and precision matrix (numbers, not reading)."""
+    gates = model_info.get("gates")
+    if not gates or not gates.get("ood"):
+        return model_info
+    ood = {k: v for k, v in gates["ood"].items() if k not in ("mean", "precision")}
+    return {**model_info, "gates": {**gates, "ood": ood}}
+
+
+def _share(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def gate_section_html(gate: dict[str, Any]) -> str:
+    """The gate: its rule in plain words, its bounds, and how well it worked on the test split."""
+    bounds = gate.get("gradability", {}).get("bounds", {})
+    bound_rows = "".join(
+        f'<tr><td class="name">{_esc(name)}</td><td>{format_metric(b.get("min"))}</td>'
+        f"<td>{format_metric(b.get('max'))}</td></tr>"
+        for name, b in bounds.items()
+    )
+    ood = gate.get("ood") or {}
+    parts = [
+        '<section id="gate"><h2>Gate: gradable photographs like the training ones</h2>',
+        f"<p>{_esc(gate.get('rule', ''))}</p>",
+        "<p>A photograph is graded only when every image-quality measure lies inside its bounds "
+        "and its out-of-distribution distance is at most the threshold. Otherwise its row says "
+        "<code>gradable: false</code> or <code>in_distribution: false</code> with the reason, "
+        "<code>needs_review</code> is true and the decision is "
+        "<strong>refer for manual grading</strong>.</p>",
+        f"<p>Bounds fitted on {_esc(gate.get('gradability', {}).get('fitted_on', ''))} "
+        f"(quantile {format_metric(gate.get('gradability', {}).get('quantile'))}, margin "
+        f"{format_metric(gate.get('gradability', {}).get('margin'))} of the spread). "
+        f"Out-of-distribution threshold {format_metric(ood.get('threshold'))} "
+        f"({_esc(ood.get('method', ''))}), passing {_share(ood.get('validation_pass_rate'))} "
+        "of validation photographs.</p>",
+        '<table id="gate-bounds"><thead><tr><th>measure</th><th>min</th><th>max</th></tr></thead>'
+        f"<tbody>{bound_rows}</tbody></table>",
+    ]
+    evaluation = gate.get("evaluation")
+    if evaluation:
+        rows = [("clean test photographs", evaluation["clean"].get("images"),
+                 evaluation["clean"].get("pass_rate"), None)]
+        for family, label in (("corrupted", "corrupted copies (all kinds)"),
+                              ("non_fundus", "non-fundus pictures (all kinds)")):
+            if evaluation.get(family):
+                rows.append((label, evaluation[family]["images"], evaluation[family]["pass_rate"],
+                             evaluation[family]["auroc"]))
+        for name, result in evaluation.get("sets", {}).items():
+            rows.append((name, result["images"], result["pass_rate"], result["auroc"]))
+        body = "".join(
+            f'<tr><td class="name">{_esc(name)}</td><td>{count}</td><td>{_share(rate)}</td>'
+            f"<td>{format_metric(auroc)}</td></tr>"
+            for name, count, rate, auroc in rows
+        )
+        parts.append(
+            "<h3>How well the gate works on the test split</h3>"
+            "<p>Pass rate: the share of each set that the gate lets through to grading (high for "
+            "clean photographs, low for bad ones). AUROC: how well the gate's score separates "
+            "the clean test photographs from each set (1 is perfect, 0.5 is chance). "
+            f"{_esc(evaluation.get('note', ''))}.</p>"
+            '<table id="gate-evaluation"><thead><tr><th>set</th><th>images</th><th>pass rate</th>'
+            f"<th>AUROC vs clean</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+    else:
+        parts.append("<p>The gate was not measured on the test split (no test image cache, or "
+                     "<code>gate.evaluate: false</code>).</p>")
+    return "".join(parts) + "</section>"
 
 
 STUDY_START, STUDY_END = "<!-- quantum-study:start -->", "<!-- quantum-study:end -->"

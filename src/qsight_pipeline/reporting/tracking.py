@@ -97,12 +97,17 @@ def latency_metrics(training_summary: dict[str, Any]) -> dict[str, float]:
 
 
 def summary_metrics(training_summary: dict[str, Any]) -> dict[str, float]:
-    """Everything final in a training summary: stage summaries, evaluation and latency."""
+    """Everything final in a training summary: stage summaries, evaluation, latency and the
+    gate's test-split figures (``gate/<clean|corrupted|non_fundus>/<pass_rate|auroc>``)."""
     metrics: dict[str, float] = {}
     for stage in training_summary.get("stages") or []:
         metrics.update(stage_summary_metrics(stage))
     metrics.update(evaluation_metrics(training_summary))
     metrics.update(latency_metrics(training_summary))
+    gate = (training_summary.get("gate") or {}).get("evaluation") or {}
+    for family in ("clean", "corrupted", "non_fundus"):
+        for metric in ("pass_rate", "auroc"):
+            _put(metrics, f"gate/{family}/{metric}", (gate.get(family) or {}).get(metric))
     best = training_summary.get("best_validation") or {}
     for model, values in (best.get("metrics") or {}).items():
         if isinstance(values, dict):

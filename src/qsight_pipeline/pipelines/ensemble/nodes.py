@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from qsight_pipeline import lineage
-from qsight_pipeline.config import QuantumConfig, validate_parameters
+from qsight_pipeline.config import GateParams, QuantumConfig, validate_parameters
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.run_config import RunConfig
 
@@ -75,6 +75,66 @@ def calibrate_operating_point(
     return to_plain(fit_operating_point(evaluation, referral))
 
 
+def fit_gate(
+    quantum_training_data: dict[str, Any],
+    image_cache_train: Any,
+    manifest: Any,
+    gate: GateParams,
+) -> dict[str, Any]:
+    """The gradability bounds and the out-of-distribution threshold (``model_info["gates"]``).
+
+    Image-quality bounds from the training split's cached pictures (``image_cache_train``, None
+    when gone), the resolution bound from the training split's original files named in the
+    ``manifest`` (None when gone), the Mahalanobis model from the feature cache's training
+    features with its threshold on validation. See :func:`qsight_pipeline.inference.gate.fit_gates`.
+    """
+    from pathlib import Path
+
+    from qsight_pipeline.config import validate_block
+    from qsight_pipeline.data import feature_cache
+    from qsight_pipeline.inference.gate import fit_gates, original_sizes
+    from qsight_pipeline.plain import to_plain
+
+    gate = validate_block(GateParams, gate, "gate")
+    sizes = None
+    if manifest is not None and "split" in manifest and "path" in manifest:
+        paths = [Path(p) for p in manifest.loc[manifest["split"] == "train", "path"]]
+        sizes = original_sizes(p for p in paths if p.is_file()) or None
+    fitted = fit_gates(
+        image_cache_train, sizes,
+        feature_cache.split_features(quantum_training_data, "train"),
+        feature_cache.split_features(quantum_training_data, "val"),
+        quantile=gate.quantile, margin=gate.margin, ood_pass_rate=gate.ood_pass_rate,
+    )
+    return to_plain(fitted)
+
+
+def _evaluate_gate(
+    checkpoint: dict[str, Any], image_cache_test: Any, gate: GateParams
+) -> dict[str, Any] | None:
+    from qsight_pipeline.inference.gate_eval import evaluate_gate
+    from qsight_pipeline.inference.loading import loaded_from_checkpoint
+    from qsight_pipeline.plain import to_plain
+
+    if image_cache_test is None or not len(image_cache_test):
+        logger.warning("The test image cache is gone: the gate's AUROC and pass rates are not measured.")
+        return None
+    loaded = loaded_from_checkpoint(checkpoint, "cpu")
+    result = evaluate_gate(loaded, image_cache_test, limit=gate.evaluation_images)
+    logger.info(
+        "Gate on the test split: %.1f%% of clean photographs pass; AUROC %s against corrupted "
+        "copies (%.1f%% pass), %s against non-fundus pictures (%.1f%% pass).",
+        100 * (result["clean"]["pass_rate"] or 0.0),
+        _fmt(result["corrupted"]["auroc"]), 100 * result["corrupted"]["pass_rate"],
+        _fmt(result["non_fundus"]["auroc"]), 100 * result["non_fundus"]["pass_rate"],
+    )
+    return to_plain(result)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def assemble_training_artifacts(
     phase1_classical_model: dict[str, Any],
     post_cache_model: Any,
@@ -85,6 +145,9 @@ def assemble_training_artifacts(
     quantum_training_data: dict[str, Any],
     parameters: dict[str, Any],
     calibration: dict[str, Any] | None = None,
+    gates: dict[str, Any] | None = None,
+    image_cache_test: Any = None,
+    gate: GateParams | dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``.
 
@@ -92,6 +155,8 @@ def assemble_training_artifacts(
     ``calibration`` (from :func:`calibrate_operating_point`) is saved with the model: its
     temperatures and operating point in ``model_info["calibration"]``, with the preprocessing
     inference must repeat; its report part in ``training_summary["calibration"]``.
+    ``gates`` (from :func:`fit_gate`) goes into ``model_info["gates"]``; how well it works on the
+    test split (``image_cache_test``, when ``gate.evaluate``) into ``training_summary["gate"]``.
     """
     from qsight_pipeline import artifacts
     from qsight_pipeline.data import feature_cache
@@ -105,6 +170,8 @@ def assemble_training_artifacts(
         post_cache_model.config.image_size,
         calibration,
     )
+    if gates:
+        model_info["gates"] = gates
     summary = operating_point.summary_with_operating_point(
         artifacts.build_training_summary(
             [*classical_history, *quantum_history, *ensemble_history],
@@ -124,8 +191,34 @@ def assemble_training_artifacts(
     checkpoint = artifacts.complete_checkpoint(
         phase1_classical_model, post_cache_model, summary, model_info
     )
+    if gates:
+        from qsight_pipeline.config import validate_block
+
+        gate = validate_block(GateParams, gate, "gate")
+        summary["gate"] = {
+            "rule": GATE_RULE,
+            "ood": {k: gates["ood"][k] for k in ("threshold", "pass_rate", "validation_pass_rate", "method")},
+            "gradability": {
+                "bounds": {n: {k: b.get(k) for k in ("min", "max")} for n, b in gates["gradability"]["bounds"].items()},
+                "fitted_on": gates["gradability"]["fitted_on"],
+                "quantile": gates["gradability"]["quantile"],
+                "margin": gates["gradability"]["margin"],
+            },
+            "evaluation": _evaluate_gate(checkpoint, image_cache_test, gate) if gate.evaluate else None,
+        }
+        checkpoint["training_summary"] = summary  # the embedded copy equals the written one
     checkpoint[lineage.LINEAGE_KEY] = record
     return checkpoint, model_info, summary
+
+
+GATE_RULE = (
+    "Before a photograph is graded, the gate checks that it is gradable (a round fundus field "
+    "covering enough of the frame, neither too dark nor too bright, in focus, and of enough "
+    "resolution, with bounds fitted on the training photographs) and that the model's features "
+    "for it lie as close to the training photographs' as 95% of the validation photographs do. "
+    "A photograph that fails either check gets no grading: it is referred for manual grading, "
+    "with the reason."
+)
 
 
 def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:

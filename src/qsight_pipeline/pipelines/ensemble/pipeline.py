@@ -9,6 +9,7 @@ from .nodes import (
     calibrate_operating_point,
     draw_report_figures,
     finetune_ensemble,
+    fit_gate,
     render_report_html,
 )
 
@@ -30,6 +31,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="calibrate_operating_point",
             ),
             Node(
+                func=fit_gate,
+                inputs=[
+                    "quantum_training_data", "image_cache_train_if_any", "manifest_if_any",
+                    "params:gate",
+                ],
+                outputs="gates",
+                name="fit_gate",
+            ),
+            Node(
                 func=assemble_training_artifacts,
                 inputs=[
                     "phase1_classical_model",
@@ -41,6 +51,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "quantum_training_data",
                     "parameters",
                     "calibration",
+                    "gates",
+                    "image_cache_test_if_any",
+                    "params:gate",
                 ],
                 outputs=["complete_checkpoint", "model_info", "training_summary"],
                 name="assemble_training_artifacts",

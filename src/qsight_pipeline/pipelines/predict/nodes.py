@@ -47,7 +47,13 @@ def list_images(input_dir: str | Path) -> list[Path]:
 
 
 def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
-    """One CSV row of a :class:`~qsight_pipeline.inference.Prediction` (NaN where it failed)."""
+    """One CSV row of a :class:`~qsight_pipeline.inference.Prediction` (NaN where it failed).
+
+    The gate's columns: ``decision`` ("refer for manual grading" for a gated image),
+    ``gradable``, ``in_distribution`` (empty for a model saved without a gate), ``gate_reasons``
+    (why it was gated, ``; ``-separated), ``ood_distance`` and ``gate_score``.
+    """
+    from qsight_pipeline.inference.predict import gate_reasons
     failed = prediction.error is not None
     probs = prediction.ensemble_probabilities or [np.nan] * len(GRADE_NAMES)
     row: dict[str, Any] = {
@@ -59,6 +65,12 @@ def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
         "referable_probability": prediction.referable_probability,
         "refer": pd.NA if failed else prediction.refer,
         "needs_review": pd.NA if failed else prediction.needs_review,
+        "decision": prediction.decision or "",
+        "gradable": pd.NA if prediction.gradable is None else prediction.gradable,
+        "in_distribution": pd.NA if prediction.in_distribution is None else prediction.in_distribution,
+        "gate_reasons": "; ".join(gate_reasons(prediction)),
+        "ood_distance": prediction.ood_distance,
+        "gate_score": prediction.gate_score,
         "entropy": prediction.entropy,
         "disagreement": prediction.disagreement,
         **{f"weight_{h}": prediction.gate_weights.get(h, np.nan) for h in HEADS},
@@ -90,7 +102,9 @@ def predict_grades(
     from qsight_pipeline.inference.predict import overlay_image
 
     predict = validate_block(PredictParams, predict, "predict")
-    loaded = loaded_from_checkpoint(complete_checkpoint, predict.device)
+    loaded = loaded_from_checkpoint(
+        complete_checkpoint, predict.device, gate_overrides=predict.gradability.overrides()
+    )
     folder = Path(predict.input_dir).expanduser()
     paths = list_images(folder)
     predictions = predict_images(
@@ -104,9 +118,11 @@ def predict_grades(
             overlays[name] = Image.fromarray(overlay_image(path, prediction.heatmap))
         rows[-1]["heatmap"] = f"heatmaps/{name}.png" if name in overlays else ""
     failed = sum(1 for p in predictions if p.error)
+    gated = sum(1 for p in predictions if p.decision == "refer for manual grading")
     logger.info(
-        "Graded %d files from %s on %s (%d could not be read)%s",
-        len(rows), folder, loaded.device, failed,
+        "Graded %d files from %s on %s (%d could not be read, %d referred for manual grading by "
+        "the gate)%s",
+        len(rows), folder, loaded.device, failed, gated,
         f"; {len(overlays)} heatmaps" if predict.heatmaps else "",
     )
     return pd.DataFrame(rows), overlays
