@@ -61,7 +61,8 @@ def _show(loaded: LoadedModel, name: str, photograph: np.ndarray) -> None:
         st.markdown("\n".join(f"- {reason}" for reason in reasons))
         st.caption(
             f"The model's own reading, for the human grader only: grade {result.grade} "
-            f"({result.grade_name}), P(grade ≥ 2) = {result.referable_probability:.3f}."
+            f"({result.grade_name}), P(grade ≥ 2) = {result.referable_probability:.3f} against the "
+            f"threshold {threshold:.3f} chosen on validation."
         )
     else:
         st.subheader(f"Grade {result.grade}: {result.grade_name}")
