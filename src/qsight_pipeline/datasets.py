@@ -356,7 +356,12 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
         elif isinstance(item, str):
             handle.write(item.encode("utf-8"))
         elif hasattr(item, "savefig"):  # a matplotlib figure
-            item.savefig(handle, **self._save_args)
+            if set(self._save_args) <= {"format", "dpi"} and self._save_args["format"] == "png":
+                from qsight_pipeline.reporting.figures import figure_png  # drawn once, reused
+
+                handle.write(figure_png(item, int(self._save_args.get("dpi", 100))))
+            else:
+                item.savefig(handle, **self._save_args)
         else:  # a PIL image
             item.save(handle, format=str(self._save_args["format"]).upper())
 

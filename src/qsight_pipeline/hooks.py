@@ -434,8 +434,7 @@ class MlflowTrackingHook:
             elif kind == "report":
                 client.log_text(run_id, value, f"report/{ARTIFACT_FILES['report']}")
             elif kind == "figures":
-                for figure_name, figure in (value or {}).items():
-                    client.log_figure(run_id, figure, f"report/figures/{figure_name}")
+                _log_figures(client, run_id, value or {})
 
     def _log_epochs(self, client: Any, run_id: str, stages: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric
@@ -474,3 +473,20 @@ def _wandb_frame(frame: Any) -> Any:
         if pd.api.types.is_extension_array_dtype(dtype) and pd.api.types.is_numeric_dtype(dtype):
             converted[column] = converted[column].astype("float64")
     return converted
+
+
+def _log_figures(client: Any, run_id: str, figures: dict[str, Any]) -> None:
+    """The PNGs already drawn for the figures folder and the page (``figure_png`` keeps them),
+    logged as files: ``log_figure`` would draw every figure again."""
+    from qsight_pipeline.reporting.figures import figure_png
+
+    with tempfile.TemporaryDirectory(prefix="qsight-figures-") as folder:
+        for figure_name, figure in figures.items():
+            path = Path(folder) / figure_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if hasattr(figure, "savefig"):
+                path.write_bytes(figure_png(figure))
+            else:  # a PIL image
+                figure.save(path)
+            parent = Path("report/figures", figure_name).parent.as_posix()
+            client.log_artifact(run_id, str(path), parent)
