@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,11 @@ def leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
     keys = set()
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys |= leaf_keys(annotation, f"{prefix}{name}.")
+        # A block that may be null (``Block | None``) lists its own keys too.
+        blocks = [a for a in (typing.get_args(annotation) or (annotation,))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if blocks:
+            keys |= leaf_keys(blocks[0], f"{prefix}{name}.")
         else:
             keys.add(prefix + name)
     return keys

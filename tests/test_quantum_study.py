@@ -32,7 +32,11 @@ from qsight_pipeline.study.statistics import paired_difference, t_interval
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = "06_models/trained_model"
 TINY = {"n_qubits": [2, 3], "reps": [1], "encoding": ["angle"], "learning_rates": [0.003, 0.03],
-        "logistic_c": [1.0, 10.0], "seeds": 2, "epochs": 2, "n_jobs": 1}
+        "logistic_c": [1.0, 10.0], "seeds": 2, "epochs": 2, "n_jobs": 1,
+        "train_fractions": [0.5, 1.0]}
+# Per training share: quantum 2 settings, twin 2, head B 1, logistic 1, frozen circuit 2; two
+# hyperparameter values and two seeds each.
+TRIALS_PER_SHARE = (2 + 2 + 1 + 1 + 2) * 2 * 2
 
 
 def _cache(n: int = 150, features: int = 8) -> dict:
@@ -65,10 +69,14 @@ def test_yaml_defaults_equal_the_model_defaults():
         ({"contenders": ["quantum", "svm"]}, "quantum_study.contenders"),
         ({"reps": [1, 3], "n_qubits": [2]}, "quantum_study.reps"),
         ({"seeds": 1}, "quantum_study.seeds"),
+        ({"train_fractions": [0.5, 0.0]}, "quantum_study.train_fractions"),
+        ({"train_fractions": [0.5, 1.5]}, "quantum_study.train_fractions"),
+        ({"hardware": {"device": "fake_torino", "shots": 0}}, "quantum_study.hardware.shots"),
     ],
 )
 def test_a_bad_grid_value_is_refused_naming_the_key(change, key):
-    with pytest.raises(pydantic.ValidationError, match=key.replace(".", r"\.")):
+    local = key.removeprefix("quantum_study.")  # pydantic's own bounds name the field only
+    with pytest.raises(pydantic.ValidationError, match=local.replace(".", r"\.")):
         QuantumStudyParams(**change)
     # The pre-run check of every `kedro run` (RunChecksHook) validates the whole parameter set.
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -153,13 +161,15 @@ def tiny_study():
 
 def test_study_table_has_every_contender_and_seed_and_repeats_exactly(tiny_study):
     params, table, summary = tiny_study
-    assert len(table) == len(expand_grid(params)) == 2 * (2 + 2 + 1 + 1 + 2) * 2
+    assert len(table) == len(expand_grid(params)) == 2 * TRIALS_PER_SHARE
+    assert table.groupby("train_fraction")["n_train"].unique().to_dict() == {0.5: [26], 1.0: [50]}
     for contender in CONTENDERS:
         rows = table[table["contender"] == contender]
         assert sorted(rows["seed"].unique()) == [0, 1]
         chosen = rows[rows["chosen"]]
-        # One chosen value per setting; test scored there and nowhere else.
-        assert chosen.groupby(["n_qubits", "reps"], dropna=False)["value"].nunique().eq(1).all()
+        # One chosen value per setting and share; test scored there and nowhere else.
+        assert chosen.groupby(["n_qubits", "reps", "train_fraction"],
+                              dropna=False)["value"].nunique().eq(1).all()
         assert chosen["test_qwk"].notna().all() and rows[~rows["chosen"]]["test_qwk"].isna().all()
     twin = table[table["contender"] == "classical_twin"].set_index(["n_qubits", "seed", "value"])
     quantum = table[table["contender"] == "quantum"].set_index(["n_qubits", "seed", "value"])
@@ -171,13 +181,118 @@ def test_study_table_has_every_contender_and_seed_and_repeats_exactly(tiny_study
 
     assert len(summary["quantum_vs_twin"]) == 2
     assert summary["headline"].startswith("On this data ")
+    assert {e["train_fraction"] for e in summary["settings"]} == {1.0}  # the main verdict: all data
+    few = summary["few_data"]
+    assert [(f["train_fraction"], f["n_train"]) for f in few["fractions"]] == [(0.5, 26), (1.0, 50)]
+    for share in few["fractions"]:
+        assert len(share["quantum_vs_twin"]) == 2 and sum(share["verdict_counts"].values()) == 2
+        assert set(share["best"]) == set(CONTENDERS)
+    assert few["fractions"][1]["quantum_vs_twin"] == summary["quantum_vs_twin"]
+    assert "50%" in few["headline"] and "encoder" in few["caveat"]
     assert summary["configured_quantum_stage"]["available"] is False
-    figure = study_figures(summary)["test_qwk_vs_qubits.png"]
+    figures = study_figures(summary)
+    figure = figures["test_qwk_vs_qubits.png"]
     assert [line.get_label() for line in figure.axes[0].get_lines()][:3] == [
         "quantum", "classical_twin", "frozen_circuit"]
+    lines = figures["test_qwk_vs_training_images.png"].axes[0].get_lines()
+    assert {line.get_label() for line in lines} == set(CONTENDERS)
+    assert all(list(line.get_xdata()) == [26, 50] for line in lines)
     page = add_study_section("<html><body><p>old</p></body></html>", summary)
     assert page.count('id="quantum-study-verdict"') == 1 and "<p>old</p>" in page
+    assert few["headline"] in page and "only the head sees fewer images" in page
     assert add_study_section(page, summary).count('id="quantum-study"') == 1
+
+
+def test_training_subsets_are_nested_stratified_and_the_same_for_every_contender_and_seed():
+    from qsight_pipeline.study.trials import StudyData, training_subsets
+
+    grades = np.repeat(np.arange(5), [40, 20, 10, 6, 4])
+    subsets = training_subsets(grades, [0.05, 0.1, 0.25, 0.5, 1.0], seed=3)
+    shares = sorted(subsets)
+    for small, large in zip(shares, shares[1:], strict=False):
+        assert set(subsets[small]) < set(subsets[large])  # nested
+    assert np.array_equal(subsets[1.0], np.arange(len(grades)))
+    counts = {share: np.bincount(grades[rows], minlength=5).tolist()
+              for share, rows in subsets.items()}
+    assert counts[0.5] == [20, 10, 5, 3, 2] and counts[0.25] == [10, 5, 2, 2, 1]
+    assert counts[0.05] == [2, 1, 1, 1, 1]  # every grade keeps at least one image
+    again = training_subsets(grades, [1.0, 0.5, 0.25, 0.1, 0.05], seed=3)
+    assert all(np.array_equal(again[k], subsets[k]) for k in subsets)
+    assert not np.array_equal(training_subsets(grades, [0.5], seed=4)[0.5], subsets[0.5])
+
+    # In the study every trial of a share trains on exactly those rows, whatever its contender.
+    params = QuantumStudyParams(**{**TINY, "contenders": ["quantum", "logistic"]})
+    data = StudyData.from_feature_cache(_cache(), params.train_fractions, params.train_subset_seed)
+    from qsight_pipeline.study import trials as trial_module
+
+    seen = {}
+    original = trial_module.build_estimator
+
+    class Spy:
+        def __init__(self, estimator, trial):
+            self.estimator, self.trial = estimator, trial
+
+        def fit(self, X, y):
+            seen.setdefault(self.trial.train_fraction, set()).add(X.tobytes())
+            self.estimator.fit(X, y)
+            return self
+
+        def __getattr__(self, name):
+            return getattr(self.estimator, name)
+
+        def __getitem__(self, index):  # the logistic pipeline's last step
+            return self.estimator[index]
+
+    try:
+        trial_module.build_estimator = lambda trial, p, h: Spy(original(trial, p, h), trial)
+        trial_module.run_trials(expand_grid(params), data, params, progress=False)
+    finally:
+        trial_module.build_estimator = original
+    assert {share: len(blobs) for share, blobs in seen.items()} == {0.5: 1, 1.0: 1}
+
+
+def test_the_chosen_quantum_heads_are_scored_on_a_device_and_the_twin_verdict_is_stated_under_noise():
+    pytest.importorskip("qiskit_ibm_runtime")
+    params = QuantumStudyParams(**{
+        **TINY, "n_qubits": [2], "train_fractions": [1.0], "epochs": 3,
+        "contenders": ["quantum", "classical_twin"],
+        "hardware": {"device": "fake_manila", "shots": 256, "mitigation": "readout"},
+    })
+    table = run_study(_cache(), params, progress=False)
+    noisy = table[table["noisy_test_qwk"].notna()]
+    # Only the chosen quantum rows (one setting, two seeds) are scored on the device.
+    assert set(noisy["contender"]) == {"quantum"} and noisy["chosen"].all() and len(noisy) == 2
+    assert (noisy["noisy_depth"] > 0).all() and (noisy["noisy_two_qubit_gates"] >= 1).all()
+    assert table[~table.index.isin(noisy.index)]["noisy_test_qwk"].isna().all()
+    again = run_study(_cache(), params, progress=False)
+    pd.testing.assert_series_equal(table["noisy_test_qwk"], again["noisy_test_qwk"])
+
+    summary = summarise(table, params)
+    noise = summary["noise"]
+    assert (noise["device"], noise["shots"], noise["mitigation"]) == ("fake_manila", 256, "readout")
+    [setting] = noise["settings"]
+    assert setting["against"] == "classical_twin n2 r1"
+    assert setting["noisy_test_qwk"]["mean"] == pytest.approx(noisy["noisy_test_qwk"].mean())
+    assert setting["exact_test_qwk"]["mean"] == pytest.approx(noisy["test_qwk"].mean())
+    assert setting["verdict"] in ("better", "worse", "no detectable difference")
+    assert noise["headline"].startswith("Under noise (on fake_manila at 256 shots with readout")
+    page = add_study_section(None, summary)
+    assert noise["headline"] in page
+
+
+def test_study_hardware_with_an_unknown_device_is_refused_before_any_training():
+    pytest.importorskip("qiskit_ibm_runtime")
+    from qsight_pipeline.errors import ConfigError
+    from qsight_pipeline.hardware.study_noise import check_study_hardware
+
+    params = QuantumStudyParams(**{**TINY, "hardware": {"device": "fake_nowhere"}})
+    with pytest.raises(ConfigError, match=r"quantum_study.hardware.device: unknown device "
+                                          r"snapshot 'fake_nowhere'. Available in .*fake_torino"):
+        check_study_hardware(params)
+    wide = QuantumStudyParams(**{**TINY, "n_qubits": [2, 8], "hardware": {"device": "fake_manila"}})
+    with pytest.raises(ConfigError, match="quantum_study.hardware.device: the quantum head has 8 "
+                                          "qubits but fake_manila has only 5"):
+        check_study_hardware(wide)
 
 
 def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_path):
@@ -214,7 +329,8 @@ def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_pat
     finally:
         mlflow.set_tracking_uri(previous)
     assert logged == {"tables/quantum_study_table.csv", "records/quantum_study_summary.json"}
-    assert figures == {"report/figures/test_qwk_vs_qubits.png"}
+    assert figures == {"report/figures/test_qwk_vs_qubits.png",
+                       "report/figures/test_qwk_vs_training_images.png"}
     assert len(pd.read_csv(csv)) == len(table)
 
 
@@ -238,13 +354,14 @@ def test_quantum_study_pipeline_runs_from_the_feature_cache_alone(smoke_copy):
     smoke_copy.run("--pipeline", "quantum_study", env="smoke")
     table = pd.read_csv(data / "08_reporting/quantum_study.csv")
     assert set(table["contender"]) == set(CONTENDERS)
-    assert len(table) == 2 * (2 + 2 + 1 + 1 + 2) * 2
+    assert len(table) == 2 * TRIALS_PER_SHARE  # train_fractions [0.5, 1.0] in conf/smoke
     assert {"val_referable_auc", "test_macro_f1", "trainable_params", "train_seconds"} <= set(table)
     summary = json.loads((data / "08_reporting/quantum_study_summary.json").read_text())
     gap = summary["configured_quantum_stage"]
     assert gap["available"] and gap["stage_test_qwk"] == pytest.approx(
         metrics["test"]["quadratic_weighted_kappa"])
-    assert (data / "08_reporting/quantum_study_figures/test_qwk_vs_qubits.png").stat().st_size
+    for name in ("test_qwk_vs_qubits.png", "test_qwk_vs_training_images.png"):
+        assert (data / "08_reporting/quantum_study_figures" / name).stat().st_size
     report = (data / "08_reporting/report.html").read_text()
     assert summary["headline"] in report
     assert not (data / OUTPUT_DIR / "phase1_classical_model.pth").exists()

@@ -63,6 +63,10 @@ def check_pipelines(
     """Checks that depend on the pipelines about to run."""
     if "quantum_hardware" in pipeline_names:
         check_hardware_pipeline(parameters, catalog)
+    if "quantum_study" in pipeline_names and parameters.quantum_study.hardware is not None:
+        from qsight_pipeline.hardware.study_noise import check_study_hardware
+
+        check_study_hardware(parameters.quantum_study)
     if "quantum" not in pipeline_names:
         return
     from qsight_pipeline.models.quantum import quantum_dependencies_missing

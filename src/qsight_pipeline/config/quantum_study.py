@@ -6,7 +6,9 @@ them for users to read and edit (a test keeps the two equal).
 
 from __future__ import annotations
 
-from pydantic import field_validator, model_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
 
@@ -28,6 +30,26 @@ def _unique(values: list, key: str) -> list:
     if len(set(values)) != len(values):
         raise ValueError(f"quantum_study.{key} lists a value twice: {values}")
     return values
+
+
+class StudyHardwareParams(ParamsBlock):
+    """The study under device noise: the chosen quantum settings, trained exactly, then scored on
+    the test split through a device snapshot (``quantum_hardware``'s code path) at ``shots``."""
+
+    device: str
+    shots: int = Field(1024, ge=1, le=1_000_000)
+    mitigation: Literal["none", "readout", "zne", "readout_zne"] = "readout"
+    noise_scale: float = Field(1.0, ge=0.0, le=10.0)
+    optimization_level: int = Field(3, ge=0, le=3)
+    seed_transpiler: int = Field(7, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("quantum_study.hardware.device must name a device snapshot, e.g. "
+                             "fake_torino")
+        return value
 
 
 class QuantumStudyParams(ParamsBlock):
@@ -52,6 +74,12 @@ class QuantumStudyParams(ParamsBlock):
     contenders: list[str] = list(CONTENDERS)
     confidence: float = 0.95
     n_jobs: int = -1
+    # Few training data: every contender is trained on each share of the training split (nested,
+    # stratified subsets drawn once with train_subset_seed); validation and test stay whole.
+    train_fractions: list[float] = [0.05, 0.1, 0.25, 0.5, 1.0]
+    train_subset_seed: int = Field(0, ge=0, le=2**31 - 1)
+    # Noise: off by default; a device snapshot and a shot count score the chosen quantum settings.
+    hardware: StudyHardwareParams | None = None
 
     @field_validator(*RANGES)
     @classmethod
@@ -105,6 +133,17 @@ class QuantumStudyParams(ParamsBlock):
                 f"quantum_study.{info.field_name} must hold positive numbers, got {bad}"
             )
         return _unique(values, info.field_name)
+
+    @field_validator("train_fractions")
+    @classmethod
+    def _check_fractions(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise ValueError(
+                f"quantum_study.train_fractions must hold shares of the training split in (0, 1], "
+                f"got {bad}"
+            )
+        return sorted(_unique(values, "train_fractions"))
 
     @field_validator("n_jobs")
     @classmethod

@@ -465,12 +465,23 @@ def study_section_html(summary: dict[str, Any]) -> str:
     stage = (f"The pipeline's own quantum stage reaches test QWK "
              f"{format_metric(gap['stage_test_qwk'])} on the same cache."
              if gap.get("available") else "")
-    figures = "".join(_figure_html(name, figure, "Test QWK against qubit count")
-                      for name, figure in study_figures(summary).items())
+    captions = {"test_qwk_vs_training_images.png": "Test QWK against the number of training "
+                "images (cached features: only the head sees fewer images)"}
+    figures = "".join(
+        _figure_html(name, figure, captions.get(name, "Test QWK against qubit count"))
+        for name, figure in study_figures(summary).items()
+    )
+    few = summary.get("few_data") or {}
+    few_html = (f'<p id="quantum-study-few-data"><b>Few training data.</b> '
+                f'{_esc(few["headline"])} {_esc(few["caveat"])}</p>'
+                if len(few.get("fractions") or []) > 1 else "")
+    noise = summary.get("noise") or {}
+    noise_html = (f'<p id="quantum-study-noise"><b>Noise.</b> {_esc(noise["headline"])}</p>'
+                  if noise else "")
     return (
         f'{STUDY_START}<section id="quantum-study"><h2>Quantum vs classical study</h2>'
         f'<p id="quantum-study-verdict"><b>{_esc(summary.get("headline", ""))}</b></p>'
-        f"<p>{_esc(twin)} {_esc(stage)}</p>"
+        f"<p>{_esc(twin)} {_esc(stage)}</p>{few_html}{noise_html}"
         '<table id="quantum-study-best"><thead><tr><th>contender (best setting on validation)'
         f"</th><th>chosen on validation</th><th>trainable parameters</th><th>test QWK, mean "
         f"[{summary.get('confidence', 0.95):.0%} CI]</th></tr></thead><tbody>{rows}</tbody>"

@@ -1,9 +1,10 @@
 """The quantum-vs-classical study, free of Kedro: grid, trials, statistics, figures.
 
 ``run_study(cache, params)`` trains every contender (scikit-learn estimators from
-``models.estimators`` and scikit-learn's logistic regression) on the feature cache, chooses each
-one's hyperparameter on validation, scores test once per contender, setting and seed, and returns
-the tidy table. ``summarise`` and ``study_figures`` turn it into the summary and the figure.
+``models.estimators`` and scikit-learn's logistic regression) on the feature cache, at every
+training share (nested stratified subsets of the training split), chooses each one's
+hyperparameter on validation, scores test once per contender, setting, share and seed, optionally
+scores the chosen quantum heads on a device snapshot, and returns the tidy table. ``summarise`` and ``study_figures`` turn it into the summary and the figure.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ __all__ = ["QuantumStudyParams", "StudyData", "Trial", "expand_grid", "run_study
 def run_study(cache: dict[str, Any], params: QuantumStudyParams,
               progress: bool = True) -> pd.DataFrame:
     """Every trial of ``params`` on the feature cache; the tidy table."""
-    data = StudyData.from_feature_cache(cache)
+    data = StudyData.from_feature_cache(cache, params.train_fractions, params.train_subset_seed)
     trials = expand_grid(params)
     results = run_trials(trials, data, params, progress=progress)
-    return build_table(trials, results, data)
+    table = build_table(trials, results, data)
+    if params.hardware is not None:
+        from qsight_pipeline.hardware.study_noise import score_under_noise
+
+        table = score_under_noise(table, results, data, params)
+    return table

@@ -1,4 +1,5 @@
-"""The study's figure: test QWK against qubit count, per contender, with interval bands."""
+"""The study's figures: test QWK against qubit count, and against the number of training images
+(the few-data question), per contender, with interval bands."""
 
 from __future__ import annotations
 
@@ -58,6 +59,41 @@ def qwk_vs_qubits(summary: dict[str, Any]) -> Figure:
     return figure
 
 
+def qwk_vs_training_images(summary: dict[str, Any]) -> Figure:
+    """Each contender's best setting (chosen on validation at that share) against the number of
+    training images, log scale, with interval bands; the caveat of cached features as a note."""
+    fractions = summary["few_data"]["fractions"]
+    figure = Figure(figsize=(7, 4.8), layout="constrained")
+    axes = figure.subplots()
+    contenders = [c for c in COLOURS if any(c in f["best"] for f in fractions)]
+    for contender in contenders:
+        points = [(f["n_train"], f["best"][contender]["test_qwk"]) for f in fractions
+                  if contender in f["best"]]
+        x = [n for n, _ in points]
+        colour = COLOURS[contender]
+        axes.plot(x, [q["mean"] for _, q in points], "o-", color=colour, label=contender)
+        axes.fill_between(x, [q["low"] for _, q in points], [q["high"] for _, q in points],
+                          color=colour, alpha=0.15)
+    axes.set_xscale("log")
+    ticks = [f["n_train"] for f in fractions]
+    axes.set_xticks(ticks, [f"{n}\n({f['train_fraction']:.0%})" for n, f in zip(ticks, fractions,
+                                                                               strict=True)])
+    axes.minorticks_off()
+    axes.set_xlabel("training images seen by the head (share of the training split)")
+    axes.set_ylabel("test quadratic weighted kappa")
+    axes.set_title(f"Test QWK against training-set size, mean and {summary['confidence']:.0%} "
+                   f"interval over {len(summary['seeds'])} seeds (best setting on validation)",
+                   fontsize=9)
+    figure.text(0.01, 0.005, "Cached features: the encoder saw the whole training split; only "
+                "the head sees fewer images.", fontsize=7, color="dimgray")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return figure
+
+
 def study_figures(summary: dict[str, Any]) -> dict[str, Figure]:
-    """``{file name: figure}`` for the catalog's MatplotlibDataset."""
-    return {"test_qwk_vs_qubits.png": qwk_vs_qubits(summary)}
+    """``{file name: figure}`` for the catalog's figure folder."""
+    figures = {"test_qwk_vs_qubits.png": qwk_vs_qubits(summary)}
+    if len((summary.get("few_data") or {}).get("fractions") or []) > 1:
+        figures["test_qwk_vs_training_images.png"] = qwk_vs_training_images(summary)
+    return figures

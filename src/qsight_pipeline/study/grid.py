@@ -1,4 +1,4 @@
-"""The study's trials: one per contender x setting x hyperparameter value x seed."""
+"""The study's trials: one per training share x contender x setting x hyperparameter value x seed."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ class Trial:
     hyperparameter: str
     value: float
     seed: int
+    train_fraction: float = 1.0
 
     def setting(self) -> tuple:
         """The contender and its settings: trials that differ only in value and seed share it."""
-        return (self.contender, self.n_qubits, self.reps, self.encoding, self.entanglement)
+        return (self.contender, self.n_qubits, self.reps, self.encoding, self.entanglement,
+                self.train_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,12 +62,15 @@ def hyperparameter_grid(params: QuantumStudyParams, contender: str) -> tuple[str
 
 
 def expand_grid(params: QuantumStudyParams) -> list[Trial]:
-    """Every trial of the study, in a fixed order."""
+    """Every trial of the study, in a fixed order (the largest training share first)."""
     trials = []
-    for contender in params.contenders:
-        name, values = hyperparameter_grid(params, contender)
-        for setting in contender_settings(params, contender):
-            for value in values:
-                trials += [Trial(contender, **setting, hyperparameter=name, value=float(value),
-                                 seed=seed) for seed in seeds(params)]
+    for fraction in sorted(params.train_fractions, reverse=True):
+        for contender in params.contenders:
+            name, values = hyperparameter_grid(params, contender)
+            for setting in contender_settings(params, contender):
+                for value in values:
+                    trials += [Trial(contender, **setting, hyperparameter=name,
+                                     value=float(value), seed=seed,
+                                     train_fraction=float(fraction))
+                               for seed in seeds(params)]
     return trials

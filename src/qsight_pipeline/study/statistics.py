@@ -11,6 +11,8 @@ import pandas as pd
 from scipy import stats
 
 SETTING_COLUMNS = ["contender", "n_qubits", "reps", "encoding", "entanglement"]
+# A hyperparameter is chosen per setting AND training share: each share is a study of its own.
+GROUP_COLUMNS = [*SETTING_COLUMNS, "train_fraction"]
 BETTER, WORSE, UNRESOLVED = "better", "worse", "no detectable difference"
 
 
@@ -52,11 +54,13 @@ def paired_difference(first: Mapping[int, float], second: Mapping[int, float],
 
 
 def _setting_groups(table: pd.DataFrame) -> Any:
-    return table.groupby(SETTING_COLUMNS, dropna=False, sort=False)
+    columns = GROUP_COLUMNS if "train_fraction" in table else SETTING_COLUMNS
+    return table.groupby(columns, dropna=False, sort=False)
 
 
 def choose_hyperparameters(table: pd.DataFrame) -> pd.DataFrame:
-    """Mark, per contender and setting, the value with the best mean validation QWK.
+    """Mark, per contender, setting and training share, the value with the best mean validation
+    QWK.
 
     Ties go to the value listed first in the grid. Only validation columns are read.
     """

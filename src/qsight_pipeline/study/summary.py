@@ -11,7 +11,10 @@ from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.study.grid import Trial
 from qsight_pipeline.study.statistics import (
     BETTER,
+    GROUP_COLUMNS,
     SETTING_COLUMNS,
+    UNRESOLVED,
+    WORSE,
     choose_hyperparameters,
     paired_difference,
     setting_label,
@@ -20,7 +23,7 @@ from qsight_pipeline.study.statistics import (
 from qsight_pipeline.study.trials import METRICS, StudyData, scores
 
 TABLE_COLUMNS = [
-    *SETTING_COLUMNS, "hyperparameter", "value", "seed", "chosen",
+    *SETTING_COLUMNS, "train_fraction", "n_train", "hyperparameter", "value", "seed", "chosen",
     *(f"{split}_{metric}" for split in ("val", "test") for metric in METRICS),
     "trainable_params", "train_seconds",
 ]
@@ -49,7 +52,7 @@ def _by_seed(rows: pd.DataFrame, column: str = "test_qwk") -> dict[int, float]:
 
 def _chosen_settings(table: pd.DataFrame) -> list[pd.DataFrame]:
     chosen = table[table["chosen"]]
-    return [rows for _, rows in chosen.groupby(SETTING_COLUMNS, dropna=False, sort=False)]
+    return [rows for _, rows in chosen.groupby(GROUP_COLUMNS, dropna=False, sort=False)]
 
 
 def _setting_entry(rows: pd.DataFrame, confidence: float) -> dict[str, Any]:
@@ -57,6 +60,7 @@ def _setting_entry(rows: pd.DataFrame, confidence: float) -> dict[str, Any]:
     return {
         "label": setting_label(first),
         **{key: _plain(first[key]) for key in SETTING_COLUMNS},
+        "train_fraction": float(first["train_fraction"]), "n_train": int(first["n_train"]),
         "hyperparameter": first["hyperparameter"], "chosen_value": float(first["value"]),
         "trainable_params": int(first["trainable_params"]),
         "val_qwk": t_interval(rows["val_qwk"], confidence),
@@ -98,28 +102,135 @@ def best_by_validation(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any
     return best
 
 
+# Shown wherever the few-data result is: on cached features the encoder saw every image.
+FEW_DATA_CAVEAT = (
+    "Only the head sees fewer images: the cached features come from an encoder trained on the "
+    "whole training split, so this measures how the heads learn from few examples of good "
+    "features, not how the whole model learns from few photographs."
+)
+
+
 def summarise(table: pd.DataFrame, params: QuantumStudyParams,
               quantum_stage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per contender and setting at its chosen value: intervals across seeds; quantum against
-    its twin and its frozen control, paired by seed; the winner; the configured stage's gap."""
+    its twin and its frozen control, paired by seed; the winner; the configured stage's gap.
+
+    Everything but ``few_data`` is on the largest training share (normally the whole split);
+    ``few_data`` repeats the twin verdicts and the best contenders at every share, and ``noise``
+    (with ``quantum_study.hardware``) the twin verdict with the quantum head on a device.
+    """
     confidence = params.confidence
-    entries = [_setting_entry(rows, confidence) for rows in _chosen_settings(table)]
+    every = [_setting_entry(rows, confidence) for rows in _chosen_settings(table)]
+    full = max(e["train_fraction"] for e in every) if every else 1.0
+    entries = [e for e in every if e["train_fraction"] == full]
     best = best_by_validation(entries)
     ranked = sorted(best.values(), key=lambda e: e["test"]["qwk"]["mean"], reverse=True)
     winner = _winner(ranked, confidence)
-    return {
+    summary = {
         "confidence": confidence,
         "seeds": sorted(int(s) for s in table["seed"].unique()),
         "study": params.model_dump(),
         "n_trials": len(table),
+        "train_fraction": full,
+        "n_train": entries[0]["n_train"] if entries else 0,
         "settings": entries,
         "best_by_validation": {name: e["label"] for name, e in best.items()},
         "quantum_vs_twin": _pairs(entries, "classical_twin", confidence),
         "quantum_vs_frozen_circuit": _pairs(entries, "frozen_circuit", confidence),
         "winner": winner,
         "configured_quantum_stage": configured_stage_gap(best.get("quantum"), quantum_stage),
-        "headline": headline(winner, confidence),
+        "headline": headline(winner, confidence, full),
+        "few_data": few_data(every, confidence),
     }
+    if "noisy_test_qwk" in table:
+        summary["noise"] = noise_summary(table, entries, params)
+    return summary
+
+
+def few_data(every: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
+    """At each training share: its size, each contender's best setting (on validation) with its
+    test QWK, and the quantum-vs-twin verdicts; one sentence over all shares."""
+    shares = sorted({e["train_fraction"] for e in every})
+    out = []
+    for share in shares:
+        entries = [e for e in every if e["train_fraction"] == share]
+        best = best_by_validation(entries)
+        pairs = _pairs(entries, "classical_twin", confidence)
+        best_quantum = best.get("quantum")
+        out.append({
+            "train_fraction": share,
+            "n_train": entries[0]["n_train"],
+            "best": {name: {"label": e["label"], "test_qwk": e["test"]["qwk"],
+                            "val_qwk": e["val_qwk"]} for name, e in best.items()},
+            "quantum_vs_twin": pairs,
+            "verdict_counts": {v: sum(p["verdict"] == v for p in pairs)
+                               for v in (BETTER, WORSE, UNRESOLVED)},
+            "best_quantum_vs_twin": next(
+                (p for p in pairs if best_quantum and p["quantum"] == best_quantum["label"]), None),
+        })
+    return {"caveat": FEW_DATA_CAVEAT, "fractions": out, "headline": few_data_headline(out)}
+
+
+def few_data_headline(fractions: list[dict[str, Any]]) -> str:
+    """The few-data answer in one sentence."""
+    counted = [f for f in fractions if f["quantum_vs_twin"]]
+    if not counted:
+        return "No quantum setting had its classical twin in the study, so there is no few-data verdict."
+    better = [f for f in counted if f["verdict_counts"][BETTER]]
+    parts = "; ".join(
+        f"{f['train_fraction']:.0%} ({f['n_train']} images): "
+        f"{f['verdict_counts'][BETTER]} better, {f['verdict_counts'][WORSE]} worse, "
+        f"{f['verdict_counts'][UNRESOLVED]} no detectable difference"
+        for f in counted
+    )
+    if better:
+        shares = ", ".join(f"{f['train_fraction']:.0%}" for f in better)
+        verdict = f"the quantum head beats its classical twin somewhere at {shares}"
+    else:
+        verdict = "at no training share is the quantum head better than its classical twin"
+    return f"With fewer training images {verdict} (settings per share: {parts})."
+
+
+def noise_summary(table: pd.DataFrame, entries: list[dict[str, Any]],
+                  params: QuantumStudyParams) -> dict[str, Any]:
+    """The chosen quantum settings on the device: exact and noisy test QWK per setting, the
+    noisy head against its classical twin (paired by seed), and one sentence."""
+    hardware = params.hardware
+    confidence = params.confidence
+    full = max(e["train_fraction"] for e in entries)
+    chosen = table[table["chosen"] & (table["contender"] == "quantum")
+                   & (table["train_fraction"] == full) & table["noisy_test_qwk"].notna()]
+    twins = {(e["n_qubits"], e["reps"]): e for e in entries if e["contender"] == "classical_twin"}
+    settings = []
+    for _, rows in chosen.groupby(SETTING_COLUMNS, dropna=False, sort=False):
+        first = rows.iloc[0]
+        noisy = _by_seed(rows, "noisy_test_qwk")
+        exact = _by_seed(rows, "test_qwk")
+        entry = {
+            "label": setting_label(first),
+            "depth": int(first["noisy_depth"]), "two_qubit_gates": int(first["noisy_two_qubit_gates"]),
+            "exact_test_qwk": t_interval(list(exact.values()), confidence),
+            "noisy_test_qwk": t_interval(list(noisy.values()), confidence),
+            "noisy_minus_exact": paired_difference(noisy, exact, confidence),
+        }
+        twin = twins.get((_plain(first["n_qubits"]), _plain(first["reps"])))
+        if twin is not None:
+            difference = paired_difference(noisy, twin["test_qwk_by_seed"], confidence)
+            entry.update(against=twin["label"], noisy_vs_twin=difference,
+                         verdict=difference["verdict"])
+        settings.append(entry)
+    verdicts = [s["verdict"] for s in settings if "verdict" in s]
+    counts = {v: verdicts.count(v) for v in (BETTER, WORSE, UNRESOLVED)}
+    where = f"on {hardware.device} at {hardware.shots} shots with {hardware.mitigation} mitigation"
+    if verdicts:
+        sentence = (f"Under noise ({where}) the quantum head against its classical twin: "
+                    f"{counts[BETTER]} better, {counts[WORSE]} worse, {counts[UNRESOLVED]} no "
+                    f"detectable difference, of {len(verdicts)} settings.")
+    else:
+        sentence = f"Under noise ({where}) no quantum setting had its twin in the study."
+    return {"device": hardware.device, "shots": hardware.shots,
+            "mitigation": hardware.mitigation, "noise_scale": hardware.noise_scale,
+            "settings": settings, "verdict_counts": counts, "headline": sentence}
 
 
 def _winner(ranked: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
@@ -137,12 +248,13 @@ def _winner(ranked: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
     return result
 
 
-def headline(winner: dict[str, Any], confidence: float) -> str:
+def headline(winner: dict[str, Any], confidence: float, train_fraction: float = 1.0) -> str:
     """The study in one sentence."""
     if not winner:
         return "The study ran no contender."
     qwk = winner["test_qwk"]
-    sentence = (f"On this data {winner['label']} wins with a test QWK of {qwk['mean']:.3f} "
+    data = "this data" if train_fraction == 1.0 else f"{train_fraction:.0%} of the training split"
+    sentence = (f"On {data} {winner['label']} wins with a test QWK of {qwk['mean']:.3f} "
                 f"({confidence:.0%} CI {qwk['low']:.3f} to {qwk['high']:.3f})")
     if "runner_up" not in winner:
         return sentence + "."

@@ -30,21 +30,50 @@ METRICS = {"qwk": "quadratic_weighted_kappa", "accuracy": "accuracy", "macro_f1"
 
 @dataclass
 class StudyData:
-    """Features and grades per split, and head B's width, taken from the feature cache."""
+    """Features and grades per split, head B's width, and the training subsets per share."""
 
     features: dict[str, np.ndarray]
     grades: dict[str, np.ndarray]
     head_settings: dict[str, Any] = field(default_factory=dict)
+    subsets: dict[float, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def from_feature_cache(cls, cache: dict[str, Any]) -> StudyData:
+    def from_feature_cache(cls, cache: dict[str, Any], fractions: list[float] = (1.0,),
+                           subset_seed: int = 0) -> StudyData:
         splits = ("train", "val", "test")
         model_config = (cache.get("metadata") or {}).get("model_config") or {}
+        grades = {s: np.asarray(cache[f"{s}_labels"], dtype=np.int64) for s in splits}
         return cls(
             {s: np.asarray(cache[f"{s}_features"], dtype=np.float64) for s in splits},
-            {s: np.asarray(cache[f"{s}_labels"], dtype=np.int64) for s in splits},
+            grades,
             {k: model_config[k] for k in ("head_hidden_dim", "dropout") if k in model_config},
+            training_subsets(grades["train"], fractions, subset_seed),
         )
+
+    def train_rows(self, fraction: float) -> np.ndarray:
+        """Row indices of the training split used at ``fraction`` (all rows at 1.0)."""
+        if fraction not in self.subsets:
+            return np.arange(len(self.grades["train"]))
+        return self.subsets[fraction]
+
+
+def training_subsets(grades: np.ndarray, fractions: Any, seed: int = 0) -> dict[float, np.ndarray]:
+    """Nested, stratified training subsets: ``{fraction: sorted row indices}``.
+
+    Each grade's rows are shuffled once (``seed``); a share takes the first
+    ``max(1, round(fraction * n_grade))`` rows of every grade, so a smaller share is always a subset
+    of a larger one, every grade present in training stays present, and the subsets do not depend
+    on the contender or the training seed.
+    """
+    rng = np.random.default_rng(seed)
+    grades = np.asarray(grades)
+    order = [rng.permutation(np.flatnonzero(grades == grade)) for grade in np.unique(grades)]
+    return {
+        float(fraction): np.sort(np.concatenate(
+            [rows[: max(1, int(round(fraction * len(rows))))] for rows in order]
+        )) if order else np.zeros(0, dtype=np.int64)
+        for fraction in sorted(fractions)
+    }
 
 
 def grade_probabilities(estimator: Any, features: np.ndarray) -> np.ndarray:
@@ -78,16 +107,32 @@ def run_trial(trial: Trial, data: StudyData, params: QuantumStudyParams) -> dict
     torch.set_num_threads(1)
     try:
         estimator = build_estimator(trial, params, data.head_settings)
+        rows = data.train_rows(trial.train_fraction)
         start = time.perf_counter()
-        estimator.fit(data.features["train"], data.grades["train"])
+        estimator.fit(data.features["train"][rows], data.grades["train"][rows])
         seconds = time.perf_counter() - start
         val = scores(data.grades["val"], grade_probabilities(estimator, data.features["val"]))
         test_probabilities = grade_probabilities(estimator, data.features["test"])
     finally:
         torch.set_num_threads(threads)
-    row = {**trial.to_dict(), **{f"val_{k}": v for k, v in val.items()},
+    row = {**trial.to_dict(), "n_train": len(rows), **{f"val_{k}": v for k, v in val.items()},
            "trainable_params": trainable_params(estimator), "train_seconds": seconds}
-    return {"row": row, "test_probabilities": test_probabilities}
+    result = {"row": row, "test_probabilities": test_probabilities}
+    if keeps_trained_head(trial, params):
+        # Scored under device noise after the choice on validation (study.noise): the head's
+        # tensors and the scaler, plain data that pickles across the worker processes.
+        result["trained_head"] = {
+            "state": {k: v.detach().clone() for k, v in estimator.module_.state_dict().items()},
+            "scaler_mean": estimator.scaler_.mean_.copy(),
+            "scaler_scale": estimator.scaler_.scale_.copy(),
+        }
+    return result
+
+
+def keeps_trained_head(trial: Trial, params: QuantumStudyParams) -> bool:
+    """Quantum trials on the whole training share, when the study is also scored under noise."""
+    return (params.hardware is not None and trial.contender == "quantum"
+            and trial.train_fraction == max(params.train_fractions))
 
 
 def worker_count(n_jobs: int) -> int:
