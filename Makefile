@@ -21,8 +21,11 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/kedro run
 
+# One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its
+# fixtures are built once. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
