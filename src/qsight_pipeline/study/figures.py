@@ -79,13 +79,13 @@ def qwk_vs_training_images(summary: dict[str, Any]) -> Figure:
     axes.set_xticks(ticks, [f"{n}\n({f['train_fraction']:.0%})" for n, f in zip(ticks, fractions,
                                                                                strict=True)])
     axes.minorticks_off()
-    axes.set_xlabel("training images seen by the head (share of the training split)")
+    axes.set_xlabel("training images seen by the head (share of the training split)\n"
+                    "cached features: the encoder saw the whole training split; only the head "
+                    "sees fewer images", fontsize=9)
     axes.set_ylabel("test quadratic weighted kappa")
     axes.set_title(f"Test QWK against training-set size, mean and {summary['confidence']:.0%} "
                    f"interval over {len(summary['seeds'])} seeds (best setting on validation)",
                    fontsize=9)
-    figure.text(0.01, 0.005, "Cached features: the encoder saw the whole training split; only "
-                "the head sees fewer images.", fontsize=7, color="dimgray")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return figure
