@@ -184,3 +184,15 @@ def test_a_params_override_that_cannot_be_applied_is_an_error_that_says_how(
     if "stages." in why:
         assert "a `stages` list in conf/local/parameters.yml" in message
         assert "--params stages_config=FILE" in message
+
+
+def test_a_bad_value_is_named_once_with_its_value_once():
+    with pytest.raises(ConfigError) as error:
+        validate_parameters({"referral": {"target_sensitivity": 1.5}})
+    line = next(row for row in str(error.value).splitlines() if "target_sensitivity" in row)
+    assert line.count("referral.target_sensitivity") == 1 and line.count("got 1.5") == 1
+    assert line.strip().startswith("referral.target_sensitivity must be in (0, 1]")
+    with pytest.raises(ConfigError) as error:  # pydantic's own bound: the key is put first
+        validate_parameters({"quantum_study": {"hardware": {"device": "fake_torino", "shots": 0}}})
+    assert "quantum_study.hardware.shots: Input should be greater than or equal to 1, got 0" in str(
+        error.value)

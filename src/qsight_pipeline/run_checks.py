@@ -104,7 +104,7 @@ class RunChecksHook:
     def after_context_created(self, context: Any) -> None:
         user_errors.install()
         try:
-            self._parameters = check_parameters(context.config_loader["parameters"])
+            check_parameters(context.config_loader["parameters"])
         except UserError as error:
             logger.error("Run refused before it started: %s", error)
             raise

@@ -30,7 +30,7 @@ def _describe(error: dict[str, Any]) -> str:
         message = message[len("Value error, "):]
     if error["type"] not in ("missing",) and "input" in error and not isinstance(
         error["input"], dict | list
-    ):
+    ) and ", got " not in message:  # our own validators already say what they got
         message += f", got {error['input']!r}"
     return message
 
@@ -40,6 +40,8 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
     lines = []
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"] if part != "__root__")
-        key = ".".join(part for part in (prefix, location) if part)
-        lines.append(f"{key or prefix or 'parameters'}: {_describe(item)}")
+        key = ".".join(part for part in (prefix, location) if part) or prefix or "parameters"
+        described = _describe(item)
+        # Our own validators start with the full key already; pydantic's name nothing.
+        lines.append(described if described.startswith(f"{key} ") else f"{key}: {described}")
     return lines

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from qsight_pipeline.constants import NUM_GRADES
 from qsight_pipeline.data.layouts import (
-    MANIFEST_COLUMNS,
+    RECORD_COLUMNS,
     TANLIKESMATH,
     SampleImage,
     get_layout,
@@ -414,7 +414,7 @@ def generate_sample(
             sample = SampleImage(image, int(patient_id), eye, grade, eye_rng)
             rows.append(writer.write_sample_image(out_dir, sample, jpeg_quality))
 
-    table = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
     writer.finish_sample(out_dir, table)
     return table
 

@@ -22,21 +22,17 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from qsight_pipeline.models.hybrid import ClassicalHead
+from qsight_pipeline.training.class_weights import balanced_class_weights
 
 
 def class_balanced_weights(y_encoded: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights per class, as the trainer's ``class_balanced_loss``: an average
-    training row weighs 1, and a class absent from training keeps weight 1."""
-    weights = np.ones(n_classes)
-    present = np.unique(y_encoded)
-    weights[present] = compute_class_weight("balanced", classes=present, y=y_encoded)
-    return weights
+    """The trainer's class-balanced loss weights (``training.class_weights``) from encoded labels."""
+    return balanced_class_weights(np.bincount(np.asarray(y_encoded), minlength=n_classes))
 
 
 def trainable_parameter_count(module: nn.Module) -> int:

@@ -43,6 +43,7 @@ from qsight_pipeline.training.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
+from qsight_pipeline.training.class_weights import balanced_class_weights
 from qsight_pipeline.training.devices import (
     autocast_dtype,
     autocast_enabled,
@@ -834,10 +835,7 @@ def _class_weights(
         raise ValueError(
             f"class_counts must hold {NUM_GRADES} non-negative counts, got {class_counts!r}"
         )
-    present = counts > 0
-    weights = np.ones(NUM_GRADES)
-    # A grade absent from training keeps weight 1 so a batch of it never divides 0 by 0.
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights = balanced_class_weights(counts)
     logger.info("Class-balanced loss weights per grade: %s", np.round(weights, 3).tolist())
     return torch.tensor(weights, dtype=torch.float32, device=device)
 

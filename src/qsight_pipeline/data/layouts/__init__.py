@@ -17,7 +17,7 @@ import pkgutil
 
 from qsight_pipeline.data.layouts.base import (
     IMAGE_SUFFIXES,
-    MANIFEST_COLUMNS,
+    RECORD_COLUMNS,
     DatasetLayout,
     DatasetLayoutError,
     LayoutScan,
@@ -44,7 +44,7 @@ from qsight_pipeline.data.layouts.tanlikesmath import (  # noqa: E402
 )
 
 __all__ = [
-    "IMAGE_SUFFIXES", "MANIFEST_COLUMNS", "SOVITRATH", "SOVITRATH_IMAGE_DIR", "TANLIKESMATH",
+    "IMAGE_SUFFIXES", "RECORD_COLUMNS", "SOVITRATH", "SOVITRATH_IMAGE_DIR", "TANLIKESMATH",
     "TANLIKESMATH_IMAGE_DIR", "TANLIKESMATH_LABEL_FILES", "DatasetLayout", "DatasetLayoutError",
     "LayoutScan", "SampleImage", "get_layout", "is_image_file", "layout_names", "register_layout",
     "scan_dataset",

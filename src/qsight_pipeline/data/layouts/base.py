@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Suffixes read as images, compared case-insensitively. Anything else in an image folder is ignored.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
-MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "eye", "grade", "path")
+RECORD_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "eye", "grade", "path")
 
 
 class DatasetLayoutError(UserError, ValueError):
@@ -41,7 +41,7 @@ class DatasetLayoutError(UserError, ValueError):
 class LayoutScan:
     """What a dataset root holds.
 
-    ``records`` has the columns of :data:`MANIFEST_COLUMNS`, one row per labelled image file, sorted
+    ``records`` has the columns of :data:`RECORD_COLUMNS`, one row per labelled image file, sorted
     by ``image_id``. The lists name everything that was left out, so that nothing is dropped
     silently: labels whose file is missing, image files without a label, images with conflicting
     labels, and folders that are not one of the expected classes.
@@ -200,7 +200,7 @@ def list_images(folder: Path) -> tuple[list[Path], int]:
 
 def records_frame(rows: list[tuple]) -> pd.DataFrame:
     """The ``records`` of a :class:`LayoutScan` from ``(image_id, patient_id, eye, grade, path)``."""
-    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
     return frame.astype(
         {"image_id": str, "patient_id": str, "eye": str, "grade": "int64", "path": str}
     )

@@ -37,14 +37,16 @@ class QuantumDependencyError(UserError, ImportError):
 def required_modules(executor: str = "torch", shots: int | None = None) -> list[str]:
     """Import names that an executor needs.
 
-    The circuit is always built with qiskit. qiskit-machine-learning is required for every
-    executor because it is the reference the head can always be switched to (``set_executor``),
-    and the project's ``quantum`` extra installs it with qiskit. Shot estimates through the
-    qiskit executor use qiskit-aer; the torch executor samples shots itself.
+    The circuit is always built with qiskit. The torch executor needs nothing else: it compiles
+    the circuit itself and samples shots itself. The qiskit executor (the reference) runs through
+    qiskit-machine-learning's EstimatorQNN, and its shot estimates through qiskit-aer; switching a
+    head to it (``set_executor("qiskit")``) checks those then.
     """
-    modules = ["qiskit", "qiskit_machine_learning"]
-    if executor == "qiskit" and shots is not None:
-        modules.append("qiskit_aer")
+    modules = ["qiskit"]
+    if executor == "qiskit":
+        modules.append("qiskit_machine_learning")
+        if shots is not None:
+            modules.append("qiskit_aer")
     return modules
 
 

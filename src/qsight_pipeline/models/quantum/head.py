@@ -72,10 +72,6 @@ class QuantumHead(nn.Module):
 
     def set_executor(self, name: str) -> None:
         """Run the same circuit and parameters through another executor from now on."""
-        if name not in EXECUTORS:
-            raise ValueError(
-                f"quantum.executor must be one of {', '.join(EXECUTORS)}, got {name!r}"
-            )
         if name not in self._executors:
             self._executors[name] = _make_executor(name, self.spec, self.config)
         self.config = self.config.replace(executor=name)
@@ -136,16 +132,32 @@ class QuantumHead(nn.Module):
         return state
 
 
-def _make_executor(name: str, spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
-    if name == "qiskit":
-        from .qiskit_executor import QiskitExecutor
-
-        return QiskitExecutor(spec, shots=config.shots, seed=config.seed)
+def _torch_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
     from .torch_executor import TorchStatevectorExecutor
 
     return TorchStatevectorExecutor(
         spec, shots=config.shots, seed=config.seed, dtype=config.torch_dtype
     )
+
+
+def _qiskit_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
+    from .qiskit_executor import QiskitExecutor
+
+    return QiskitExecutor(spec, shots=config.shots, seed=config.seed)
+
+
+# The executors by name (``quantum.executor``): each builds a callable
+# ``(angles (B, n), weights (W,)) -> <Z> (B, n)`` for one circuit. Its modules load on first use.
+EXECUTOR_FACTORIES: dict[str, Any] = {"torch": _torch_executor, "qiskit": _qiskit_executor}
+assert set(EXECUTOR_FACTORIES) == set(EXECUTORS), "config.EXECUTORS and the factories disagree"
+
+
+def _make_executor(name: str, spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
+    if name not in EXECUTOR_FACTORIES:
+        raise ValueError(
+            f"quantum.executor must be one of {', '.join(EXECUTOR_FACTORIES)}, got {name!r}"
+        )
+    return EXECUTOR_FACTORIES[name](spec, config)
 
 
 def build_quantum_head(

@@ -13,14 +13,15 @@ from qsight_pipeline import lineage
 from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
-from qsight_pipeline.data.layouts import get_layout
+from qsight_pipeline.data.layouts import RECORD_COLUMNS, get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
 from qsight_pipeline.training.guards import grade_coverage
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("image_id", "patient_id", "eye", "grade", "path", "split", "cache_index")
+# The manifest: a layout's records (data.layouts.RECORD_COLUMNS), their split and cache row.
+MANIFEST_COLUMNS = (*RECORD_COLUMNS, "split", "cache_index")
 
 
 def _bad_images_message(bad: list[dict[str, str]], policy_hint: bool = True) -> str:
