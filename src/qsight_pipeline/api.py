@@ -44,6 +44,7 @@ from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
 from qsight_pipeline.data.loaders import make_loader
+from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.inference import operating_point
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
@@ -142,7 +143,7 @@ def create_dataloaders(
     manifest, caches = _ingest(config)
     loaders = {}
     for split, images in caches.items():
-        rows = manifest[manifest["split"] == split].sort_values("cache_index")
+        rows = split_rows(manifest, split)
         dataset = CachedImageDataset(
             images,
             rows["grade"].to_numpy(dtype=np.int64),

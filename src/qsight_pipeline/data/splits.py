@@ -77,3 +77,18 @@ def _largest_remainder(total: int, fractions: dict[str, float], rng: np.random.G
     for split in order[:left]:
         counts[split] += 1
     return counts
+
+
+def split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The manifest's rows of one split, in the order of its image cache (``cache_index``)."""
+    return manifest[manifest["split"] == split].sort_values("cache_index")
+
+
+def split_grades(manifest: pd.DataFrame, split: str) -> np.ndarray:
+    """Grades of one split in the order of its image cache."""
+    return split_rows(manifest, split)["grade"].to_numpy(dtype=np.int64)
+
+
+def split_image_ids(manifest: pd.DataFrame, split: str) -> list[str]:
+    """Image ids of one split in the order of its image cache."""
+    return split_rows(manifest, split)["image_id"].astype(str).tolist()

@@ -9,7 +9,16 @@ result.grade_name, result.referable_probability, result.refer, result.needs_revi
 ```
 """
 
-from qsight_pipeline.inference.loading import LoadedModel, load_model
-from qsight_pipeline.inference.predict import Prediction, predict_image, predict_images
+from qsight_pipeline.lazy_exports import lazy_getattr
 
-__all__ = ["LoadedModel", "Prediction", "load_model", "predict_image", "predict_images"]
+# Loaded on first use (torch is behind them): the pipelines' node modules import light parts of
+# this package (``inference.rows``) when `kedro` starts.
+_EXPORTS = {
+    "LoadedModel": "qsight_pipeline.inference.loading",
+    "load_model": "qsight_pipeline.inference.loading",
+    "Prediction": "qsight_pipeline.inference.predict",
+    "predict_image": "qsight_pipeline.inference.predict",
+    "predict_images": "qsight_pipeline.inference.predict",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

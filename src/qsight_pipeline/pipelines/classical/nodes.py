@@ -16,21 +16,12 @@ from qsight_pipeline.config import (
     QuantumConfig,
     validate_block,
 )
+from qsight_pipeline.data.splits import split_grades
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.run_config import RunConfig
+from qsight_pipeline.training.distributed_plan import worker_plan
 
 logger = logging.getLogger(__name__)
-
-
-def split_grades(manifest: pd.DataFrame, split: str) -> np.ndarray:
-    """Grades of one split in the order of its image cache (``cache_index``)."""
-    rows = manifest[manifest["split"] == split].sort_values("cache_index")
-    return rows["grade"].to_numpy(dtype=np.int64)
-
-
-def split_image_ids(manifest: pd.DataFrame, split: str) -> list[str]:
-    rows = manifest[manifest["split"] == split].sort_values("cache_index")
-    return rows["image_id"].astype(str).tolist()
 
 
 def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
@@ -125,15 +116,6 @@ def train_classical_model(
     )
     checkpoint = artifacts.classical_checkpoint(hybrid, history)
     return lineage.stamp_classical(checkpoint, ingestion), history
-
-
-def worker_plan(distributed: DistributedParams | None, settings: Any) -> Any:
-    """The DDP plan of the ``distributed`` block and the guide's ``multi_gpu``/``device_ids``."""
-    from qsight_pipeline.training.distributed import plan_workers
-
-    params = validate_block(DistributedParams, distributed, "distributed")
-    multi_gpu = settings.multi_gpu and not params.data_parallel
-    return plan_workers(params, settings.device, multi_gpu, settings.device_ids)
 
 
 def _only_machine_zero_returns(result: Any, plan: Any) -> Any:

@@ -44,7 +44,7 @@ def evaluate_external(
     from qsight_pipeline.inference.calibration import sensitivity_specificity
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
     from qsight_pipeline.inference.predict import gate_reasons
-    from qsight_pipeline.pipelines.predict.nodes import prediction_row
+    from qsight_pipeline.inference.rows import prediction_row
     from qsight_pipeline.plain import to_plain
     from qsight_pipeline.training.metrics import grading_metrics
 

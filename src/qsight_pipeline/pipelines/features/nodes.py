@@ -9,8 +9,9 @@ import pandas as pd
 
 from qsight_pipeline import lineage
 from qsight_pipeline.config import DistributedParams
-from qsight_pipeline.pipelines.classical.nodes import split_grades, split_image_ids, worker_plan
+from qsight_pipeline.data.splits import split_grades, split_image_ids
 from qsight_pipeline.run_config import RunConfig
+from qsight_pipeline.training.distributed_plan import worker_plan
 
 
 def export_quantum_training_data(
