@@ -91,6 +91,7 @@ def one_step_worker(plan: WorkerPlan, folder: str) -> str | None:
         close_worker()
 
 
+@pytest.mark.slow  # two worker processes (torch elastic launch)
 def test_one_ddp_step_on_two_processes_equals_one_step_on_the_whole_batch(tmp_path):
     assert launch(WorkerPlan(nproc_per_node=2), one_step_worker, str(tmp_path)) == "written"
 
@@ -125,6 +126,7 @@ def failing_worker(plan: WorkerPlan) -> None:
         close_worker()
 
 
+@pytest.mark.slow  # two worker processes (torch elastic launch)
 def test_a_dying_worker_ends_the_run_with_its_rank_and_message():
     plan = WorkerPlan(nproc_per_node=2, timeout_s=300)  # a cap; failing takes seconds
     with pytest.raises(DistributedWorkerError, match="rank 1 failed.*image cache") as error:

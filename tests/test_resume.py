@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from qsight_pipeline.training.trainer import train_stages
@@ -87,6 +88,7 @@ def run_script(tmp_path: Path, out: str, checkpoint_dir: str, kill_at: str = "")
     return result.returncode
 
 
+@pytest.mark.slow  # a training subprocess, SIGKILLed and rerun
 def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path, caplog):
     checkpoints = tmp_path / "checkpoints"
     # The uninterrupted reference runs in this process (same code, same thread count).
