@@ -102,6 +102,68 @@ def test_twin_has_as_many_trainable_parameters_as_the_quantum_head(n_qubits, rep
     assert not torch.equal(frozen.module_.circuit_weights, quantum.module_.circuit_weights)
 
 
+@pytest.mark.parametrize("prototype", [
+    QuantumHeadClassifier(n_qubits=3, reps=1, encoding="zz", epochs=4, batch_size=16),
+    QuantumHeadClassifier(n_qubits=2, reps=1, freeze_circuit=True, epochs=4, batch_size=16),
+    ClassicalTwinClassifier(n_qubits=3, reps=1, epochs=4, batch_size=16),
+], ids=["quantum", "frozen_circuit", "classical_twin"])
+def test_heads_trained_together_match_heads_trained_one_by_one(prototype):
+    from sklearn.base import clone
+
+    from qsight_pipeline.models.fit_together import fit_together
+
+    cache = _cache()
+    X, y, X_val = cache["train_features"], cache["train_labels"], cache["val_features"]
+    grid = [(rate, seed) for rate in (1e-3, 1e-2) for seed in (0, 1, 2)]
+    together = [clone(prototype).set_params(learning_rate=r, random_state=s) for r, s in grid]
+    alone = [clone(prototype).set_params(learning_rate=r, random_state=s).fit(X, y)
+             for r, s in grid]
+    seconds = fit_together(together, X, y)
+    assert seconds > 0 and all(e.train_seconds_ == pytest.approx(seconds / 6) for e in together)
+    for a, b in zip(together, alone, strict=True):
+        # The same seeds, batches and AdamW: equal to float rounding (batched kernels sum in
+        # another order), at the start and at the end of training.
+        np.testing.assert_allclose(a.predict_proba(X_val), b.predict_proba(X_val), atol=1e-4)
+        np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-4)
+        assert a.n_trainable_params_ == b.n_trainable_params_ and not a.module_.training
+    # Different seeds and rates really trained different heads.
+    probabilities = [e.predict_proba(X_val) for e in together]
+    assert not np.allclose(probabilities[0], probabilities[1])
+    assert not np.allclose(probabilities[0], probabilities[3])
+
+
+def test_fit_together_refuses_heads_it_cannot_train_as_one():
+    from qsight_pipeline.models.fit_together import fit_together
+
+    X, y = _cache()["train_features"], _cache()["train_labels"]
+    with pytest.raises(ValueError, match="differ only in random_state and learning_rate; "
+                                         "these differ too: n_qubits"):
+        fit_together([QuantumHeadClassifier(n_qubits=2), QuantumHeadClassifier(n_qubits=3)], X, y)
+    with pytest.raises(ValueError, match="one kind of head at a time"):
+        fit_together([QuantumHeadClassifier(n_qubits=2, reps=1),
+                      ClassicalTwinClassifier(n_qubits=2, reps=1)], X, y)
+    with pytest.raises(ValueError, match="HeadBClassifier cannot be trained vectorised"):
+        fit_together([HeadBClassifier(), HeadBClassifier(random_state=1)], X, y)
+
+
+def test_study_trains_each_setting_as_one_unit_and_baselines_alone():
+    from qsight_pipeline.study.trials import work_units
+
+    params = QuantumStudyParams(**TINY)
+    trials = expand_grid(params)
+    units = work_units(trials, params)
+    assert sorted(i for unit in units for i in unit) == list(range(len(trials)))
+    by_kind: dict[str, list[int]] = {}
+    for unit in units:
+        kinds = {trials[i].setting() for i in unit}
+        assert len(kinds) == 1  # one setting per unit
+        by_kind.setdefault(trials[unit[0]].contender, []).append(len(unit))
+    # Per share: 2 rates x 2 seeds train together for every torch head with a deterministic
+    # forward pass; head B (dropout) and the logistic regression train one by one.
+    assert by_kind == {"quantum": [4] * 4, "classical_twin": [4] * 4, "frozen_circuit": [4] * 4,
+                       "head_b": [1] * 8, "logistic": [1] * 8}
+
+
 def test_estimators_work_with_grid_search_and_cross_validation():
     X, y = make_blobs(90, n_features=5, centers=3, random_state=1, cluster_std=1.0)
     scores = cross_val_score(QuantumHeadClassifier(n_qubits=2, reps=1, epochs=3,
@@ -128,6 +190,29 @@ def test_quantum_head_classifier_passes_check_estimator():
 
 
 # --------------------------------------------------------------------------- statistics
+
+
+def test_the_studys_fast_metrics_equal_grading_metrics_on_random_and_degenerate_splits():
+    from qsight_pipeline.training.metrics import grading_metrics, headline_metrics
+
+    rng = np.random.default_rng(1)
+    cases = [(np.array([2, 2, 2]), np.eye(5)[[2, 2, 2]]),        # one grade, all right: kappa 1
+             (np.array([0, 0]), np.eye(5)[[3, 3]]),               # one grade each, wrong
+             (np.array([0, 1, 3, 4]), np.full((4, 5), 0.2)),      # all tied: grade 0, AUC 0.5
+             (np.array([0, 1]), np.eye(5)[[1, 0]])]               # no referable grade: AUC None
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        grades = rng.choice(rng.choice(5, int(rng.integers(1, 6)), replace=False), n)
+        probabilities = rng.dirichlet(np.ones(5) * rng.choice([0.1, 1.0, 10.0]), n)
+        cases.append((grades, np.round(probabilities, 1) if n % 3 == 0 else probabilities))
+    for grades, probabilities in cases:
+        slow, fast = grading_metrics(grades, probabilities), headline_metrics(grades, probabilities)
+        for key, value in fast.items():
+            assert (value is None) == (slow[key] is None), (key, grades)
+            if value is not None:
+                assert value == pytest.approx(slow[key], abs=1e-12), (key, grades)
+    with pytest.raises(ValueError, match=r"probabilities must have shape \(3, 5\)"):
+        headline_metrics(np.array([0, 1, 2]), np.zeros((3, 4)))
 
 
 def test_intervals_match_scipy_on_a_known_input():
@@ -203,7 +288,8 @@ def test_study_table_has_every_contender_and_seed_and_repeats_exactly(tiny_study
     assert add_study_section(page, summary).count('id="quantum-study"') == 1
 
 
-def test_training_subsets_are_nested_stratified_and_the_same_for_every_contender_and_seed():
+def test_training_subsets_are_nested_stratified_and_the_same_for_every_contender_and_seed(
+        monkeypatch):
     from qsight_pipeline.study.trials import StudyData, training_subsets
 
     grades = np.repeat(np.arange(5), [40, 20, 10, 6, 4])
@@ -223,32 +309,28 @@ def test_training_subsets_are_nested_stratified_and_the_same_for_every_contender
     # In the study every trial of a share trains on exactly those rows, whatever its contender.
     params = QuantumStudyParams(**{**TINY, "contenders": ["quantum", "logistic"]})
     data = StudyData.from_feature_cache(_cache(), params.train_fractions, params.train_subset_seed)
+    from sklearn.pipeline import Pipeline
+
     from qsight_pipeline.study import trials as trial_module
 
-    seen = {}
-    original = trial_module.build_estimator
+    seen: dict[int, list[bytes]] = {}  # rows trained on -> the training matrix of every fit
 
-    class Spy:
-        def __init__(self, estimator, trial):
-            self.estimator, self.trial = estimator, trial
+    def spy(original):
+        def fit_or_prepare(self, X, *args, **kwargs):
+            seen.setdefault(len(X), []).append(np.asarray(X).tobytes())
+            return original(self, X, *args, **kwargs)
+        return fit_or_prepare
 
-        def fit(self, X, y):
-            seen.setdefault(self.trial.train_fraction, set()).add(X.tobytes())
-            self.estimator.fit(X, y)
-            return self
-
-        def __getattr__(self, name):
-            return getattr(self.estimator, name)
-
-        def __getitem__(self, index):  # the logistic pipeline's last step
-            return self.estimator[index]
-
-    try:
-        trial_module.build_estimator = lambda trial, p, h: Spy(original(trial, p, h), trial)
-        trial_module.run_trials(expand_grid(params), data, params, progress=False)
-    finally:
-        trial_module.build_estimator = original
-    assert {share: len(blobs) for share, blobs in seen.items()} == {0.5: 1, 1.0: 1}
+    # The torch heads train together (fit_together calls _prepare per estimator); the logistic
+    # regression is a scikit-learn pipeline fitted on its own.
+    monkeypatch.setattr(QuantumHeadClassifier, "_prepare", spy(QuantumHeadClassifier._prepare))
+    monkeypatch.setattr(Pipeline, "fit", spy(Pipeline.fit))
+    trial_module.run_trials(expand_grid(params), data, params, progress=False)
+    sizes = {share: len(data.train_rows(share)) for share in params.train_fractions}
+    assert sorted(seen) == sorted(sizes.values())
+    # Per share: quantum 2 settings x 2 rates x 2 seeds, logistic 2 C x 2 seeds, on one matrix.
+    assert {n: (len(fits), len(set(fits))) for n, fits in seen.items()} == {
+        n: (12, 1) for n in sizes.values()}
 
 
 def test_the_chosen_quantum_heads_are_scored_on_a_device_and_the_twin_verdict_is_stated_under_noise():

@@ -86,6 +86,31 @@ def calibration_pubs(num_qubits: int, measured: list[int], observables: list[Any
     return [(zeros, [observables]), (ones, [observables])]
 
 
+def device_pubs(circuit: Any, observables: list[Any], values: np.ndarray, scales: list[int],
+                calibration: tuple[int, list[int]] | None = None) -> list[tuple]:
+    """The PUBs of one device job: the circuit folded to every ZNE scale (scale 1 = as is), then,
+    with ``calibration = (width, measured qubits)``, the two readout calibration circuits.
+
+    :func:`raw_and_calibration` reads the result back in the same order.
+    """
+    from qsight_pipeline.hardware import devices
+
+    pubs = [(devices.fold_two_qubit_gates(circuit, s), [list(observables)], values)
+            for s in scales]
+    if calibration is not None:
+        pubs += calibration_pubs(calibration[0], calibration[1], observables)
+    return pubs
+
+
+def raw_and_calibration(result: Any, scales: list[int], readout: bool) -> tuple[
+        dict[int, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """``({scale: raw <Z>}, (p10, p01) or None)`` from a job built by :func:`device_pubs`."""
+    raw = {s: evs(result, k) for k, s in enumerate(scales)}
+    if not readout:
+        return raw, None
+    return raw, readout_calibration(evs(result, len(scales)), evs(result, len(scales) + 1))
+
+
 def readout_calibration(z_zero: np.ndarray, z_one: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(p10, p01)`` per measured qubit from ``<Z>`` of the |0> and |1> calibration circuits."""
     z_zero = np.asarray(z_zero, dtype=np.float64).reshape(-1)

@@ -248,13 +248,10 @@ def evaluate_hardware(
             devices.noise_model(prepared, params.noise_scale), prepared.reduced.num_qubits
         )
         values = estimation.parameter_values(prepared.reduced, data.spec, data.angles, data.weights)
-        observables = [list(prepared.reduced_observables)]
-        pubs = [(devices.fold_two_qubit_gates(prepared.reduced, s), observables, values)
-                for s in scales]
-        if need_readout:
-            pubs += estimation.calibration_pubs(
-                prepared.reduced.num_qubits, prepared.measured, prepared.reduced_observables
-            )
+        pubs = estimation.device_pubs(
+            prepared.reduced, prepared.reduced_observables, values, scales,
+            (prepared.reduced.num_qubits, prepared.measured) if need_readout else None,
+        )
         logger.info(
             "%s: %d active qubits (physical %s), depth %d, %d two-qubit gates, estimated success "
             "probability %.3f", device, stats["active_qubits"], stats["physical_qubits"],
@@ -266,12 +263,7 @@ def evaluate_hardware(
                 seed_value = estimation.sampling_seed(device, shots, seed, params.noise_scale)
                 estimator = estimation.make_estimator(simulator, shots, seed_value)
                 result = estimator.run(pubs).result()
-                raw = {s: estimation.evs(result, k) for k, s in enumerate(scales)}
-                calibration = None
-                if need_readout:
-                    calibration = estimation.readout_calibration(
-                        estimation.evs(result, len(scales)), estimation.evs(result, len(scales) + 1)
-                    )
+                raw, calibration = estimation.raw_and_calibration(result, scales, need_readout)
                 seconds = time.perf_counter() - started
                 for mitigation in params.mitigation:
                     z = estimation.mitigated(raw, calibration, mitigation, params.zne.extrapolation)

@@ -90,14 +90,12 @@ def _fingerprint(backend_name: str, circuits: list[Any], values: np.ndarray, sho
 
 def build_pubs(data: Any, prepared: Any, scales: list[int], readout: bool) -> tuple[list, np.ndarray]:
     """PUBs on the device's full width: every fold, then the two calibration circuits."""
-    from qsight_pipeline.hardware import devices, estimation
+    from qsight_pipeline.hardware import estimation
 
     values = estimation.parameter_values(prepared.isa, data.spec, data.angles, data.weights)
-    observables = [list(prepared.observables)]
-    pubs = [(devices.fold_two_qubit_gates(prepared.isa, s), observables, values) for s in scales]
-    if readout:
-        measured = [prepared.active[j] for j in prepared.measured]
-        pubs += estimation.calibration_pubs(prepared.isa.num_qubits, measured, prepared.observables)
+    measured = [prepared.active[j] for j in prepared.measured]
+    pubs = estimation.device_pubs(prepared.isa, prepared.observables, values, scales,
+                                  (prepared.isa.num_qubits, measured) if readout else None)
     return pubs, values
 
 
@@ -171,13 +169,10 @@ def rows_from_result(
     from qsight_pipeline.hardware import estimation
 
     scales = list(record["scale_factors"])
-    raw = {s: estimation.evs(result, k) for k, s in enumerate(scales)}
-    calibration = None
+    readout = "readout" in record["mitigation"]
+    raw, calibration = estimation.raw_and_calibration(result, scales, readout)
     mitigations = ["none"] + (["zne"] if len(scales) > 1 else [])
-    if "readout" in record["mitigation"]:
-        calibration = estimation.readout_calibration(
-            estimation.evs(result, len(scales)), estimation.evs(result, len(scales) + 1)
-        )
+    if readout:
         mitigations += ["readout"] + (["readout_zne"] if len(scales) > 1 else [])
     rows = []
     for mitigation in mitigations:

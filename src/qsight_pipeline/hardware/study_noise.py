@@ -74,7 +74,7 @@ class DeviceScorer:
         """``(<Z_i> per image, prepared circuit)`` for ``head`` on standardised ``features``."""
         import torch
 
-        from qsight_pipeline.hardware import devices, estimation
+        from qsight_pipeline.hardware import estimation
 
         prepared, simulator = self._prepare(head.spec, shape)
         with torch.no_grad():
@@ -86,32 +86,26 @@ class DeviceScorer:
         zne_params = ZneParams()
         scales = list(zne_params.scale_factors) if zne else [1]
         values = estimation.parameter_values(prepared.reduced, head.spec, angles, weights)
-        observables = [list(prepared.reduced_observables)]
-        pubs = [(devices.fold_two_qubit_gates(prepared.reduced, s), observables, values)
-                for s in scales]
-        if readout:
-            pubs += estimation.calibration_pubs(
-                prepared.reduced.num_qubits, prepared.measured, prepared.reduced_observables
-            )
+        pubs = estimation.device_pubs(
+            prepared.reduced, prepared.reduced_observables, values, scales,
+            (prepared.reduced.num_qubits, prepared.measured) if readout else None,
+        )
         estimator = estimation.make_estimator(
             simulator, self.hardware.shots,
             estimation.sampling_seed("study", self.hardware.device, *shape, seed),
         )
-        result = estimator.run(pubs).result()
-        raw = {s: estimation.evs(result, k) for k, s in enumerate(scales)}
-        calibration = (estimation.readout_calibration(estimation.evs(result, len(scales)),
-                                                      estimation.evs(result, len(scales) + 1))
-                       if readout else None)
+        raw, calibration = estimation.raw_and_calibration(estimator.run(pubs).result(), scales,
+                                                          readout)
         return estimation.mitigated(raw, calibration, mitigation, zne_params.extrapolation), prepared
 
 
 def _head_from_state(row: pd.Series, trained: dict[str, Any], n_features: int) -> Any:
-    from qsight_pipeline.models.estimators import _circuit, _quantum_config
+    from qsight_pipeline.models.estimators import circuit_spec, quantum_config
     from qsight_pipeline.models.quantum import QuantumHead
 
     shape = (int(row["n_qubits"]), int(row["reps"]), row["entanglement"], row["encoding"])
-    config = _quantum_config(shape[0], shape[1], shape[2], shape[3], 1.0)
-    head = QuantumHead(n_features, config, num_classes=NUM_GRADES, spec=_circuit(*shape))
+    config = quantum_config(shape[0], shape[1], shape[2], shape[3], 1.0)
+    head = QuantumHead(n_features, config, num_classes=NUM_GRADES, spec=circuit_spec(*shape))
     head.load_state_dict(trained["state"])
     head.double().eval()
     return head, shape

@@ -51,26 +51,56 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
     def _build_module(self, n_features: int, n_classes: int) -> nn.Module:
         raise NotImplementedError
 
+    # Whether :func:`fit_together` may train several of these as one vectorised run: the forward
+    # pass must be deterministic (no dropout), as ``torch.func.vmap`` refuses random ops.
+    vectorisable = True
+
     def fit(self, X: Any, y: Any) -> TorchHeadClassifier:
+        features, y_encoded = self._prepare(X, y)
+        seed = self._fit_seed()
+        start = time.perf_counter()
+        # fork_rng: seeding for this fit must not change the caller's global torch random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module_ = self._build_module(features.shape[1], len(self.classes_))
+            self.loss_curve_ = self._train(features, y_encoded, seed)
+        self._finish(time.perf_counter() - start)
+        return self
+
+    def _prepare(self, X: Any, y: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """Checks the data, sets ``classes_`` and ``scaler_``; the scaled features, encoded labels."""
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_ = np.unique(y) if self.classes is None else np.asarray(self.classes)
         missing = np.setdiff1d(np.unique(y), self.classes_)
         if missing.size:
             raise ValueError(f"y holds labels {missing.tolist()} that are not in classes")
-        y_encoded = np.searchsorted(self.classes_, y)
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
-        features = self._scaled(X)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        start = time.perf_counter()
-        # fork_rng: seeding for this fit must not change the caller's global torch random state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.module_ = self._build_module(X.shape[1], len(self.classes_))
-            self.loss_curve_ = self._train(features, y_encoded, seed)
-        self.train_seconds_ = time.perf_counter() - start
+        return self._scaled(X), np.searchsorted(self.classes_, y)
+
+    def _fit_seed(self) -> int:
+        """The torch seed of the initial weights and of the batch order."""
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _finish(self, seconds: float) -> None:
+        self.module_.eval()
+        self.train_seconds_ = seconds
         self.n_trainable_params_ = trainable_parameter_count(self.module_)
-        return self
+
+    def _optimizer(self, parameters: Any, learning_rate: float | None = None) -> Any:
+        # foreach: one multi-tensor update per step instead of a Python loop over the parameters
+        # (the heads are small, so that loop is a visible share of a step); the same arithmetic,
+        # bitwise the same weights.
+        return torch.optim.AdamW(
+            parameters, lr=self.learning_rate if learning_rate is None else learning_rate,
+            weight_decay=self.weight_decay, foreach=True,
+        )
+
+    def _loss_weights(self, y_encoded: np.ndarray) -> torch.Tensor | None:
+        if not self.class_balanced:
+            return None
+        weights = class_balanced_weights(y_encoded, len(self.classes_))
+        return torch.as_tensor(weights, dtype=torch.float32)
 
     def _scaled(self, X: np.ndarray) -> torch.Tensor:
         if self.scaler_ is not None:
@@ -78,20 +108,10 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         return torch.as_tensor(X, dtype=torch.float32)
 
     def _train(self, features: torch.Tensor, y_encoded: np.ndarray, seed: int) -> list[float]:
-        module, n_classes = self.module_, len(self.classes_)
+        module = self.module_
         targets = torch.as_tensor(y_encoded, dtype=torch.long)
-        weights = (
-            torch.as_tensor(class_balanced_weights(y_encoded, n_classes), dtype=torch.float32)
-            if self.class_balanced
-            else None
-        )
-        trainable = [p for p in module.parameters() if p.requires_grad]
-        # foreach: one multi-tensor update per step instead of a Python loop over the parameters
-        # (the heads are small, so that loop is a visible share of a step); the same arithmetic,
-        # bitwise the same weights.
-        optimizer = torch.optim.AdamW(
-            trainable, lr=self.learning_rate, weight_decay=self.weight_decay, foreach=True
-        )
+        weights = self._loss_weights(y_encoded)
+        optimizer = self._optimizer([p for p in module.parameters() if p.requires_grad])
         generator = torch.Generator().manual_seed(seed)
         batch_size = min(self.batch_size, len(targets))
         curve = []
@@ -106,7 +126,6 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
             curve.append(total / len(targets))
-        module.eval()
         return curve
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -126,15 +145,17 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
 
 
 @functools.lru_cache(maxsize=64)
-def _circuit(n_qubits: int, reps: int, entanglement: str, encoding: str) -> Any:
-    # Building the qiskit circuit costs more than a small training step: one per process and shape.
+def circuit_spec(n_qubits: int, reps: int, entanglement: str, encoding: str) -> Any:
+    """The head's circuit for one shape, built once per process and shape (building the qiskit
+    circuit costs more than a small training step)."""
     from qsight_pipeline.models.quantum.circuit import build_circuit
 
-    return build_circuit(_quantum_config(n_qubits, reps, entanglement, encoding, 1.0))
+    return build_circuit(quantum_config(n_qubits, reps, entanglement, encoding, 1.0))
 
 
-def _quantum_config(n_qubits: int, reps: int, entanglement: str, encoding: str,
-                    angle_scale: float, torch_dtype: str = "float64") -> Any:
+def quantum_config(n_qubits: int, reps: int, entanglement: str, encoding: str,
+                   angle_scale: float, torch_dtype: str = "float64") -> Any:
+    """The ``QuantumConfig`` of a study head: the exact torch executor, no shots."""
     from qsight_pipeline.models.quantum import QuantumConfig
 
     return QuantumConfig(
@@ -186,11 +207,11 @@ class QuantumHeadClassifier(TorchHeadClassifier):
     def _build_module(self, n_features: int, n_classes: int) -> nn.Module:
         from qsight_pipeline.models.quantum import QuantumHead
 
-        config = _quantum_config(
+        config = quantum_config(
             self.n_qubits, self.reps, self.entanglement, self.encoding, self.angle_scale,
             self.torch_dtype,
         )
-        spec = _circuit(self.n_qubits, self.reps, self.entanglement, self.encoding)
+        spec = circuit_spec(self.n_qubits, self.reps, self.entanglement, self.encoding)
         head = QuantumHead(n_features, config, num_classes=n_classes, spec=spec)
         if self.freeze_circuit:
             with torch.no_grad():
@@ -288,6 +309,8 @@ class ClassicalTwinClassifier(TorchHeadClassifier):
 
 class HeadBClassifier(TorchHeadClassifier):
     """Classical head B's architecture (two hidden GELU layers with dropout) on the features."""
+
+    vectorisable = False  # dropout draws random masks, which torch.func.vmap refuses
 
     def __init__(
         self, hidden_dim: int = 128, depth: int = 2, dropout: float = 0.1,

@@ -20,7 +20,7 @@ from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.constants import NUM_GRADES
 from qsight_pipeline.study.contenders import build_estimator
 from qsight_pipeline.study.grid import Trial
-from qsight_pipeline.training.metrics import grading_metrics
+from qsight_pipeline.training.metrics import headline_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def grade_probabilities(estimator: Any, features: np.ndarray) -> np.ndarray:
 
 
 def scores(grades: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """The study's four metrics (``nan`` where undefined, e.g. AUC with one class)."""
-    metrics = grading_metrics(grades, probabilities)
+    """The study's four metrics (``nan`` where undefined, e.g. AUC with one class): the values of
+    ``grading_metrics``, through its fast twin ``headline_metrics`` (thousands of small splits)."""
+    metrics = headline_metrics(grades, probabilities)
     return {name: np.nan if metrics[key] is None else float(metrics[key])
             for name, key in METRICS.items()}
 
@@ -100,24 +101,46 @@ def trainable_params(estimator: Any) -> int:
 
 def run_trial(trial: Trial, data: StudyData, params: QuantumStudyParams) -> dict[str, Any]:
     """Fit one trial; returns its row (validation scores) and its unscored test probabilities."""
+    return run_unit([trial], data, params)[0]
+
+
+def run_unit(trials: list[Trial], data: StudyData, params: QuantumStudyParams) -> list[dict]:
+    """Fit trials of one setting (see :func:`work_units`); their results in the same order.
+
+    Several trials of a torch head are trained as one vectorised run (``fit_together``): the
+    same seeds, data and recipe as one by one, at a fraction of the per-step overhead.
+    """
     import torch
 
-    # One thread per trial: the parallelism is across trials, never inside one.
+    from qsight_pipeline.models.fit_together import fit_together
+
+    # One thread per worker: the parallelism is across trials, never inside one.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        estimator = build_estimator(trial, params, data.head_settings)
-        rows = data.train_rows(trial.train_fraction)
-        start = time.perf_counter()
-        estimator.fit(data.features["train"][rows], data.grades["train"][rows])
-        seconds = time.perf_counter() - start
-        val = scores(data.grades["val"], grade_probabilities(estimator, data.features["val"]))
-        test_probabilities = grade_probabilities(estimator, data.features["test"])
+        estimators = [build_estimator(trial, params, data.head_settings) for trial in trials]
+        rows = data.train_rows(trials[0].train_fraction)
+        X, y = data.features["train"][rows], data.grades["train"][rows]
+        if len(estimators) > 1:
+            fit_together(estimators, X, y)
+            seconds = [estimator.train_seconds_ for estimator in estimators]
+        else:
+            start = time.perf_counter()
+            estimators[0].fit(X, y)
+            seconds = [time.perf_counter() - start]
+        return [_trial_result(trial, estimator, len(rows), spent, data, params)
+                for trial, estimator, spent in zip(trials, estimators, seconds, strict=True)]
     finally:
         torch.set_num_threads(threads)
-    row = {**trial.to_dict(), "n_train": len(rows), **{f"val_{k}": v for k, v in val.items()},
+
+
+def _trial_result(trial: Trial, estimator: Any, n_train: int, seconds: float, data: StudyData,
+                  params: QuantumStudyParams) -> dict[str, Any]:
+    val = scores(data.grades["val"], grade_probabilities(estimator, data.features["val"]))
+    row = {**trial.to_dict(), "n_train": n_train, **{f"val_{k}": v for k, v in val.items()},
            "trainable_params": trainable_params(estimator), "train_seconds": seconds}
-    result = {"row": row, "test_probabilities": test_probabilities}
+    result = {"row": row,
+              "test_probabilities": grade_probabilities(estimator, data.features["test"])}
     if keeps_trained_head(trial, params):
         # Scored under device noise after the choice on validation (study.noise): the head's
         # tensors and the scaler, plain data that pickles across the worker processes.
@@ -127,6 +150,32 @@ def run_trial(trial: Trial, data: StudyData, params: QuantumStudyParams) -> dict
             "scaler_scale": estimator.scaler_.scale_.copy(),
         }
     return result
+
+
+def work_units(trials: list[Trial], params: QuantumStudyParams,
+               vectorise: bool = True) -> list[list[int]]:
+    """Indices of ``trials`` grouped into units of work, in first-appearance order.
+
+    Trials of a contender whose estimator trains vectorised (``vectorisable``) and that differ
+    only in the learning rate and the seed form one unit; every other trial is a unit alone
+    (every trial, with ``vectorise=False``: the one-by-one path the benchmark compares with).
+    """
+    units: dict[Any, list[int]] = {}
+    known: dict[str, bool] = {}
+    for index, trial in enumerate(trials):
+        together = (vectorise and trial.hyperparameter == "learning_rate"
+                    and _vectorisable(trial, params, known))
+        key = (trial.setting(), trial.hyperparameter) if together else ("alone", index)
+        units.setdefault(key, []).append(index)
+    return list(units.values())
+
+
+def _vectorisable(trial: Trial, params: QuantumStudyParams, known: dict[str, bool]) -> bool:
+    # One estimator per contender answers for all its trials (building 3,150 costs seconds).
+    if trial.contender not in known:
+        estimator = build_estimator(trial, params, {})
+        known[trial.contender] = bool(getattr(estimator, "vectorisable", False))
+    return known[trial.contender]
 
 
 def keeps_trained_head(trial: Trial, params: QuantumStudyParams) -> bool:
@@ -142,21 +191,27 @@ def worker_count(n_jobs: int) -> int:
 
 
 def run_trials(trials: list[Trial], data: StudyData, params: QuantumStudyParams,
-               progress: bool = True) -> list[dict[str, Any]]:
+               progress: bool = True, vectorise: bool = True) -> list[dict[str, Any]]:
     """All trials, in parallel processes (joblib's loky), with one progress bar; input order."""
-    jobs = min(worker_count(params.n_jobs), max(1, len(trials)))
-    logger.info("Quantum study: %d trials on %d worker(s)", len(trials), jobs)
-    # Workers get whole trials and pin torch to one thread each, so cores are never shared by
+    units = work_units(trials, params, vectorise)
+    jobs = min(worker_count(params.n_jobs), max(1, len(units)))
+    logger.info("Quantum study: %d trials in %d units of work on %d worker(s)", len(trials),
+                len(units), jobs)
+    # Workers get whole units and pin torch to one thread each, so cores are never shared by
     # two thread pools; results come back as they finish and are put in trial order below.
     parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-    indexed = parallel(delayed(_indexed_trial)(i, t, data, params) for i, t in enumerate(trials))
+    done = parallel(delayed(_indexed_unit)(unit, [trials[i] for i in unit], data, params)
+                    for unit in units)
     results: list[Any] = [None] * len(trials)
-    for index, result in tqdm(indexed, total=len(trials), desc="quantum study",
-                              unit="trial", disable=not progress):
-        results[index] = result
+    with tqdm(total=len(trials), desc="quantum study", unit="trial",
+              disable=not progress) as bar:
+        for unit, unit_results in done:
+            for index, result in zip(unit, unit_results, strict=True):
+                results[index] = result
+            bar.update(len(unit))
     return results
 
 
-def _indexed_trial(index: int, trial: Trial, data: StudyData,
-                   params: QuantumStudyParams) -> tuple[int, dict[str, Any]]:
-    return index, run_trial(trial, data, params)
+def _indexed_unit(unit: list[int], trials: list[Trial], data: StudyData,
+                  params: QuantumStudyParams) -> tuple[list[int], list[dict[str, Any]]]:
+    return unit, run_unit(trials, data, params)

@@ -39,6 +39,7 @@ through the exact expectation (straight-through: ``exact + (estimate - exact).de
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import numpy as np
@@ -111,6 +112,21 @@ def _kron_pair(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     return product.reshape(b, d, d)
 
 
+# Compiled plans by circuit object: heads built from one spec (the study builds 15 per setting
+# from a cached spec) share one compilation, which costs more than a small training step. A plan
+# is read-only once built; the entry goes when the spec is garbage-collected.
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan_for(spec: QuantumCircuitSpec) -> _Plan:
+    key = id(spec)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _Plan(spec)
+        weakref.finalize(spec, _PLANS.pop, key, None)
+    return plan
+
+
 class TorchStatevectorExecutor:
     """Maps ``(angles (B, n), weights (W,))`` to ``<Z_i>`` ``(B, n)`` by batched simulation."""
 
@@ -130,7 +146,7 @@ class TorchStatevectorExecutor:
         self.shots = shots
         self.seed = seed
         self.real_dtype = torch.float64 if dtype == "float64" else torch.float32
-        self.plan = _Plan(spec)
+        self.plan = _plan_for(spec)
         self._constants: dict[tuple[str, torch.dtype], dict[str, Any]] = {}
         self._generators: dict[str, torch.Generator] = {}
         logger.debug(
