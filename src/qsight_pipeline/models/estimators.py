@@ -87,13 +87,12 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         self.train_seconds_ = seconds
         self.n_trainable_params_ = trainable_parameter_count(self.module_)
 
-    def _optimizer(self, parameters: Any, learning_rate: float | None = None) -> Any:
+    def _optimizer(self, parameters: Any) -> Any:
         # foreach: one multi-tensor update per step instead of a Python loop over the parameters
         # (the heads are small, so that loop is a visible share of a step); the same arithmetic,
-        # bitwise the same weights.
+        # bitwise the same weights. Parameter groups may set their own ``lr`` (fit_together).
         return torch.optim.AdamW(
-            parameters, lr=self.learning_rate if learning_rate is None else learning_rate,
-            weight_decay=self.weight_decay, foreach=True,
+            parameters, lr=self.learning_rate, weight_decay=self.weight_decay, foreach=True
         )
 
     def _loss_weights(self, y_encoded: np.ndarray) -> torch.Tensor | None:

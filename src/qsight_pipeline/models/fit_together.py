@@ -90,8 +90,6 @@ def _train(estimators: list[TorchHeadClassifier], features: torch.Tensor,
     modules = [estimator.module_ for estimator in estimators]
     base = modules[0]
     trainable = [name for name, p in base.named_parameters() if p.requires_grad]
-    frozen = {name: torch.stack([m.get_parameter(name).detach() for m in modules])
-              for name, p in base.named_parameters() if not p.requires_grad}
     buffers = dict(base.named_buffers())
     for module in modules[1:]:  # index tables and the like: built the same way for every seed
         for name, buffer in module.named_buffers():
@@ -110,7 +108,8 @@ def _train(estimators: list[TorchHeadClassifier], features: torch.Tensor,
         [{"params": list(group.values()), "lr": rate} for group, rate in zip(leaves, rates,
                                                                                strict=True)]
     )
-    frozen = {name: value[order] for name, value in frozen.items()}
+    frozen = {name: torch.stack([modules[i].get_parameter(name).detach() for i in order])
+              for name, p in base.named_parameters() if not p.requires_grad}
     targets = torch.as_tensor(y_encoded, dtype=torch.long)
     weights = first._loss_weights(y_encoded)
 
@@ -138,10 +137,10 @@ def _train(estimators: list[TorchHeadClassifier], features: torch.Tensor,
         totals.append(total / n)
 
     with torch.no_grad():
-        stacked = {name: torch.cat([group[name] for group in leaves]) for name in trainable}
-        for row, index in enumerate(order):
-            for name in trainable:
-                modules[index].get_parameter(name).copy_(stacked[name][row])
+        for group, leaf in zip(members, leaves, strict=True):
+            for row, index in enumerate(group):
+                for name in trainable:
+                    modules[index].get_parameter(name).copy_(leaf[name][row])
     curves: list[list[float]] = [[] for _ in estimators]
     for row, index in enumerate(order):
         curves[index] = [float(t[row]) for t in totals]
