@@ -1,7 +1,9 @@
 """int8 ONNX export against the float one: size, CPU latency, agreement of grades and decisions.
 
 Loads a trained model (``--output-dir``), exports it to ONNX in memory and quantises it with the
-``export`` pipeline's code (``export.quantize: int8``: onnxruntime dynamic quantisation), then runs
+``export`` pipeline's code (``export.quantize: int8``: onnxruntime static quantisation calibrated
+on the training image cache; the validation image cache checks it and keeps float the layers that
+move the grades, unless ``--unchecked``), then runs
 both on photographs (``--images`` from the test split of the run's manifest when there is one,
 else the bundled sample) at batch 1 with one thread, interleaved. Reports both sizes, the median
 latency, the share of photographs with the same grade (argmax) and the same referral decision,
@@ -9,7 +11,8 @@ the largest difference of any ensemble probability, and the operators left in fl
 JSON.
 
     .venv/bin/python benchmarks/int8_export.py [--output-dir data/06_models/trained_model]
-        [--images 100] [--repeats 3]
+        [--images 100] [--repeats 3] [--dynamic] [--unchecked] [--agreement 0.99]
+        [--max-difference 0.02]
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dynamic", action="store_true", help="dynamic quantisation (no calibration)")
+    parser.add_argument("--unchecked", action="store_true",
+                        help="no accuracy check on the validation cache (every layer int8)")
+    parser.add_argument("--agreement", type=float, default=0.99)
+    parser.add_argument("--max-difference", type=float, default=0.02)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -58,7 +65,14 @@ def main() -> None:
     float_bytes = export_onnx_bytes(loaded)
     cache = Path("data/05_model_input/image_cache_train.npy")
     calibration = np.load(cache, mmap_mode="r") if cache.is_file() and not args.dynamic else None
-    int8_bytes, report = quantize_int8(float_bytes, calibration, loaded.preprocessing)
+    val_cache = Path("data/05_model_input/image_cache_val.npy")
+    check = None if args.unchecked or not val_cache.is_file() else np.load(val_cache, mmap_mode="r")
+    start = time.perf_counter()
+    int8_bytes, report = quantize_int8(
+        float_bytes, calibration, loaded.preprocessing, check,
+        {"agreement": args.agreement, "max_difference": args.max_difference},
+    )
+    quantise_s = time.perf_counter() - start
     if int8_bytes is None:
         raise SystemExit(f"int8 quantisation failed: {report['error']}")
     options = ort.SessionOptions()
@@ -89,10 +103,16 @@ def main() -> None:
         "referral_agreement": float(np.mean((referable["float"] >= threshold) == (referable["int8"] >= threshold))),
         "max_probability_difference": float(np.abs(probs["float"] - probs["int8"]).max()),
         "method": report["method"],
+        "quantise_s": quantise_s,
+        "check": report.get("check"),
         "left_float": [entry["node"] for entry in report["left_float"]],
         "machine": f"{platform.machine()}, onnxruntime {ort.__version__}, 1 thread",
     }
-    print(report["method"])
+    print(report["method"] + (f"; checked on {report['check']['pictures']} validation pictures, "
+                              f"{len(report['check']['kept_float'])} of "
+                              f"{report['check'].get('quantisable_nodes', 'the')} layers kept float"
+                              if report.get("check") else "; unchecked"))
+    print(f"quantisation took {quantise_s:.1f} s")
     print(f"model.onnx {result['size_mb']['float']:.2f} MB, model.int8.onnx {result['size_mb']['int8']:.2f} MB")
     print(f"median latency: float {result['median_ms']['float']:.2f} ms, int8 {result['median_ms']['int8']:.2f} ms")
     print(f"grades agree on {100 * result['grade_agreement']:.1f}% of {len(paths)} photographs; referral on "

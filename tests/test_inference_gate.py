@@ -100,6 +100,35 @@ def test_ood_threshold_lets_the_set_share_of_validation_pass():
     assert ood["threshold"] != 1e9  # the saved gate is left alone
 
 
+@pytest.mark.parametrize("count, rank", [(46, 45), (39, 38), (19, 19), (5, 5), (100, 96)])
+def test_the_marginal_threshold_is_the_split_conformal_rank(count, rank):
+    # ceil((n + 1) * 0.95)-th smallest validation distance, the largest when that passes n
+    scores = np.random.default_rng(count).permutation(np.arange(1.0, count + 1))
+    threshold, found, guaranteed = gating.conformal_threshold(scores, 0.95)
+    assert threshold == rank == found and guaranteed == ((count + 1) * 0.95 <= count)
+
+
+@pytest.mark.parametrize("count, rank, guaranteed", [(46, 46, True), (30, 30, False), (1000, 960, True)])
+def test_the_confident_threshold_needs_a_higher_rank_on_small_splits(count, rank, guaranteed):
+    # P(share passing < 95%) <= 10%: 0.95 ** 46 = 0.094 allows the largest of 46, not of 30
+    scores = np.arange(1.0, count + 1)
+    assert gating.conformal_threshold(scores, 0.95, 0.9) == (float(rank), rank, guaranteed)
+
+
+def test_new_in_distribution_photographs_pass_at_the_set_rate():
+    # Exchangeable draws, many small validation splits of 46: fresh points pass >= 95% on average
+    # with the marginal rank and in >= 90% of the splits with the confident one, where the plain
+    # 95% quantile of 46 values lets fewer through.
+    rng = np.random.default_rng(1)
+    fresh = rng.standard_normal((4000, 46 + 200))
+    def shares(threshold):
+        return np.array([np.mean(row[46:] <= threshold(row[:46])) for row in fresh])
+    marginal = shares(lambda v: gating.conformal_threshold(v, 0.95)[0])
+    confident = shares(lambda v: gating.conformal_threshold(v, 0.95, 0.9)[0])
+    plain = shares(lambda v: np.quantile(v, 0.95, method="higher"))
+    assert np.mean(marginal) >= 0.95 > np.mean(plain)
+    assert np.mean(confident >= 0.95) >= 0.88 > np.mean(marginal >= 0.95)
+
 # --- with the smoke run's model ---------------------------------------------------------------
 
 

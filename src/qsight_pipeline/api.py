@@ -265,6 +265,7 @@ def _fit_gates(train_loader: DataLoader, cache: dict[str, Any]) -> dict[str, Any
         images, None, feature_cache.split_features(cache, "train"),
         feature_cache.split_features(cache, "val"),
         quantile=params.quantile, margin=params.margin, ood_pass_rate=params.ood_pass_rate,
+        ood_confidence=params.ood_confidence,
     ))
 
 

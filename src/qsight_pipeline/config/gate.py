@@ -12,7 +12,11 @@ class GateParams(ParamsBlock):
 
     ``quantile``: each gradability bound starts at this quantile of the training split's values
     (``1 - quantile`` for an upper bound) and is widened by ``margin`` times their spread.
-    ``ood_pass_rate``: the out-of-distribution threshold lets this share of validation images pass.
+    ``ood_pass_rate``: the share of new in-distribution photographs the out-of-distribution
+    threshold lets pass, promised with probability ``ood_confidence`` over the draw of the
+    validation split (a split-conformal rank of the validation distances; ``ood_confidence:
+    null`` promises it on average only). A small validation split needs a high rank, up to its
+    largest distance.
     ``evaluate``: measure the gate on the clean test split, corrupted copies of it and generated
     non-fundus pictures (AUROC and pass rates in ``training_summary["gate"]`` and the report),
     with at most ``evaluation_images`` test images.
@@ -21,5 +25,6 @@ class GateParams(ParamsBlock):
     quantile: float = Field(0.01, ge=0.0, lt=0.5)
     margin: float = Field(0.25, ge=0.0)
     ood_pass_rate: float = Field(0.95, gt=0.0, le=1.0)
+    ood_confidence: float | None = Field(0.9, ge=0.0, lt=1.0)
     evaluate: bool = True
     evaluation_images: int = Field(64, ge=1)

@@ -136,7 +136,8 @@ class _quantizer_notes:  # noqa: N801 - a context manager used like a function
 
 
 def quantize_int8(
-    onnx_bytes: bytes, calibration: Any = None, preprocessing: dict[str, Any] | None = None
+    onnx_bytes: bytes, calibration: Any = None, preprocessing: dict[str, Any] | None = None,
+    check: Any = None, targets: dict[str, float] | None = None,
 ) -> tuple[bytes | None, dict[str, Any]]:
     """``model.onnx`` quantised to int8 with onnxruntime, or None when that fails.
 
@@ -147,19 +148,18 @@ def quantize_int8(
     cannot handle stays float and is named in the report (``left_float``); when onnxruntime cannot
     run the result, that node's op type is left float and it tries again; if quantisation fails
     altogether the report holds the ``error`` and only the float ``model.onnx`` is written.
+
+    With ``check`` pictures (e.g. the validation image cache) the result is accuracy-aware: when
+    the int8 grades agree with the float ones on fewer than ``targets["agreement"]`` of them, or
+    an ensemble probability moves by more than ``targets["max_difference"]``, the nodes whose
+    quantisation alone moves the outputs most are kept float, the fewest that meet both targets
+    (:func:`_keep_sensitive_nodes_float`). What was measured is in ``report["check"]``; when no
+    mix meets the targets nothing int8 is written.
     """
     import tempfile
     from pathlib import Path
 
-    import numpy as np
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
 
     model = onnx.load_from_string(onnx_bytes)
     candidates = sorted({n.op_type for n in model.graph.node} & {"MatMul", "Gemm", "Conv"})
@@ -170,58 +170,189 @@ def quantize_int8(
                    "pictures)") if static else "onnxruntime dynamic quantisation (int8 weights)",
         "left_float": [], "error": None,
     }
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            from qsight_pipeline.inference.predict import normalise
-
-            rows = np.linspace(0, len(calibration) - 1, min(len(calibration), CALIBRATION_IMAGES))
-            pictures = np.asarray(calibration[np.unique(rows.round().astype(int))])
-            batches = [normalise(pictures[i : i + 8], preprocessing).numpy()
-                       for i in range(0, len(pictures), 8)]
-            self._batches = iter({INPUT_NAME: batch} for batch in batches)
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self._batches, None)
-
     with tempfile.TemporaryDirectory(prefix="qsight_int8_") as folder:
-        source, target = Path(folder) / "model.onnx", Path(folder) / "model.int8.onnx"
-        source.write_bytes(onnx_bytes)
-        while candidates:
-            try:
-                with _quantizer_notes() as notes:
-                    if static:
-                        quantize_static(source, target, _Reader(), quant_format=QuantFormat.QDQ,
-                                        per_channel=True, weight_type=QuantType.QInt8,
-                                        activation_type=QuantType.QUInt8,
-                                        op_types_to_quantize=candidates)
-                    else:
-                        quantize_dynamic(source, target, weight_type=QuantType.QInt8,
-                                         op_types_to_quantize=candidates)
-                _note_left_float(notes, model, report)
-                quantized = target.read_bytes()
-                _session(quantized)
-            except Exception as error:  # noqa: BLE001 - any failure leaves the float model only
-                named = _unimplemented_node(error, onnx.load_from_string(target.read_bytes())) \
-                    if target.is_file() else None
-                if named is None:
-                    report["error"] = f"{type(error).__name__}: {str(error)[:300]}"
-                    logger.warning("int8 quantisation failed (%s); only the float model.onnx is "
-                                   "written.", report["error"])
-                    return None, report
-                name, op_type = named
-                op = next((c for c in candidates if c in op_type), candidates[-1])
-                report["left_float"].append({"node": name, "op_type": op_type,
-                                             "reason": f"onnxruntime cannot run it quantised; "
-                                                       f"every {op} stays float"})
-                logger.warning("Operator %s (%s) cannot run quantised; %s nodes stay float.",
-                               name, op_type, op)
-                candidates = [c for c in candidates if c != op]
-                continue
-            report["quantized_op_types"] = candidates
-            return quantized, report
+        quantizer = _Quantizer(Path(folder), onnx_bytes, calibration if static else None, preprocessing)
+        quantized, candidates = _quantize_runnable(quantizer, model, candidates, report)
+        if quantized is None:
+            return None, report
+        report["quantized_op_types"] = candidates
+        if check is not None and len(check) > 0 and preprocessing is not None:
+            quantized = _keep_sensitive_nodes_float(
+                quantizer, quantized, model, candidates, _check_batch(check, preprocessing),
+                {**DEFAULT_INT8_TARGETS, **(targets or {})}, report,
+            )
+    return quantized, report
+
+
+DEFAULT_INT8_TARGETS = {"agreement": 0.99, "max_difference": 0.02}
+CHECK_IMAGES = 256
+
+
+class _Quantizer:
+    """One onnxruntime quantisation of the float model into a scratch folder, static or dynamic."""
+
+    def __init__(self, folder: Any, onnx_bytes: bytes, calibration: Any, preprocessing: Any) -> None:
+        self.source, self.target = folder / "model.onnx", folder / "model.int8.onnx"
+        self.source.write_bytes(onnx_bytes)
+        self.calibration, self.preprocessing = calibration, preprocessing
+
+    def _reader(self) -> Any:
+        import numpy as np
+        from onnxruntime.quantization import CalibrationDataReader
+
+        from qsight_pipeline.inference.predict import normalise
+
+        rows = np.linspace(0, len(self.calibration) - 1, min(len(self.calibration), CALIBRATION_IMAGES))
+        pictures = np.asarray(self.calibration[np.unique(rows.round().astype(int))])
+        batches = iter([{INPUT_NAME: normalise(pictures[i : i + 8], self.preprocessing).numpy()}
+                        for i in range(0, len(pictures), 8)])
+
+        class Reader(CalibrationDataReader):
+            def get_next(self) -> dict[str, Any] | None:
+                return next(batches, None)
+
+        return Reader()
+
+    def __call__(self, op_types: list[str], exclude: list[str] | None = None,
+                 only: list[str] | None = None) -> tuple[bytes, list[str]]:
+        """The quantised model's bytes and the tensors the quantiser said it could not handle."""
+        from onnxruntime.quantization import (
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+
+        scope = {"op_types_to_quantize": op_types, "nodes_to_exclude": exclude or [],
+                 "nodes_to_quantize": only or []}
+        with _quantizer_notes() as notes:
+            if self.calibration is not None:
+                quantize_static(self.source, self.target, self._reader(), quant_format=QuantFormat.QDQ,
+                                per_channel=True, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QUInt8, **scope)
+            else:
+                quantize_dynamic(self.source, self.target, weight_type=QuantType.QInt8, **scope)
+        return self.target.read_bytes(), list(notes)
+
+
+def _quantize_runnable(
+    quantizer: _Quantizer, model: Any, candidates: list[str], report: dict[str, Any]
+) -> tuple[bytes | None, list[str]]:
+    """Quantise every candidate op type; drop the op type of a node onnxruntime cannot run."""
+    import onnx
+
+    while candidates:
+        try:
+            quantized, notes = quantizer(candidates)
+            _note_left_float(notes, model, report)
+            _session(quantized)
+            return quantized, candidates
+        except Exception as error:  # noqa: BLE001 - any failure leaves the float model only
+            named = _unimplemented_node(error, onnx.load_from_string(quantizer.target.read_bytes())) \
+                if quantizer.target.is_file() else None
+            if named is None:
+                report["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+                logger.warning("int8 quantisation failed (%s); only the float model.onnx is "
+                               "written.", report["error"])
+                return None, candidates
+            name, op_type = named
+            op = next((c for c in candidates if c in op_type), candidates[-1])
+            report["left_float"].append({"node": name, "op_type": op_type,
+                                         "reason": f"onnxruntime cannot run it quantised; "
+                                                   f"every {op} stays float"})
+            logger.warning("Operator %s (%s) cannot run quantised; %s nodes stay float.",
+                           name, op_type, op)
+            candidates = [c for c in candidates if c != op]
     report["error"] = "no operator could be quantised"
-    return None, report
+    return None, candidates
+
+
+def _check_batch(check: Any, preprocessing: dict[str, Any]) -> Any:
+    """Up to ``CHECK_IMAGES`` of the check pictures, evenly spread, normalised."""
+    import numpy as np
+
+    from qsight_pipeline.inference.predict import normalise
+
+    rows = np.unique(np.linspace(0, len(check) - 1, min(len(check), CHECK_IMAGES)).round().astype(int))
+    return normalise(np.asarray(check[rows]), preprocessing).numpy()
+
+
+def _probabilities(model_bytes: bytes, batch: Any) -> Any:
+    import numpy as np
+
+    session = _session(model_bytes)
+    index = OUTPUT_NAMES.index("ensemble_probs")
+    return np.concatenate([session.run(None, {INPUT_NAME: batch[i : i + 32]})[index]
+                           for i in range(0, len(batch), 32)])
+
+
+def _agreement(reference: Any, model_bytes: bytes, batch: Any) -> dict[str, float]:
+    import numpy as np
+
+    probs = _probabilities(model_bytes, batch)
+    return {"grade_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
+            "max_probability_difference": float(np.abs(probs - reference).max())}
+
+
+def _meets(measured: dict[str, float], targets: dict[str, float]) -> bool:
+    return (measured["grade_agreement"] >= targets["agreement"]
+            and measured["max_probability_difference"] <= targets["max_difference"])
+
+
+def _keep_sensitive_nodes_float(
+    quantizer: _Quantizer, quantized: bytes, model: Any, candidates: list[str], batch: Any,
+    targets: dict[str, float], report: dict[str, Any],
+) -> bytes | None:
+    """The int8 model with the fewest most-sensitive nodes kept float that meets ``targets``.
+
+    A node's sensitivity is the largest change of an ensemble probability on the check pictures
+    when it alone is quantised. The smallest count ``k`` of the most sensitive nodes to keep float
+    is found by bisection (assuming more float nodes never hurt; whatever is returned was measured
+    to meet the targets).
+    """
+    reference = _probabilities(quantizer.source.read_bytes(), batch)
+    measured = _agreement(reference, quantized, batch)
+    report["check"] = {"pictures": int(len(batch)), "targets": targets, "all_quantised": measured}
+    if _meets(measured, targets):
+        report["check"].update(measured, kept_float=[])
+        return quantized
+    skipped = {entry["node"] for entry in report["left_float"]}
+    nodes = [n.name for n in model.graph.node if n.op_type in candidates and n.name not in skipped]
+    sensitivity = {name: _agreement(reference, quantizer(candidates, only=[name])[0], batch)
+                   ["max_probability_difference"] for name in nodes}
+    ranked = sorted(nodes, key=lambda name: -sensitivity[name])
+    best: tuple[bytes, dict[str, float], int] | None = None
+    low, high = 1, len(ranked) - 1
+    while low <= high:
+        k = (low + high) // 2
+        attempt = quantizer(candidates, exclude=ranked[:k])[0]
+        result = _agreement(reference, attempt, batch)
+        if _meets(result, targets):
+            best, high = (attempt, result, k), k - 1
+        else:
+            low = k + 1
+    if best is None:
+        report["error"] = (
+            f"no int8 model met the targets (grades agree on >= {targets['agreement']:.0%} of "
+            f"{len(batch)} check pictures, probabilities move by <= {targets['max_difference']}) "
+            f"short of keeping every node float; set export.int8_agreement / "
+            f"export.int8_max_difference to accept less"
+        )
+        logger.warning("int8: %s; only the float model.onnx is written.", report["error"])
+        return None
+    attempt, result, k = best
+    for name in ranked[:k]:
+        op_type = next(n.op_type for n in model.graph.node if n.name == name)
+        report["left_float"].append({
+            "node": name, "op_type": op_type,
+            "reason": f"kept float for accuracy: quantised alone it moves a probability by "
+                      f"{sensitivity[name]:.4f} on the check pictures",
+        })
+    report["check"].update(result, kept_float=ranked[:k], quantisable_nodes=len(ranked))
+    logger.info("int8: %d of %d nodes kept float for accuracy; grades agree on %.1f%% of %d check "
+                "pictures (largest probability change %.4f).", k, len(ranked),
+                100 * result["grade_agreement"], len(batch), result["max_probability_difference"])
+    return attempt
 
 
 CALIBRATION_IMAGES = 128

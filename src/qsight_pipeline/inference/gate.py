@@ -24,6 +24,7 @@ scored with an ROC curve (:mod:`qsight_pipeline.inference.gate_eval`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -170,12 +171,15 @@ def fit_gradability(
 
 
 def fit_ood(
-    train_features: np.ndarray, val_features: np.ndarray, pass_rate: float = 0.95
+    train_features: np.ndarray, val_features: np.ndarray, pass_rate: float = 0.95,
+    confidence: float | None = 0.9,
 ) -> dict[str, Any]:
-    """Mahalanobis distance from the training features; threshold so ``pass_rate`` of val passes.
+    """Mahalanobis distance from the training features; threshold so ``pass_rate`` of new
+    in-distribution photographs pass.
 
     The covariance is scikit-learn's Ledoit-Wolf shrinkage estimate (well conditioned with few
     images per feature). Saved as plain lists: ``mean``, ``precision`` (inverse covariance).
+    The threshold is a rank of the validation distances (:func:`conformal_threshold`).
     """
     from sklearn.covariance import LedoitWolf
 
@@ -186,15 +190,55 @@ def fit_ood(
         "mean": estimator.location_.tolist(),
         "precision": estimator.precision_.tolist(),
         "pass_rate": pass_rate,
+        "confidence": confidence,
         "train_images": int(len(train)),
     }
     val = np.asarray(val_features, dtype=np.float64)
     reference = val if len(val) else train
     distances = mahalanobis(reference, ood)
-    ood["threshold"] = float(np.quantile(distances, pass_rate, method="higher"))
+    ood["threshold"], ood["rank"], ood["guaranteed"] = conformal_threshold(distances, pass_rate, confidence)
+    if not ood["guaranteed"]:
+        logger.warning(
+            "With %d validation photographs the out-of-distribution threshold cannot promise that "
+            "%.0f%% of new in-distribution photographs pass (at %.0f%% confidence); it is the "
+            "largest validation distance (about %.1f%% pass on average). More validation images, "
+            "or a lower gate.ood_pass_rate / gate.ood_confidence, make the promise possible.",
+            len(distances), 100 * pass_rate, 100 * (confidence or 0),
+            100 * len(distances) / (len(distances) + 1),
+        )
     ood["validation_images"] = int(len(val))
     ood["validation_pass_rate"] = float(np.mean(distances <= ood["threshold"]))
     return ood
+
+
+def conformal_threshold(
+    scores: np.ndarray, pass_rate: float, confidence: float | None = None
+) -> tuple[float, int, bool]:
+    """``(threshold, rank, guaranteed)``: the ``rank``-th smallest of the ``n`` validation ``scores``.
+
+    The share of new photographs (exchangeable with the validation ones) whose score is at most
+    the ``k``-th smallest of ``n`` is Beta(k, n + 1 - k)-distributed (split conformal prediction).
+    With ``confidence`` None the rank is ``ceil((n + 1) * pass_rate)``: at least ``pass_rate`` pass
+    *on average*. With a ``confidence`` the rank is the smallest ``k`` with
+    ``P(share < pass_rate) <= 1 - confidence`` (Vovk's training-conditional guarantee): with that
+    probability over the draw of the validation split, at least ``pass_rate`` pass. A small split
+    needs a high rank; where even ``k = n`` cannot promise it, the largest score is used and
+    ``guaranteed`` is False. The plain ``pass_rate`` quantile of a small split lets fewer through.
+    """
+    from scipy.stats import beta
+
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))
+    count = len(ordered)
+    if confidence is None:
+        rank = math.ceil((count + 1) * pass_rate - 1e-9)
+        guaranteed = rank <= count
+    else:
+        ranks = np.arange(1, count + 1)
+        promised = beta.cdf(pass_rate, ranks, count + 1 - ranks) <= 1.0 - confidence
+        guaranteed = bool(promised.any())
+        rank = int(ranks[promised][0]) if guaranteed else count
+    rank = max(1, min(rank, count))
+    return float(ordered[rank - 1]), rank, guaranteed
 
 
 def mahalanobis(features: np.ndarray, ood: Mapping[str, Any]) -> np.ndarray:
@@ -302,6 +346,7 @@ def fit_gates(
     quantile: float = 0.01,
     margin: float = 0.25,
     ood_pass_rate: float = 0.95,
+    ood_confidence: float | None = 0.9,
 ) -> dict[str, Any]:
     """The gate saved in ``model_info["gates"]``.
 
@@ -341,7 +386,7 @@ def fit_gates(
         + f"; resolution from {len(sizes)} original training files"
     )
     gradability = fit_gradability(rows, quantile, margin, source)
-    ood = fit_ood(train_features, val_features, ood_pass_rate)
+    ood = fit_ood(train_features, val_features, ood_pass_rate, ood_confidence)
     logger.info(
         "Gate fitted on the training split (%s): out-of-distribution threshold %.3f passes %.1f%% "
         "of validation images.", source, ood["threshold"], 100 * ood["validation_pass_rate"],

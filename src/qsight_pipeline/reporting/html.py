@@ -375,6 +375,21 @@ def _without_matrices(model_info: dict[str, Any]) -> dict[str, Any]:
     return {**model_info, "gates": {**gates, "ood": ood}}
 
 
+def _ood_promise(ood: dict[str, Any]) -> str:
+    """What the split-conformal threshold promises about new photographs, in words."""
+    if ood.get("rank") is None or ood.get("pass_rate") is None:
+        return ""
+    share = _share(ood["pass_rate"])
+    if ood.get("confidence") is None:
+        return f"; at least {share} of new in-distribution photographs pass on average"
+    promise = (f"at least {share} of new in-distribution photographs pass, with "
+               f"{_share(ood['confidence'])} confidence")
+    if ood.get("guaranteed"):
+        return f"; {promise}"
+    return (f"; too few validation photographs to promise that {promise}, so the threshold is "
+            "the largest validation distance")
+
+
 def _share(value: Any) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}%"
 
@@ -401,7 +416,7 @@ def gate_section_html(gate: dict[str, Any]) -> str:
         f"{format_metric(gate.get('gradability', {}).get('margin'))} of the spread). "
         f"Out-of-distribution threshold {format_metric(ood.get('threshold'))} "
         f"({_esc(ood.get('method', ''))}), passing {_share(ood.get('validation_pass_rate'))} "
-        "of validation photographs.</p>",
+        f"of validation photographs{_ood_promise(ood)}.</p>",
         '<table id="gate-bounds"><thead><tr><th>measure</th><th>min</th><th>max</th></tr></thead>'
         f"<tbody>{bound_rows}</tbody></table>",
     ]

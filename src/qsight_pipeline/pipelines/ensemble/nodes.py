@@ -105,6 +105,7 @@ def fit_gate(
         feature_cache.split_features(quantum_training_data, "train"),
         feature_cache.split_features(quantum_training_data, "val"),
         quantile=gate.quantile, margin=gate.margin, ood_pass_rate=gate.ood_pass_rate,
+        ood_confidence=gate.ood_confidence,
     )
     return to_plain(fitted)
 
@@ -197,7 +198,8 @@ def assemble_training_artifacts(
         gate = validate_block(GateParams, gate, "gate")
         summary["gate"] = {
             "rule": GATE_RULE,
-            "ood": {k: gates["ood"][k] for k in ("threshold", "pass_rate", "validation_pass_rate", "method")},
+            "ood": {k: gates["ood"].get(k) for k in ("threshold", "pass_rate", "confidence", "rank",
+                                                     "guaranteed", "validation_pass_rate", "method")},
             "gradability": {
                 "bounds": {n: {k: b.get(k) for k in ("min", "max")} for n, b in gates["gradability"]["bounds"].items()},
                 "fitted_on": gates["gradability"]["fitted_on"],

@@ -10,7 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=export_onnx,
-                inputs=["complete_checkpoint", "params:export", "image_cache_train_if_any"],
+                inputs=["complete_checkpoint", "params:export", "image_cache_train_if_any",
+                        "image_cache_val_if_any"],
                 outputs=["model_onnx", "model_onnx_info", "model_onnx_int8"],
                 name="export_onnx",
             )
