@@ -146,6 +146,7 @@ def test_artifacts_without_lineage_are_refused_not_trusted():
 # --------------------------------------------------------------------------- run lock, leftovers
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holder_is_stale(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",
@@ -169,6 +170,7 @@ def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holder_is_stale(t
     lock.release()
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_a_lock_file_naming_a_dead_process_is_taken_over(tmp_path):
     """A child of a killed run may still hold the lock file open (and flocked) while the record
     inside names its dead parent: the lock is stale and a new run takes over."""

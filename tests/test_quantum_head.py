@@ -129,6 +129,7 @@ def test_head_survives_deepcopy_and_pickling() -> None:
         torch.testing.assert_close(clone(features), expected)
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_importing_the_package_does_not_import_qiskit() -> None:
     code = (
         "import sys, qsight_pipeline.models.quantum as q; "

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT, KedroProject
 
 HEAVY = ("torch", "timm", "torchvision", "qiskit", "mlflow", "sklearn", "matplotlib")
@@ -21,6 +23,7 @@ print(json.dumps({{"pipelines": names, "heavy": [m for m in {HEAVY!r} if m in sy
 """
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_settings_hooks_and_pipelines_import_no_model_stack(tmp_path):
     environment = KedroProject(tmp_path).environment()
     result = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO_ROOT, env=environment,

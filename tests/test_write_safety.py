@@ -50,6 +50,7 @@ def _killed_writer(folder: Path, names: list[str]) -> list[Path]:
                   and p.read_text() == "half")
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_the_clean_up_removes_what_a_killed_run_left_and_nothing_else(tmp_path):
     out = tmp_path / "u"
     look_alikes = plant_look_alikes(out) + plant_look_alikes(out / "notes")
@@ -67,6 +68,7 @@ def test_the_clean_up_removes_what_a_killed_run_left_and_nothing_else(tmp_path):
     assert storage.recover([out]).removed == []  # the journal is gone once handled
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_the_clean_up_keeps_entries_outside_its_folders_for_a_later_run(tmp_path):
     left = _killed_writer(tmp_path, ["a/x.json", "b/y.json"])
     assert [p.parent.name for p in storage.recover([tmp_path / "a"]).removed] == ["a"]
@@ -113,6 +115,7 @@ def test_unstaged_writes_and_excluded_folders_land_at_once(tmp_path):
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow  # starts a Python subprocess
 def test_a_kill_during_the_commit_is_rolled_forward(tmp_path):
     code = (
         "import os\n"
