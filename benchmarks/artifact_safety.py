@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qsight_pipeline import lineage
-from qsight_pipeline.safe_pickle import safe_load
+from qsight_pipeline.files import lineage
+from qsight_pipeline.files.safe_pickle import safe_load
 
 
 def feature_cache(images: int, dim: int) -> dict:

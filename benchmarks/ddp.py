@@ -31,8 +31,8 @@ import torch
 from qsight_pipeline.config import DistributedParams
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
-from qsight_pipeline.ddp_jobs import ClassicalJob, train_classical_ddp
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
+from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
 from qsight_pipeline.training.distributed import plan_workers
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, train_stages

@@ -29,7 +29,7 @@ DATA_LAYERS = (
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
 
 os.environ.update(QUIET_ENV)
-# The write journals (qsight_pipeline.storage) of the tests and their kedro subprocesses go to a
+# The write journals (qsight_pipeline.files.storage) of the tests and their kedro subprocesses go to a
 # folder of the test session, not to the developer's ~/.local/state/qsight.
 os.environ.setdefault("QSIGHT_STATE_DIR", tempfile.mkdtemp(prefix="qsight-test-state-"))
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from qsight_pipeline import lineage
-from qsight_pipeline.datasets import NpyDataset, SafePickleDataset
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.run_guard import RunLock, RunLockedError
-from qsight_pipeline.safe_pickle import safe_load, safe_loads
+from qsight_pipeline.files import lineage
+from qsight_pipeline.files.safe_pickle import safe_load, safe_loads
+from qsight_pipeline.kedro_app.datasets import NpyDataset, SafePickleDataset
+from qsight_pipeline.kedro_app.run_guard import RunLock, RunLockedError
 
 
 class Shell:
@@ -150,7 +150,7 @@ def test_artifacts_without_lineage_are_refused_not_trusted():
 def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holder_is_stale(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from qsight_pipeline.run_guard import RunLock; "
+         "import sys, time; from qsight_pipeline.kedro_app.run_guard import RunLock; "
          f"RunLock({str(tmp_path)!r}).acquire('kedro run --pipeline classical'); "
          "print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},

@@ -143,7 +143,7 @@ def load_parameters(env: str, runtime_params: dict) -> dict:
 
 
 def test_a_params_override_sets_one_field_of_one_stage_and_the_schema_checks_it():
-    from qsight_pipeline.run_checks import check_parameters
+    from qsight_pipeline.kedro_app.run_checks import check_parameters
 
     # What `kedro run --env smoke --params stages.0.learning_rate=1000` passes to the loader.
     parameters = load_parameters("smoke", {"stages": {"0": {"learning_rate": 1000}}})

@@ -15,11 +15,16 @@ import pytest
 import torch
 from kedro.io import DataCatalog, DatasetError
 
-from qsight_pipeline import user_errors
-from qsight_pipeline.datasets import AtomicDataset, NpyDataset, SafePickleDataset, TorchDataset
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.files.safe_files import CorruptArtifactError, rebuild_command, safe_torch_load
 from qsight_pipeline.inference import load_model
-from qsight_pipeline.safe_files import CorruptArtifactError, rebuild_command, safe_torch_load
+from qsight_pipeline.kedro_app import user_errors
+from qsight_pipeline.kedro_app.datasets import (
+    AtomicDataset,
+    NpyDataset,
+    SafePickleDataset,
+    TorchDataset,
+)
 from qsight_pipeline.training.checkpoints import find_resume_checkpoint
 from qsight_pipeline.training.stages import parse_stages
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from qsight_pipeline.data import image_cache
 from qsight_pipeline.data.image_cache import ImageDecodeError, build_image_cache, load_image
-from qsight_pipeline.datasets import NpyDataset
+from qsight_pipeline.kedro_app.datasets import NpyDataset
 
 
 def write_image(path, size=(200, 150), mode="RGB", colour=(200, 90, 40)):

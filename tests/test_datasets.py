@@ -9,7 +9,8 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from qsight_pipeline.datasets import (
+from qsight_pipeline.errors import UserError
+from qsight_pipeline.kedro_app.datasets import (
     AtomicDataset,
     BinaryFileDataset,
     MissingArtifactError,
@@ -17,7 +18,6 @@ from qsight_pipeline.datasets import (
     SafePickleDataset,
     TorchDataset,
 )
-from qsight_pipeline.errors import UserError
 
 
 def test_atomic_json_round_trip_leaves_no_temporary_files(tmp_path):

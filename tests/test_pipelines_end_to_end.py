@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from qsight_pipeline.artifacts import load_complete_checkpoint
 from qsight_pipeline.constants import GRADE_NAMES, NUM_GRADES, SPLITS
+from qsight_pipeline.files.artifacts import load_complete_checkpoint
 from qsight_pipeline.pipelines.predict.nodes import list_images
 
 ARTIFACTS = (

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from qsight_pipeline import preflight
 from qsight_pipeline.errors import UserError
-from qsight_pipeline.preflight import PreflightError, check_run_environment
+from qsight_pipeline.kedro_app import preflight
+from qsight_pipeline.kedro_app.preflight import PreflightError, check_run_environment
 
 MODEL = {"encoder_type": "resnet", "encoder_name": "test_resnet", "pretrained": False,
          "pretrained_weights": None}

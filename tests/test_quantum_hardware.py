@@ -141,7 +141,7 @@ def test_a_real_backend_without_an_account_is_refused(monkeypatch, tmp_path):
 
 def test_the_pre_run_check_runs_for_the_pipeline():
     from qsight_pipeline.config import validate_parameters
-    from qsight_pipeline.run_checks import check_pipelines
+    from qsight_pipeline.kedro_app.run_checks import check_pipelines
 
     parameters = validate_parameters({"quantum_hardware": {"devices": ["fake_manila"]}})
     head, _ = tiny_head_and_cache(n_qubits=7)
@@ -430,7 +430,7 @@ def test_kedro_run_quantum_hardware_needs_only_the_head_and_the_cache(smoke_copy
 def test_tables_with_nullable_integers_can_be_logged_to_wandb():
     """The hardware table's shots/seed (and the study's n_qubits) are Int64 with <NA>."""
     wandb = pytest.importorskip("wandb")
-    from qsight_pipeline.hooks import _wandb_frame
+    from qsight_pipeline.kedro_app.hooks import _wandb_frame
 
     frame = pd.DataFrame({"shots": pd.array([None, 256], dtype="Int64"), "qwk": [0.5, 0.4]})
     with pytest.raises(TypeError):
@@ -457,7 +457,7 @@ def test_the_report_section_is_added_and_replaced():
 
 
 def test_the_outputs_are_tracked_through_the_catalog():
-    from qsight_pipeline.tracked_outputs import track_kind_of
+    from qsight_pipeline.kedro_app.tracked_outputs import track_kind_of
 
     catalog = yaml.safe_load((REPO / "conf/base/catalog_quantum_hardware.yml").read_text())
     kinds = {name: track_kind_of(entry.get("metadata"), name) for name, entry in catalog.items()}

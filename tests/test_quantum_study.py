@@ -381,7 +381,7 @@ def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_pat
     mlflow = pytest.importorskip("mlflow")
     from types import SimpleNamespace
 
-    from qsight_pipeline.hooks import MlflowTrackingHook
+    from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook
     from tests.test_tracking import fake_context, in_fresh_thread, project_catalog
 
     _, table, summary = tiny_study

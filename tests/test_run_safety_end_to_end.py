@@ -54,7 +54,7 @@ def kill_during_writes(project, targets):
     """SIGKILL a QSight process while it writes ``targets`` (relative to ``project``); returns
     the temporary files it left behind."""
     code = (
-        "import os, sys, time; from qsight_pipeline.storage import atomic_write\n"
+        "import os, sys, time; from qsight_pipeline.files.storage import atomic_write\n"
         "def stall(handle):\n"
         "    handle.write(b'partial'); handle.flush(); os.write(1, b'writing\\n'); time.sleep(120)\n"
         "import threading\n"
@@ -144,7 +144,7 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
 
     holder = subprocess.Popen(  # stands in for a long first run: holds the project's run lock
         [sys.executable, "-c",
-         "import time; from qsight_pipeline.run_guard import RunLock; "
+         "import time; from qsight_pipeline.kedro_app.run_guard import RunLock; "
          "RunLock('data').acquire('kedro run --params output_dir=data/exp1'); "
          "print('locked', flush=True); time.sleep(120)"],
         cwd=smoke_copy.path, env=smoke_copy.environment(), stdout=subprocess.PIPE, text=True,
@@ -228,7 +228,7 @@ def test_a_second_run_writing_to_the_same_output_dir_is_refused(smoke_copy, tmp_
     shared = tmp_path / "shared_outputs"
     holder = subprocess.Popen(  # another copy of the project, writing to the same folder
         [sys.executable, "-c",
-         "import time; from qsight_pipeline.run_guard import RunLock; "
+         "import time; from qsight_pipeline.kedro_app.run_guard import RunLock; "
          f"RunLock({str(shared)!r}).acquire('kedro run --params output_dir={shared}'); "
          "print('locked', flush=True); time.sleep(120)"],
         cwd=tmp_path, env=smoke_copy.environment(), stdout=subprocess.PIPE, text=True,
@@ -249,7 +249,7 @@ def test_a_second_run_writing_to_the_same_output_dir_is_refused(smoke_copy, tmp_
 
 FULL_DISK_RUN = """
 import errno, sys
-from qsight_pipeline import storage
+from qsight_pipeline.files import storage
 real = storage.atomic_write
 def full(path, write, staged=True):  # the disk fills up while the final checkpoint is written
     if str(path).endswith("complete_checkpoint.pth"):

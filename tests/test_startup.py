@@ -15,7 +15,7 @@ HEAVY = ("torch", "timm", "torchvision", "qiskit", "mlflow", "sklearn", "matplot
 _PROBE = f"""
 import json, sys
 import qsight_pipeline.settings
-import qsight_pipeline.config, qsight_pipeline.hooks, qsight_pipeline.run_checks
+import qsight_pipeline.config, qsight_pipeline.kedro_app.hooks, qsight_pipeline.kedro_app.run_checks
 from kedro.framework.project import configure_project, pipelines
 configure_project("qsight_pipeline")
 names = sorted(pipelines)  # imports every pipeline module and its nodes module

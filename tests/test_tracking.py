@@ -14,10 +14,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from qsight_pipeline.errors import ConfigError
-from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook, wandb_settings
+from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook, WandbHook, wandb_settings
+from qsight_pipeline.kedro_app.tracked_outputs import TRACK_KINDS, TrackedOutputs
 from qsight_pipeline.reporting import render_report_html, report_figures
 from qsight_pipeline.reporting.tracking import epoch_metrics, evaluation_metrics
-from qsight_pipeline.tracked_outputs import TRACK_KINDS, TrackedOutputs
 from tests.fixtures.synthetic_training_summary import build_model_info, build_training_summary
 from tests.fixtures.wandb_offline import read_offline_run
 
@@ -112,7 +112,7 @@ def test_disabled_wandb_is_never_imported(tmp_path, summary, monkeypatch):
 
 def test_missing_wandb_is_a_warning_and_the_run_goes_on(tmp_path, summary, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "wandb", None)
-    with caplog.at_level(logging.WARNING, logger="qsight_pipeline.hooks"):
+    with caplog.at_level(logging.WARNING, logger="qsight_pipeline.kedro_app.hooks"):
         drive(WandbHook(), fake_context(tmp_path, {"wandb": {"enabled": True}}), summary)
     assert "wandb is not installed" in caplog.text
 
@@ -399,7 +399,7 @@ class _BrokenClient:
 def test_mlflow_failure_mid_run_is_a_warning_not_a_lost_run(tmp_path, summary, monkeypatch, caplog):
     hook = MlflowTrackingHook()
     monkeypatch.setattr(hook, "_active_run", lambda: (_BrokenClient(), "run-id"))
-    with caplog.at_level(logging.WARNING, logger="qsight_pipeline.hooks"):
+    with caplog.at_level(logging.WARNING, logger="qsight_pipeline.kedro_app.hooks"):
         drive(hook, fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
     assert "MLflow logging after node train_classical failed; the run goes on" in caplog.text
 
@@ -420,7 +420,7 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
 
     def refused_run():
         # opened just before by the MLflow hook, which runs before the W&B hook
-        from qsight_pipeline.mlflow_runs import MlflowConfig, start_run
+        from qsight_pipeline.kedro_app.mlflow_runs import MlflowConfig, start_run
 
         run_id = start_run(MlflowConfig(tracking_uri=mlflow.get_tracking_uri(), experiment="refused"),
                            tmp_path, "__default__", {})
@@ -438,7 +438,7 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
 
 def test_mlflow_config_uses_sqlite_inside_the_project_and_names_bad_keys(tmp_path):
     from qsight_pipeline.errors import ConfigError
-    from qsight_pipeline.mlflow_runs import load_mlflow_config, resolve_tracking_uri
+    from qsight_pipeline.kedro_app.mlflow_runs import load_mlflow_config, resolve_tracking_uri
 
     config = load_mlflow_config(yaml.safe_load((PROJECT_ROOT / "conf/base/mlflow.yml").read_text()))
     assert config == load_mlflow_config(None)  # the file holds the defaults
@@ -454,7 +454,7 @@ def test_mlflow_config_uses_sqlite_inside_the_project_and_names_bad_keys(tmp_pat
 
 
 def test_parameters_are_flattened_for_mlflow_and_long_values_become_tags():
-    from qsight_pipeline.mlflow_runs import PARAM_VALUE_LIMIT, flatten_params
+    from qsight_pipeline.kedro_app.mlflow_runs import PARAM_VALUE_LIMIT, flatten_params
 
     flat = flatten_params({"model": {"encoder_name": "test_resnet", "quantum": {"n_qubits": 4}},
                            "batch_size": 16, "tags": [], "empty": {}})

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from kedro.io import DatasetError
 
-from qsight_pipeline import errors, user_errors
+from qsight_pipeline import errors
 from qsight_pipeline.data.layouts import DatasetLayoutError
 from qsight_pipeline.errors import ParameterError, UserError
+from qsight_pipeline.kedro_app import user_errors
 
 
 def _raise_and_capture(error: BaseException):
@@ -50,12 +51,12 @@ def test_user_errors_print_only_their_message(monkeypatch, capsys):
 def _user_error_classes():
     from qsight_pipeline.data.image_cache import ImageArrayError, UnreadableImagesError
     from qsight_pipeline.data.splits import SplitError
-    from qsight_pipeline.datasets import ArtifactDatasetError, MissingArtifactError
+    from qsight_pipeline.files.safe_files import CorruptArtifactError
+    from qsight_pipeline.kedro_app.datasets import ArtifactDatasetError, MissingArtifactError
+    from qsight_pipeline.kedro_app.run_checks import QuantumUnavailableError
     from qsight_pipeline.models.encoders import EncoderError, EncoderWeightsError
     from qsight_pipeline.models.quantum.availability import QuantumDependencyError
     from qsight_pipeline.pipelines.predict.nodes import PredictInputError
-    from qsight_pipeline.run_checks import QuantumUnavailableError
-    from qsight_pipeline.safe_files import CorruptArtifactError
     from qsight_pipeline.training.stages import ScheduleError
 
     # (class, the base that `except` clauses and tests written before UserError still catch)
@@ -103,7 +104,7 @@ def test_a_user_error_raised_during_the_run_ends_kedro_run_with_its_message(kedr
 
 def test_a_wandb_run_does_not_print_its_traceback_in_front_of_ours(monkeypatch, capsys):
     exit_hooks = pytest.importorskip("wandb.sdk.lib.exit_hooks")
-    from qsight_pipeline.datasets import MissingArtifactError
+    from qsight_pipeline.kedro_app.datasets import MissingArtifactError
 
     kedro_hook = []
     monkeypatch.setattr(sys, "excepthook", lambda *args: kedro_hook.append(args))

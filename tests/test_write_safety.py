@@ -1,4 +1,4 @@
-"""What a run may write and delete (qsight_pipeline.storage): journaled temporary files that are
+"""What a run may write and delete (qsight_pipeline.files.storage): journaled temporary files that are
 the only thing the clean-up removes, outputs committed together or not at all, data before its
 lineage record, one clear line on a full disk, and model_info.json that must match its checkpoint.
 """
@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qsight_pipeline import lineage, storage
-from qsight_pipeline.datasets import AtomicDataset, NpyDataset, TorchDataset
-from qsight_pipeline.user_errors import find_user_error
+from qsight_pipeline.files import lineage, storage
+from qsight_pipeline.kedro_app.datasets import AtomicDataset, NpyDataset, TorchDataset
+from qsight_pipeline.kedro_app.user_errors import find_user_error
 from tests.conftest import plant_look_alikes
 
 HERE_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -30,7 +30,7 @@ def _killed_writer(folder: Path, names: list[str]) -> list[Path]:
     """A process SIGKILLed while it writes ``names`` under ``folder``; returns what it left."""
     code = (
         "import os, sys, threading, time\n"
-        "from qsight_pipeline.storage import atomic_write\n"
+        "from qsight_pipeline.files.storage import atomic_write\n"
         "def stall(handle):\n"
         "    handle.write(b'half'); handle.flush(); os.write(1, b'writing\\n'); time.sleep(60)\n"
         f"for name in {names!r}:\n"
@@ -119,7 +119,7 @@ def test_unstaged_writes_and_excluded_folders_land_at_once(tmp_path):
 def test_a_kill_during_the_commit_is_rolled_forward(tmp_path):
     code = (
         "import os\n"
-        "from qsight_pipeline import storage\n"
+        "from qsight_pipeline.files import storage\n"
         f"folder = {str(tmp_path)!r}\n"
         "with storage.transaction([folder]):\n"
         "    for name in ('a.json', 'b.json', 'c.json'):\n"
@@ -303,7 +303,7 @@ def test_a_summary_from_another_run_is_refused(trained_folder):
 def test_a_figure_folder_removes_only_the_figures_it_wrote(tmp_path):
     from PIL import Image
 
-    from qsight_pipeline.datasets import FileSetDataset
+    from qsight_pipeline.kedro_app.datasets import FileSetDataset
 
     folder = tmp_path / "figures"
     mine = plant_look_alikes(folder) + [folder / "my_own_plot.png"]
@@ -324,7 +324,7 @@ def test_a_figure_folder_removes_only_the_figures_it_wrote(tmp_path):
 def test_a_failed_run_keeps_the_previous_figures(tmp_path):
     from PIL import Image
 
-    from qsight_pipeline.datasets import FileSetDataset
+    from qsight_pipeline.kedro_app.datasets import FileSetDataset
 
     dataset = FileSetDataset(str(tmp_path), filename_suffix=".png")
     dataset.save({"a": Image.new("RGB", (2, 2)), "b": Image.new("RGB", (2, 2))})

@@ -19,11 +19,11 @@ from qsight_pipeline.lazy_exports import lazy_getattr
 __version__ = "0.1.0"
 
 _API = {
-    "DatasetConfig": "qsight_pipeline.api",
-    "TrainingConfig": "qsight_pipeline.api",
-    "create_dataloaders": "qsight_pipeline.api",
-    "train_hybrid_model": "qsight_pipeline.api",
-    "save_model": "qsight_pipeline.api",
+    "DatasetConfig": "qsight_pipeline.inference.api",
+    "TrainingConfig": "qsight_pipeline.inference.api",
+    "create_dataloaders": "qsight_pipeline.inference.api",
+    "train_hybrid_model": "qsight_pipeline.inference.api",
+    "save_model": "qsight_pipeline.inference.api",
     "default_stage_schedule": "qsight_pipeline.training.stages",
     "load_model": "qsight_pipeline.inference",
     "predict_image": "qsight_pipeline.inference",

@@ -1,9 +1,9 @@
 """Kedro project settings."""
 
-from qsight_pipeline.config_loader import QSightConfigLoader
-from qsight_pipeline.hooks import MlflowTrackingHook, WandbHook
-from qsight_pipeline.run_checks import RunChecksHook
-from qsight_pipeline.run_guard import RunGuardHook
+from qsight_pipeline.kedro_app.config_loader import QSightConfigLoader
+from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook, WandbHook
+from qsight_pipeline.kedro_app.run_checks import RunChecksHook
+from qsight_pipeline.kedro_app.run_guard import RunGuardHook
 
 # Hooks run last-in-first-out. RunChecksHook validates every parameter before any node runs.
 # The W&B hook imports wandb lazily and does nothing unless ``tracking.wandb.enabled`` is true.

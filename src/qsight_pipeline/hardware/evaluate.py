@@ -161,7 +161,7 @@ def _ensemble_from_checkpoint(checkpoint: dict[str, Any] | None, cache: dict[str
             "them."
         )
         return None
-    from qsight_pipeline import lineage
+    from qsight_pipeline.files import lineage
     from qsight_pipeline.models.hybrid import GatedEnsemble
 
     cache_id = ((cache.get("metadata") or {}).get(lineage.LINEAGE_KEY) or {}).get("classical_id")

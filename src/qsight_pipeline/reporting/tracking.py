@@ -1,6 +1,6 @@
 """Flat metric names for experiment trackers (W&B, MLflow), from the documented records.
 
-Kedro-free: the hooks in ``qsight_pipeline.hooks`` feed these the pipeline's history and summary
+Kedro-free: the hooks in ``qsight_pipeline.kedro_app.hooks`` feed these the pipeline's history and summary
 outputs. The names are the same in both trackers:
 
 - per epoch: ``{stage}/{train|val}/{head}/{loss|accuracy|kappa}``, ``{stage}/{train|val}/loss``,

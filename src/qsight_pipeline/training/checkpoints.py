@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.plain import to_plain
-from qsight_pipeline.safe_files import safe_torch_load
-from qsight_pipeline.storage import atomic_torch_save
+from qsight_pipeline.files.plain import to_plain
+from qsight_pipeline.files.safe_files import safe_torch_load
+from qsight_pipeline.files.storage import atomic_torch_save
 from qsight_pipeline.training.stages import Stage
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import lineage
 from qsight_pipeline.config import (
     AugmentationParams,
     DistributedParams,
@@ -18,7 +17,8 @@ from qsight_pipeline.config import (
 )
 from qsight_pipeline.data.splits import split_grades
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.run_config import RunConfig
+from qsight_pipeline.files import lineage
+from qsight_pipeline.kedro_app.run_config import RunConfig
 from qsight_pipeline.training.distributed_plan import worker_plan
 
 logger = logging.getLogger(__name__)
@@ -57,14 +57,15 @@ def train_classical_model(
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
-    from qsight_pipeline import artifacts, workflow
     from qsight_pipeline.data.device_augment import with_device_augmentation
     from qsight_pipeline.data.loaders import loader_options as options_for_loaders
     from qsight_pipeline.data.loaders import make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
-    from qsight_pipeline.ddp_jobs import ClassicalJob, train_classical_ddp
+    from qsight_pipeline.files import artifacts
     from qsight_pipeline.models.hybrid import ModelConfig, build_model
+    from qsight_pipeline.training import workflow
     from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
     from qsight_pipeline.training.devices import resolve_device
     from qsight_pipeline.training.trainer import seed_everything
 

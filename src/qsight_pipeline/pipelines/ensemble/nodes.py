@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import lineage
 from qsight_pipeline.config import GateParams, QuantumConfig, validate_parameters
 from qsight_pipeline.config.referral import ReferralParams
-from qsight_pipeline.run_config import RunConfig
+from qsight_pipeline.files import lineage
+from qsight_pipeline.kedro_app.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +25,9 @@ def finetune_ensemble(
         The model after the compression module (kept in memory), ``ensemble_history`` and the
         evaluation of every head and the ensemble on val and test.
     """
-    from qsight_pipeline import artifacts, workflow
-    from qsight_pipeline.data import feature_cache
     from qsight_pipeline.data.feature_cache import check_feature_cache
-    from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.files import artifacts
+    from qsight_pipeline.training import workflow
     from qsight_pipeline.training.trainer import seed_everything
 
     check_feature_cache(quantum_training_data)
@@ -43,18 +42,9 @@ def finetune_ensemble(
     model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
     artifacts.apply_quantum_head_state(model, quantum_head)
 
-    stages = run_config.schedule["ensemble"]
-    batch_size = run_config.batch_size
-    run_fingerprint = fingerprint(
-        "ensemble", feature_cache.cache_metadata(quantum_training_data), quantum_params, batch_size,
-        len(feature_cache.split_labels(quantum_training_data, "train")),
-    )
-    history = workflow.train_cache_stages(
-        model, stages, quantum_training_data, settings,
-        batch_size=batch_size, run_fingerprint=run_fingerprint,
-    )
-    evaluation = workflow.evaluate_on_cache(
-        model, quantum_training_data, settings, batch_size=batch_size
+    history, evaluation = workflow.fit_on_cache(
+        model, "ensemble", run_config.schedule["ensemble"], quantum_training_data, settings,
+        batch_size=run_config.batch_size,
     )
     return model, history, evaluation
 
@@ -68,8 +58,8 @@ def calibrate_operating_point(
         ``calibration.json`` (see :func:`qsight_pipeline.inference.operating_point.fit_operating_point`).
     """
     from qsight_pipeline.config import validate_block
+    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.operating_point import fit_operating_point
-    from qsight_pipeline.plain import to_plain
 
     referral = validate_block(ReferralParams, referral, "referral")
     return to_plain(fit_operating_point(evaluation, referral))
@@ -92,8 +82,8 @@ def fit_gate(
 
     from qsight_pipeline.config import validate_block
     from qsight_pipeline.data import feature_cache
+    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.gate import fit_gates, original_sizes
-    from qsight_pipeline.plain import to_plain
 
     gate = validate_block(GateParams, gate, "gate")
     sizes = None
@@ -113,9 +103,9 @@ def fit_gate(
 def _evaluate_gate(
     checkpoint: dict[str, Any], image_cache_test: Any, gate: GateParams
 ) -> dict[str, Any] | None:
+    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.gate_eval import evaluate_gate
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
-    from qsight_pipeline.plain import to_plain
 
     if image_cache_test is None or not len(image_cache_test):
         logger.warning("The test image cache is gone: the gate's AUROC and pass rates are not measured.")
@@ -159,8 +149,8 @@ def assemble_training_artifacts(
     ``gates`` (from :func:`fit_gate`) goes into ``model_info["gates"]``; how well it works on the
     test split (``image_cache_test``, when ``gate.evaluate``) into ``training_summary["gate"]``.
     """
-    from qsight_pipeline import artifacts
     from qsight_pipeline.data import feature_cache
+    from qsight_pipeline.files import artifacts
     from qsight_pipeline.inference import operating_point
 
     record = lineage.classical_for_feature_cache(

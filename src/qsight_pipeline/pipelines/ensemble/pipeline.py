@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from qsight_pipeline.run_config import run_settings_node
+from qsight_pipeline.kedro_app.run_config import run_settings_node
 
 from .nodes import (
     assemble_training_artifacts,

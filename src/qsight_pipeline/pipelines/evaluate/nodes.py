@@ -40,12 +40,12 @@ def evaluate_external(
     """
     from qsight_pipeline.config import validate_block
     from qsight_pipeline.data.layouts import scan_dataset
+    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference import predict_images
     from qsight_pipeline.inference.calibration import sensitivity_specificity
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
     from qsight_pipeline.inference.predict import gate_reasons
     from qsight_pipeline.inference.rows import prediction_row
-    from qsight_pipeline.plain import to_plain
     from qsight_pipeline.training.metrics import grading_metrics
 
     evaluate = validate_block(EvaluateParams, evaluate, "evaluate")

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline import lineage
 from qsight_pipeline.config import DistributedParams
 from qsight_pipeline.data.splits import split_grades, split_image_ids
-from qsight_pipeline.run_config import RunConfig
+from qsight_pipeline.files import lineage
+from qsight_pipeline.kedro_app.run_config import RunConfig
 from qsight_pipeline.training.distributed_plan import worker_plan
 
 
@@ -31,9 +31,10 @@ def export_quantum_training_data(
         With ``distributed.nproc_per_node > 1`` this machine's workers each take a slice of
         every split (DDP workers, no gradients), and the slices are joined in order.
     """
-    from qsight_pipeline import artifacts, workflow
     from qsight_pipeline.data.loaders import make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
+    from qsight_pipeline.files import artifacts
+    from qsight_pipeline.training import workflow
 
     caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
     lineage.check_image_caches(manifest, caches)
@@ -46,7 +47,7 @@ def export_quantum_training_data(
     settings = run_config.trainer_settings()
     plan = worker_plan(distributed, settings).local_only()
     if plan.enabled:
-        from qsight_pipeline.ddp_jobs import FeatureJob, export_features_ddp
+        from qsight_pipeline.training.ddp_jobs import FeatureJob, export_features_ddp
 
         job = FeatureJob(
             checkpoint_file="",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline import lineage
 from qsight_pipeline.config import QuantumConfig
 from qsight_pipeline.constants import QUANTUM_HEAD
-from qsight_pipeline.run_config import RunConfig
+from qsight_pipeline.files import lineage
+from qsight_pipeline.kedro_app.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,9 @@ def train_quantum_head(
         ``quantum_history`` (stage summaries) and ``quantum_metrics`` (the quantum head alone on
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
-    from qsight_pipeline import artifacts, workflow
-    from qsight_pipeline.data import feature_cache
     from qsight_pipeline.data.feature_cache import check_feature_cache
-    from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.files import artifacts
+    from qsight_pipeline.training import workflow
     from qsight_pipeline.training.trainer import seed_everything
 
     check_feature_cache(quantum_training_data)
@@ -49,18 +48,9 @@ def train_quantum_head(
     if model.quantum_head.config.standardize:
         # Fitted on train only and saved in the head's state with its weights.
         model.quantum_head.fit_standardizer(quantum_training_data["train_features"])
-    stages = run_config.schedule["quantum"]
-    batch_size = run_config.batch_size
-    run_fingerprint = fingerprint(
-        "quantum", feature_cache.cache_metadata(quantum_training_data), quantum_params, batch_size,
-        len(feature_cache.split_labels(quantum_training_data, "train")),
-    )
-    history = workflow.train_cache_stages(
-        model, stages, quantum_training_data, settings,
-        batch_size=batch_size, run_fingerprint=run_fingerprint,
-    )
-    evaluation = workflow.evaluate_on_cache(
-        model, quantum_training_data, settings, batch_size=batch_size
+    history, evaluation = workflow.fit_on_cache(
+        model, "quantum", run_config.schedule["quantum"], quantum_training_data, settings,
+        batch_size=run_config.batch_size,
     )
     metrics = {
         "enabled": True,

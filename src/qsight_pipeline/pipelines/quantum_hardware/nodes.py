@@ -17,9 +17,9 @@ def _head_on_cache(
     params: QuantumHardwareParams, complete_checkpoint: dict[str, Any] | None = None,
     max_images: int | None = None,
 ) -> Any:
-    from qsight_pipeline import lineage
     from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.errors import ArtifactError
+    from qsight_pipeline.files import lineage
     from qsight_pipeline.hardware.evaluate import HeadOnCache
 
     check_feature_cache(quantum_training_data)
@@ -102,8 +102,8 @@ def summarise_quantum_hardware(
     quantum_hardware_table: Any, quantum_hardware_context: dict[str, Any],
     quantum_hardware: QuantumHardwareParams, quantum_study_summary_if_any: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.hardware import summary
-    from qsight_pipeline.plain import to_plain
 
     result = summary.summarise(
         quantum_hardware_table, quantum_hardware_context, quantum_hardware,

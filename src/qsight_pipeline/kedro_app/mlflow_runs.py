@@ -1,7 +1,7 @@
 """The MLflow run of a ``kedro run``: where it goes (``conf/<env>/mlflow.yml``), opening it with
 the run's parameters, and closing it FINISHED or FAILED.
 
-The project opens its own run (:class:`~qsight_pipeline.hooks.MlflowTrackingHook`) rather than
+The project opens its own run (:class:`~qsight_pipeline.kedro_app.hooks.MlflowTrackingHook`) rather than
 through the kedro-mlflow plugin, whose command-line plugin imported mlflow for every ``kedro``
 command, ``kedro --help`` included, and whose hook built every dataset of the catalog at start.
 Imports nothing heavy: mlflow is imported when a run opens, and looked up in ``sys.modules``

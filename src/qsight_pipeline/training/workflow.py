@@ -1,11 +1,11 @@
 """How a QSight training run drives the trainer, free of Kedro.
 
-The Kedro nodes (``pipelines/*/nodes.py``) and the guide's Python API (``api.py``) both call these
+The Kedro nodes (``pipelines/*/nodes.py``) and the guide's Python API (``inference/api.py``) both call these
 functions, so a run through ``kedro run`` and a run through ``train_hybrid_model`` are the same code.
 
 The flow: train the image stages on the decode-once cache, export the compressed features and the
 classical heads' logits once, then run the quantum and ensemble stages on that feature cache alone.
-The artifact formats live in ``artifacts.py``, the feature-cache format in ``data/feature_cache.py``,
+The artifact formats live in ``files/artifacts.py``, the feature-cache format in ``data/feature_cache.py``,
 the loaders in ``data/loaders.py``.
 """
 
@@ -19,10 +19,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from qsight_pipeline.artifacts import (
-    model_config_dict,
-    rebuild_model,
-)
 from qsight_pipeline.constants import (
     GRADE_NAMES,
     HEAD_A,
@@ -37,7 +33,13 @@ from qsight_pipeline.data.feature_cache import (
     feature_datasets,
 )
 from qsight_pipeline.data.loaders import class_counts, make_loader
+from qsight_pipeline.files.artifacts import (
+    model_config_dict,
+    rebuild_model,
+)
+from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.models.hybrid import HybridModel
+from qsight_pipeline.training.checkpoints import fingerprint
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, evaluate, train_stages
 
@@ -184,6 +186,32 @@ def train_cache_stages(
         class_counts=class_counts(feature_cache.split_labels(cache, "train")),
         run_fingerprint=run_fingerprint,
     )
+
+
+def fit_on_cache(
+    model: HybridModel,
+    part: str,
+    stages: Sequence[Stage],
+    cache: dict[str, Any],
+    settings: TrainerSettings,
+    *,
+    batch_size: int,
+    splits: Sequence[str] = ("val", "test"),
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Train ``part``'s stages (``quantum`` or ``ensemble``) on the feature cache, then evaluate.
+
+    A checkpoint in ``settings.checkpoint_dir`` is resumed only when it was written for the same
+    cache, quantum settings, batch size and training-set size. Returns the stage history and
+    :func:`evaluate_on_cache` on ``splits``.
+    """
+    run_fingerprint = fingerprint(
+        part, feature_cache.cache_metadata(cache), to_plain(model.config.quantum), batch_size,
+        len(feature_cache.split_labels(cache, "train")),
+    )
+    history = train_cache_stages(
+        model, stages, cache, settings, batch_size=batch_size, run_fingerprint=run_fingerprint
+    )
+    return history, evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
 
 
 def evaluate_on_cache(

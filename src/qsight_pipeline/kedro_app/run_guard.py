@@ -14,7 +14,7 @@ MLflow hook marks FAILED the MLflow runs that a dead process left RUNNING.
 
 :class:`RunTransaction` stages this run's outputs in ``output_dir``, ``data/07_model_output`` and
 ``data/08_reporting`` and commits them together when the pipeline ends well, or rolls them back
-when it fails (see :mod:`qsight_pipeline.storage`).
+when it fails (see :mod:`qsight_pipeline.files.storage`).
 
 :class:`StopSignals` turns SIGTERM and SIGINT into :class:`RunInterrupted`, so that a scheduler
 stopping the job (Slurm, Kubernetes, systemd send SIGTERM first) ends it like any failure: one
@@ -303,7 +303,7 @@ class RunGuardHook:
             parameters, "checkpoint_dir"
         )
         self._take_locks([self._project / "data", output_dir, checkpoint_dir])
-        from qsight_pipeline import storage
+        from qsight_pipeline.files import storage
 
         storage.recover([self._project / "data", output_dir, checkpoint_dir,
                          self._project / "wandb"])
@@ -342,7 +342,7 @@ class RunGuardHook:
 
     def _check_lineage(self, pipeline: Any, catalog: Any, parameters: dict[str, Any]) -> None:
         """Artifacts this run reads from disk must belong together (lineage.py)."""
-        from qsight_pipeline import lineage
+        from qsight_pipeline.files import lineage
 
         cache: dict[str, Any] = {}  # the feature cache is read once for two pairs
 
@@ -364,7 +364,7 @@ class RunGuardHook:
 
     @hook_impl
     def after_pipeline_run(self) -> None:
-        from qsight_pipeline import storage
+        from qsight_pipeline.files import storage
 
         try:
             committed = storage.end(commit=True)
@@ -375,7 +375,7 @@ class RunGuardHook:
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        from qsight_pipeline import storage
+        from qsight_pipeline.files import storage
 
         try:
             discarded = storage.end(commit=False)

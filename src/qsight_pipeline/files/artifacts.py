@@ -23,9 +23,9 @@ from qsight_pipeline.constants import (
     QUANTUM_HEAD,
 )
 from qsight_pipeline.errors import ArtifactError, UserError
+from qsight_pipeline.files.plain import to_plain
+from qsight_pipeline.files.safe_files import CorruptArtifactError, corrupt_artifact_message
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
-from qsight_pipeline.plain import to_plain
-from qsight_pipeline.safe_files import CorruptArtifactError, corrupt_artifact_message
 from qsight_pipeline.training.latency import latency_statistics
 
 

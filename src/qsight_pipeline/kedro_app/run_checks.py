@@ -13,9 +13,9 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import preflight, user_errors
 from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
+from qsight_pipeline.kedro_app import preflight, user_errors
 
 logger = logging.getLogger(__name__)
 

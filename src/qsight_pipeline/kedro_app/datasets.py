@@ -4,7 +4,7 @@
   reads the decode-once image cache without holding it all in memory.
 - :class:`TorchDataset`: any object ``torch.save`` can write (checkpoints, state dicts).
 - :class:`SafePickleDataset`: a pickle of plain data (the feature cache), loaded with a restricted
-  unpickler that refuses anything that could run code (``qsight_pipeline.safe_pickle``).
+  unpickler that refuses anything that could run code (``qsight_pipeline.files.safe_pickle``).
 - :class:`FileSetDataset`: a folder of figures or images written from a dict, that removes
   only the files it wrote itself.
 - :class:`AtomicDataset`: wraps any file dataset of kedro-datasets (JSON, pickle, text ...) so that
@@ -13,7 +13,7 @@
 All of them write atomically (temporary file, then rename), so a killed run never leaves a half-written
 file that a later run would trust. None of them runs code from a file it loads, and a damaged or
 crafted file is an :class:`ArtifactDatasetError` whose one line names the file and the ``kedro
-run`` that rebuilds it (``qsight_pipeline.safe_files``).
+run`` that rebuilds it (``qsight_pipeline.files.safe_files``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,15 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from qsight_pipeline import lineage
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.safe_files import corrupt_artifact_message, safe_npy_load, safe_torch_load
-from qsight_pipeline.safe_pickle import safe_load
-from qsight_pipeline.storage import atomic_torch_save, atomic_write, readable_path, writing
+from qsight_pipeline.files import lineage
+from qsight_pipeline.files.safe_files import (
+    corrupt_artifact_message,
+    safe_npy_load,
+    safe_torch_load,
+)
+from qsight_pipeline.files.safe_pickle import safe_load
+from qsight_pipeline.files.storage import atomic_torch_save, atomic_write, readable_path, writing
 
 
 class MissingArtifactError(ArtifactError, DatasetError):
@@ -208,7 +212,7 @@ class AtomicDataset(AbstractDataset[Any, Any]):
     still work) and then renames it over ``filepath``::
 
         model_info:
-          type: qsight_pipeline.datasets.AtomicDataset
+          type: qsight_pipeline.kedro_app.datasets.AtomicDataset
           filepath: data/06_models/trained_model/model_info.json
           dataset:
             type: json.JSONDataset
@@ -335,7 +339,7 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
                 if readable_path(self._path / name).is_file()}
 
     def save(self, data: dict[str, Any]) -> None:
-        from qsight_pipeline import storage
+        from qsight_pipeline.files import storage
 
         previous = set(self._index())
         written = []

@@ -3,7 +3,7 @@
 Every ``.pth`` the project reads goes through :func:`safe_torch_load` (``torch.load`` with
 ``weights_only=True``: tensors and plain data only), every ``.npy`` through :func:`safe_npy_load`
 (``allow_pickle=False``) and our own JSON reads through :func:`read_json_object`; the feature
-cache has its own restricted unpickler (:mod:`qsight_pipeline.safe_pickle`). Whatever goes wrong
+cache has its own restricted unpickler (:mod:`qsight_pipeline.files.safe_pickle`). Whatever goes wrong
 inside those readers (an empty or truncated file, random bytes, a pickle that names
 ``os.system``, an object array, an ``.npz`` renamed ``.npy``) becomes one
 :class:`CorruptArtifactError` that names the file, says that it was not loaded and that it must

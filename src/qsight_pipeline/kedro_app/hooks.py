@@ -1,7 +1,7 @@
 """Kedro hooks for experiment tracking: Weights & Biases and MLflow.
 
 Both hooks log the node outputs whose catalog entry carries ``metadata: {qsight: {track: KIND}}``
-(see :mod:`qsight_pipeline.tracked_outputs`), whatever the entry is called:
+(see :mod:`qsight_pipeline.kedro_app.tracked_outputs`), whatever the entry is called:
 
 - ``history`` (``classical_history``, ``quantum_history``, ``ensemble_history``): lists of stage
   summaries, each with its epoch records (docs/architecture.md). Logged as soon as a node
@@ -28,10 +28,12 @@ from typing import Any
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline import mlflow_runs, storage, user_errors
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
-from qsight_pipeline.plain import json_default
+from qsight_pipeline.files import storage
+from qsight_pipeline.files.plain import json_default
+from qsight_pipeline.kedro_app import mlflow_runs, user_errors
+from qsight_pipeline.kedro_app.tracked_outputs import TrackedOutputs
 from qsight_pipeline.reporting.tracking import (
     epoch_metrics,
     epoch_records,
@@ -39,7 +41,6 @@ from qsight_pipeline.reporting.tracking import (
     stage_summary_metrics,
     summary_metrics,
 )
-from qsight_pipeline.tracked_outputs import TrackedOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ class MlflowTrackingHook:
     """One MLflow run per ``kedro run``: its parameters, per-epoch metrics and final artifacts.
 
     The run opens once the run checks have passed (``conf/<env>/mlflow.yml`` says where, see
-    :mod:`qsight_pipeline.mlflow_runs`), with every parameter flattened (``model.encoder_name``,
+    :mod:`qsight_pipeline.kedro_app.mlflow_runs`), with every parameter flattened (``model.encoder_name``,
     ``quantum.n_qubits``, ...). Then come the epoch metrics of every stage (``step`` = epoch in
     the stage), the stage summaries, the final val/test metrics and latency, and the artifacts:
     ``training_summary.json``, ``model_info.json``, ``report.html`` and the report's figures
@@ -370,7 +371,7 @@ class MlflowTrackingHook:
             logger.warning("MLflow run could not start (%s); training goes on without MLflow",
                            error)  # fmt: skip
             return
-        from qsight_pipeline.run_guard import close_stale_mlflow_runs
+        from qsight_pipeline.kedro_app.run_guard import close_stale_mlflow_runs
 
         close_stale_mlflow_runs()  # tags this run with our pid; closes those of dead processes
 
@@ -380,7 +381,7 @@ class MlflowTrackingHook:
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        from qsight_pipeline.run_guard import RunInterrupted
+        from qsight_pipeline.kedro_app.run_guard import RunInterrupted
 
         mlflow_runs.end_run("KILLED" if isinstance(error, RunInterrupted) else "FAILED")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.safe_files import CorruptArtifactError, corrupt_artifact_message
+from qsight_pipeline.files.safe_files import CorruptArtifactError, corrupt_artifact_message
 
 # (module, name) pairs that rebuild NumPy arrays, scalars and dtypes and nothing else. numpy 2
 # pickles under ``numpy._core``, numpy 1 under ``numpy.core``; both spellings are accepted.

@@ -19,9 +19,9 @@ save_model(model, summary, "outputs/trained_model")  # then load_model("outputs/
 ```
 
 Nothing here is a second implementation: the loaders come from the ingestion steps, and training
-runs the same :mod:`qsight_pipeline.workflow` functions as the Kedro nodes (image stages, feature
+runs the same :mod:`qsight_pipeline.training.workflow` functions as the Kedro nodes (image stages, feature
 export, then the quantum and ensemble stages on the in-memory feature cache), and the operating
-point is fitted on validation by the ensemble pipeline's own node (temperatures, referral and
+point is fitted on validation by the function the ensemble pipeline's node calls (temperatures, referral and
 review thresholds), so a model trained here grades photographs exactly as one from ``kedro run``.
 """
 
@@ -38,23 +38,19 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from qsight_pipeline import artifacts, workflow
 from qsight_pipeline.config import AugmentationParams, validate_block
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
+from qsight_pipeline.data.ingest import build_image_caches, scan_dataset, split_by_patient
 from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
+from qsight_pipeline.files import artifacts
+from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.inference import operating_point
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
-from qsight_pipeline.pipelines.ensemble.nodes import calibrate_operating_point
-from qsight_pipeline.pipelines.ingestion.nodes import (
-    build_image_caches,
-    scan_dataset,
-    split_by_patient,
-)
-from qsight_pipeline.plain import to_plain
+from qsight_pipeline.training import workflow
 from qsight_pipeline.training.stages import (
     Stage,
     default_stage_schedule,
@@ -241,12 +237,14 @@ def train_hybrid_model(
     cache = workflow.export_features(
         model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()}, settings
     )
-    for part in ("quantum", "ensemble"):
-        history += workflow.train_cache_stages(
-            model, stages[part], cache, settings, batch_size=batch_size
-        )
+    quantum_history, _ = workflow.fit_on_cache(
+        model, "quantum", stages["quantum"], cache, settings, batch_size=batch_size, splits=()
+    )
     splits = ("val", "test") if test_loader is not None else ("val",)
-    evaluation = workflow.evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
+    ensemble_history, evaluation = workflow.fit_on_cache(
+        model, "ensemble", stages["ensemble"], cache, settings, batch_size=batch_size, splits=splits
+    )
+    history += quantum_history + ensemble_history
     summary = _training_summary(model, history, evaluation, cache, config, referral)
     summary["gates"] = _fit_gates(train_loader, cache)
     return model, summary
@@ -278,7 +276,7 @@ def _training_summary(
     referral: ReferralParams,
 ) -> dict[str, Any]:
     """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
-    calibration = calibrate_operating_point(evaluation, referral)
+    calibration = to_plain(operating_point.fit_operating_point(evaluation, referral))
     model_info = artifacts.build_model_info(model, feature_cache.cache_metadata(cache))
     recorded = {**asdict(config), "referral": referral.model_dump()}  # the defaults used, too
     summary = artifacts.build_training_summary(
@@ -294,8 +292,8 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
     and the calibration inference applies) and ``training_summary.json``: ``load_model``, the
     ``predict`` and ``export`` pipelines and the page read the folder like a run's output.
     """
+    from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
     from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
-    from qsight_pipeline.storage import atomic_torch_save, atomic_write
 
     folder = Path(output_dir).expanduser()
     seed = int((summary.get("config") or {}).get("seed", 0))
