@@ -47,7 +47,7 @@ LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_inp
           "06_models", "07_model_output", "08_reporting")  # fmt: skip
 STAGES = {
     "startup": ["registry", "list"],
-    "ingestion": ["run", "--pipeline", "ingestion", "--to-nodes", "split_by_patient"],
+    "ingestion": ["run", "--pipeline", "ingestion", "--to-nodes", "ingestion.split_by_patient"],
     "ingestion+cache": ["run", "--pipeline", "ingestion"],
     "classical": ["run", "--pipeline", "classical"],
     "features": ["run", "--pipeline", "features"],

@@ -210,7 +210,7 @@ def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(kedro_project
 
     assert run.returncode != 0
     errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [line for line in errors if "Stopped by SIGTERM in node `train_classical" in line]
+    assert errors == [line for line in errors if "Stopped by SIGTERM in node `classical.train_classical" in line]
     assert len(errors) == 1 and "Traceback" not in stderr
     client = mlflow.MlflowClient(f"sqlite:///{kedro_project.path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("qsight")

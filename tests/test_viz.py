@@ -1,7 +1,9 @@
-"""Lineage: ``kedro viz build`` works offline, and the built site shows every training pipeline's
-nodes when served over HTTP on localhost and loaded in headless Chromium.
+"""Lineage: ``kedro viz build`` works offline; served over HTTP on localhost and loaded in headless
+Chromium, the built site shows the training stages as collapsed groups, and every training
+pipeline's nodes once they are expanded.
 
-Set ``QSIGHT_UPDATE_LINEAGE_PNG=1`` to also refresh ``docs/img/lineage.png`` from the screenshot.
+Set ``QSIGHT_UPDATE_LINEAGE_PNG=1`` to also refresh ``docs/img/lineage.png`` (the stages) and
+``docs/img/lineage-datasets.png`` (the stages with their datasets) from the screenshots.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 TRAINING_PIPELINES = ("ingestion", "classical", "features", "quantum", "ensemble")
+# The namespaces kedro-viz draws as collapsible groups: one per stage, and the report.
+STAGE_GROUPS = (*TRAINING_PIPELINES, "report")
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,7 +37,7 @@ CHROMIUM_FLAGS = [
 PRIME_PAGE = """<!DOCTYPE html><script>
 localStorage.setItem("KedroViz", JSON.stringify(
   {showFeatureHints: false, theme: "light", visible: {sidebar: false, miniMap: false}}));
-location.replace("/");
+location.replace("/" + location.search);
 </script>"""
 
 KEDRO_VIZ_LAYERS = ("raw", "intermediate", "primary", "feature", "model_input", "models",
@@ -119,13 +123,40 @@ def test_kedro_viz_can_draw_the_layers(viz_site):
     assert main["layers"], "kedro-viz found no consistent layer order"
 
 
+def _flowchart(tmp_path: Path, url: str) -> set[str]:
+    """The labels of the nodes and groups drawn on the page at ``url``."""
+    result = _chromium(tmp_path, "--dump-dom", url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(re.findall(r'class="pipeline-node__text"[^>]*>([^<]+)<', result.stdout))
+
+
+@pytest.mark.slow
+def test_every_training_stage_is_a_namespace(viz_site):
+    _, expected, project = viz_site
+    main = json.loads((project / "build" / "api" / "main").read_text())
+    groups = set(main["modular_pipelines"]) - {"__root__"}
+    assert groups == set(STAGE_GROUPS)
+    for stage in TRAINING_PIPELINES:  # each stage's nodes sit in its group
+        children = {child["id"] for child in main["modular_pipelines"][stage]["children"]}
+        tasks = {n["id"] for n in main["nodes"] if n["type"] == "task" and n["id"] in children}
+        assert tasks, f"the {stage!r} group holds no node"
+
+
 @needs_chromium
 @pytest.mark.slow
-def test_built_site_shows_every_training_pipelines_nodes(viz_site, tmp_path):
+def test_built_site_opens_with_the_stages_collapsed(viz_site, tmp_path):
     url, expected, _ = viz_site
-    result = _chromium(tmp_path, "--dump-dom", f"{url}/")
-    assert result.returncode == 0, result.stderr[-2000:]
-    flowchart = set(re.findall(r'class="pipeline-node__text"[^>]*>([^<]+)<', result.stdout))
+    flowchart = _flowchart(tmp_path, f"{url}/")
+    assert set(STAGE_GROUPS) <= flowchart
+    assert "train_quantum_head" not in flowchart  # inside the collapsed quantum group
+    assert "quantum_training_data" in flowchart  # the datasets between the stages stay visible
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_built_site_shows_every_training_pipelines_nodes_when_expanded(viz_site, tmp_path):
+    url, expected, _ = viz_site
+    flowchart = _flowchart(tmp_path, f"{url}/?expandAllPipelines=true")
     assert flowchart, "no flowchart nodes rendered"
     for pipeline in TRAINING_PIPELINES:
         missing = sorted(set(expected[pipeline]) - flowchart)
@@ -134,15 +165,22 @@ def test_built_site_shows_every_training_pipelines_nodes(viz_site, tmp_path):
 
 @needs_chromium
 @pytest.mark.slow
-def test_lineage_screenshot(viz_site, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "query", "window", "least_bytes"),
+    [
+        ("lineage.png", "?types=nodes", "900,620", 15_000),  # the stages at a glance
+        ("lineage-datasets.png", "", "1200,1500", 30_000),  # with the datasets between them
+    ],
+)
+def test_lineage_screenshot(viz_site, tmp_path, name, query, window, least_bytes):
     url, _, _ = viz_site
-    screenshot = tmp_path / "lineage.png"
-    result = _chromium(tmp_path, f"--screenshot={screenshot}", "--window-size=1200,1500",
-                       f"{url}/prime.html")
+    screenshot = tmp_path / name
+    result = _chromium(tmp_path, f"--screenshot={screenshot}", f"--window-size={window}",
+                       f"{url}/prime.html{query}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert screenshot.stat().st_size > 30_000  # a drawn graph, not a blank page
+    assert screenshot.stat().st_size > least_bytes  # a drawn graph, not a blank page
     if os.environ.get("QSIGHT_UPDATE_LINEAGE_PNG") == "1":
-        target = REPO_ROOT / "docs" / "img" / "lineage.png"
+        target = REPO_ROOT / "docs" / "img" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(screenshot, target)

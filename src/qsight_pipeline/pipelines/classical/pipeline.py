@@ -25,6 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["phase1_classical_model", "classical_history"],
                 name="train_classical_model",
+                namespace="classical",
             )
         ]
     )

@@ -23,12 +23,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["quantum_training_data", "quantum_head", "run_config", "params:quantum"],
                 outputs=["post_cache_model", "ensemble_history", "evaluation"],
                 name="finetune_ensemble",
+                namespace="ensemble",
             ),
             Node(
                 func=calibrate_operating_point,
                 inputs=["evaluation", "params:referral"],
                 outputs="calibration",
                 name="calibrate_operating_point",
+                namespace="ensemble",
             ),
             Node(
                 func=fit_gate,
@@ -38,6 +40,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="gates",
                 name="fit_gate",
+                namespace="ensemble",
             ),
             Node(
                 func=assemble_training_artifacts,
@@ -57,12 +60,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["complete_checkpoint", "model_info", "training_summary"],
                 name="assemble_training_artifacts",
+                namespace="ensemble",
             ),
             Node(
                 func=draw_report_figures,
                 inputs="training_summary",
                 outputs="report_figures",
                 name="draw_report_figures",
+                namespace="report",
             ),
             Node(
                 func=render_report_html,
@@ -72,6 +77,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="report_html",
                 name="render_report_html",
+                namespace="report",
             ),
         ]
     )

@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["complete_checkpoint", "params:evaluate"],
                 outputs=["external_validation", "external_predictions"],
                 name="evaluate_external",
+                namespace="evaluate",
             )
         ]
     )

@@ -14,6 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "image_cache_val_if_any"],
                 outputs=["model_onnx", "model_onnx_info", "model_onnx_int8"],
                 name="export_onnx",
+                namespace="export",
             )
         ]
     )

@@ -24,6 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="quantum_training_data",
                 name="export_quantum_training_data",
+                namespace="features",
             )
         ]
     )

@@ -20,12 +20,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["params:dataset", "params:ingestion"],
                 outputs=["labelled_images", "layout_findings"],
                 name="scan_dataset",
+                namespace="ingestion",
             ),
             Node(
                 func=split_by_patient,
                 inputs=["labelled_images", "params:ingestion", "params:seed"],
                 outputs="split_images",
                 name="split_by_patient",
+                namespace="ingestion",
             ),
             Node(
                 func=build_image_caches_caches_first,
@@ -38,6 +40,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "unreadable_images",
                 ],
                 name="build_image_caches",
+                namespace="ingestion",
             ),
             Node(
                 func=summarise_ingestion,
@@ -52,6 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="ingestion_report",
                 name="summarise_ingestion",
+                namespace="ingestion",
             ),
         ]
     )

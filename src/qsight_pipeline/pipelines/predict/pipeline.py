@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["complete_checkpoint", "params:predict"],
                 outputs=["predictions", "prediction_heatmaps"],
                 name="predict_grades",
+                namespace="predict",
             )
         ]
     )

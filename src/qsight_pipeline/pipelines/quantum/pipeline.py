@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["quantum_training_data", "run_config", "params:quantum"],
                 outputs=["quantum_head", "quantum_history", "quantum_metrics"],
                 name="train_quantum_head",
+                namespace="quantum",
             )
         ]
     )

@@ -22,6 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="quantum_hardware_jobs",
                 name="submit_hardware_jobs",
+                namespace="quantum_hardware",
             ),
             Node(
                 func=evaluate_quantum_hardware,
@@ -34,6 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "quantum_hardware_circuits",
                 ],
                 name="evaluate_quantum_hardware",
+                namespace="quantum_hardware",
             ),
             Node(
                 func=summarise_quantum_hardware,
@@ -43,18 +45,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="quantum_hardware_summary",
                 name="summarise_quantum_hardware",
+                namespace="quantum_hardware",
             ),
             Node(
                 func=draw_quantum_hardware_figures,
                 inputs=["quantum_hardware_table", "quantum_hardware_summary"],
                 outputs="quantum_hardware_figures",
                 name="draw_quantum_hardware_figures",
+                namespace="quantum_hardware",
             ),
             Node(
                 func=add_hardware_to_report,
                 inputs=["report_html_if_any", "quantum_hardware_summary"],
                 outputs="quantum_hardware_report_html",
                 name="add_hardware_to_report",
+                namespace="quantum_hardware",
             ),
         ]
     )
