@@ -38,7 +38,7 @@ def kill_with_wandb_folder(project):
     for folder in (killed, kept):
         (folder / "files").mkdir(parents=True)
         (folder / "run-abcd.wandb").write_text("log")
-    code = ("import os, time; from qsight_pipeline import storage; "
+    code = ("import os, time; from qsight_pipeline.files import storage; "
             f"storage.journal_directory({str(killed)!r}); os.write(1, b'started\\n'); time.sleep(60)")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=project.path,
                                env=project.environment(), stdout=subprocess.PIPE, text=True)

@@ -3,15 +3,30 @@
 from qsight_pipeline.kedro_app.config_loader import QSightConfigLoader
 from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook, WandbHook
 from qsight_pipeline.kedro_app.run_checks import RunChecksHook
-from qsight_pipeline.kedro_app.run_guard import RunGuardHook
+from qsight_pipeline.kedro_app.run_hooks import (
+    LeftoverCleanupHook,
+    LineageCheckHook,
+    OutputTransactionHook,
+    RunLockHook,
+    StopSignalsHook,
+    ThreadPolicyHook,
+)
 
-# Hooks run last-in-first-out. RunChecksHook validates every parameter before any node runs.
-# The W&B hook imports wandb lazily and does nothing unless ``tracking.wandb.enabled`` is true.
-# MlflowTrackingHook opens one MLflow run per `kedro run` (conf/<env>/mlflow.yml), logs the
-# parameters, epoch metrics and the report's artifacts, and closes it FINISHED or FAILED.
-# RunGuardHook comes last so that it runs first: it refuses a second concurrent run of the project
-# before anything else happens, then removes what killed runs left behind.
-HOOKS = (WandbHook(), MlflowTrackingHook(), RunChecksHook(), RunGuardHook())
+# The hooks in the order they run at every hook point; tests/test_hook_order.py checks that
+# Kedro calls them so. The run lock releases last of all (``trylast``), after the commit.
+RUN_ORDER = (
+    ThreadPolicyHook(),  # the CPU thread policy, before anything can start torch
+    RunLockHook(),  # one run at a time per project, output_dir and checkpoint_dir, first of all
+    RunChecksHook(),  # parameters, pipelines, writable folders; refuses before anything is written
+    LeftoverCleanupHook(),  # what killed runs left unfinished, under the locks
+    LineageCheckHook(),  # artifacts read from disk belong together
+    OutputTransactionHook(),  # outputs staged, then committed together or rolled back
+    StopSignalsHook(),  # SIGTERM / SIGINT end the run like a failure
+    MlflowTrackingHook(),  # opens the MLflow run once the run is safe to start
+    WandbHook(),  # off unless tracking.wandb.enabled; closes the MLflow run if it cannot start
+)
+# Kedro's plugin manager (pluggy) calls the hook registered last first.
+HOOKS = tuple(reversed(RUN_ORDER))
 
 # Kedro's OmegaConfigLoader, whose --params may index into a list: stages.0.learning_rate=1e-3.
 CONFIG_LOADER_CLASS = QSightConfigLoader

@@ -32,7 +32,7 @@ from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.files import storage
 from qsight_pipeline.files.plain import json_default
-from qsight_pipeline.kedro_app import mlflow_runs, user_errors
+from qsight_pipeline.kedro_app import mlflow_runs, run_hooks, user_errors
 from qsight_pipeline.kedro_app.tracked_outputs import TrackedOutputs
 from qsight_pipeline.reporting.tracking import (
     epoch_metrics,
@@ -184,6 +184,7 @@ class WandbHook:
         except Exception as error:
             # Before any work is done: better to stop now than to train for hours untracked.
             mlflow_runs.close_mlflow_run_as_failed()
+            run_hooks.abandon_run()  # Kedro calls no other hook when this one raises
             user_errors.install()
             raise TrackingError(
                 f"W&B could not start a run in {mode} mode ({error}). Run `wandb login` (or set "

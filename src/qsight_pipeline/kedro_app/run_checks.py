@@ -16,6 +16,7 @@ from kedro.framework.hooks import hook_impl
 from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
 from qsight_pipeline.kedro_app import preflight, user_errors
+from qsight_pipeline.kedro_app.run_hooks import abandon_run
 
 logger = logging.getLogger(__name__)
 
@@ -94,28 +95,43 @@ def check_pipelines(
 def _refuse(error: BaseException) -> None:
     # Say it plainly once more, so the reason is the last thing in the log.
     logger.error("Run refused before it started: %s", error)
-    # No MLflow run is open yet: the MLflow hook opens it after these checks (settings.HOOKS).
+    # Only the run locks are taken yet (settings.RUN_ORDER); the MLflow run opens after these checks.
+    abandon_run()
 
 
 class RunChecksHook:
-    """Validate parameters before the first node runs; bad input ends with its message alone."""
+    """Validate parameters before the first node runs; bad input ends with its message alone.
+
+    The parameters are validated once, when the context is created (so that ``kedro viz`` and
+    ``kedro ipython`` refuse them too); a run of that context reuses the result.
+    """
+
+    def __init__(self) -> None:
+        self._checked: tuple[dict[str, Any], QSightParameters] | None = None
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         user_errors.install()
+        self._checked = None
         try:
-            check_parameters(context.config_loader["parameters"])
+            raw = context.config_loader["parameters"]
+            self._checked = (raw, check_parameters(raw))
         except UserError as error:
             logger.error("Run refused before it started: %s", error)
             raise
+
+    def _typed(self, raw: dict[str, Any]) -> QSightParameters:
+        """``raw`` validated: the context's result when these are its parameters."""
+        if self._checked is not None and self._checked[0] == raw:
+            return self._checked[1]
+        return check_parameters(raw)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         names = run_params.get("pipeline_names") or ["__default__"]
         try:
             raw = catalog.load("parameters")
-            parameters = check_parameters(raw)
-            check_pipelines(parameters, list(names), catalog)
+            check_pipelines(self._typed(raw), list(names), catalog)
             preflight.check_run_environment(raw, list(names))  # folders writable, weights at hand
         except UserError as error:
             _refuse(error)

@@ -1,4 +1,6 @@
-"""One run at a time per project and per output folder; leftovers of killed runs; clean stops.
+"""The mechanisms that keep runs apart: run locks, leftovers of killed runs, clean stops.
+
+The hooks that use them, one job each, are in :mod:`qsight_pipeline.kedro_app.run_hooks`.
 
 ``data/03_primary`` and ``data/05_model_input`` (the manifest and image caches) are shared by
 every run of a project, and an ``output_dir`` may be shared by several projects (an absolute
@@ -12,9 +14,9 @@ At the start of each run, holding the locks, :func:`storage.recover` removes the
 temporary files that killed QSight processes listed in their journals (nothing else), and the
 MLflow hook marks FAILED the MLflow runs that a dead process left RUNNING.
 
-:class:`RunTransaction` stages this run's outputs in ``output_dir``, ``data/07_model_output`` and
-``data/08_reporting`` and commits them together when the pipeline ends well, or rolls them back
-when it fails (see :mod:`qsight_pipeline.files.storage`).
+The output transaction (:func:`storage.begin`, :func:`storage.end`) stages this run's outputs in
+``output_dir``, ``data/07_model_output`` and ``data/08_reporting`` and commits them together when
+the pipeline ends well, or rolls them back when it fails (see :mod:`qsight_pipeline.files.storage`).
 
 :class:`StopSignals` turns SIGTERM and SIGINT into :class:`RunInterrupted`, so that a scheduler
 stopping the job (Slurm, Kubernetes, systemd send SIGTERM first) ends it like any failure: one
@@ -32,8 +34,6 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
-
-from kedro.framework.hooks import hook_impl
 
 from qsight_pipeline.errors import UserError
 
@@ -101,11 +101,11 @@ class RunLock:
         _HELD[key] = fd
 
     def release(self) -> None:
-        if self._fd is None:
-            return
-        _HELD.pop(str(self.path.resolve()), None)
-        _unlock(self._fd)
-        self._fd = None
+        fd, self._fd = self._fd, None
+        key = str(self.path.resolve())
+        if fd is not None and _HELD.get(key) == fd:  # not released already (release_all_locks)
+            del _HELD[key]
+            _unlock(fd)
 
     def holder(self) -> dict[str, Any]:
         try:
@@ -280,115 +280,7 @@ class StopSignals:
         )
 
 
-class RunGuardHook:
-    """Takes the run locks before anything else of a run, cleans up what killed runs left,
-    stages this run's outputs until it ends, and turns SIGTERM/SIGINT into a clean stop."""
-
-    def __init__(self) -> None:
-        self._project: Path = Path.cwd()
-        self._locks: list[RunLock] = []
-        self._signals = StopSignals()
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        self._project = Path(context.project_path)
-        from qsight_pipeline import threads
-
-        threads.configure()  # before torch starts its thread pool (see threads.py)
-
-    @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        parameters = catalog.load("parameters") if "parameters" in catalog else {}
-        output_dir, checkpoint_dir = self._folder(parameters, "output_dir"), self._folder(
-            parameters, "checkpoint_dir"
-        )
-        self._take_locks([self._project / "data", output_dir, checkpoint_dir])
-        from qsight_pipeline.files import storage
-
-        storage.recover([self._project / "data", output_dir, checkpoint_dir,
-                         self._project / "wandb"])
-        # Stale MLflow runs are closed by the MLflow hook once it has opened this run's.
-        self._check_lineage(pipeline, catalog, parameters)
-        storage.begin(
-            [output_dir, self._project / "data" / "07_model_output",
-             self._project / "data" / "08_reporting"],
-            exclude=[checkpoint_dir],
-        )
-        self._signals.install()
-
-    def _folder(self, parameters: dict[str, Any], key: str) -> Path | None:
-        value = parameters.get(key)
-        if not value:
-            return None
-        folder = Path(str(value)).expanduser()
-        return folder if folder.is_absolute() else self._project / folder
-
-    def _take_locks(self, folders: list[Path | None]) -> None:
-        seen: set[Path] = set()
-        command = current_command()
-        for folder in folders:
-            if folder is None or folder.resolve() in seen:
-                continue
-            seen.add(folder.resolve())
-            lock = RunLock(folder)
-            try:
-                lock.acquire(command)
-            except RunLockedError as error:
-                # No MLflow run is open yet: the MLflow hook opens it after this hook.
-                logger.error("Run refused: %s", error)
-                self._release()
-                raise
-            self._locks.append(lock)
-
-    def _check_lineage(self, pipeline: Any, catalog: Any, parameters: dict[str, Any]) -> None:
-        """Artifacts this run reads from disk must belong together (lineage.py)."""
-        from qsight_pipeline.files import lineage
-
-        cache: dict[str, Any] = {}  # the feature cache is read once for two pairs
-
-        def load(name: str) -> Any:
-            if name not in cache:
-                cache[name] = catalog.load(name)
-            return cache[name]
-
-        try:
-            lineage.check_pipeline_inputs(pipeline.inputs(), load, parameters.get("output_dir"))
-        except Exception as error:  # unreadable, unsafe or mismatched: no node may start
-            logger.error("Run refused: %s", error)
-            self._release()
-            raise
-
-    @hook_impl
-    def before_node_run(self, node: Any) -> None:
-        self._signals.where = f"in node `{getattr(node, 'name', node)}`"
-
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        from qsight_pipeline.files import storage
-
-        try:
-            committed = storage.end(commit=True)
-            if committed:
-                logger.info("Committed %d output file(s) of this run", len(committed))
-        finally:
-            self._release()
-
-    @hook_impl
-    def on_pipeline_error(self, error: Exception) -> None:
-        from qsight_pipeline.files import storage
-
-        try:
-            discarded = storage.end(commit=False)
-            if discarded:
-                logger.warning(
-                    "The run failed: %d output file(s) it had written were discarded, and the "
-                    "previous versions kept: %s", len(discarded),
-                    ", ".join(str(p) for p in discarded[:5]),
-                )
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        self._signals.uninstall()
-        while self._locks:
-            self._locks.pop().release()
+def release_all_locks() -> None:
+    """Release every run lock this process holds (a run refused after it took them)."""
+    while _HELD:
+        _unlock(_HELD.popitem()[1])
