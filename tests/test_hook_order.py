@@ -80,3 +80,13 @@ def test_parameters_are_validated_once_per_run(monkeypatch):
     Catalog.load = lambda self, name: raw_changed
     hook.before_pipeline_run({}, None, Catalog())
     assert len(calls) == 2
+
+
+def test_each_tracker_logs_every_tracked_kind_through_one_dispatcher():
+    from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook, WandbHook, _TrackerHook
+    from qsight_pipeline.kedro_app.tracked_outputs import TRACK_KINDS
+
+    for tracker in (MlflowTrackingHook, WandbHook):
+        assert issubclass(tracker, _TrackerHook)
+        missing = [kind for kind in TRACK_KINDS if not callable(getattr(tracker, f"_log_{kind}", None))]
+        assert missing == [], tracker.__name__

@@ -113,7 +113,19 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, default=json_default)
 
 
-class WandbHook:
+class _TrackerHook:
+    """What both trackers share: the one dispatch of a node's tracked outputs by their kind.
+
+    A tracker implements ``_log_<kind>(name, value)`` for every kind of
+    :data:`qsight_pipeline.kedro_app.tracked_outputs.TRACK_KINDS`.
+    """
+
+    def _dispatch(self, outputs: dict[str, tuple[str, Any]]) -> None:
+        for name, (kind, value) in outputs.items():
+            getattr(self, f"_log_{kind}")(name, value)
+
+
+class WandbHook(_TrackerHook):
     """Logs a run to Weights & Biases when ``tracking.wandb.enabled`` is true.
 
     Per epoch (one W&B step each, across stages): loss, accuracy and kappa per head and for the
@@ -211,19 +223,35 @@ class WandbHook:
                            getattr(node, "name", node), exc_info=True)
 
     def _record_outputs(self, outputs: dict[str, Any]) -> None:
-        for name, (kind, value) in self._tracked.select(outputs).items():
-            if kind in ("table", "json"):  # e.g. the quantum study's table and summary
-                self._final.setdefault("records", {})[name] = (kind, value)
-            elif kind == "history":
-                stages = stage_summaries(value)
-                self._log_epochs(stages)
-                self._run.summary.update(
-                    {k: v for stage in stages for k, v in stage_summary_metrics(stage).items()}
-                )
-            else:
-                self._final[kind] = value
-                if kind == "summary":
-                    self._log_epochs(value.get("stages") or [])
+        self._dispatch(self._tracked.select(outputs))
+
+    # Records (e.g. the quantum study's table and summary) and the final results are kept for
+    # the end of the run; histories are logged at once.
+    def _log_table(self, name: str, value: Any) -> None:
+        self._final.setdefault("records", {})[name] = ("table", value)
+
+    def _log_json(self, name: str, value: Any) -> None:
+        self._final.setdefault("records", {})[name] = ("json", value)
+
+    def _log_history(self, name: str, value: Any) -> None:
+        stages = stage_summaries(value)
+        self._log_epochs(stages)
+        self._run.summary.update(
+            {k: v for stage in stages for k, v in stage_summary_metrics(stage).items()}
+        )
+
+    def _log_summary(self, name: str, value: Any) -> None:
+        self._final["summary"] = value
+        self._log_epochs(value.get("stages") or [])
+
+    def _log_model_info(self, name: str, value: Any) -> None:
+        self._final["model_info"] = value
+
+    def _log_figures(self, name: str, value: Any) -> None:
+        self._final["figures"] = value
+
+    def _log_report(self, name: str, value: Any) -> None:
+        self._final["report"] = value
 
     def _log_epochs(self, stages: list[dict[str, Any]]) -> None:
         for step, record in self._epochs.new_records(stages):
@@ -315,7 +343,7 @@ class WandbHook:
             self._run.log_artifact(artifact)
 
 
-class MlflowTrackingHook:
+class MlflowTrackingHook(_TrackerHook):
     """One MLflow run per ``kedro run``: its parameters, per-epoch metrics and final artifacts.
 
     The run opens once the run checks have passed (``conf/<env>/mlflow.yml`` says where, see
@@ -408,35 +436,38 @@ class MlflowTrackingHook:
             wanted = self._tracked.select(outputs)
             active = self._active_run() if wanted else None
             if active is not None:
-                self._record_outputs(*active, wanted)
+                self._client, self._run_id = active
+                self._dispatch(wanted)
         except Exception:  # a tracker hiccup must not throw away a training run
             logger.warning("MLflow logging after node %s failed; the run goes on",
                            getattr(node, "name", node), exc_info=True)
 
-    def _record_outputs(
-        self, client: Any, run_id: str, outputs: dict[str, tuple[str, Any]]
-    ) -> None:
-        for name, (kind, value) in outputs.items():
-            if kind == "table":
-                client.log_text(run_id, value.to_csv(index=False), f"tables/{name}.csv")
-            elif kind == "json":
-                client.log_text(run_id, _json_text(value), f"records/{name}.json")
-            elif kind == "history":
-                stages = stage_summaries(value)
-                self._log_epochs(client, run_id, stages)
-                self._log_metrics(client, run_id, {
-                    k: v for stage in stages for k, v in stage_summary_metrics(stage).items()
-                })
-            elif kind == "summary":
-                self._log_epochs(client, run_id, value.get("stages") or [])
-                self._log_metrics(client, run_id, summary_metrics(value))
-                client.log_text(run_id, _json_text(value), ARTIFACT_FILES["summary"])
-            elif kind == "model_info":
-                client.log_text(run_id, _json_text(value), ARTIFACT_FILES["model_info"])
-            elif kind == "report":
-                client.log_text(run_id, value, f"report/{ARTIFACT_FILES['report']}")
-            elif kind == "figures":
-                _log_figures(client, run_id, value or {})
+    def _log_table(self, name: str, value: Any) -> None:
+        self._client.log_text(self._run_id, value.to_csv(index=False), f"tables/{name}.csv")
+
+    def _log_json(self, name: str, value: Any) -> None:
+        self._client.log_text(self._run_id, _json_text(value), f"records/{name}.json")
+
+    def _log_history(self, name: str, value: Any) -> None:
+        stages = stage_summaries(value)
+        self._log_epochs(self._client, self._run_id, stages)
+        self._log_metrics(self._client, self._run_id, {
+            k: v for stage in stages for k, v in stage_summary_metrics(stage).items()
+        })
+
+    def _log_summary(self, name: str, value: Any) -> None:
+        self._log_epochs(self._client, self._run_id, value.get("stages") or [])
+        self._log_metrics(self._client, self._run_id, summary_metrics(value))
+        self._client.log_text(self._run_id, _json_text(value), ARTIFACT_FILES["summary"])
+
+    def _log_model_info(self, name: str, value: Any) -> None:
+        self._client.log_text(self._run_id, _json_text(value), ARTIFACT_FILES["model_info"])
+
+    def _log_report(self, name: str, value: Any) -> None:
+        self._client.log_text(self._run_id, value, f"report/{ARTIFACT_FILES['report']}")
+
+    def _log_figures(self, name: str, value: Any) -> None:
+        _upload_figures(self._client, self._run_id, value or {})
 
     def _log_epochs(self, client: Any, run_id: str, stages: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric
@@ -477,7 +508,7 @@ def _wandb_frame(frame: Any) -> Any:
     return converted
 
 
-def _log_figures(client: Any, run_id: str, figures: dict[str, Any]) -> None:
+def _upload_figures(client: Any, run_id: str, figures: dict[str, Any]) -> None:
     """The PNGs already drawn for the figures folder and the page (``figure_png`` keeps them),
     logged as files: ``log_figure`` would draw every figure again."""
     from qsight_pipeline.reporting.figures import figure_png
