@@ -57,8 +57,8 @@ def images_per_second(loader, device: torch.device, transform=None) -> float:
 def train_step_rate(cache: np.ndarray, grades: np.ndarray, args, device: torch.device) -> float:
     torch.manual_seed(0)
     model = build_model(
-        ModelConfig(encoder_type="resnet", encoder_name="test_resnet", image_size=args.size,
-                    pretrained=False, quantum={"enabled": False})
+        ModelConfig.from_params({"encoder_type": "resnet", "encoder_name": "test_resnet",
+                                 "pretrained": False}, None, args.size)
     )  # fmt: skip
     dataset = CachedImageDataset(cache, grades, train=True, augment=AUGMENT, image_size=args.size)
     options = loader_options(args.workers, device)

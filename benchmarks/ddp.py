@@ -39,8 +39,9 @@ from qsight_pipeline.training.trainer import TrainerSettings, train_stages
 
 
 def _config(args) -> ModelConfig:
-    return ModelConfig(encoder_type="resnet", encoder_name=args.encoder, image_size=args.size,
-                       pretrained=False, quantum={"enabled": False})  # fmt: skip
+    return ModelConfig.from_params(
+        {"encoder_type": "resnet", "encoder_name": args.encoder, "pretrained": False}, None, args.size
+    )
 
 
 def _stage(args) -> Stage:

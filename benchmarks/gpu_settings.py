@@ -44,8 +44,8 @@ SETTINGS = {
 def rate(name: str, images: np.ndarray, grades: np.ndarray, args) -> float:
     torch.manual_seed(0)
     model = build_model(
-        ModelConfig(encoder_type=args.encoder_type, encoder_name=args.encoder, image_size=args.size,
-                    pretrained=False, quantum={"enabled": False})
+        ModelConfig.from_params({"encoder_type": args.encoder_type, "encoder_name": args.encoder,
+                                 "pretrained": False}, None, args.size)
     )  # fmt: skip
     device = torch.device(args.device)
     options = loader_options(args.workers, device)

@@ -29,9 +29,9 @@ from qsight_pipeline.training.trainer import TrainerSettings, train_stages
 def epoch_seconds(latency: bool, images: np.ndarray, grades: np.ndarray, epochs: int) -> list[float]:
     torch.manual_seed(0)
     model = build_model(
-        ModelConfig(
-            encoder_type="resnet", encoder_name="test_resnet", image_size=images.shape[1],
-            pretrained=False, compressed_dim=16, quantum={"enabled": False},
+        ModelConfig.from_params(
+            {"encoder_type": "resnet", "encoder_name": "test_resnet", "pretrained": False,
+             "compressed_dim": 16}, None, images.shape[1],
         )
     )
     dataset = CachedImageDataset(images, grades, train=False, image_size=images.shape[1])

@@ -37,9 +37,9 @@ STAGE = {"name": "classical", "num_epochs": 1, "learning_rate": 1e-3, "patience"
 def fresh_model(size: int) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(
-        ModelConfig(
-            encoder_type="resnet", encoder_name="test_resnet", image_size=size,
-            pretrained=False, compressed_dim=64, quantum={"enabled": False},
+        ModelConfig.from_params(
+            {"encoder_type": "resnet", "encoder_name": "test_resnet", "pretrained": False,
+             "compressed_dim": 64}, None, size,
         )
     )  # fmt: skip
 

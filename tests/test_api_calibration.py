@@ -35,10 +35,13 @@ def api_run(tmp_path_factory):
         DatasetConfig(root=root, batch_size=8, image_size=32, val_fraction=0.25, test_fraction=0.25),
         with_test=True,
     )
-    config = TrainingConfig(stages=STAGES, referral={"target_sensitivity": 0.8, "review_fraction": 0.2})
+    config = TrainingConfig(
+        stages=STAGES, referral={"target_sensitivity": 0.8, "review_fraction": 0.2},
+        model={"encoder_name": "test_resnet", "pretrained": False, "compressed_dim": 8},
+    )
     model, summary = train_hybrid_model(
-        train, val, classes, config=config, encoder_type="resnet", encoder_name="test_resnet",
-        pretrained=False, quantum_enabled=False, compressed_dim=8, test_loader=test,
+        train, val, classes, config=config, encoder_type="resnet", quantum_enabled=False,
+        test_loader=test,
     )
     folder = save_model(model, summary, tmp_path_factory.mktemp("api_model") / "trained")
     return model.eval(), summary, folder, next(iter(val))["image"]
@@ -117,6 +120,25 @@ def test_a_bad_referral_setting_is_refused_before_training(make_sample):
     )
     with pytest.raises(ConfigError, match="referral.target_sensitivity"):
         train_hybrid_model(
-            train, val, classes, config=TrainingConfig(stages=STAGES, referral={"target_sensitivity": 1.5}),
-            encoder_type="resnet", encoder_name="test_resnet", pretrained=False, quantum_enabled=False,
+            train, val, classes, config=TrainingConfig(
+                stages=STAGES, referral={"target_sensitivity": 1.5},
+                model={"encoder_name": "test_resnet", "pretrained": False},
+            ),
+            encoder_type="resnet", quantum_enabled=False,
         )
+
+
+def test_the_api_builds_the_same_typed_blocks_as_kedro_run():
+    from qsight_pipeline.config import ModelParams, QuantumConfig, RunSettings
+
+    config = TrainingConfig(seed=7, grad_clip=0.5, model={"encoder_name": "test_resnet"},
+                            quantum={"n_qubits": 3})
+    model, quantum, referral = config.blocks("resnet", quantum_enabled=False)
+    assert model == ModelParams(encoder_type="resnet", encoder_name="test_resnet")
+    assert quantum == QuantumConfig(n_qubits=3, enabled=False)
+    settings = config.trainer_settings()
+    assert isinstance(settings, RunSettings) and (settings.seed, settings.grad_clip) == (7, 0.5)
+    with pytest.raises(ConfigError, match=r"model\.encoder_nme: unknown key"):
+        TrainingConfig(model={"encoder_nme": "x"}).blocks("resnet", quantum_enabled=False)
+    with pytest.raises(ConfigError, match=r"grad_clip"):
+        TrainingConfig(grad_clip=-1).trainer_settings()

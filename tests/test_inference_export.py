@@ -66,10 +66,10 @@ def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_co
 
 
 def _tiny(encoding: str) -> LoadedModel:
-    config = ModelConfig(
-        encoder_type="resnet", encoder_name="test_resnet", image_size=32, pretrained=False,
-        compressed_dim=8, head_hidden_dim=8, gate_hidden_dim=8,
-        quantum={"enabled": True, "n_qubits": 2, "reps": 1, "encoding": encoding},
+    config = ModelConfig.from_params(
+        {"encoder_type": "resnet", "encoder_name": "test_resnet", "pretrained": False,
+         "compressed_dim": 8, "head_hidden_dim": 8, "gate_hidden_dim": 8},
+        {"enabled": True, "n_qubits": 2, "reps": 1, "encoding": encoding}, 32,
     )
     model = build_model(config).eval()
     return LoadedModel(model=model, graph=InferenceGraph(model, {}), model_info={},

@@ -43,9 +43,11 @@ def sample_model(tmp_path_factory) -> LoadedModel:
         ))
         stage = {"name": "classical", "num_epochs": 10, "learning_rate": 2e-3, "patience": 10}
         model, summary = train_hybrid_model(
-            train, val, classes, config=TrainingConfig(stages=[stage], latency_tracking=False),
-            encoder_type="resnet", encoder_name="test_resnet", pretrained=False,
-            quantum_enabled=False, compressed_dim=16,
+            train, val, classes, config=TrainingConfig(
+                stages=[stage], latency_tracking=False,
+                model={"encoder_name": "test_resnet", "pretrained": False, "compressed_dim": 16},
+            ),
+            encoder_type="resnet", quantum_enabled=False,
         )
         yield load_model(save_model(model, summary, folder / "model"))
     finally:
@@ -75,9 +77,10 @@ def test_the_heatmap_concentrates_on_planted_lesions(sample_model):
 def test_vit_encoders_get_a_map_on_their_patch_grid():
     from qsight_pipeline.inference.heatmaps import grad_cam_maps
 
-    config = ModelConfig(encoder_type="vit", encoder_name="test_vit", image_size=32,
-                         pretrained=False, compressed_dim=8, head_hidden_dim=8, gate_hidden_dim=8,
-                         quantum={"enabled": False})
+    config = ModelConfig.from_params(
+        {"encoder_type": "vit", "encoder_name": "test_vit", "pretrained": False,
+         "compressed_dim": 8, "head_hidden_dim": 8, "gate_hidden_dim": 8}, None, 32,
+    )
     graph = InferenceGraph(build_model(config).eval(), {})
     images = normalise(np.stack([lesion_twins(7, SIZE)[1][::4, ::4]]), preprocessing_metadata(32))
     maps = grad_cam_maps(graph, images, [3])

@@ -204,9 +204,9 @@ def test_guide_stage_files_run_as_written(fixture, stages_run, make_sample, tmp_
     )
     stages = resolve_schedule(None, str(FIXTURES / fixture))
     model, summary = train_hybrid_model(
-        train_loader, val_loader, classes, config=TrainingConfig(stages=stages),
-        encoder_type="resnet", encoder_name="test_resnet", pretrained=False,
-        quantum_enabled=False,
+        train_loader, val_loader, classes,
+        config=TrainingConfig(stages=stages, model={"encoder_name": "test_resnet", "pretrained": False}),
+        encoder_type="resnet", quantum_enabled=False,
     )
     assert [s["name"] for s in summary["stages"]] == stages_run
     for stage, spec in zip(summary["stages"], stages, strict=True):
@@ -266,6 +266,7 @@ def test_guide_python_api_example_runs_as_written(make_sample, tmp_path, monkeyp
     training_config = TrainingConfig(
         stages=default_stage_schedule(),
         checkpoint_dir=Path("outputs/checkpoints"),
+        model={"encoder_name": "test_vit", "pretrained": False},  # a tiny encoder, offline
     )
     model, summary = train_hybrid_model(
         train_loader,
@@ -274,8 +275,6 @@ def test_guide_python_api_example_runs_as_written(make_sample, tmp_path, monkeyp
         config=training_config,
         encoder_type="vit",
         quantum_enabled=True,
-        encoder_name="test_vit",
-        pretrained=False,
     )
     assert [s["name"] for s in summary["stages"]] == ["classical", "quantum", "ensemble"]
     assert summary["best_validation"]["metrics"]["ensemble"]["kappa"] is not None

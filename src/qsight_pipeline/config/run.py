@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -30,7 +31,7 @@ class RunSettings(ParamsBlock):
     # GPU speed-ups; nothing changes on a CPU. channels_last null = on exactly when on CUDA.
     channels_last: bool | None = None
     compile: bool = False
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | Path | None = None
     resume: bool = True
     output_dir: str = "data/06_models/trained_model"
     # The raw schedule: validated and parsed into Stage objects by ``training.stages``.
@@ -48,14 +49,3 @@ class RunSettings(ParamsBlock):
     def _device_ids(cls, value: Any) -> Any:
         parse_device_ids(value)  # the one rule, before the union's three messages per value
         return value
-
-    def trainer_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``training.TrainerSettings``."""
-        names = (
-            "grad_clip", "mixed_precision", "device", "multi_gpu", "device_ids", "seed",
-            "latency_tracking", "class_balanced_loss", "checkpoint_dir", "resume",
-            "channels_last", "compile",
-        )
-        return {name: getattr(self, name) for name in names}
-
-

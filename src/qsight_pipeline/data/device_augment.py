@@ -10,7 +10,6 @@ The settings mean what they mean for the per-image transforms (``data.torch_data
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,4 +58,4 @@ def with_device_augmentation(settings: Any, augment: Mapping[str, Any] | None) -
     """``settings`` (a TrainerSettings) with the batch augmentation when ``on_device`` is on."""
     if not augment or not augment.get("on_device"):
         return settings
-    return dataclasses.replace(settings, image_transform=BatchAugmentation(augment))
+    return settings.model_copy(update={"image_transform": BatchAugmentation(augment)})

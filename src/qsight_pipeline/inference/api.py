@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,13 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from qsight_pipeline.config import AugmentationParams, validate_block
+from qsight_pipeline.config import (
+    AugmentationParams,
+    ModelParams,
+    ParamsBlock,
+    QuantumConfig,
+    validate_block,
+)
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
@@ -87,6 +93,13 @@ class DatasetConfig:
     augment: Mapping[str, Any] | None = field(default_factory=lambda: AugmentationParams().to_dict())
 
 
+# The run-wide fields of TrainingConfig (the keys of config.RunSettings it sets).
+RUN_FIELDS = (
+    "checkpoint_dir", "grad_clip", "mixed_precision", "device", "multi_gpu", "device_ids", "seed",
+    "latency_tracking", "class_balanced_loss", "resume",
+)
+
+
 @dataclass
 class TrainingConfig:
     """How to train (the guide's ``TrainingConfig``); the fields mirror conf/base/parameters.yml."""
@@ -102,14 +115,39 @@ class TrainingConfig:
     latency_tracking: bool = True
     class_balanced_loss: bool = True
     resume: bool = True
-    # The `referral` block: target_sensitivity, review_fraction (defaults when omitted).
-    referral: Mapping[str, Any] | None = None
+    # The blocks of conf/base/parameters*.yml, as mappings or typed blocks (their defaults when
+    # omitted): `model` (encoder_name, pretrained, pretrained_weights, compressed_dim, ...; the
+    # encoder_type and quantum_enabled arguments of train_hybrid_model set `model.encoder_type`
+    # and `quantum.enabled`), `quantum` (the circuit and its executor) and `referral`
+    # (target_sensitivity, review_fraction).
+    model: Mapping[str, Any] | ModelParams | None = None
+    quantum: Mapping[str, Any] | QuantumConfig | None = None
+    referral: Mapping[str, Any] | ReferralParams | None = None
 
     def trainer_settings(self) -> TrainerSettings:
-        params = {k: v for k, v in asdict(self).items() if k not in ("stages", "referral")}
+        """The run-wide block (``config.RunSettings``) these fields set, for the trainer."""
+        params = {k: getattr(self, k) for k in RUN_FIELDS}
         if params["checkpoint_dir"] is not None:
             params["checkpoint_dir"] = str(params["checkpoint_dir"])
         return TrainerSettings.from_params(params)
+
+    def blocks(
+        self, encoder_type: str, quantum_enabled: bool
+    ) -> tuple[ModelParams, QuantumConfig, ReferralParams]:
+        """The ``model``, ``quantum`` and ``referral`` blocks, validated (a ConfigError names
+        each bad key) before hours of training."""
+        model = {**_mapping(self.model), "encoder_type": encoder_type}
+        quantum = {**_mapping(self.quantum), "enabled": bool(quantum_enabled)}
+        return (
+            validate_block(ModelParams, model, "model"),
+            QuantumConfig.from_params(quantum),
+            validate_block(ReferralParams, self.referral, "referral"),
+        )
+
+
+def _mapping(block: Mapping[str, Any] | ParamsBlock | None) -> dict[str, Any]:
+    """A block's keys as a dict, whether it was given typed or as a mapping."""
+    return block.model_dump() if isinstance(block, ParamsBlock) else dict(block or {})
 
 
 def _ingest(config: DatasetConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -181,11 +219,6 @@ def train_hybrid_model(
     encoder_type: str = "vit",
     quantum_enabled: bool = True,
     *,
-    encoder_name: str | None = None,
-    pretrained: bool = True,
-    pretrained_weights: str | None = None,
-    compressed_dim: int = 64,
-    quantum: Mapping[str, Any] | None = None,
     test_loader: DataLoader | None = None,
 ) -> tuple[HybridModel, dict[str, Any]]:
     """Train the hybrid model through every stage of ``config.stages``.
@@ -194,9 +227,10 @@ def train_hybrid_model(
         train_loader, val_loader: from :func:`create_dataloaders` (image batches).
         classes: grade names; must be the five DR grades in clinical order.
         config: stages and run settings; ``TrainingConfig()`` when omitted.
-        encoder_type, encoder_name, pretrained, pretrained_weights: the timm encoder.
+        encoder_type: the timm encoder family (``model.encoder_type``); ``config.model`` holds the
+            other ``model.*`` settings (``encoder_name``, ``pretrained``, ...).
         quantum_enabled: build the quantum head (a warning and classical-only when qiskit is
-            missing); ``quantum`` holds the other ``quantum.*`` settings.
+            missing); ``config.quantum`` holds the other ``quantum.*`` settings.
         test_loader: optional; adds test metrics to the summary.
 
     Returns:
@@ -212,17 +246,11 @@ def train_hybrid_model(
         raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
     config = config or TrainingConfig()
     settings = config.trainer_settings()
-    referral = validate_block(ReferralParams, config.referral, "referral")  # before hours of training
+    model_params, quantum_params, referral = config.blocks(encoder_type, quantum_enabled)
     seed_everything(settings.seed)
     stages = split_schedule(parse_stages(list(config.stages)))
-    model_config = ModelConfig(
-        encoder_type=encoder_type,
-        encoder_name=encoder_name,
-        image_size=train_loader.dataset.image_size,
-        pretrained=pretrained,
-        pretrained_weights=pretrained_weights,
-        compressed_dim=compressed_dim,
-        quantum={**dict(quantum or {}), "enabled": bool(quantum_enabled)},
+    model_config = ModelConfig.from_params(
+        model_params, quantum_params, train_loader.dataset.image_size
     )
     model = build_model(model_config)
     batch_size = train_loader.batch_size or 32
@@ -278,7 +306,10 @@ def _training_summary(
     """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
     calibration = to_plain(operating_point.fit_operating_point(evaluation, referral))
     model_info = artifacts.build_model_info(model, feature_cache.cache_metadata(cache))
-    recorded = {**asdict(config), "referral": referral.model_dump()}  # the defaults used, too
+    recorded = {  # the blocks as used, defaults included
+        **{name: getattr(config, name) for name in ("stages", *RUN_FIELDS)},
+        "model": model.config.to_dict(), "referral": referral.model_dump(),
+    }
     summary = artifacts.build_training_summary(
         history, evaluation, model_info, config=to_plain(recorded)
     )

@@ -34,7 +34,7 @@ class RunConfig:
     def trainer_settings(self) -> Any:
         from qsight_pipeline.training.trainer import TrainerSettings
 
-        return TrainerSettings(**self.settings.trainer_kwargs())
+        return TrainerSettings.from_run(self.settings)
 
 
 def resolve_run_settings(**settings: Any) -> RunConfig:

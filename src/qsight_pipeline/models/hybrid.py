@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,22 +33,24 @@ _EPS = 1e-8
 class ModelConfig:
     """Everything needed to build (and later rebuild) a :class:`HybridModel`.
 
-    ``quantum`` is the ``quantum`` parameter block as a plain dict (the fields of
-    ``models.quantum.QuantumConfig``), kept plain so the config survives JSON and
-    ``torch.load(weights_only=True)``.
+    It holds no defaults of its own: :meth:`from_params` builds it from the typed ``model`` and
+    ``quantum`` blocks (``config.ModelParams``, ``config.QuantumConfig``, where the defaults
+    live) and the run-wide ``image_size``; a saved model's ``ModelConfig(**saved)`` rebuilds it.
+    ``quantum`` is the ``quantum`` block as a plain dict, kept plain so the config survives JSON
+    and ``torch.load(weights_only=True)``.
     """
 
-    encoder_type: str = "vit"
-    encoder_name: str | None = None
-    image_size: int = 224
-    pretrained: bool = True
-    pretrained_weights: str | None = None
-    compressed_dim: int = 64
-    head_hidden_dim: int = 128
-    gate_hidden_dim: int = 64
-    dropout: float = 0.1
-    num_classes: int = NUM_GRADES
-    quantum: dict[str, Any] = field(default_factory=lambda: {"enabled": True})
+    encoder_type: str
+    encoder_name: str | None
+    image_size: int
+    pretrained: bool
+    pretrained_weights: str | None
+    compressed_dim: int
+    head_hidden_dim: int
+    gate_hidden_dim: int
+    dropout: float
+    num_classes: int
+    quantum: dict[str, Any]
 
     def __post_init__(self) -> None:
         if not isinstance(self.quantum, Mapping):
@@ -61,8 +63,8 @@ class ModelConfig:
     def from_params(
         cls,
         model_params: Any,
-        quantum_params: Any = None,
-        image_size: int | None = None,
+        quantum_params: Any,
+        image_size: int,
     ) -> ModelConfig:
         """Build from the typed ``model`` and ``quantum`` blocks (or their plain dicts) and the
         run-wide ``image_size``. ``quantum_params=None`` means the quantum head is off.
@@ -78,8 +80,9 @@ class ModelConfig:
             if quantum_params is not None
             else {"enabled": False}
         )
-        size = cls.image_size if image_size is None else image_size
-        return cls(**model.model_dump(), image_size=size, quantum=quantum)
+        return cls(
+            **model.model_dump(), image_size=int(image_size), num_classes=NUM_GRADES, quantum=quantum
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; ``ModelConfig(**config.to_dict())`` rebuilds the same config."""

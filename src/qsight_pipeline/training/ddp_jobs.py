@@ -114,7 +114,7 @@ def _load_result(path: str) -> Any:
 
 def _worker_settings(settings: TrainerSettings, is_writer: bool) -> TrainerSettings:
     # DataParallel inside a DDP worker would fight DDP; one progress bar is enough.
-    return dataclasses.replace(settings, multi_gpu=False, progress=settings.progress and is_writer)
+    return settings.model_copy(update={"multi_gpu": False, "progress": settings.progress and is_writer})
 
 
 # --------------------------------------------------------------------------- classical
@@ -234,7 +234,7 @@ def feature_worker(
                     Subset(dataset, part), job.batch_size, shuffle=False, seed=job.settings.seed
                 )
         settings = _worker_settings(job.settings, rank.is_writer)
-        settings = dataclasses.replace(settings, device=str(rank.device))
+        settings = settings.model_copy(update={"device": str(rank.device)})
         shards = gather(workflow.export_features(model, loaders, ids, settings))
         if not rank.is_writer:
             return None

@@ -26,15 +26,16 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict
 from torch import nn
 from tqdm.auto import tqdm
 
+from qsight_pipeline.config.run import RunSettings
 from qsight_pipeline.constants import ENSEMBLE, HEAD_A, HEAD_B, HEADS, MODEL_PARTS, NUM_GRADES
 from qsight_pipeline.training.checkpoints import (
     capture_rng_state,
@@ -68,57 +69,40 @@ logger = logging.getLogger(__name__)
 _EPS = 1e-8
 
 
-@dataclass
-class TrainerSettings:
-    """Run-wide training settings (the top-level keys of ``parameters.yml``).
+class TrainerSettings(RunSettings):
+    """The run-wide settings (:class:`qsight_pipeline.config.RunSettings`, where every training
+    knob is defined, with its type, range and default) plus three things a caller plugs into the
+    loop, which are not configuration:
 
     Attributes:
-        grad_clip: max gradient norm; 0 disables clipping.
-        mixed_precision: fp16 autocast + GradScaler; ``None`` = on exactly when on CUDA.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:<index>``.
-        multi_gpu: wrap the model in DataParallel (skipped with a warning where impossible).
-        device_ids: GPUs for DataParallel (list or ``"0,1"``); ``None`` = all visible.
-        seed: seeds Python, NumPy and torch at the start of training.
-        latency_tracking: time every model part per batch.
-        class_balanced_loss: weight the losses by inverse grade frequency of the training set.
-        checkpoint_dir: where to write ``stage_<name>_epoch_<n>.pth`` after every epoch.
-        resume: continue from the newest matching checkpoint in ``checkpoint_dir``.
         epoch_callback: called with each epoch record, after that epoch's checkpoint is written.
-        channels_last: NHWC memory layout for the model and image batches; ``None`` = on exactly
-            when on CUDA (faster convolutions with tensor cores; nothing changes on CPU).
-        compile: run the model through ``torch.compile`` (off by default: the first batches
-            pay the compilation, long runs on a GPU gain).
         image_transform: ``f(images, training) -> images`` applied to every image batch on the
             device before the model, e.g. ``data.device_augment.BatchAugmentation``.
         progress: show a tqdm bar per epoch (hidden anyway when stderr is not a terminal).
+
+    Build one from a validated block with :meth:`from_run` (no second validation), or from plain
+    parameters with :meth:`from_params`; ``settings.model_copy(update=...)`` changes a field.
     """
 
-    grad_clip: float = 1.0
-    mixed_precision: bool | None = None
-    device: str = "auto"
-    multi_gpu: bool = False
-    device_ids: list[int] | str | None = None
-    seed: int = 42
-    latency_tracking: bool = True
-    class_balanced_loss: bool = True
-    checkpoint_dir: str | Path | None = None
-    resume: bool = True
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     epoch_callback: Callable[[dict[str, Any]], None] | None = None
     progress: bool = True
-    channels_last: bool | None = None
-    compile: bool = False
     image_transform: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrainerSettings:
-        """The trainer's keys of the run-wide parameters, validated by ``config.RunSettings``
-        (the one place their types and ranges live); other keys are ignored."""
-        from qsight_pipeline.config import RunSettings, validate_block
+    def from_run(cls, run: RunSettings, **extras: Any) -> TrainerSettings:
+        """``run`` (already validated) with the caller's ``extras``."""
+        return cls.model_construct(**{**dict(run), **extras})
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **extras: Any) -> TrainerSettings:
+        """The run-wide keys of ``params``, validated by ``config.RunSettings``; other keys are
+        ignored."""
+        from qsight_pipeline.config import validate_block
 
         given = {name: params[name] for name in RunSettings.model_fields if name in params}
-        run = validate_block(RunSettings, given, "")
-        chosen = {name for name in run.trainer_kwargs() if name in params}
-        return cls(**{name: value for name, value in run.trainer_kwargs().items() if name in chosen})
+        return cls.from_run(validate_block(RunSettings, given, ""), **extras)
 
 
 def seed_everything(seed: int) -> None:
