@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from qsight_pipeline.config import EvaluateParams
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.loading import load_checkpoint_file
 from qsight_pipeline.pipelines.evaluate.nodes import evaluate_external
@@ -15,7 +16,8 @@ from qsight_pipeline.pipelines.evaluate.nodes import evaluate_external
 def test_external_validation_reports_the_model_the_gate_and_the_screening_decision(smoke_project, make_sample):
     root = make_sample("sovitrath", patients=6, size=256)
     checkpoint = load_checkpoint_file(smoke_project.data("06_models/trained_model/complete_checkpoint.pth"))
-    result, table = evaluate_external(checkpoint, {"dataset": {"type": "sovitrath", "root": str(root)}})
+    result, table = evaluate_external(checkpoint, EvaluateParams.model_validate(
+        {"dataset": {"type": "sovitrath", "root": str(root)}}))
     json.dumps(result)  # plain data
     images = result["dataset"]["images"]
     assert images == len(table) >= 10 and result["dataset"]["unreadable"] == 0
@@ -33,4 +35,5 @@ def test_external_validation_reports_the_model_the_gate_and_the_screening_decisi
 def test_a_missing_external_root_names_the_setting(smoke_project, tmp_path):
     checkpoint = load_checkpoint_file(smoke_project.data("06_models/trained_model/complete_checkpoint.pth"))
     with pytest.raises(UserError, match="evaluate.dataset.root"):
-        evaluate_external(checkpoint, {"dataset": {"type": "sovitrath", "root": str(tmp_path / "none")}})
+        evaluate_external(checkpoint, EvaluateParams.model_validate(
+            {"dataset": {"type": "sovitrath", "root": str(tmp_path / "none")}}))

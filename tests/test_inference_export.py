@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from qsight_pipeline.config import ExportParams
 from qsight_pipeline.inference import load_model
 from qsight_pipeline.inference.export import ExportError, export_onnx_bytes
 from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
@@ -88,14 +89,14 @@ def test_int8_export_runs_names_what_stays_float_and_keeps_the_float_model(smoke
 
     checkpoint = load_checkpoint_file(smoke_project.data("06_models/trained_model/complete_checkpoint.pth"))
     cache = np.load(smoke_project.data("05_model_input/image_cache_train.npy"), mmap_mode="r")
-    float_bytes, info, int8 = export_onnx(checkpoint, {"quantize": "int8"}, cache)
+    float_bytes, info, int8 = export_onnx(checkpoint, ExportParams(quantize="int8"), cache)
     assert info["int8"]["file"] == "model.int8.onnx" and "static" in info["int8"]["method"]
     images = normalise(np.asarray(cache[:8]), info["preprocessing"]).numpy()
     ours = ort.InferenceSession(int8["model.int8"], providers=["CPUExecutionProvider"]).run(None, {"images": images})
     theirs = ort.InferenceSession(float_bytes, providers=["CPUExecutionProvider"]).run(None, {"images": images})
     assert np.abs(ours[0] - theirs[0]).max() < 0.5 and np.allclose(ours[0].sum(1), 1, atol=1e-4)
     # Without calibration pictures: dynamic; the quantum head's float64 statevector stays float, by name.
-    _, info, int8 = export_onnx(checkpoint, {"quantize": "int8"}, None)
+    _, info, int8 = export_onnx(checkpoint, ExportParams(quantize="int8"), None)
     assert "dynamic" in info["int8"]["method"] and int8
     assert any("quantum_head" in entry["node"] for entry in info["int8"]["left_float"]), info["int8"]
     # A quantiser that fails: the float model is still written and the error is reported.
@@ -105,9 +106,9 @@ def test_int8_export_runs_names_what_stays_float_and_keeps_the_float_model(smoke
         raise RuntimeError("no quantised kernel for operator Foo")
 
     monkeypatch.setattr(quantization, "quantize_static", broken)
-    float_again, info, int8 = export_onnx(checkpoint, {"quantize": "int8"}, cache)
+    float_again, info, int8 = export_onnx(checkpoint, ExportParams(quantize="int8"), cache)
     assert int8 == {} and float_again and "operator Foo" in info["int8"]["error"]
-    assert "int8" not in export_onnx(checkpoint, {"quantize": "none"})[1]
+    assert "int8" not in export_onnx(checkpoint, ExportParams(quantize="none"))[1]
 
 
 def test_int8_keeps_the_layers_that_move_the_grades_float_until_they_agree(smoke_project, monkeypatch):
@@ -119,7 +120,7 @@ def test_int8_keeps_the_layers_that_move_the_grades_float_until_they_agree(smoke
     checkpoint = load_checkpoint_file(smoke_project.data("06_models/trained_model/complete_checkpoint.pth"))
     train = np.load(smoke_project.data("05_model_input/image_cache_train.npy"), mmap_mode="r")
     val = np.load(smoke_project.data("05_model_input/image_cache_val.npy"), mmap_mode="r")
-    strict = {"quantize": "int8", "int8_agreement": 1.0, "int8_max_difference": 0.002}
+    strict = ExportParams(quantize="int8", int8_agreement=1.0, int8_max_difference=0.002)
     float_bytes, info, int8 = export_onnx(checkpoint, strict, train, val)
     check = info["int8"]["check"]
     assert check["pictures"] == len(val) and check["all_quantised"]["max_probability_difference"] > 0.002

@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 from qsight_pipeline import load_model, predict_image, predict_images
+from qsight_pipeline.config import GateParams, PredictParams
 from qsight_pipeline.data.image_cache import load_image
 from qsight_pipeline.inference import gate as gating
 from qsight_pipeline.inference.gate_eval import CORRUPTIONS, non_fundus_pictures
@@ -197,10 +198,10 @@ def test_predict_overrides_replace_saved_bounds(smoke_project, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(dark).save(folder / "dark.png")
-    strict_table, _ = predict_grades(checkpoint, {"input_dir": str(folder)})
-    lenient_table, _ = predict_grades(checkpoint, {"input_dir": str(folder), "gradability": {
+    strict_table, _ = predict_grades(checkpoint, PredictParams(input_dir=str(folder)))
+    lenient_table, _ = predict_grades(checkpoint, PredictParams.model_validate({"input_dir": str(folder), "gradability": {
         "brightness_min": 0.0, "field_fraction_min": 0.0, "focus_min": 0.0, "ood_threshold": 1e9,
-        "field_roundness_min": 0.0}})
+        "field_roundness_min": 0.0}}))
     assert strict_table["decision"][0] == "refer for manual grading"
     assert bool(lenient_table["gradable"][0]) and lenient_table["decision"][0] != "refer for manual grading"
 
@@ -215,7 +216,7 @@ def test_a_model_saved_before_the_gate_grades_with_a_warning(smoke_project, tmp_
     folder.mkdir()
     shutil.copy(next(SAMPLE.glob("*.jpeg")), folder / "a.jpeg")
     with caplog.at_level(logging.WARNING):
-        table, _ = predict_grades(checkpoint, {"input_dir": str(folder)})
+        table, _ = predict_grades(checkpoint, PredictParams(input_dir=str(folder)))
     assert "kedro run --pipeline ensemble" in caplog.text
     row = table.iloc[0]
     assert row["gradable"] is pd.NA and row["in_distribution"] is pd.NA
@@ -233,7 +234,7 @@ def test_the_pipeline_and_the_api_gate_alike(smoke_project, tmp_path):
     Image.fromarray(np.zeros_like(photograph)).save(folder / "blank.png")
     Image.fromarray(non_fundus_pictures(1, 256)["text"][0]).save(folder / "text.png")
     checkpoint = load_checkpoint_file(_model_dir(smoke_project) / "complete_checkpoint.pth")
-    table, _ = predict_grades(checkpoint, {"input_dir": str(folder)})
+    table, _ = predict_grades(checkpoint, PredictParams(input_dir=str(folder)))
     loaded = load_model(_model_dir(smoke_project))
     paths = sorted(folder.iterdir())
     for path, result, (_, row) in zip(paths, predict_images(loaded, paths), table.iterrows(), strict=True):
@@ -252,7 +253,7 @@ def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog
     cache = {"train_features": rng.normal(size=(60, 4)), "val_features": rng.normal(size=(30, 4))}
     manifest = pd.DataFrame({"split": ["train"] * 3, "path": [str(p) for p in sorted(SAMPLE.glob("*.jpeg"))[:3]]})
     with caplog.at_level(logging.WARNING):
-        gates = fit_gate(cache, None, manifest, {})
+        gates = fit_gate(cache, None, manifest, GateParams())
     assert "kedro run --pipeline ingestion" in caplog.text
     bounds = gates["gradability"]["bounds"]
     assert bounds["focus"]["min"] is None and bounds["resolution"]["min"] is not None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
+from qsight_pipeline.config import DatasetParams, IngestionParams
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.layouts import RECORD_COLUMNS, get_layout
@@ -62,8 +62,7 @@ def scan_dataset(
     the findings for the report: labels without a file, files without a label, conflicting labels.
     Labels whose image file is missing fail the run unless ``ingestion.on_bad_image`` is ``skip``.
     """
-    settings = validate_block(IngestionParams, ingestion, "ingestion")
-    dataset = validate_block(DatasetParams, dataset, "dataset")
+    settings = ingestion
     scan = scan_layout(dataset.root, dataset.type)
     findings = scan.summary()
     missing = _missing_images(findings)
@@ -81,7 +80,7 @@ def split_by_patient(
     labelled_images: pd.DataFrame, ingestion: IngestionParams, seed: int
 ) -> pd.DataFrame:
     """Add a ``split`` column: patient-grouped, stratified by the patient's worst grade."""
-    settings = validate_block(IngestionParams, ingestion, "ingestion")
+    settings = ingestion
     grade_coverage({"data set": labelled_images["grade"]})  # one grade only: an error
     split = assign_splits(labelled_images, settings.val_fraction, settings.test_fraction, seed)
     result = labelled_images.assign(split=split.to_numpy())
@@ -107,7 +106,7 @@ def build_image_caches(
     ``ingestion.on_bad_image: fail`` any failure raises an error that names every bad file; with
     ``skip`` those images are left out of the manifest and the caches.
     """
-    settings = validate_block(IngestionParams, ingestion, "ingestion")
+    settings = ingestion
     manifests, caches, unreadable = [], {}, []
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
@@ -167,8 +166,7 @@ def summarise_ingestion(
     seed: int,
 ) -> dict[str, Any]:
     """The ingestion report: counts per split and grade, and every file that was left out, with why."""
-    settings = validate_block(IngestionParams, ingestion, "ingestion")
-    dataset = validate_block(DatasetParams, dataset, "dataset")
+    settings = ingestion
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]

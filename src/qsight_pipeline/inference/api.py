@@ -40,6 +40,8 @@ from torch.utils.data import DataLoader
 
 from qsight_pipeline.config import (
     AugmentationParams,
+    DatasetParams,
+    IngestionParams,
     ModelParams,
     ParamsBlock,
     QuantumConfig,
@@ -91,6 +93,17 @@ class DatasetConfig:
     num_workers: int = 0
     on_bad_image: str = "fail"
     augment: Mapping[str, Any] | None = field(default_factory=lambda: AugmentationParams().to_dict())
+
+    def blocks(self) -> tuple[DatasetParams, IngestionParams]:
+        """The ``dataset`` and ``ingestion`` blocks these fields set (a ConfigError names each
+        bad key)."""
+        return (
+            validate_block(DatasetParams, {"root": str(self.root), "type": self.dataset_type}, "dataset"),
+            validate_block(IngestionParams, {
+                "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                "on_bad_image": self.on_bad_image,
+            }, "ingestion"),
+        )
 
 
 # The run-wide fields of TrainingConfig (the keys of config.RunSettings it sets).
@@ -151,13 +164,9 @@ def _mapping(block: Mapping[str, Any] | ParamsBlock | None) -> dict[str, Any]:
 
 
 def _ingest(config: DatasetConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The ingestion pipeline's steps, in memory."""
-    ingestion = {
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-        "on_bad_image": config.on_bad_image,
-    }
-    images, _findings = scan_dataset({"root": str(config.root), "type": config.dataset_type}, ingestion)
+    """The ingestion pipeline's steps, in memory, on the same typed blocks as ``kedro run``."""
+    dataset, ingestion = config.blocks()
+    images, _findings = scan_dataset(dataset, ingestion)
     split_images = split_by_patient(images, ingestion, config.seed)
     manifest, train, val, test, _unreadable = build_image_caches(
         split_images, config.image_size, ingestion

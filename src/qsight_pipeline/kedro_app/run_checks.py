@@ -107,7 +107,7 @@ class RunChecksHook:
     """
 
     def __init__(self) -> None:
-        self._checked: tuple[dict[str, Any], QSightParameters] | None = None
+        self._checked: tuple[dict[str, Any], QSightParameters] | None = None  # (raw, typed)
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -121,8 +121,9 @@ class RunChecksHook:
             raise
 
     def _typed(self, raw: dict[str, Any]) -> QSightParameters:
-        """``raw`` validated: the context's result when these are its parameters."""
-        if self._checked is not None and self._checked[0] == raw:
+        """The parameters of this run, typed: Kedro creates the run's context just before the run,
+        so they were validated then (``after_context_created``); else they are validated now."""
+        if self._checked is not None:
             return self._checked[1]
         return check_parameters(raw)
 

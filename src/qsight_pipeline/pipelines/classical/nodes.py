@@ -13,7 +13,6 @@ from qsight_pipeline.config import (
     DistributedParams,
     ModelParams,
     QuantumConfig,
-    validate_block,
 )
 from qsight_pipeline.data.splits import split_grades
 from qsight_pipeline.errors import ArtifactError
@@ -70,7 +69,7 @@ def train_classical_model(
     from qsight_pipeline.training.trainer import seed_everything
 
     run = run_config.settings
-    augment = validate_block(AugmentationParams, augmentation, "augmentation").to_dict()
+    augment = augmentation.to_dict()
     settings = with_device_augmentation(run_config.trainer_settings(), augment)
     config = ModelConfig.from_params(model, quantum, run.image_size)
     seed_everything(settings.seed)

@@ -57,11 +57,9 @@ def calibrate_operating_point(
     Returns:
         ``calibration.json`` (see :func:`qsight_pipeline.inference.operating_point.fit_operating_point`).
     """
-    from qsight_pipeline.config import validate_block
     from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.operating_point import fit_operating_point
 
-    referral = validate_block(ReferralParams, referral, "referral")
     return to_plain(fit_operating_point(evaluation, referral))
 
 
@@ -80,12 +78,10 @@ def fit_gate(
     """
     from pathlib import Path
 
-    from qsight_pipeline.config import validate_block
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.gate import fit_gates, original_sizes
 
-    gate = validate_block(GateParams, gate, "gate")
     sizes = None
     if manifest is not None and "split" in manifest and "path" in manifest:
         paths = [Path(p) for p in manifest.loc[manifest["split"] == "train", "path"]]
@@ -138,7 +134,7 @@ def assemble_training_artifacts(
     calibration: dict[str, Any] | None = None,
     gates: dict[str, Any] | None = None,
     image_cache_test: Any = None,
-    gate: GateParams | dict[str, Any] | None = None,
+    gate: GateParams = GateParams(),  # noqa: B008 - a frozen block
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``.
 
@@ -183,9 +179,6 @@ def assemble_training_artifacts(
         phase1_classical_model, post_cache_model, summary, model_info
     )
     if gates:
-        from qsight_pipeline.config import validate_block
-
-        gate = validate_block(GateParams, gate, "gate")
         summary["gate"] = {
             "rule": GATE_RULE,
             "ood": {k: gates["ood"].get(k) for k in ("threshold", "pass_rate", "confidence", "rank",

@@ -38,7 +38,6 @@ def evaluate_external(
     referred for manual grading counts as referred) and the gate's pass rate and reasons; and
     ``external_predictions``: one ``predictions.csv`` row per photograph plus its ``true_grade``.
     """
-    from qsight_pipeline.config import validate_block
     from qsight_pipeline.data.layouts import scan_dataset
     from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference import predict_images
@@ -48,7 +47,6 @@ def evaluate_external(
     from qsight_pipeline.inference.rows import prediction_row
     from qsight_pipeline.training.metrics import grading_metrics
 
-    evaluate = validate_block(EvaluateParams, evaluate, "evaluate")
     root = Path(evaluate.dataset.root).expanduser()
     if not root.is_dir():
         raise EvaluateInputError(

@@ -11,8 +11,10 @@ logger = logging.getLogger(__name__)
 
 
 def export_onnx(
-    complete_checkpoint: dict[str, Any], export: ExportParams | None = None,
-    image_cache_train: Any = None, image_cache_val: Any = None,
+    complete_checkpoint: dict[str, Any],
+    export: ExportParams = ExportParams(),  # noqa: B008 - a frozen block
+    image_cache_train: Any = None,
+    image_cache_val: Any = None,
 ) -> tuple[bytes, dict[str, Any], dict[str, bytes]]:
     """The model and its calibration as ONNX.
 
@@ -26,11 +28,9 @@ def export_onnx(
         the int8 grades against the float ones and keeps float the layers that move them
         (``export.int8_agreement``, ``export.int8_max_difference``); without it, unchecked.
     """
-    from qsight_pipeline.config import validate_block
     from qsight_pipeline.inference.export import export_onnx_bytes, onnx_metadata, quantize_int8
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
 
-    export = validate_block(ExportParams, export, "export")
     loaded = loaded_from_checkpoint(complete_checkpoint, "cpu")
     onnx_bytes = export_onnx_bytes(loaded)
     logger.info("Exported model.onnx (%.1f MB)", len(onnx_bytes) / 1e6)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from qsight_pipeline.config import PredictParams, validate_block
+from qsight_pipeline.config import PredictParams
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.rows import prediction_row
@@ -63,7 +63,6 @@ def predict_grades(
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
     from qsight_pipeline.inference.predict import overlay_image
 
-    predict = validate_block(PredictParams, predict, "predict")
     loaded = loaded_from_checkpoint(
         complete_checkpoint, predict.device, gate_overrides=predict.gradability.overrides()
     )
