@@ -192,8 +192,27 @@ def test_a_bad_value_is_named_once_with_its_value_once():
         validate_parameters({"referral": {"target_sensitivity": 1.5}})
     line = next(row for row in str(error.value).splitlines() if "target_sensitivity" in row)
     assert line.count("referral.target_sensitivity") == 1 and line.count("got 1.5") == 1
-    assert line.strip().startswith("referral.target_sensitivity must be in (0, 1]")
+    assert line.strip() == "referral.target_sensitivity: Input should be less than or equal to 1, got 1.5"
     with pytest.raises(ConfigError) as error:  # pydantic's own bound: the key is put first
         validate_parameters({"quantum_study": {"hardware": {"device": "fake_torino", "shots": 0}}})
     assert "quantum_study.hardware.shots: Input should be greater than or equal to 1, got 0" in str(
         error.value)
+
+
+def test_every_rule_is_one_pydantic_message_per_key_and_allowed_values_are_shared():
+    with pytest.raises(ConfigError) as error:
+        validate_parameters({
+            "quantum_study": {"n_qubits": [2, 4, 2], "hardware": {"device": "fake_torino",
+                                                                 "mitigation": "mthree"}},
+            "quantum_hardware": {"mitigation": ["none", "mthree"], "zne": {"scale_factors": [1, 2]}},
+            "referral": {"review_fraction": 1.0},
+        })
+    lines = [line.strip() for line in str(error.value).splitlines()[1:]]
+    allowed = "Input should be 'none', 'readout', 'zne' or 'readout_zne', got 'mthree'"
+    assert lines == [
+        "quantum_study.n_qubits: lists 2 more than once",
+        f"quantum_study.hardware.mitigation: {allowed}",
+        f"quantum_hardware.mitigation.1: {allowed}",
+        "quantum_hardware.zne.scale_factors: must be odd (gate folding scales the noise by 1, 3, 5, ...), got [2]",
+        "referral.review_fraction: Input should be less than 1, got 1.0",
+    ]

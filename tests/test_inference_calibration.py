@@ -10,8 +10,10 @@ import yaml
 from pydantic import ValidationError
 from scipy.special import softmax
 
+from qsight_pipeline.config import validate_block
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.referral import ReferralParams
+from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.inference import calibration as cal
 from qsight_pipeline.inference.operating_point import fit_operating_point
 
@@ -89,9 +91,11 @@ def test_yaml_defaults_are_the_models_defaults(model, block):
 
 
 def test_bad_referral_values_name_the_key_and_the_range():
-    with pytest.raises(ValidationError, match=r"referral.target_sensitivity must be in \(0, 1\]"):
-        ReferralParams(target_sensitivity=1.5)
-    with pytest.raises(ValidationError, match=r"referral.review_fraction must be in \[0, 1\)"):
-        ReferralParams(review_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"referral.target_sensitivity: Input should be less than or equal to 1, got 1.5"):
+        validate_block(ReferralParams, {"target_sensitivity": 1.5}, "referral")
+    with pytest.raises(ConfigError, match=r"referral.review_fraction: Input should be less than 1, got 1.0"):
+        validate_block(ReferralParams, {"review_fraction": 1.0}, "referral")
+    with pytest.raises(ConfigError, match=r"referral.target_sensitivity: Input should be greater than 0, got 0.0"):
+        validate_block(ReferralParams, {"target_sensitivity": 0.0}, "referral")
     with pytest.raises(ValidationError, match="device"):
         PredictParams(device="gpu")

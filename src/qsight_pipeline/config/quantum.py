@@ -5,18 +5,27 @@ The circuit is defined once, with qiskit; ``executor`` only chooses how it is ev
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
+from qsight_pipeline.config.types import (
+    ENCODINGS,
+    ENTANGLEMENTS,
+    EXECUTORS,
+    TORCH_DTYPES,
+    Encoding,
+    Entanglement,
+    Executor,
+    TorchDtype,
+)
 from qsight_pipeline.errors import ConfigError
 
-ENTANGLEMENTS: tuple[str, ...] = ("linear", "reverse_linear", "circular", "full")
-ENCODINGS: tuple[str, ...] = ("angle", "zz")
-EXECUTORS: tuple[str, ...] = ("torch", "qiskit")
-TORCH_DTYPES: tuple[str, ...] = ("float64", "float32")
 MAX_QUBITS = 16
+__all__ = [
+    "ENCODINGS", "ENTANGLEMENTS", "EXECUTORS", "MAX_QUBITS", "TORCH_DTYPES", "QuantumConfig",
+]
 
 
 class QuantumConfig(ParamsBlock):
@@ -44,13 +53,13 @@ class QuantumConfig(ParamsBlock):
     enabled: bool = True
     n_qubits: int = Field(4, ge=1, le=MAX_QUBITS)
     reps: int = Field(2, ge=1, le=20)
-    entanglement: Literal["linear", "reverse_linear", "circular", "full"] = "linear"
-    encoding: Literal["angle", "zz"] = "angle"
+    entanglement: Entanglement = "linear"
+    encoding: Encoding = "angle"
     encoding_reps: int = Field(1, ge=1, le=10)
     angle_scale: float = Field(1.0, gt=0, le=2)
     shots: int | None = Field(None, ge=1)
-    executor: Literal["torch", "qiskit"] = "torch"
-    torch_dtype: Literal["float64", "float32"] = "float64"
+    executor: Executor = "torch"
+    torch_dtype: TorchDtype = "float64"
     seed: int | None = None
     standardize: bool = True
 

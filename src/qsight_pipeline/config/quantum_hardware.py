@@ -8,43 +8,36 @@ package imports only pydantic.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
+from qsight_pipeline.config.types import MITIGATIONS, Mitigation, distinct
 
-MITIGATIONS: tuple[str, ...] = ("none", "readout", "zne", "readout_zne")
-EXTRAPOLATIONS: tuple[str, ...] = ("richardson", "linear")
+Extrapolation = Literal["richardson", "linear"]
+EXTRAPOLATIONS: tuple[str, ...] = get_args(Extrapolation)
+__all__ = ["EXTRAPOLATIONS", "MITIGATIONS", "QuantumHardwareParams"]
 
-
-def _unique(values: list, key: str) -> list:
-    if len(set(values)) != len(values):
-        raise ValueError(f"quantum_hardware.{key} lists a value twice: {values}")
-    return values
+# A snapshot's name, e.g. fake_torino; whether the snapshot exists is checked before the run.
+DeviceName = Annotated[str, Field(min_length=1)]
 
 
 class ZneParams(ParamsBlock):
     """Zero-noise extrapolation: two-qubit gates folded ``G (G G)^k`` to scale factor ``2k+1``."""
 
-    scale_factors: list[int] = [1, 3, 5]
-    extrapolation: Literal["richardson", "linear"] = "richardson"
+    scale_factors: distinct(Annotated[int, Field(ge=1, le=21)]) = [1, 3, 5]
+    extrapolation: Extrapolation = "richardson"
 
     @field_validator("scale_factors")
     @classmethod
     def _odd(cls, values: list[int]) -> list[int]:
-        bad = [v for v in values if v < 1 or v % 2 == 0 or v > 21]
-        if bad:
-            raise ValueError(
-                f"quantum_hardware.zne.scale_factors must be odd integers from 1 to 21 (gate "
-                f"folding), got {bad}"
-            )
+        even = [v for v in values if v % 2 == 0]
+        if even:
+            raise ValueError(f"must be odd (gate folding scales the noise by 1, 3, 5, ...), got {even}")
         if len(values) < 2 or 1 not in values:
-            raise ValueError(
-                "quantum_hardware.zne.scale_factors must hold 1 and at least one larger factor, "
-                f"got {values}"
-            )
-        return sorted(_unique(values, "zne.scale_factors"))
+            raise ValueError(f"must hold 1 and at least one larger factor, got {values}")
+        return sorted(values)
 
 
 class IbmRuntimeParams(ParamsBlock):
@@ -60,7 +53,7 @@ class IbmRuntimeParams(ParamsBlock):
     channel: str | None = None
     resume: bool = True
     shots: int = Field(1024, ge=1, le=1_000_000)
-    mitigation: Literal["none", "readout", "zne", "readout_zne"] = "readout"
+    mitigation: Mitigation = "readout"
     max_images: int | None = Field(None, ge=1)
 
 
@@ -73,9 +66,9 @@ class QuantumHardwareParams(ParamsBlock):
     over ``seeds`` sampling seeds (``first_seed`` ...).
     """
 
-    devices: list[str] = ["fake_torino", "fake_fez"]
-    shots: list[int] = [256, 1024, 4096]
-    mitigation: list[str] = list(MITIGATIONS)
+    devices: distinct(DeviceName) = ["fake_torino", "fake_fez"]
+    shots: distinct(Annotated[int, Field(ge=1, le=1_000_000)]) = [256, 1024, 4096]
+    mitigation: distinct(Mitigation) = list(MITIGATIONS)
     ideal_shots: bool = True
     seeds: int = Field(3, ge=1, le=100)
     first_seed: int = Field(0, ge=0, le=2**31 - 1000)
@@ -88,41 +81,9 @@ class QuantumHardwareParams(ParamsBlock):
     overhead_seconds_per_job: float = Field(2.0, ge=0.0, le=3600.0)
     headline_device: str | None = None
     headline_shots: int = Field(1024, ge=1)
-    headline_mitigation: Literal["none", "readout", "zne", "readout_zne"] = "readout_zne"
+    headline_mitigation: Mitigation = "readout_zne"
     zne: ZneParams = Field(default_factory=ZneParams)
     ibm_runtime: IbmRuntimeParams = Field(default_factory=IbmRuntimeParams)
-
-    @field_validator("devices")
-    @classmethod
-    def _check_devices(cls, values: list[str]) -> list[str]:
-        bad = [v for v in values if not v or not isinstance(v, str)]
-        if bad:
-            raise ValueError(f"quantum_hardware.devices must hold snapshot names, got {bad}")
-        return _unique(values, "devices")
-
-    @field_validator("shots")
-    @classmethod
-    def _check_shots(cls, values: list[int]) -> list[int]:
-        bad = [v for v in values if not 1 <= v <= 1_000_000]
-        if bad:
-            raise ValueError(
-                f"quantum_hardware.shots must hold shot counts from 1 to 1000000, got {bad}"
-            )
-        if not values:
-            raise ValueError("quantum_hardware.shots must list at least one shot count")
-        return _unique(values, "shots")
-
-    @field_validator("mitigation")
-    @classmethod
-    def _check_mitigation(cls, values: list[str]) -> list[str]:
-        bad = [v for v in values if v not in MITIGATIONS]
-        if bad:
-            raise ValueError(
-                f"quantum_hardware.mitigation must be among {', '.join(MITIGATIONS)}, got {bad}"
-            )
-        if not values:
-            raise ValueError("quantum_hardware.mitigation must list at least one (e.g. none)")
-        return _unique(values, "mitigation")
 
     @model_validator(mode="after")
     def _check_headline(self) -> QuantumHardwareParams:

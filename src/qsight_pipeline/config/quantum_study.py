@@ -6,30 +6,22 @@ them for users to read and edit (a test keeps the two equal).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
+from qsight_pipeline.config.types import Encoding, Entanglement, Mitigation, distinct
 
-# Kept here (not imported from models.quantum) so that this package needs only pydantic.
-STUDY_ENCODINGS = ("angle", "zz")
-STUDY_ENTANGLEMENTS = ("linear", "reverse_linear", "circular", "full")
-CONTENDERS = ("quantum", "classical_twin", "head_b", "logistic", "frozen_circuit")
+Contender = Literal["quantum", "classical_twin", "head_b", "logistic", "frozen_circuit"]
+CONTENDERS: tuple[str, ...] = get_args(Contender)
 MAX_STUDY_QUBITS = 12
-# Inclusive bounds of the scalar settings. Two seeds at least: an interval needs a spread.
-RANGES: dict[str, tuple[float, float]] = {
-    "seeds": (2, 100), "first_seed": (0, 2**31 - 1), "epochs": (1, 10_000),
-    "batch_size": (1, 65_536), "weight_decay": (0.0, 1.0), "confidence": (0.5, 0.999),
-}
 
-
-def _unique(values: list, key: str) -> list:
-    if not values:
-        raise ValueError(f"quantum_study.{key} must list at least one value")
-    if len(set(values)) != len(values):
-        raise ValueError(f"quantum_study.{key} lists a value twice: {values}")
-    return values
+# The grid's axes: non-empty lists without repeats, each value in its range.
+QubitCounts = distinct(Annotated[int, Field(ge=1, le=MAX_STUDY_QUBITS)])
+RepCounts = distinct(Annotated[int, Field(ge=1, le=20)])
+PositiveValues = distinct(Annotated[float, Field(gt=0, le=1e4)])
+TrainingShares = distinct(Annotated[float, Field(gt=0, le=1)])
 
 
 class StudyHardwareParams(ParamsBlock):
@@ -38,7 +30,7 @@ class StudyHardwareParams(ParamsBlock):
 
     device: str
     shots: int = Field(1024, ge=1, le=1_000_000)
-    mitigation: Literal["none", "readout", "zne", "readout_zne"] = "readout"
+    mitigation: Mitigation = "readout"
     noise_scale: float = Field(1.0, ge=0.0, le=10.0)
     optimization_level: int = Field(3, ge=0, le=3)
     seed_transpiler: int = Field(7, ge=0)
@@ -47,8 +39,7 @@ class StudyHardwareParams(ParamsBlock):
     @classmethod
     def _check_device(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("quantum_study.hardware.device must name a device snapshot, e.g. "
-                             "fake_torino")
+            raise ValueError("must name a device snapshot, e.g. fake_torino")
         return value
 
 
@@ -60,98 +51,38 @@ class QuantumStudyParams(ParamsBlock):
     searches its inverse regularisation ``logistic_c`` instead, over as many values.
     """
 
-    n_qubits: list[int] = [2, 4, 6, 8]
-    reps: list[int] = [1, 2]
-    encoding: list[str] = ["angle", "zz"]
-    entanglement: list[str] = ["linear"]
-    learning_rates: list[float] = [3e-4, 3e-3, 3e-2]
-    logistic_c: list[float] = [0.1, 1.0, 10.0]
-    seeds: int = 5
-    first_seed: int = 0
-    epochs: int = 40
-    batch_size: int = 32
-    weight_decay: float = 0.01
-    contenders: list[str] = list(CONTENDERS)
-    confidence: float = 0.95
+    n_qubits: QubitCounts = [2, 4, 6, 8]
+    reps: RepCounts = [1, 2]
+    encoding: distinct(Encoding) = ["angle", "zz"]
+    entanglement: distinct(Entanglement) = ["linear"]
+    learning_rates: PositiveValues = [3e-4, 3e-3, 3e-2]
+    logistic_c: PositiveValues = [0.1, 1.0, 10.0]
+    # Two seeds at least: an interval needs a spread.
+    seeds: int = Field(5, ge=2, le=100)
+    first_seed: int = Field(0, ge=0, le=2**31 - 1)
+    epochs: int = Field(40, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    contenders: distinct(Contender) = list(CONTENDERS)
+    confidence: float = Field(0.95, ge=0.5, le=0.999)
     n_jobs: int = -1
     # Few training data: every contender is trained on each share of the training split (nested,
     # stratified subsets drawn once with train_subset_seed); validation and test stay whole.
-    train_fractions: list[float] = [0.05, 0.1, 0.25, 0.5, 1.0]
+    train_fractions: TrainingShares = [0.05, 0.1, 0.25, 0.5, 1.0]
     train_subset_seed: int = Field(0, ge=0, le=2**31 - 1)
     # Noise: off by default; a device snapshot and a shot count score the chosen quantum settings.
     hardware: StudyHardwareParams | None = None
 
-    @field_validator(*RANGES)
-    @classmethod
-    def _check_range(cls, value: float, info) -> float:
-        low, high = RANGES[info.field_name]
-        if not low <= value <= high:
-            raise ValueError(
-                f"quantum_study.{info.field_name} must be between {low} and {high}, got {value}"
-            )
-        return value
-
-    @field_validator("n_qubits")
-    @classmethod
-    def _check_qubits(cls, values: list[int]) -> list[int]:
-        bad = [v for v in values if not 1 <= v <= MAX_STUDY_QUBITS]
-        if bad:
-            raise ValueError(
-                f"quantum_study.n_qubits must be between 1 and {MAX_STUDY_QUBITS}, got {bad}"
-            )
-        return _unique(values, "n_qubits")
-
-    @field_validator("reps")
-    @classmethod
-    def _check_reps(cls, values: list[int]) -> list[int]:
-        bad = [v for v in values if not 1 <= v <= 20]
-        if bad:
-            raise ValueError(f"quantum_study.reps must be between 1 and 20, got {bad}")
-        return _unique(values, "reps")
-
-    @field_validator("encoding", "entanglement", "contenders")
-    @classmethod
-    def _check_names(cls, values: list[str], info) -> list[str]:
-        allowed = {
-            "encoding": STUDY_ENCODINGS,
-            "entanglement": STUDY_ENTANGLEMENTS,
-            "contenders": CONTENDERS,
-        }[info.field_name]
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise ValueError(
-                f"quantum_study.{info.field_name} must be among {', '.join(allowed)}, got {bad}"
-            )
-        return _unique(values, info.field_name)
-
-    @field_validator("learning_rates", "logistic_c")
-    @classmethod
-    def _check_positive(cls, values: list[float], info) -> list[float]:
-        bad = [v for v in values if not 0 < v <= 1e4]
-        if bad:
-            raise ValueError(
-                f"quantum_study.{info.field_name} must hold positive numbers, got {bad}"
-            )
-        return _unique(values, info.field_name)
-
     @field_validator("train_fractions")
     @classmethod
-    def _check_fractions(cls, values: list[float]) -> list[float]:
-        bad = [v for v in values if not 0 < v <= 1]
-        if bad:
-            raise ValueError(
-                f"quantum_study.train_fractions must hold shares of the training split in (0, 1], "
-                f"got {bad}"
-            )
-        return sorted(_unique(values, "train_fractions"))
+    def _smallest_first(cls, values: list[float]) -> list[float]:
+        return sorted(values)
 
     @field_validator("n_jobs")
     @classmethod
     def _check_jobs(cls, value: int) -> int:
         if value == 0 or value < -1:
-            raise ValueError(
-                f"quantum_study.n_jobs must be -1 (every core) or a positive number, got {value}"
-            )
+            raise ValueError("must be -1 (every core) or a positive number")
         return value
 
     @model_validator(mode="after")

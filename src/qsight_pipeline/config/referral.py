@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from qsight_pipeline.config.base import ParamsBlock
 
@@ -16,24 +16,5 @@ class ReferralParams(ParamsBlock):
     ``1 - review_fraction``, i.e. about that fraction of validation images would be reviewed.
     """
 
-    target_sensitivity: float = 0.90
-    review_fraction: float = Field(0.10)
-
-    @field_validator("target_sensitivity")
-    @classmethod
-    def _sensitivity_in_range(cls, value: float) -> float:
-        if not 0.0 < value <= 1.0:
-            raise ValueError(
-                f"referral.target_sensitivity must be in (0, 1] (e.g. 0.90), got {value!r}"
-            )
-        return float(value)
-
-    @field_validator("review_fraction")
-    @classmethod
-    def _fraction_in_range(cls, value: float) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(
-                f"referral.review_fraction must be in [0, 1) (e.g. 0.10 for the 10% most "
-                f"uncertain images; 0 reviews none), got {value!r}"
-            )
-        return float(value)
+    target_sensitivity: float = Field(0.90, gt=0.0, le=1.0)
+    review_fraction: float = Field(0.10, ge=0.0, lt=1.0)

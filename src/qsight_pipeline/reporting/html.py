@@ -11,6 +11,7 @@ import datetime as _dt
 import html
 import logging
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -238,6 +239,25 @@ def _latency_table(latency: dict[str, Any]) -> str:
     return f'<table id="latency"><thead>{header}</thead><tbody>{rows}</tbody></table>'
 
 
+class _Figures:
+    """The report's figures, each placed once: ``take(prefix, caption)`` embeds those whose name
+    starts with ``prefix`` and were not placed yet."""
+
+    def __init__(self, figures: dict[str, Figure] | None) -> None:
+        self.figures = dict(figures or {})
+        self.used: set[str] = set()
+
+    def take(self, prefix: str, caption: Callable[[str], str]) -> str:
+        parts = []
+        for name in [n for n in self.figures if n.startswith(prefix) and n not in self.used]:
+            self.used.add(name)
+            parts.append(_figure_html(name, self.figures[name], caption(name)))
+        return f'<div class="figures">{"".join(parts)}</div>' if parts else ""
+
+    def leftovers(self) -> list[str]:
+        return [name for name in self.figures if name not in self.used]
+
+
 def render_report_html(
     training_summary: dict[str, Any],
     model_info: dict[str, Any],
@@ -259,30 +279,44 @@ def render_report_html(
         The HTML text (UTF-8), with a metrics table per split (val, test) holding a row per head
         and the ensemble, stage, latency and configuration tables, and every figure.
     """
-    figures = dict(figures or {})
-    used: set[str] = set()
+    placed = _Figures(figures)
+    sections = [
+        _how_to_read(),
+        *_evaluation_sections(training_summary.get("evaluation") or {}, placed),
+        _calibration_section(training_summary.get("calibration"), placed),
+        gate_section_html(training_summary["gate"]) if training_summary.get("gate") else "",
+        _training_section(training_summary.get("stages") or [], placed),
+        _latency_section(training_summary.get("latency_ms") or {}, placed),
+    ]
+    if placed.leftovers():
+        sections.append('<section id="other-figures"><h2>Other figures</h2>'
+                        + placed.take("", lambda n: n) + "</section>")
+    if quantum_study_summary:
+        sections.append(study_section_html(quantum_study_summary))
+    if quantum_hardware_summary:
+        sections.append(hardware_section_html(quantum_hardware_summary))
+    sections.append(_configuration_section(training_summary, model_info))
+    logger.info("Rendered the report with %d figures", len(placed.figures))
+    return _page(_headline(training_summary.get("best_validation") or {}), sections)
 
-    def take(prefix: str, caption) -> str:
-        parts = []
-        for name in [n for n in figures if n.startswith(prefix) and n not in used]:
-            used.add(name)
-            parts.append(_figure_html(name, figures[name], caption(name)))
-        return f'<div class="figures">{"".join(parts)}</div>' if parts else ""
 
-    evaluation = training_summary.get("evaluation") or {}
-    stages = training_summary.get("stages") or []
-    best = training_summary.get("best_validation") or {}
-    sections: list[str] = []
-
+def _headline(best: dict[str, Any]) -> str:
+    if not best:
+        return "No validation snapshot in this summary."
     best_kappa = ((best.get("metrics") or {}).get("ensemble") or {}).get("kappa")
-    headline = (
+    return (
         f"Best validation: stage <b>{_esc(best.get('stage'))}</b>, epoch "
         f"<b>{_esc(best.get('epoch'))}</b>, ensemble kappa "
         f'<b id="best-validation-kappa">{_esc(format_metric(best_kappa))}</b>.'
-        if best else "No validation snapshot in this summary."
     )
-    sections.append(_how_to_read())
 
+
+def _evaluation_sections(evaluation: dict[str, Any], placed: _Figures) -> list[str]:
+    """A metrics table and the confusion matrices per split."""
+    if not evaluation:
+        return ['<section id="evaluation-missing"><h2>Evaluation</h2><p>'
+                "This summary has no evaluation on val/test.</p></section>"]
+    sections = []
     for split in EVALUATION_SPLITS:
         by_model = evaluation.get(split)
         if not by_model:
@@ -292,57 +326,50 @@ def render_report_html(
             f'<section id="evaluation-{_esc(split)}"><h2>{title}: metrics</h2>'
             f"{_metrics_table(split, by_model)}"
             f"<h3>Confusion matrices ({_esc(split)})</h3>"
-            + take(f"confusion_{split}_", lambda n: n.removesuffix(".png").replace("_", " "))
+            + placed.take(f"confusion_{split}_", lambda n: n.removesuffix(".png").replace("_", " "))
             + "</section>"
         )
-    if not evaluation:
-        sections.append('<section id="evaluation-missing"><h2>Evaluation</h2><p>'
-                        "This summary has no evaluation on val/test.</p></section>")
+    return sections
 
-    calibration = training_summary.get("calibration")
-    if calibration:
-        from qsight_pipeline.reporting.calibration import calibration_tables_html
 
-        sections.append(
-            '<section id="calibration"><h2>Calibration and the referral operating point</h2>'
-            + calibration_tables_html(calibration)
-            + take("referral_roc", lambda n: "Test ROC of P(grade >= 2), operating point marked")
-            + take("calibration_reliability",
-                   lambda n: "Reliability of the ensemble before and after temperature scaling")
-            + "</section>"
-        )
+def _calibration_section(calibration: dict[str, Any] | None, placed: _Figures) -> str:
+    if not calibration:
+        return ""
+    from qsight_pipeline.reporting.calibration import calibration_tables_html
 
-    if training_summary.get("gate"):
-        sections.append(gate_section_html(training_summary["gate"]))
+    return (
+        '<section id="calibration"><h2>Calibration and the referral operating point</h2>'
+        + calibration_tables_html(calibration)
+        + placed.take("referral_roc", lambda n: "Test ROC of P(grade >= 2), operating point marked")
+        + placed.take("calibration_reliability",
+                      lambda n: "Reliability of the ensemble before and after temperature scaling")
+        + "</section>"
+    )
 
-    sections.append(
+
+def _training_section(stages: list[dict[str, Any]], placed: _Figures) -> str:
+    return (
         '<section id="training"><h2>Training stages</h2>'
         + _stages_table(stages)
-        + take("training_curves_", lambda n: f"Training curves, stage {n[16:-4]}")
+        + placed.take("training_curves_", lambda n: f"Training curves, stage {n[16:-4]}")
         + "<h3>Ensemble weights and uncertainty</h3>"
-        + take("ensemble_weights", lambda n: "Average ensemble gate weight per head, per epoch")
-        + take("uncertainty", lambda n: "Validation entropy and head disagreement, per epoch")
+        + placed.take("ensemble_weights", lambda n: "Average ensemble gate weight per head, per epoch")
+        + placed.take("uncertainty", lambda n: "Validation entropy and head disagreement, per epoch")
         + "</section>"
     )
 
-    latency = training_summary.get("latency_ms") or {}
-    sections.append(
+
+def _latency_section(latency: dict[str, Any], placed: _Figures) -> str:
+    return (
         '<section id="latency-section"><h2>Latency</h2>'
         + (_latency_table(latency) if latency else "<p>No latency was recorded.</p>")
-        + take("latency_", lambda n: f"Per-batch latency: {n[8:-4]}")
+        + placed.take("latency_", lambda n: f"Per-batch latency: {n[8:-4]}")
         + "</section>"
     )
 
-    leftovers = [name for name in figures if name not in used]
-    if leftovers:
-        sections.append('<section id="other-figures"><h2>Other figures</h2>'
-                        + take("", lambda n: n) + "</section>")
 
-    if quantum_study_summary:
-        sections.append(study_section_html(quantum_study_summary))
-    if quantum_hardware_summary:
-        sections.append(hardware_section_html(quantum_hardware_summary))
-    sections.append(
+def _configuration_section(training_summary: dict[str, Any], model_info: dict[str, Any]) -> str:
+    return (
         '<section id="configuration"><h2>Model and configuration</h2><h3>Model</h3>'
         + _key_value_table(_without_matrices(model_info or {}), "model-info")
         + "<h3>Quantum head</h3>"
@@ -352,8 +379,9 @@ def render_report_html(
         + "</section>"
     )
 
+
+def _page(headline: str, sections: list[str]) -> str:
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    logger.info("Rendered the report with %d figures", len(figures))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
