@@ -108,6 +108,23 @@ def corrupt_artifact_message(
     return " ".join(parts)
 
 
+def _torch_load_problem(error: Exception, what: str) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused with ``error``."""
+    import pickle
+
+    refused = _REFUSED_GLOBAL.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if refused:
+        return (
+            f"holds a `{refused.group(1)}` object: a {what} may only hold tensors and plain "
+            "data, and loading that object could run code"
+        )
+    return (
+        f"is not a readable {what} ({type(error).__name__}): it is damaged (empty, "
+        "truncated or not written by torch.save) or holds something other than tensors "
+        "and plain data"
+    )
+
+
 def safe_torch_load(
     path: str | os.PathLike,
     what: str | None = None,
@@ -132,8 +149,6 @@ def safe_torch_load(
         CorruptArtifactError: the file is empty, truncated, not written by ``torch.save``, holds
             an object other than tensors and plain data, or lacks ``required_keys``.
     """
-    import pickle
-
     import torch
 
     path = Path(path)
@@ -149,20 +164,9 @@ def safe_torch_load(
         raise CorruptArtifactError(corrupt_artifact_message(
             path, problem, unsafe_advice=_NOT_UNSAFELY_TORCH, rebuild=rebuild)) from error
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        refused = _REFUSED_GLOBAL.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
-        if refused:
-            problem = (
-                f"holds a `{refused.group(1)}` object: a {what} may only hold tensors and plain "
-                "data, and loading that object could run code"
-            )
-        else:
-            problem = (
-                f"is not a readable {what} ({type(error).__name__}): it is damaged (empty, "
-                "truncated or not written by torch.save) or holds something other than tensors "
-                "and plain data"
-            )
         raise CorruptArtifactError(corrupt_artifact_message(
-            path, problem, unsafe_advice=_NOT_UNSAFELY_TORCH, rebuild=rebuild)) from error
+            path, _torch_load_problem(error, what), unsafe_advice=_NOT_UNSAFELY_TORCH,
+            rebuild=rebuild)) from error
     required = list(required_keys)
     if required and (not isinstance(loaded, dict) or any(key not in loaded for key in required)):
         found = (

@@ -350,8 +350,8 @@ def rep_delay(backend: Any) -> float:
 
 
 def qpu_seconds_per_1000(
-    stats: dict[str, Any], shots: int, scale_factors: list[int], overhead_per_circuit: float,
-    overhead_per_job: float = 0.0, images: int = 1000, calibration_circuits: int = 0,
+    stats: dict[str, Any], shots: int, scale_factors: list[int], overheads: tuple[float, float],
+    images: int = 1000, calibration_circuits: int = 0,
 ) -> float:
     """Estimated QPU seconds to grade ``images`` images (1,000 by default) at ``shots`` shots.
 
@@ -359,13 +359,13 @@ def qpu_seconds_per_1000(
     measurement durations) plus the device's repetition delay (``rep_delay``, the wait for the
     qubits to reset between shots, which dominates for short circuits); per circuit (one per image
     and ZNE scale factor, plus ``calibration_circuits`` for readout mitigation),
-    ``overhead_per_circuit`` seconds (loading the parameters into the control electronics); per
-    job, ``overhead_per_job``. A circuit folded to scale ``s`` is counted ``(s - 1)`` times the
+    ``overheads[0]`` seconds (loading the parameters into the control electronics); per job,
+    ``overheads[1]``. A circuit folded to scale ``s`` is counted ``(s - 1)`` times the
     summed two-qubit gate time longer (an upper bound: folded gates on different pairs could run
     in parallel). Not included: queueing, transpilation and classical processing on IBM's side,
     and the minimum billing of some plans.
     """
-    seconds = overhead_per_job
+    overhead_per_circuit, seconds = overheads
     for scale in scale_factors:
         duration = stats["duration_s"] + (scale - 1) * stats["two_qubit_time_s"]
         seconds += images * (shots * (duration + stats["rep_delay_s"]) + overhead_per_circuit)

@@ -203,89 +203,20 @@ def evaluate_hardware(
     complete_checkpoint: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The tidy table (one row per condition x seed) and a context for the summary."""
-    import pandas as pd
-
-    from qsight_pipeline.hardware import devices, estimation
-
     data = HeadOnCache(cache, quantum_head, params.split, params.max_images, complete_checkpoint)
     n_images = len(data.labels)
     seeds = list(range(params.first_seed, params.first_seed + params.seeds))
-    rows: list[dict[str, Any]] = []
     base = {"n_images": n_images, "noise_scale": params.noise_scale}
-    rows.append({**base, "condition": "exact", "device": "exact", "shots": None,
-                 "mitigation": "none", "seed": None, **data.metrics(data.exact_z), "seconds": 0.0})
-
+    rows: list[dict[str, Any]] = [
+        {**base, "condition": "exact", "device": "exact", "shots": None, "mitigation": "none",
+         "seed": None, **data.metrics(data.exact_z), "seconds": 0.0},
+    ]
     if params.ideal_shots:
-        circuit = _ideal_circuit(data.spec)
-        values = estimation.parameter_values(circuit, data.spec, data.angles, data.weights)
-        observables = [list(data.spec.observables)]
-        for shots in params.shots:
-            for seed in seeds:
-                started = time.perf_counter()
-                seed_value = estimation.sampling_seed("ideal", shots, seed)
-                estimator = estimation.make_estimator(
-                    devices.simulator(None, data.n_qubits), shots, seed_value
-                )
-                result = estimator.run([(circuit, observables, values)]).result()
-                z = estimation.evs(result, 0)
-                rows.append({**base, "condition": "ideal", "device": "ideal", "shots": shots,
-                             "mitigation": "none", "seed": seed, **data.metrics(z),
-                             "seconds": time.perf_counter() - started})
-
+        rows += _ideal_rows(data, params, seeds, base)
     circuits: dict[str, Any] = {}
-    need_zne = any(m in ("zne", "readout_zne") for m in params.mitigation)
-    need_readout = any(m in ("readout", "readout_zne") for m in params.mitigation)
-    scales = list(params.zne.scale_factors) if need_zne else [1]
     for device in params.devices:
-        backend = devices.load_snapshot(device)
-        prepared = devices.prepare_circuit(
-            data.spec, backend, device,
-            optimization_level=params.optimization_level, seed_transpiler=params.seed_transpiler,
-        )
-        circuits[device] = prepared
-        stats = prepared.stats
-        simulator = devices.simulator(
-            devices.noise_model(prepared, params.noise_scale), prepared.reduced.num_qubits
-        )
-        values = estimation.parameter_values(prepared.reduced, data.spec, data.angles, data.weights)
-        pubs = estimation.device_pubs(
-            prepared.reduced, prepared.reduced_observables, values, scales,
-            (prepared.reduced.num_qubits, prepared.measured) if need_readout else None,
-        )
-        logger.info(
-            "%s: %d active qubits (physical %s), depth %d, %d two-qubit gates, estimated success "
-            "probability %.3f", device, stats["active_qubits"], stats["physical_qubits"],
-            stats["depth"], stats["two_qubit_gates"], stats["success_probability"],
-        )
-        for shots in params.shots:
-            for seed in seeds:
-                started = time.perf_counter()
-                seed_value = estimation.sampling_seed(device, shots, seed, params.noise_scale)
-                estimator = estimation.make_estimator(simulator, shots, seed_value)
-                result = estimator.run(pubs).result()
-                raw, calibration = estimation.raw_and_calibration(result, scales, need_readout)
-                seconds = time.perf_counter() - started
-                for mitigation in params.mitigation:
-                    z = estimation.mitigated(raw, calibration, mitigation, params.zne.extrapolation)
-                    used_scales = scales if mitigation in ("zne", "readout_zne") else [1]
-                    cost = devices.qpu_seconds_per_1000(
-                        stats, shots, used_scales, params.overhead_seconds_per_circuit,
-                        params.overhead_seconds_per_job,
-                        calibration_circuits=2 if mitigation in ("readout", "readout_zne") else 0,
-                    )
-                    rows.append({
-                        **base, "condition": "device", "device": device, "shots": shots,
-                        "mitigation": mitigation, "seed": seed, **data.metrics(z),
-                        **_circuit_columns(stats), "qpu_seconds_per_1000_images": cost,
-                        "seconds": seconds,
-                    })
-    table = pd.DataFrame(rows)
-    for column in COLUMNS:
-        if column not in table:
-            table[column] = None
-    table = table[list(COLUMNS)]
-    for column in ("shots", "seed"):
-        table[column] = table[column].astype("Int64")
+        circuits[device], device_rows = _device_rows(data, params, seeds, base, device)
+        rows += device_rows
     context = {
         "n_qubits": data.n_qubits, "n_images": n_images, "circuits": circuits,
         "ensemble": data.ensemble is not None, "split": params.split,
@@ -294,7 +225,102 @@ def evaluate_hardware(
             for device, prepared in circuits.items()
         },
     }
-    return table, context
+    return _tidy_table(rows), context
+
+
+def _ideal_rows(
+    data: HeadOnCache, params: QuantumHardwareParams, seeds: list[int], base: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Noise-free sampling of the logical circuit at each shot count and seed."""
+    from qsight_pipeline.hardware import devices, estimation
+
+    circuit = _ideal_circuit(data.spec)
+    values = estimation.parameter_values(circuit, data.spec, data.angles, data.weights)
+    observables = [list(data.spec.observables)]
+    rows = []
+    for shots in params.shots:
+        for seed in seeds:
+            started = time.perf_counter()
+            seed_value = estimation.sampling_seed("ideal", shots, seed)
+            estimator = estimation.make_estimator(
+                devices.simulator(None, data.n_qubits), shots, seed_value
+            )
+            result = estimator.run([(circuit, observables, values)]).result()
+            z = estimation.evs(result, 0)
+            rows.append({**base, "condition": "ideal", "device": "ideal", "shots": shots,
+                         "mitigation": "none", "seed": seed, **data.metrics(z),
+                         "seconds": time.perf_counter() - started})
+    return rows
+
+
+def _device_rows(
+    data: HeadOnCache, params: QuantumHardwareParams, seeds: list[int], base: dict[str, Any],
+    device: str,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The circuit transpiled for ``device``'s snapshot, and one row per shot count, seed and
+    mitigation under the snapshot's noise (the mitigations share each run's raw results)."""
+    from qsight_pipeline.hardware import devices, estimation
+
+    need_zne = any(m in ("zne", "readout_zne") for m in params.mitigation)
+    need_readout = any(m in ("readout", "readout_zne") for m in params.mitigation)
+    scales = list(params.zne.scale_factors) if need_zne else [1]
+    backend = devices.load_snapshot(device)
+    prepared = devices.prepare_circuit(
+        data.spec, backend, device,
+        optimization_level=params.optimization_level, seed_transpiler=params.seed_transpiler,
+    )
+    stats = prepared.stats
+    simulator = devices.simulator(
+        devices.noise_model(prepared, params.noise_scale), prepared.reduced.num_qubits
+    )
+    values = estimation.parameter_values(prepared.reduced, data.spec, data.angles, data.weights)
+    pubs = estimation.device_pubs(
+        prepared.reduced, prepared.reduced_observables, values, scales,
+        (prepared.reduced.num_qubits, prepared.measured) if need_readout else None,
+    )
+    logger.info(
+        "%s: %d active qubits (physical %s), depth %d, %d two-qubit gates, estimated success "
+        "probability %.3f", device, stats["active_qubits"], stats["physical_qubits"],
+        stats["depth"], stats["two_qubit_gates"], stats["success_probability"],
+    )
+    rows = []
+    for shots in params.shots:
+        for seed in seeds:
+            started = time.perf_counter()
+            seed_value = estimation.sampling_seed(device, shots, seed, params.noise_scale)
+            estimator = estimation.make_estimator(simulator, shots, seed_value)
+            result = estimator.run(pubs).result()
+            raw, calibration = estimation.raw_and_calibration(result, scales, need_readout)
+            seconds = time.perf_counter() - started
+            for mitigation in params.mitigation:
+                z = estimation.mitigated(raw, calibration, mitigation, params.zne.extrapolation)
+                used_scales = scales if mitigation in ("zne", "readout_zne") else [1]
+                cost = devices.qpu_seconds_per_1000(
+                    stats, shots, used_scales,
+                    (params.overhead_seconds_per_circuit, params.overhead_seconds_per_job),
+                    calibration_circuits=2 if mitigation in ("readout", "readout_zne") else 0,
+                )
+                rows.append({
+                    **base, "condition": "device", "device": device, "shots": shots,
+                    "mitigation": mitigation, "seed": seed, **data.metrics(z),
+                    **_circuit_columns(stats), "qpu_seconds_per_1000_images": cost,
+                    "seconds": seconds,
+                })
+    return prepared, rows
+
+
+def _tidy_table(rows: list[dict[str, Any]]) -> Any:
+    """The rows as the table's columns, in order, with integer shots and seeds."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in table:
+            table[column] = None
+    table = table[list(COLUMNS)]
+    for column in ("shots", "seed"):
+        table[column] = table[column].astype("Int64")
+    return table
 
 
 def _circuit_columns(stats: dict[str, Any]) -> dict[str, Any]:

@@ -127,8 +127,9 @@ def submit(
     records = list((previous or {}).get("jobs", []))
     n_images = len(data.labels)
     seconds = devices.qpu_seconds_per_1000(
-        prepared.stats, ibm.shots, scales, params.overhead_seconds_per_circuit,
-        params.overhead_seconds_per_job, images=n_images, calibration_circuits=2 if readout else 0,
+        prepared.stats, ibm.shots, scales,
+        (params.overhead_seconds_per_circuit, params.overhead_seconds_per_job),
+        images=n_images, calibration_circuits=2 if readout else 0,
     )
     match = next((r for r in records if r.get("fingerprint") == fingerprint), None)
     if match and ibm.resume and service is not None:

@@ -90,11 +90,7 @@ def _train(estimators: list[TorchHeadClassifier], features: torch.Tensor,
     modules = [estimator.module_ for estimator in estimators]
     base = modules[0]
     trainable = [name for name, p in base.named_parameters() if p.requires_grad]
-    buffers = dict(base.named_buffers())
-    for module in modules[1:]:  # index tables and the like: built the same way for every seed
-        for name, buffer in module.named_buffers():
-            if not torch.equal(buffer, buffers[name]):
-                raise ValueError(f"fit_together: buffer {name!r} differs between the estimators")
+    buffers = _shared_buffers(modules)
 
     # One leaf per learning rate and weight, holding the stacked weights of that rate's members;
     # ``order`` lists the estimators group by group, the order of the stacked rows.
@@ -136,12 +132,29 @@ def _train(estimators: list[TorchHeadClassifier], features: torch.Tensor,
             total += losses.detach().double() * batch.shape[1]
         totals.append(total / n)
 
-    with torch.no_grad():
-        for group, leaf in zip(members, leaves, strict=True):
-            for row, index in enumerate(group):
-                for name in trainable:
-                    modules[index].get_parameter(name).copy_(leaf[name][row])
+    _copy_back(modules, members, leaves, trainable)
     curves: list[list[float]] = [[] for _ in estimators]
     for row, index in enumerate(order):
         curves[index] = [float(t[row]) for t in totals]
     return curves
+
+
+def _shared_buffers(modules: list[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The first module's buffers, which every module must hold too (index tables and the like:
+    built the same way for every seed)."""
+    buffers = dict(modules[0].named_buffers())
+    for module in modules[1:]:
+        for name, buffer in module.named_buffers():
+            if not torch.equal(buffer, buffers[name]):
+                raise ValueError(f"fit_together: buffer {name!r} differs between the estimators")
+    return buffers
+
+
+@torch.no_grad()
+def _copy_back(modules: list[torch.nn.Module], members: list[list[int]],
+               leaves: list[dict[str, torch.Tensor]], trainable: list[str]) -> None:
+    """Each estimator's trained weights, from its row of its learning rate's leaf."""
+    for group, leaf in zip(members, leaves, strict=True):
+        for row, index in enumerate(group):
+            for name in trainable:
+                modules[index].get_parameter(name).copy_(leaf[name][row])

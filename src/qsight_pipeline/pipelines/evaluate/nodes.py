@@ -41,11 +41,8 @@ def evaluate_external(
     from qsight_pipeline.data.layouts import scan_dataset
     from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference import predict_images
-    from qsight_pipeline.inference.calibration import sensitivity_specificity
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
-    from qsight_pipeline.inference.predict import gate_reasons
     from qsight_pipeline.inference.rows import prediction_row
-    from qsight_pipeline.training.metrics import grading_metrics
 
     root = Path(evaluate.dataset.root).expanduser()
     if not root.is_dir():
@@ -65,17 +62,38 @@ def evaluate_external(
         row = prediction_row(prediction, path, str(record["image_id"]))
         rows.append({"image": row.pop("image"), "true_grade": int(record["grade"]), **row})
     readable = np.array([p.error is None for p in predictions], dtype=bool)
-    good = [p for p in predictions if p.error is None]
-    labels = labels_all[readable]
-    probs = np.array([p.ensemble_probabilities for p in good]).reshape(-1, 5)
-    referable = np.array([p.referable_probability for p in good], dtype=float)
-    gated = np.array([p.decision == "refer for manual grading" for p in good], dtype=bool)
     threshold = float(loaded.referral.get("threshold", 0.5))
-
     result: dict[str, Any] = {
         "dataset": {"type": evaluate.dataset.type, "root": str(root), "images": len(paths),
                     "unreadable": int((~readable).sum())},
         "gate_available": loaded.gates is not None,
+        **_screening_results(
+            [p for p in predictions if p.error is None], labels_all[readable], threshold
+        ),
+    }
+    logger.info(
+        "External validation on %d photographs of %s (%s): the gate passed %s; model kappa %s, "
+        "referral sensitivity %s / specificity %s at the saved threshold %.3f.",
+        len(paths), root, evaluate.dataset.type,
+        "n/a" if result["gate"]["pass_rate"] is None else f"{100 * result['gate']['pass_rate']:.1f}%",
+        _fmt((result["model"] or {}).get("quadratic_weighted_kappa")),
+        _fmt((result["model_referral"] or {}).get("sensitivity")),
+        _fmt((result["model_referral"] or {}).get("specificity")), threshold,
+    )
+    return to_plain(result), pd.DataFrame(rows)
+
+
+def _screening_results(good: list[Any], labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    """The model's metrics and referral point on the readable photographs ``good``, on those the
+    gate lets through, the screening decision with the gate, and the gate's counts."""
+    from qsight_pipeline.inference.calibration import sensitivity_specificity
+    from qsight_pipeline.inference.predict import gate_reasons
+    from qsight_pipeline.training.metrics import grading_metrics
+
+    probs = np.array([p.ensemble_probabilities for p in good]).reshape(-1, 5)
+    referable = np.array([p.referable_probability for p in good], dtype=float)
+    gated = np.array([p.decision == "refer for manual grading" for p in good], dtype=bool)
+    return {
         "model": grading_metrics(labels, probs) if len(labels) else None,
         "model_referral": sensitivity_specificity(referable, labels, threshold) if len(labels) else None,
         "graded": (grading_metrics(labels[~gated], probs[~gated]) if (~gated).any() else None),
@@ -90,16 +108,6 @@ def evaluate_external(
             "reasons": _count([r.split(" [")[0] for p in good for r in gate_reasons(p)]),
         },
     }
-    logger.info(
-        "External validation on %d photographs of %s (%s): the gate passed %s; model kappa %s, "
-        "referral sensitivity %s / specificity %s at the saved threshold %.3f.",
-        len(paths), root, evaluate.dataset.type,
-        "n/a" if result["gate"]["pass_rate"] is None else f"{100 * result['gate']['pass_rate']:.1f}%",
-        _fmt((result["model"] or {}).get("quadratic_weighted_kappa")),
-        _fmt((result["model_referral"] or {}).get("sensitivity")),
-        _fmt((result["model_referral"] or {}).get("specificity")), threshold,
-    )
-    return to_plain(result), pd.DataFrame(rows)
 
 
 def _fmt(value: float | None) -> str:
