@@ -10,7 +10,6 @@ import pandas as pd
 
 from qsight_pipeline.config import (
     AugmentationParams,
-    DistributedParams,
     ModelParams,
     QuantumConfig,
 )
@@ -31,15 +30,21 @@ def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
         )
 
 
+def classical_model_config(run_config: RunConfig, model: ModelParams, quantum: QuantumConfig) -> Any:
+    """``model_config``: the hybrid model to build, from the ``model`` and ``quantum`` blocks and
+    the run-wide ``image_size`` (``models.hybrid.ModelConfig``)."""
+    from qsight_pipeline.models.hybrid import ModelConfig
+
+    return ModelConfig.from_params(model, quantum, run_config.settings.image_size)
+
+
 def train_classical_model(
     image_cache_train: np.ndarray,
     image_cache_val: np.ndarray,
     manifest: pd.DataFrame,
     run_config: RunConfig,
-    model: ModelParams,
-    quantum: QuantumConfig,
+    model_config: Any,
     augmentation: AugmentationParams,
-    distributed: DistributedParams | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train the schedule's image stages on the decode-once image cache.
 
@@ -47,75 +52,85 @@ def train_classical_model(
         image_cache_train: uint8 (N, S, S, 3) training images in ``cache_index`` order.
         image_cache_val: the same for validation.
         manifest: the ingestion manifest (grades and split of every image).
-        run_config: the run-wide settings and the parsed stage schedule.
-        model, quantum, augmentation: the typed parameter blocks.
-        distributed: with ``nproc_per_node * nnodes > 1`` the stages run in DDP workers that
-            this node launches (README, "Distributed training").
+        run_config: the run-wide settings, the parsed stage schedule and the ``distributed``
+            block: with ``nproc_per_node * nnodes > 1`` the stages run in DDP workers that this
+            node launches (README, "Distributed training").
+        model_config: the model to build (:func:`classical_model_config`).
+        augmentation: the typed ``augmentation`` block.
 
     Returns:
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
     from qsight_pipeline.data.device_augment import with_device_augmentation
-    from qsight_pipeline.data.loaders import loader_options as options_for_loaders
-    from qsight_pipeline.data.loaders import make_loader
-    from qsight_pipeline.data.torch_data import CachedImageDataset
     from qsight_pipeline.files import artifacts
-    from qsight_pipeline.models.hybrid import ModelConfig, build_model
+    from qsight_pipeline.models.hybrid import build_model
     from qsight_pipeline.training import workflow
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
-    from qsight_pipeline.training.devices import resolve_device
     from qsight_pipeline.training.trainer import seed_everything
 
     run = run_config.settings
     augment = augmentation.to_dict()
     settings = with_device_augmentation(run_config.trainer_settings(), augment)
-    config = ModelConfig.from_params(model, quantum, run.image_size)
     seed_everything(settings.seed)
 
     ingestion = lineage.check_image_caches(
         manifest, {"train": image_cache_train, "val": image_cache_val}
     )
-    train_grades = split_grades(manifest, "train")
-    val_grades = split_grades(manifest, "val")
-    _check_cache(image_cache_train, train_grades, "train")
-    _check_cache(image_cache_val, val_grades, "val")
+    grades = {split: split_grades(manifest, split) for split in ("train", "val")}
+    _check_cache(image_cache_train, grades["train"], "train")
+    _check_cache(image_cache_val, grades["val"], "val")
     data = manifest[["image_id", "grade", "split"]].to_dict("list")
     run_fingerprint = fingerprint(
-        "classical", artifacts.model_config_dict(config), run.batch_size, augment, data
+        "classical", artifacts.model_config_dict(model_config), run.batch_size, augment, data
     )
-    plan = worker_plan(distributed, settings)
+    plan = worker_plan(run_config.distributed, settings)
     if plan.enabled:
         job = ClassicalJob(
-            config=config, stages=run_config.schedule["classical"], settings=settings,
+            config=model_config, stages=run_config.schedule["classical"], settings=settings,
             batch_size=run.batch_size, augment=augment, num_workers=run.num_workers,
-            train_grades=train_grades, val_grades=val_grades, fingerprint=run_fingerprint,
+            train_grades=grades["train"], val_grades=grades["val"], fingerprint=run_fingerprint,
         )
         result = _only_machine_zero_returns(
             train_classical_ddp(plan, job, image_cache_train, image_cache_val), plan
         )
         return lineage.stamp_classical(result[0], ingestion), result[1]
 
-    hybrid = build_model(config)
-    train_set = CachedImageDataset(
-        image_cache_train, train_grades, train=True, augment=augment, image_size=config.image_size
+    hybrid = build_model(model_config)
+    train_loader, val_loader = _image_loaders(
+        (image_cache_train, image_cache_val), grades, augment, settings, model_config.image_size
     )
-    val_set = CachedImageDataset(
-        image_cache_val, val_grades, train=False, augment=None, image_size=config.image_size
-    )
-    loader_options = {
-        "seed": settings.seed,
-        **options_for_loaders(run.num_workers, resolve_device(settings.device)),
-    }
-    train_loader = make_loader(train_set, run.batch_size, shuffle=True, **loader_options)
-    val_loader = make_loader(val_set, run.batch_size, shuffle=False, **loader_options)
     history = workflow.train_image_stages(
         hybrid, run_config.schedule["classical"], train_loader, val_loader, settings,
-        train_labels=train_grades, run_fingerprint=run_fingerprint,
+        train_labels=grades["train"], run_fingerprint=run_fingerprint,
     )
     checkpoint = artifacts.classical_checkpoint(hybrid, history)
     return lineage.stamp_classical(checkpoint, ingestion), history
+
+
+def _image_loaders(
+    caches: tuple[np.ndarray, np.ndarray], grades: dict[str, np.ndarray], augment: dict[str, Any],
+    settings: Any, image_size: int,
+) -> tuple[Any, Any]:
+    """The shuffled, augmented training loader and the plain validation loader."""
+    from qsight_pipeline.data.loaders import loader_options, make_loader
+    from qsight_pipeline.data.torch_data import CachedImageDataset
+    from qsight_pipeline.training.devices import resolve_device
+
+    train_set = CachedImageDataset(
+        caches[0], grades["train"], train=True, augment=augment, image_size=image_size
+    )
+    val_set = CachedImageDataset(
+        caches[1], grades["val"], train=False, augment=None, image_size=image_size
+    )
+    options = {
+        "seed": settings.seed, **loader_options(settings.num_workers, resolve_device(settings.device)),
+    }
+    return (
+        make_loader(train_set, settings.batch_size, shuffle=True, **options),
+        make_loader(val_set, settings.batch_size, shuffle=False, **options),
+    )
 
 
 def _only_machine_zero_returns(result: Any, plan: Any) -> Any:

@@ -4,7 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from qsight_pipeline.kedro_app.run_config import run_settings_node
 
-from .nodes import train_classical_model
+from .nodes import classical_model_config, train_classical_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -12,16 +12,21 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             run_settings_node(),
             Node(
+                func=classical_model_config,
+                inputs=["run_config", "params:model", "params:quantum"],
+                outputs="model_config",
+                name="classical_model_config",
+                namespace="classical",
+            ),
+            Node(
                 func=train_classical_model,
                 inputs=[
                     "image_cache_train",
                     "image_cache_val",
                     "manifest",
                     "run_config",
-                    "params:model",
-                    "params:quantum",
+                    "model_config",
                     "params:augmentation",
-                    "params:distributed",
                 ],
                 outputs=["phase1_classical_model", "classical_history"],
                 name="train_classical_model",

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import DistributedParams
 from qsight_pipeline.data.splits import split_grades, split_image_ids
 from qsight_pipeline.files import lineage
 from qsight_pipeline.kedro_app.run_config import RunConfig
@@ -21,18 +20,15 @@ def export_quantum_training_data(
     image_cache_test: np.ndarray,
     manifest: pd.DataFrame,
     run_config: RunConfig,
-    distributed: DistributedParams | None = None,
 ) -> dict[str, Any]:
     """Run the frozen classical model over every split once.
 
     Returns:
         ``quantum_training_data``: per split the compressed features, head A/B logits, labels
         and image ids, plus the metadata and head weights the cache stages rebuild the model from.
-        With ``distributed.nproc_per_node > 1`` this machine's workers each take a slice of
+        With ``distributed.nproc_per_node > 1`` (``run_config.distributed``) this machine's workers each take a slice of
         every split (DDP workers, no gradients), and the slices are joined in order.
     """
-    from qsight_pipeline.data.loaders import make_loader
-    from qsight_pipeline.data.torch_data import CachedImageDataset
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.training import workflow
 
@@ -42,10 +38,9 @@ def export_quantum_training_data(
         phase1_classical_model, manifest, run_config.settings.output_dir
     )
     model = artifacts.load_classical_checkpoint(phase1_classical_model)
-    image_size = model.config.image_size
     batch_size = run_config.batch_size
     settings = run_config.trainer_settings()
-    plan = worker_plan(distributed, settings).local_only()
+    plan = worker_plan(run_config.distributed, settings).local_only()
     if plan.enabled:
         from qsight_pipeline.training.ddp_jobs import FeatureJob, export_features_ddp
 
@@ -59,19 +54,29 @@ def export_quantum_training_data(
         cache = export_features_ddp(plan, phase1_classical_model, caches, job)
         cache["metadata"][lineage.LINEAGE_KEY] = record
         return cache
-    loaders = {
+    loaders = _plain_loaders(caches, manifest, model.config.image_size, settings)
+    image_ids = {split: split_image_ids(manifest, split) for split in caches}
+    cache = workflow.export_features(model, loaders, image_ids, settings)
+    cache["metadata"][lineage.LINEAGE_KEY] = record
+    return cache
+
+
+def _plain_loaders(
+    caches: dict[str, np.ndarray], manifest: pd.DataFrame, image_size: int, settings: Any
+) -> dict[str, Any]:
+    """One unshuffled, unaugmented loader per split, in cache order."""
+    from qsight_pipeline.data.loaders import make_loader
+    from qsight_pipeline.data.torch_data import CachedImageDataset
+
+    return {
         split: make_loader(
             CachedImageDataset(
                 images, split_grades(manifest, split), train=False, augment=None,
                 image_size=image_size,
             ),
-            batch_size,
+            settings.batch_size,
             shuffle=False,
             seed=settings.seed,
         )
         for split, images in caches.items()
     }
-    image_ids = {split: split_image_ids(manifest, split) for split in caches}
-    cache = workflow.export_features(model, loaders, image_ids, settings)
-    cache["metadata"][lineage.LINEAGE_KEY] = record
-    return cache

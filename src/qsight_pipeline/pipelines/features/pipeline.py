@@ -20,7 +20,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "image_cache_test",
                     "manifest",
                     "run_config",
-                    "params:distributed",
                 ],
                 outputs="quantum_training_data",
                 name="export_quantum_training_data",
