@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
-from qsight_pipeline.config import DatasetParams, IngestionParams
+from qsight_pipeline.config import IngestionParams
 from qsight_pipeline.errors import ArtifactError, UserError
 from qsight_pipeline.pipelines.ingestion.nodes import split_by_patient, summarise_ingestion
 from qsight_pipeline.training.guards import (
@@ -84,6 +84,6 @@ def test_the_ingestion_report_lists_missing_grades():
         "split": ["train"] * 5 + ["val"],
     })
     findings = {"root": "r", "dataset_type": "tanlikesmath"}
-    report = summarise_ingestion(manifest, findings, [], DatasetParams(), IngestionParams(), 32, 0)
+    report = summarise_ingestion(manifest, findings, [], IngestionParams(), 32, 0)
     assert any("val split has no image of grade 1 (Mild)" in w for w in report["warnings"])
     assert any("test split has no image" in w for w in report["warnings"])

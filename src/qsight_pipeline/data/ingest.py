@@ -160,7 +160,6 @@ def summarise_ingestion(
     manifest: pd.DataFrame,
     layout_findings: dict[str, Any],
     unreadable_images: list[dict[str, str]],
-    dataset: DatasetParams,
     ingestion: IngestionParams,
     image_size: int,
     seed: int,
@@ -179,7 +178,7 @@ def summarise_ingestion(
     missing = _missing_images(layout_findings)
     skipped = (missing + unreadable_images) if settings.on_bad_image == "skip" else []
     report = {
-        "dataset": {"type": dataset.type, "root": layout_findings.get("root")},
+        "dataset": {"type": layout_findings["dataset_type"], "root": layout_findings.get("root")},
         "image_size": int(image_size),
         "seed": int(seed),
         "val_fraction": settings.val_fraction,

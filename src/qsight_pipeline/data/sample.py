@@ -28,6 +28,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -89,16 +90,15 @@ def make_anatomy(rng: np.random.Generator) -> Anatomy:
     for angle, turn, length in trunks:
         for vein, offset, width in ((True, 7, 0.024), (False, -7, 0.018)):
             jitter = rng.normal(0, 6)
-            _grow_vessel(
-                rng, vessels, disc, math.radians(angle + offset + jitter), math.radians(turn),
-                length * rng.uniform(0.9, 1.1), width * rng.uniform(0.9, 1.1), vein, depth=0,
+            sprout = _Sprout(
+                disc, math.radians(angle + offset + jitter), math.radians(turn),
+                length * rng.uniform(0.9, 1.1), width * rng.uniform(0.9, 1.1),
             )
+            _grow_vessel(rng, vessels, sprout, vein, depth=0)
     # Small vessels that run from the disc straight towards the macula.
     for _ in range(2):
-        _grow_vessel(
-            rng, vessels, disc, math.radians(180 + rng.normal(0, 12)), 0.0, 0.3, 0.009,
-            bool(rng.integers(2)), depth=2,
-        )
+        sprout = _Sprout(disc, math.radians(180 + rng.normal(0, 12)), 0.0, 0.3, 0.009)
+        _grow_vessel(rng, vessels, sprout, bool(rng.integers(2)), depth=2)
     return Anatomy(
         disc=disc,
         disc_radius=rng.uniform(0.11, 0.13),
@@ -109,19 +109,22 @@ def make_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
+class _Sprout(NamedTuple):
+    """Where a vessel starts, its heading and curvature (radians, per unit length), its length
+    and its starting width (field units)."""
+
+    start: tuple[float, float]
+    angle: float
+    turn: float
+    length: float
+    width: float
+
+
 def _grow_vessel(
-    rng: np.random.Generator,
-    vessels: list[Vessel],
-    start: tuple[float, float],
-    angle: float,
-    turn: float,
-    length: float,
-    width: float,
-    vein: bool,
-    depth: int,
+    rng: np.random.Generator, vessels: list[Vessel], sprout: _Sprout, vein: bool, depth: int
 ) -> None:
     step = 0.012
-    x, y = start
+    (x, y), angle, turn, length, width = sprout
     points, widths = [(x, y)], [width]
     steps = max(2, int(length / step))
     for i in range(steps):
@@ -134,11 +137,11 @@ def _grow_vessel(
         widths.append(current)
         if depth < 3 and i > 3 and rng.random() < 0.05:
             side = rng.choice((-1, 1))
-            _grow_vessel(
-                rng, vessels, (x, y), angle + side * math.radians(rng.uniform(25, 65)),
-                rng.normal(0, 1.5), (steps - i) * step * rng.uniform(0.4, 0.8),
-                current * rng.uniform(0.5, 0.7), vein, depth + 1,
+            branch = _Sprout(
+                (x, y), angle + side * math.radians(rng.uniform(25, 65)), rng.normal(0, 1.5),
+                (steps - i) * step * rng.uniform(0.4, 0.8), current * rng.uniform(0.5, 0.7),
             )
+            _grow_vessel(rng, vessels, branch, vein, depth + 1)
     vessels.append(Vessel(points, widths, vein))
 
 

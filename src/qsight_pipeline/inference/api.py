@@ -243,13 +243,10 @@ def train_hybrid_model(
         test_loader: optional; adds test metrics to the summary.
 
     Returns:
-        ``(model, summary)``: the trained model and the ``training_summary.json`` dict, with
-        per-stage metrics (``stages``), the best validation snapshot (``best_validation``), the
-        evaluation of every head and the ensemble, and ``calibration``: the temperatures, the
-        referral threshold and the review threshold fitted on validation (``config.referral``),
-        with their report, and ``gates``: the gradability bounds and out-of-distribution
-        threshold fitted on the training and validation loaders (README, "Grading new
-        photographs"). :func:`save_model` writes them where ``load_model`` reads them.
+        ``(model, summary)``: the model and the ``training_summary.json`` dict (``stages``,
+        ``best_validation``, the ``evaluation`` of every head and the ensemble), with the
+        ``calibration`` fitted on validation (``config.referral``) and the ``gates`` fitted on
+        the training and validation loaders; :func:`save_model` writes them for ``load_model``.
     """
     if list(classes) != list(GRADE_NAMES):
         raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
@@ -274,33 +271,41 @@ def train_hybrid_model(
     cache = workflow.export_features(
         model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()}, settings
     )
-    quantum_history, _ = workflow.fit_on_cache(
-        model, "quantum", stages["quantum"], cache, settings, batch_size=batch_size, splits=()
+    cache_history, evaluation = _cache_stages(
+        model, stages, cache, settings.model_copy(update={"batch_size": batch_size}),
+        splits=("val", "test") if test_loader is not None else ("val",),
     )
-    splits = ("val", "test") if test_loader is not None else ("val",)
-    ensemble_history, evaluation = workflow.fit_on_cache(
-        model, "ensemble", stages["ensemble"], cache, settings, batch_size=batch_size, splits=splits
-    )
-    history += quantum_history + ensemble_history
+    history += cache_history
     summary = _training_summary(model, history, evaluation, cache, config, referral)
     summary["gates"] = _fit_gates(train_loader, cache)
     return model, summary
+
+
+def _cache_stages(
+    model: HybridModel, stages: dict[str, list[Stage]], cache: dict[str, Any],
+    settings: TrainerSettings, splits: Sequence[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The quantum, then the ensemble stages on the feature cache, as the two pipelines run
+    them; the evaluation of every head and the ensemble on ``splits`` after the last."""
+    quantum_history, _ = workflow.fit_on_cache(
+        model, "quantum", stages["quantum"], cache, settings, splits=()
+    )
+    ensemble_history, evaluation = workflow.fit_on_cache(
+        model, "ensemble", stages["ensemble"], cache, settings, splits=splits
+    )
+    return quantum_history + ensemble_history, evaluation
 
 
 def _fit_gates(train_loader: DataLoader, cache: dict[str, Any]) -> dict[str, Any]:
     """The gate, as the ensemble pipeline fits it, from the training loader's image cache (no
     resolution bound: the loader does not know the original files); ``save_model`` moves it into
     ``model_info["gates"]``."""
-    from qsight_pipeline.config import GateParams
     from qsight_pipeline.inference.gate import fit_gates
 
-    params = GateParams()
     images = getattr(train_loader.dataset, "images", None)
     return to_plain(fit_gates(
         images, None, feature_cache.split_features(cache, "train"),
         feature_cache.split_features(cache, "val"),
-        quantile=params.quantile, margin=params.margin, ood_pass_rate=params.ood_pass_rate,
-        ood_confidence=params.ood_confidence,
     ))
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from qsight_pipeline.config.gate import GateParams
+
 logger = logging.getLogger(__name__)
 
 GATES_FORMAT = "qsight.gates/1"
@@ -343,10 +345,7 @@ def fit_gates(
     train_sizes: Sequence[Sequence[int] | None] | None,
     train_features: np.ndarray,
     val_features: np.ndarray,
-    quantile: float = 0.01,
-    margin: float = 0.25,
-    ood_pass_rate: float = 0.95,
-    ood_confidence: float | None = 0.9,
+    params: GateParams | None = None,
 ) -> dict[str, Any]:
     """The gate saved in ``model_info["gates"]``.
 
@@ -356,7 +355,10 @@ def fit_gates(
         train_sizes: ``(width, height)`` of the training split's original files (None where a
             file is unreadable), or None when they are gone (no ``resolution`` bound).
         train_features, val_features: compressed features of the feature cache.
+        params: the ``gate`` block (quantile, margin, out-of-distribution pass rate and
+            confidence); its defaults when None.
     """
+    params = params or GateParams()
     rows: list[dict[str, float]] = []
     count = 0 if train_images is None else len(train_images)
     sizes = [s for s in (train_sizes or []) if s]
@@ -385,8 +387,8 @@ def fit_gates(
         + (f" at {train_images.shape[1]} px" if count else "")
         + f"; resolution from {len(sizes)} original training files"
     )
-    gradability = fit_gradability(rows, quantile, margin, source)
-    ood = fit_ood(train_features, val_features, ood_pass_rate, ood_confidence)
+    gradability = fit_gradability(rows, params.quantile, params.margin, source)
+    ood = fit_ood(train_features, val_features, params.ood_pass_rate, params.ood_confidence)
     logger.info(
         "Gate fitted on the training split (%s): out-of-distribution threshold %.3f passes %.1f%% "
         "of validation images.", source, ood["threshold"], 100 * ood["validation_pass_rate"],

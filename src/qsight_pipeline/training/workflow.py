@@ -195,15 +195,15 @@ def fit_on_cache(
     cache: dict[str, Any],
     settings: TrainerSettings,
     *,
-    batch_size: int,
     splits: Sequence[str] = ("val", "test"),
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Train ``part``'s stages (``quantum`` or ``ensemble``) on the feature cache, then evaluate.
 
     A checkpoint in ``settings.checkpoint_dir`` is resumed only when it was written for the same
-    cache, quantum settings, batch size and training-set size. Returns the stage history and
-    :func:`evaluate_on_cache` on ``splits``.
+    cache, quantum settings, batch size (``settings.batch_size``) and training-set size. Returns
+    the stage history and :func:`evaluate_on_cache` on ``splits``.
     """
+    batch_size = settings.batch_size
     run_fingerprint = fingerprint(
         part, feature_cache.cache_metadata(cache), to_plain(model.config.quantum), batch_size,
         len(feature_cache.split_labels(cache, "train")),

@@ -49,12 +49,10 @@ def train_classical_model(
     """Train the schedule's image stages on the decode-once image cache.
 
     Args:
-        image_cache_train: uint8 (N, S, S, 3) training images in ``cache_index`` order.
-        image_cache_val: the same for validation.
+        image_cache_train, image_cache_val: uint8 (N, S, S, 3) images in ``cache_index`` order.
         manifest: the ingestion manifest (grades and split of every image).
-        run_config: the run-wide settings, the parsed stage schedule and the ``distributed``
-            block: with ``nproc_per_node * nnodes > 1`` the stages run in DDP workers that this
-            node launches (README, "Distributed training").
+        run_config: the run-wide settings, the stage schedule and the ``distributed`` block (with
+            ``nproc_per_node * nnodes > 1`` the stages run in DDP workers this node launches).
         model_config: the model to build (:func:`classical_model_config`).
         augmentation: the typed ``augmentation`` block.
 
@@ -68,34 +66,27 @@ def train_classical_model(
     from qsight_pipeline.training import workflow
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
-    from qsight_pipeline.training.trainer import seed_everything
+    from qsight_pipeline.training.trainer import seed_everything  # torch: when the node runs
 
-    run = run_config.settings
     augment = augmentation.to_dict()
     settings = with_device_augmentation(run_config.trainer_settings(), augment)
     seed_everything(settings.seed)
 
-    ingestion = lineage.check_image_caches(
-        manifest, {"train": image_cache_train, "val": image_cache_val}
-    )
-    grades = {split: split_grades(manifest, split) for split in ("train", "val")}
-    _check_cache(image_cache_train, grades["train"], "train")
-    _check_cache(image_cache_val, grades["val"], "val")
+    ingestion, grades = _checked_grades(manifest, image_cache_train, image_cache_val)
     data = manifest[["image_id", "grade", "split"]].to_dict("list")
-    run_fingerprint = fingerprint(
-        "classical", artifacts.model_config_dict(model_config), run.batch_size, augment, data
-    )
+    run_fingerprint = fingerprint("classical", artifacts.model_config_dict(model_config),
+                                  settings.batch_size, augment, data)
     plan = worker_plan(run_config.distributed, settings)
     if plan.enabled:
         job = ClassicalJob(
             config=model_config, stages=run_config.schedule["classical"], settings=settings,
-            batch_size=run.batch_size, augment=augment, num_workers=run.num_workers,
+            batch_size=settings.batch_size, augment=augment, num_workers=settings.num_workers,
             train_grades=grades["train"], val_grades=grades["val"], fingerprint=run_fingerprint,
         )
-        result = _only_machine_zero_returns(
+        checkpoint, history = _only_machine_zero_returns(
             train_classical_ddp(plan, job, image_cache_train, image_cache_val), plan
         )
-        return lineage.stamp_classical(result[0], ingestion), result[1]
+        return lineage.stamp_classical(checkpoint, ingestion), history
 
     hybrid = build_model(model_config)
     train_loader, val_loader = _image_loaders(
@@ -107,6 +98,20 @@ def train_classical_model(
     )
     checkpoint = artifacts.classical_checkpoint(hybrid, history)
     return lineage.stamp_classical(checkpoint, ingestion), history
+
+
+def _checked_grades(
+    manifest: pd.DataFrame, image_cache_train: np.ndarray, image_cache_val: np.ndarray
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The caches' ingestion record (they must belong to ``manifest``) and the grades of their
+    rows, per split; a cache of the wrong length is refused."""
+    ingestion = lineage.check_image_caches(
+        manifest, {"train": image_cache_train, "val": image_cache_val}
+    )
+    grades = {split: split_grades(manifest, split) for split in ("train", "val")}
+    _check_cache(image_cache_train, grades["train"], "train")
+    _check_cache(image_cache_val, grades["val"], "val")
+    return ingestion, grades
 
 
 def _image_loaders(

@@ -44,7 +44,6 @@ def finetune_ensemble(
 
     history, evaluation = workflow.fit_on_cache(
         model, "ensemble", run_config.schedule["ensemble"], quantum_training_data, settings,
-        batch_size=run_config.batch_size,
     )
     return model, history, evaluation
 
@@ -89,9 +88,7 @@ def fit_gate(
     fitted = fit_gates(
         image_cache_train, sizes,
         feature_cache.split_features(quantum_training_data, "train"),
-        feature_cache.split_features(quantum_training_data, "val"),
-        quantile=gate.quantile, margin=gate.margin, ood_pass_rate=gate.ood_pass_rate,
-        ood_confidence=gate.ood_confidence,
+        feature_cache.split_features(quantum_training_data, "val"), gate,
     )
     return to_plain(fitted)
 
@@ -168,32 +165,44 @@ def assemble_training_artifacts(
         ),
         calibration,
     )
+    _log_evaluation(summary["evaluation"])
+    checkpoint = artifacts.complete_checkpoint(
+        phase1_classical_model, post_cache_model, summary, model_info
+    )
+    if gates:
+        summary["gate"] = _gate_summary(gates, checkpoint, image_cache_test, gate)
+        checkpoint["training_summary"] = summary  # the embedded copy equals the written one
+    checkpoint[lineage.LINEAGE_KEY] = record
+    return checkpoint, model_info, summary
+
+
+def _log_evaluation(evaluation: dict[str, Any]) -> None:
     for split in ("val", "test"):
-        ensemble = summary["evaluation"][split]["ensemble"]
+        ensemble = evaluation[split]["ensemble"]
         logger.info(
             "Ensemble on %s: accuracy %.3f, quadratic weighted kappa %.3f, referable-DR AUC %s",
             split, ensemble["accuracy"], ensemble["quadratic_weighted_kappa"],
             "n/a" if ensemble["referable_auc"] is None else f"{ensemble['referable_auc']:.3f}",
         )
-    checkpoint = artifacts.complete_checkpoint(
-        phase1_classical_model, post_cache_model, summary, model_info
-    )
-    if gates:
-        summary["gate"] = {
-            "rule": GATE_RULE,
-            "ood": {k: gates["ood"].get(k) for k in ("threshold", "pass_rate", "confidence", "rank",
-                                                     "guaranteed", "validation_pass_rate", "method")},
-            "gradability": {
-                "bounds": {n: {k: b.get(k) for k in ("min", "max")} for n, b in gates["gradability"]["bounds"].items()},
-                "fitted_on": gates["gradability"]["fitted_on"],
-                "quantile": gates["gradability"]["quantile"],
-                "margin": gates["gradability"]["margin"],
-            },
-            "evaluation": _evaluate_gate(checkpoint, image_cache_test, gate) if gate.evaluate else None,
-        }
-        checkpoint["training_summary"] = summary  # the embedded copy equals the written one
-    checkpoint[lineage.LINEAGE_KEY] = record
-    return checkpoint, model_info, summary
+
+
+def _gate_summary(
+    gates: dict[str, Any], checkpoint: dict[str, Any], image_cache_test: Any, gate: GateParams
+) -> dict[str, Any]:
+    """``training_summary["gate"]``: the rule, the fitted bounds and threshold, and (with
+    ``gate.evaluate``) how the gate does on the test pictures."""
+    return {
+        "rule": GATE_RULE,
+        "ood": {k: gates["ood"].get(k) for k in ("threshold", "pass_rate", "confidence", "rank",
+                                                 "guaranteed", "validation_pass_rate", "method")},
+        "gradability": {
+            "bounds": {n: {k: b.get(k) for k in ("min", "max")} for n, b in gates["gradability"]["bounds"].items()},
+            "fitted_on": gates["gradability"]["fitted_on"],
+            "quantile": gates["gradability"]["quantile"],
+            "margin": gates["gradability"]["margin"],
+        },
+        "evaluation": _evaluate_gate(checkpoint, image_cache_test, gate) if gate.evaluate else None,
+    }
 
 
 GATE_RULE = (

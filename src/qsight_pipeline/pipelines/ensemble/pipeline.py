@@ -15,69 +15,81 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
-        [
-            run_settings_node(),
-            Node(
-                func=finetune_ensemble,
-                inputs=["quantum_training_data", "quantum_head", "run_config", "params:quantum"],
-                outputs=["post_cache_model", "ensemble_history", "evaluation"],
-                name="finetune_ensemble",
-                namespace="ensemble",
-            ),
-            Node(
-                func=calibrate_operating_point,
-                inputs=["evaluation", "params:referral"],
-                outputs="calibration",
-                name="calibrate_operating_point",
-                namespace="ensemble",
-            ),
-            Node(
-                func=fit_gate,
-                inputs=[
-                    "quantum_training_data", "image_cache_train_if_any", "manifest_if_any",
-                    "params:gate",
-                ],
-                outputs="gates",
-                name="fit_gate",
-                namespace="ensemble",
-            ),
-            Node(
-                func=assemble_training_artifacts,
-                inputs=[
-                    "phase1_classical_model",
-                    "post_cache_model",
-                    "classical_history",
-                    "quantum_history",
-                    "ensemble_history",
-                    "evaluation",
-                    "quantum_training_data",
-                    "parameters",
-                    "calibration",
-                    "gates",
-                    "image_cache_test_if_any",
-                    "params:gate",
-                ],
-                outputs=["complete_checkpoint", "model_info", "training_summary"],
-                name="assemble_training_artifacts",
-                namespace="ensemble",
-            ),
-            Node(
-                func=draw_report_figures,
-                inputs="training_summary",
-                outputs="report_figures",
-                name="draw_report_figures",
-                namespace="report",
-            ),
-            Node(
-                func=render_report_html,
-                inputs=[
-                    "training_summary", "model_info", "report_figures",
-                    "quantum_study_summary_if_any", "quantum_hardware_summary_if_any",
-                ],
-                outputs="report_html",
-                name="render_report_html",
-                namespace="report",
-            ),
-        ]
-    )
+    """The ensemble stage (in the ``ensemble`` namespace) and the report (``report``)."""
+    return Pipeline([run_settings_node(), *_ensemble_nodes(), *_report_nodes()])
+
+
+def _ensemble_nodes() -> list[Node]:
+    return [
+        Node(
+            func=finetune_ensemble,
+            inputs=["quantum_training_data", "quantum_head", "run_config", "params:quantum"],
+            outputs=["post_cache_model", "ensemble_history", "evaluation"],
+            name="finetune_ensemble",
+            namespace="ensemble",
+        ),
+        Node(
+            func=calibrate_operating_point,
+            inputs=["evaluation", "params:referral"],
+            outputs="calibration",
+            name="calibrate_operating_point",
+            namespace="ensemble",
+        ),
+        Node(
+            func=fit_gate,
+            inputs=[
+                "quantum_training_data",
+                "image_cache_train_if_any",
+                "manifest_if_any",
+                "params:gate",
+            ],
+            outputs="gates",
+            name="fit_gate",
+            namespace="ensemble",
+        ),
+        Node(
+            func=assemble_training_artifacts,
+            inputs=[
+                "phase1_classical_model",
+                "post_cache_model",
+                "classical_history",
+                "quantum_history",
+                "ensemble_history",
+                "evaluation",
+                "quantum_training_data",
+                "parameters",
+                "calibration",
+                "gates",
+                "image_cache_test_if_any",
+                "params:gate",
+            ],
+            outputs=["complete_checkpoint", "model_info", "training_summary"],
+            name="assemble_training_artifacts",
+            namespace="ensemble",
+        ),
+    ]
+
+
+def _report_nodes() -> list[Node]:
+    return [
+        Node(
+            func=draw_report_figures,
+            inputs="training_summary",
+            outputs="report_figures",
+            name="draw_report_figures",
+            namespace="report",
+        ),
+        Node(
+            func=render_report_html,
+            inputs=[
+                "training_summary",
+                "model_info",
+                "report_figures",
+                "quantum_study_summary_if_any",
+                "quantum_hardware_summary_if_any",
+            ],
+            outputs="report_html",
+            name="render_report_html",
+            namespace="report",
+        ),
+    ]

@@ -48,7 +48,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "manifest",
                     "layout_findings",
                     "unreadable_images",
-                    "params:dataset",
                     "params:ingestion",
                     "params:image_size",
                     "params:seed",

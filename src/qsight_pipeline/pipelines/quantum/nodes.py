@@ -50,7 +50,6 @@ def train_quantum_head(
         model.quantum_head.fit_standardizer(quantum_training_data["train_features"])
     history, evaluation = workflow.fit_on_cache(
         model, "quantum", run_config.schedule["quantum"], quantum_training_data, settings,
-        batch_size=run_config.batch_size,
     )
     metrics = {
         "enabled": True,
