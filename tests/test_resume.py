@@ -54,8 +54,8 @@ SCRIPT = textwrap.dedent(
     train, val = loaders(n_train=96, n_val=48, seed=5)
     summaries = train_stages(
         model, SCHEDULE, train, val,
-        settings(seed=5, checkpoint_dir=checkpoint_dir, epoch_callback=maybe_die),
-        run_fingerprint="resume-test",
+        settings(seed=5, checkpoint_dir=checkpoint_dir, epoch_callback=maybe_die,
+                 run_fingerprint="resume-test"),
     )
     with open(out, "w") as handle:
         json.dump({{"summaries": metric_view(summaries), "weights": weights_digest(model)}}, handle)
@@ -94,7 +94,7 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path, caplog):
     # The uninterrupted reference runs in this process (same code, same thread count).
     model = tiny_model(seed=5)
     train, val = loaders(n_train=96, n_val=48, seed=5)
-    summaries = train_stages(model, SCHEDULE, train, val, settings(seed=5), run_fingerprint="x")
+    summaries = train_stages(model, SCHEDULE, train, val, settings(seed=5, run_fingerprint="x"))
     plain = {"summaries": metric_view(summaries), "weights": weights_digest(model)}
 
     # Killed mid-stage, then killed again early in the second stage, then run to the end.
@@ -127,8 +127,8 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path, caplog):
             SCHEDULE,
             train,
             val,
-            settings(seed=5, checkpoint_dir=checkpoints, epoch_callback=epochs.append),
-            run_fingerprint="resume-test",
+            settings(seed=5, checkpoint_dir=checkpoints, epoch_callback=epochs.append,
+                     run_fingerprint="resume-test"),
         )
     assert epochs == []
     assert "already finished" in caplog.text
@@ -140,7 +140,7 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, caplog):
     stage = [{**CLASSICAL, "num_epochs": 1}]
     train, val = loaders(n_train=32, n_val=32)
     train_stages(
-        tiny_model(), stage, train, val, settings(checkpoint_dir=tmp_path), run_fingerprint="a"
+        tiny_model(), stage, train, val, settings(checkpoint_dir=tmp_path, run_fingerprint="a")
     )
 
     epochs = []
@@ -150,8 +150,7 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, caplog):
             stage,
             train,
             val,
-            settings(checkpoint_dir=tmp_path, epoch_callback=epochs.append),
-            run_fingerprint="b",
+            settings(checkpoint_dir=tmp_path, epoch_callback=epochs.append, run_fingerprint="b"),
         )
     assert len(epochs) == 1  # trained from scratch
     assert "different run" in caplog.text and "starting fresh" in caplog.text

@@ -38,20 +38,23 @@ def make_loader(
     shuffle: bool,
     seed: int,
     num_workers: int = 0,
-    pin_memory: bool = False,
-    persistent_workers: bool = False,
+    **cuda_options: bool,
 ) -> DataLoader:
     """A DataLoader with a seeded generator (shuffled loaders) for reproducible order.
 
-    ``pin_memory``/``persistent_workers``: see :func:`loader_options` (on for CUDA only).
+    ``cuda_options``: ``pin_memory`` and ``persistent_workers``, as :func:`loader_options` gives
+    them (on for CUDA only; off when omitted).
     """
+    unknown = set(cuda_options) - {"pin_memory", "persistent_workers"}
+    if unknown:
+        raise TypeError(f"make_loader: unknown options {sorted(unknown)}")
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers,
+        pin_memory=cuda_options.get("pin_memory", False),
+        persistent_workers=cuda_options.get("persistent_workers", False),
         generator=_loader_generator(seed) if shuffle else None,
         drop_last=False,
         multiprocessing_context=worker_context(num_workers),

@@ -178,7 +178,7 @@ def quantize_int8(
         report["quantized_op_types"] = candidates
         if check is not None and len(check) > 0 and preprocessing is not None:
             quantized = _keep_sensitive_nodes_float(
-                quantizer, quantized, model, candidates, _check_batch(check, preprocessing),
+                quantizer, quantized, candidates, _check_batch(check, preprocessing),
                 {**DEFAULT_INT8_TARGETS, **(targets or {})}, report,
             )
     return quantized, report
@@ -300,7 +300,7 @@ def _meets(measured: dict[str, float], targets: dict[str, float]) -> bool:
 
 
 def _keep_sensitive_nodes_float(
-    quantizer: _Quantizer, quantized: bytes, model: Any, candidates: list[str], batch: Any,
+    quantizer: _Quantizer, quantized: bytes, candidates: list[str], batch: Any,
     targets: dict[str, float], report: dict[str, Any],
 ) -> bytes | None:
     """The int8 model with the fewest most-sensitive nodes kept float that meets ``targets``.
@@ -310,6 +310,9 @@ def _keep_sensitive_nodes_float(
     is found by bisection (assuming more float nodes never hurt; whatever is returned was measured
     to meet the targets).
     """
+    import onnx
+
+    model = onnx.load_from_string(quantizer.source.read_bytes())
     reference = _probabilities(quantizer.source.read_bytes(), batch)
     measured = _agreement(reference, quantized, batch)
     report["check"] = {"pictures": int(len(batch)), "targets": targets, "all_quantised": measured}

@@ -177,9 +177,8 @@ def classical_worker(
             job.stages,
             train_loader,
             val_loader,
-            settings,
+            settings.model_copy(update={"run_fingerprint": job.fingerprint}),
             train_labels=job.train_grades,
-            run_fingerprint=job.fingerprint,
         )
         if not rank.is_writer:
             return None

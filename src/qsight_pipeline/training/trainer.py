@@ -79,6 +79,9 @@ class TrainerSettings(RunSettings):
         image_transform: ``f(images, training) -> images`` applied to every image batch on the
             device before the model, e.g. ``data.device_augment.BatchAugmentation``.
         progress: show a tqdm bar per epoch (hidden anyway when stderr is not a terminal).
+        run_fingerprint: what the run depends on (data, model config, ...); a checkpoint in
+            ``checkpoint_dir`` is resumed only when it carries the same fingerprint (combined
+            with the schedule and the settings that change the result).
 
     Build one from a validated block with :meth:`from_run` (no second validation), or from plain
     parameters with :meth:`from_params`; ``settings.model_copy(update=...)`` changes a field.
@@ -89,6 +92,7 @@ class TrainerSettings(RunSettings):
     epoch_callback: Callable[[dict[str, Any]], None] | None = None
     progress: bool = True
     image_transform: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
+    run_fingerprint: str = ""
 
     @classmethod
     def from_run(cls, run: RunSettings, **extras: Any) -> TrainerSettings:
@@ -216,7 +220,6 @@ def train_stages(
     settings: TrainerSettings,
     *,
     class_counts: Sequence[int] | np.ndarray | None = None,
-    run_fingerprint: str = "",
 ) -> list[dict[str, Any]]:
     """Train ``model`` through ``stages`` and return one summary per stage.
 
@@ -231,14 +234,15 @@ def train_stages(
     Args:
         class_counts: training-set count per grade, for ``class_balanced_loss``; when ``None``
             the counts are read from ``train_loader.dataset.grades`` if it has them.
-        run_fingerprint: what the run depends on (data, model config, ...); a checkpoint is
-            resumed only when it carries the same fingerprint (combined with the schedule and
-            the settings that change the result).
+        settings: ``settings.run_fingerprint`` says what the run depends on; a checkpoint is
+            resumed only when it carries the same fingerprint.
     """
     stages = parse_stages(list(stages))
     seed_everything(settings.seed)
     run = _start_run(model, train_loader, val_loader, settings, class_counts)
-    run.fingerprint = _run_fingerprint(run_fingerprint, stages, settings, run.class_weights)
+    run.fingerprint = _run_fingerprint(
+        settings.run_fingerprint, stages, settings, run.class_weights
+    )
     resume = _find_resume(run, stages)
     summaries: list[dict[str, Any]] = list(resume["completed"]) if resume else []
     first_stage = resume["stage_index"] if resume else 0

@@ -58,7 +58,6 @@ def train_image_stages(
     settings: TrainerSettings,
     *,
     train_labels: np.ndarray,
-    run_fingerprint: str = "",
 ) -> list[dict[str, Any]]:
     """Run the stages that train the encoder or the compression module, on images."""
     if not stages:
@@ -75,7 +74,6 @@ def train_image_stages(
         val_loader,
         settings,
         class_counts=class_counts(train_labels),
-        run_fingerprint=run_fingerprint,
     )
 
 
@@ -169,7 +167,6 @@ def train_cache_stages(
     settings: TrainerSettings,
     *,
     batch_size: int,
-    run_fingerprint: str = "",
 ) -> list[dict[str, Any]]:
     """Run stages that start after the compression module, on the cached features."""
     if not stages:
@@ -184,7 +181,6 @@ def train_cache_stages(
         val_loader,
         settings,
         class_counts=class_counts(feature_cache.split_labels(cache, "train")),
-        run_fingerprint=run_fingerprint,
     )
 
 
@@ -209,7 +205,8 @@ def fit_on_cache(
         len(feature_cache.split_labels(cache, "train")),
     )
     history = train_cache_stages(
-        model, stages, cache, settings, batch_size=batch_size, run_fingerprint=run_fingerprint
+        model, stages, cache, settings.model_copy(update={"run_fingerprint": run_fingerprint}),
+        batch_size=batch_size,
     )
     return history, evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
 

@@ -93,8 +93,8 @@ def train_classical_model(
         (image_cache_train, image_cache_val), grades, augment, settings, model_config.image_size
     )
     history = workflow.train_image_stages(
-        hybrid, run_config.schedule["classical"], train_loader, val_loader, settings,
-        train_labels=grades["train"], run_fingerprint=run_fingerprint,
+        hybrid, run_config.schedule["classical"], train_loader, val_loader,
+        settings.model_copy(update={"run_fingerprint": run_fingerprint}), train_labels=grades["train"],
     )
     checkpoint = artifacts.classical_checkpoint(hybrid, history)
     return lineage.stamp_classical(checkpoint, ingestion), history
