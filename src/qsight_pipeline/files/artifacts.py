@@ -3,6 +3,12 @@
 
 Every ``.pth`` here is a dict of tensors and plain data, loadable with ``weights_only=True``.
 Docs: docs/architecture.md ("History and summary records").
+
+This is the one place that builds a model from an artifact, always through :func:`rebuild_model`
+(the saved ``ModelConfig``, never a download): :func:`load_classical_checkpoint` (the classical
+model), :func:`model_from_feature_cache` (heads and ensemble from the feature cache) and
+:func:`load_complete_checkpoint` (the whole model; ``inference.loading`` adds its calibration).
+A new model is built from the parameter blocks by ``models.hybrid.build_model``.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from qsight_pipeline.constants import (
     GRADE_NAMES,
     HEADS,
     NUM_GRADES,
+    POST_COMPRESSION_PARTS,
     QUANTUM_HEAD,
 )
+from qsight_pipeline.data import feature_cache
+from qsight_pipeline.data.feature_cache import check_feature_cache
 from qsight_pipeline.errors import ArtifactError, UserError
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.files.safe_files import CorruptArtifactError, corrupt_artifact_message
@@ -51,6 +60,24 @@ def rebuild_model(config_dict: dict[str, Any]) -> HybridModel:
     """Rebuild a model from its saved config; the weights come from a checkpoint, never a download."""
     config = ModelConfig(**{**config_dict, "pretrained": False, "pretrained_weights": None})
     return build_model(config)
+
+
+def model_from_feature_cache(
+    cache: dict[str, Any], quantum_params: dict[str, Any] | None = None
+) -> HybridModel:
+    """Rebuild head A/B and the ensemble (and a fresh quantum head) from the feature cache alone."""
+    check_feature_cache(cache)
+    config_dict = dict(feature_cache.cache_metadata(cache)["model_config"])
+    if quantum_params is not None:
+        config_dict["quantum"] = dict(quantum_params)
+    model = rebuild_model(config_dict)
+    state = feature_cache.post_compression_state(cache)
+    for part in POST_COMPRESSION_PARTS:
+        prefix = f"{part}."
+        getattr(model, part).load_state_dict(
+            {k[len(prefix):]: torch.as_tensor(v) for k, v in state.items() if k.startswith(prefix)}
+        )
+    return model
 
 
 def classical_checkpoint(model: HybridModel, history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from qsight_pipeline.constants import (
@@ -29,13 +28,11 @@ from qsight_pipeline.constants import (
 )
 from qsight_pipeline.data import feature_cache
 from qsight_pipeline.data.feature_cache import (
-    check_feature_cache,
     feature_datasets,
 )
 from qsight_pipeline.data.loaders import class_counts, make_loader
 from qsight_pipeline.files.artifacts import (
     model_config_dict,
-    rebuild_model,
 )
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.models.hybrid import HybridModel
@@ -140,24 +137,6 @@ def model_metadata(model: HybridModel, seed: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- cache stages
-
-
-def model_from_feature_cache(
-    cache: dict[str, Any], quantum_params: dict[str, Any] | None = None
-) -> HybridModel:
-    """Rebuild head A/B and the ensemble (and a fresh quantum head) from the feature cache alone."""
-    check_feature_cache(cache)
-    config_dict = dict(feature_cache.cache_metadata(cache)["model_config"])
-    if quantum_params is not None:
-        config_dict["quantum"] = dict(quantum_params)
-    model = rebuild_model(config_dict)
-    state = feature_cache.post_compression_state(cache)
-    for part in POST_COMPRESSION_PARTS:
-        prefix = f"{part}."
-        getattr(model, part).load_state_dict(
-            {k[len(prefix):]: torch.as_tensor(v) for k, v in state.items() if k.startswith(prefix)}
-        )
-    return model
 
 
 def train_cache_stages(

@@ -39,7 +39,7 @@ def finetune_ensemble(
     quantum_params = dict(quantum_head.get("quantum_config") or QuantumConfig.from_params(quantum).to_dict())
     if not quantum_head.get("enabled"):
         quantum_params["enabled"] = False
-    model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
+    model = artifacts.model_from_feature_cache(quantum_training_data, quantum_params)
     artifacts.apply_quantum_head_state(model, quantum_head)
 
     history, evaluation = workflow.fit_on_cache(

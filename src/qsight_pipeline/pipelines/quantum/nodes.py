@@ -38,7 +38,7 @@ def train_quantum_head(
     settings = run_config.trainer_settings()
     seed_everything(settings.seed)
     quantum_params = QuantumConfig.from_params(quantum).to_dict()
-    model = workflow.model_from_feature_cache(quantum_training_data, quantum_params)
+    model = artifacts.model_from_feature_cache(quantum_training_data, quantum_params)
     if model.quantum_head is None:
         # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
         # full run the rest of the pipeline carries on classical-only.
