@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -110,7 +111,6 @@ def corrupt_artifact_message(
 
 def _torch_load_problem(error: Exception, what: str) -> str:
     """What is wrong with a file ``torch.load(weights_only=True)`` refused with ``error``."""
-    import pickle
 
     refused = _REFUSED_GLOBAL.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
     if refused:

@@ -6,6 +6,7 @@ device snapshots, the trained head and the user's account: every failure names t
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
@@ -20,7 +21,6 @@ class HardwareUnavailableError(ConfigError):
 
 
 def missing_packages() -> list[str]:
-    import importlib.util
 
     return [package for module, package in REQUIRED if importlib.util.find_spec(module) is None]
 

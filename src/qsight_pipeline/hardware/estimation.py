@@ -20,6 +20,7 @@ Mitigation is done here, the same way in local mode and on hardware (the runtime
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any
 
@@ -53,7 +54,6 @@ def make_estimator(mode: Any, shots: int, seed: int | None) -> Any:
     not yet the default; its deprecation warning is silenced here (the pyproject range stops
     before the release that may remove it).
     """
-    import warnings
 
     from qiskit_ibm_runtime import EstimatorV2
 

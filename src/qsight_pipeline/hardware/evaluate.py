@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
+from qsight_pipeline.constants import NUM_GRADES, REFERABLE_GRADE
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ class HeadOnCache:
         """
         from sklearn.metrics import accuracy_score, f1_score
 
-        from qsight_pipeline.constants import NUM_GRADES
         from qsight_pipeline.training.metrics import quadratic_weighted_kappa
 
         grades = self.predict(z).argmax(axis=1)
@@ -139,7 +139,6 @@ class HeadOnCache:
 
 def ensemble_metrics(labels: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
     """The ensemble's QWK and referable-DR (grade >= 2) sensitivity and specificity."""
-    from qsight_pipeline.constants import REFERABLE_GRADE
     from qsight_pipeline.training.metrics import quadratic_weighted_kappa
 
     truth, referred = labels >= REFERABLE_GRADE, grades >= REFERABLE_GRADE

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -117,7 +120,6 @@ class _Notes(logging.Handler):
         self.tensors: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        import re
 
         match = re.search(r"unsupported type to quantize for tensor '([^']+)'", record.getMessage())
         if match and match.group(1) not in self.tensors:
@@ -156,8 +158,6 @@ def quantize_int8(
     (:func:`_keep_sensitive_nodes_float`). What was measured is in ``report["check"]``; when no
     mix meets the targets nothing int8 is written.
     """
-    import tempfile
-    from pathlib import Path
 
     import onnx
 

@@ -19,6 +19,7 @@ import torch
 from qsight_pipeline.constants import ENSEMBLE, HEADS
 from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.files.plain import json_default
 from qsight_pipeline.files.safe_files import read_json_object, safe_torch_load
 from qsight_pipeline.inference.graph import InferenceGraph
 from qsight_pipeline.models.hybrid import HybridModel
@@ -160,7 +161,6 @@ def loaded_from_checkpoint(
 
 
 def _canonical(value: Any) -> str:
-    from qsight_pipeline.files.plain import json_default
 
     return json.dumps(value, sort_keys=True, default=json_default)
 

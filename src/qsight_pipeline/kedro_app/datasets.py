@@ -19,6 +19,7 @@ run`` that rebuilds it (``qsight_pipeline.files.safe_files``).
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -175,7 +176,6 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
             return safe_load(path)
 
     def save(self, data: Any) -> None:
-        import pickle
 
         atomic_write(
             self._filepath, lambda handle: pickle.dump(data, handle, protocol=self._protocol),
