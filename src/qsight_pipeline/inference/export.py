@@ -171,7 +171,9 @@ def quantize_int8(
         "left_float": [], "error": None,
     }
     with tempfile.TemporaryDirectory(prefix="qsight_int8_") as folder:
-        quantizer = _Quantizer(Path(folder), onnx_bytes, calibration if static else None, preprocessing)
+        quantizer = _Quantizer(
+            Path(folder), onnx_bytes, model, calibration if static else None, preprocessing
+        )
         quantized, candidates = _quantize_runnable(quantizer, model, candidates, report)
         if quantized is None:
             return None, report
@@ -191,9 +193,12 @@ CHECK_IMAGES = 256
 class _Quantizer:
     """One onnxruntime quantisation of the float model into a scratch folder, static or dynamic."""
 
-    def __init__(self, folder: Any, onnx_bytes: bytes, calibration: Any, preprocessing: Any) -> None:
+    def __init__(
+        self, folder: Any, onnx_bytes: bytes, model: Any, calibration: Any, preprocessing: Any
+    ) -> None:
         self.source, self.target = folder / "model.onnx", folder / "model.int8.onnx"
         self.source.write_bytes(onnx_bytes)
+        self.float_bytes, self.model = onnx_bytes, model  # the float model, and its parsed graph
         self.calibration, self.preprocessing = calibration, preprocessing
 
     def _reader(self) -> Any:
@@ -310,10 +315,8 @@ def _keep_sensitive_nodes_float(
     is found by bisection (assuming more float nodes never hurt; whatever is returned was measured
     to meet the targets).
     """
-    import onnx
-
-    model = onnx.load_from_string(quantizer.source.read_bytes())
-    reference = _probabilities(quantizer.source.read_bytes(), batch)
+    model = quantizer.model
+    reference = _probabilities(quantizer.float_bytes, batch)
     measured = _agreement(reference, quantized, batch)
     report["check"] = {"pictures": int(len(batch)), "targets": targets, "all_quantised": measured}
     if _meets(measured, targets):

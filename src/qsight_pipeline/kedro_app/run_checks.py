@@ -107,15 +107,14 @@ class RunChecksHook:
     """
 
     def __init__(self) -> None:
-        self._checked: tuple[dict[str, Any], QSightParameters] | None = None  # (raw, typed)
+        self._checked: QSightParameters | None = None
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         user_errors.install()
         self._checked = None
         try:
-            raw = context.config_loader["parameters"]
-            self._checked = (raw, check_parameters(raw))
+            self._checked = check_parameters(context.config_loader["parameters"])
         except UserError as error:
             logger.error("Run refused before it started: %s", error)
             raise
@@ -123,9 +122,7 @@ class RunChecksHook:
     def _typed(self, raw: dict[str, Any]) -> QSightParameters:
         """The parameters of this run, typed: Kedro creates the run's context just before the run,
         so they were validated then (``after_context_created``); else they are validated now."""
-        if self._checked is not None:
-            return self._checked[1]
-        return check_parameters(raw)
+        return self._checked if self._checked is not None else check_parameters(raw)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:

@@ -184,8 +184,7 @@ class OutputTransactionHook(_ProjectHook):
         try:
             committed = storage.end(commit=True)
         except BaseException:  # e.g. a full disk: Kedro calls no later hook, so clean up here
-            _SIGNALS.uninstall()
-            release_all_locks()
+            abandon_run()  # the transaction has ended already; this restores signals and locks
             raise
         if committed:
             logger.info("Committed %d output file(s) of this run", len(committed))
