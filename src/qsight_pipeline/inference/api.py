@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from qsight_pipeline.config import (
     ModelParams,
     ParamsBlock,
     QuantumConfig,
+    RunSettings,
     validate_block,
 )
 from qsight_pipeline.config.referral import ReferralParams
@@ -106,13 +107,6 @@ class DatasetConfig:
         )
 
 
-# The run-wide fields of TrainingConfig (the keys of config.RunSettings it sets).
-RUN_FIELDS = (
-    "checkpoint_dir", "grad_clip", "mixed_precision", "device", "multi_gpu", "device_ids", "seed",
-    "latency_tracking", "class_balanced_loss", "resume",
-)
-
-
 @dataclass
 class TrainingConfig:
     """How to train (the guide's ``TrainingConfig``); the fields mirror conf/base/parameters.yml."""
@@ -137,9 +131,17 @@ class TrainingConfig:
     quantum: Mapping[str, Any] | QuantumConfig | None = None
     referral: Mapping[str, Any] | ReferralParams | None = None
 
+    def run_fields(self) -> dict[str, Any]:
+        """The fields that are keys of ``config.RunSettings`` (the schedule apart: it is parsed
+        into stages, not validated as the raw ``stages`` key)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self)
+            if f.name in RunSettings.model_fields and f.name != "stages"
+        }
+
     def trainer_settings(self) -> TrainerSettings:
         """The run-wide block (``config.RunSettings``) these fields set, for the trainer."""
-        params = {k: getattr(self, k) for k in RUN_FIELDS}
+        params = self.run_fields()
         if params["checkpoint_dir"] is not None:
             params["checkpoint_dir"] = str(params["checkpoint_dir"])
         return TrainerSettings.from_params(params)
@@ -321,7 +323,7 @@ def _training_summary(
     calibration = to_plain(operating_point.fit_operating_point(evaluation, referral))
     model_info = artifacts.build_model_info(model, feature_cache.cache_metadata(cache))
     recorded = {  # the blocks as used, defaults included
-        **{name: getattr(config, name) for name in ("stages", *RUN_FIELDS)},
+        "stages": config.stages, **config.run_fields(),
         "model": model.config.to_dict(), "referral": referral.model_dump(),
     }
     summary = artifacts.build_training_summary(
