@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import typing
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from qsight_pipeline.config import QSightParameters, RunSettings, validate_parameters
+from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,8 @@ def base_parameters() -> dict:
     for path in sorted((ROOT / "conf" / "base").glob("parameters*.yml")):
         merged.update(yaml.safe_load(path.read_text()) or {})
     # resolved by Kedro from globals.yml
-    merged["output_dir"] = yaml.safe_load((ROOT / "conf/base/globals.yml").read_text())["output_dir"]
+    merged["run"]["output_dir"] = yaml.safe_load(
+        (ROOT / "conf/base/globals.yml").read_text())["output_dir"]
     return merged
 
 
@@ -61,15 +63,14 @@ def test_readme_configuration_table_lists_every_key_and_only_real_ones():
     known = leaf_keys(QSightParameters)
     missing = known - listed
     assert not missing, f"README configuration table misses {sorted(missing)}"
-    unknown = {key for key in listed if "." in key or key in RunSettings.model_fields} - known
+    unknown = {key for key in listed if "." in key} - known  # globals.yml's `output_dir` aside
     assert not unknown, f"README lists keys that do not exist: {sorted(unknown)}"
 
 
 def test_every_problem_in_every_block_is_reported_at_once():
     bad = {
         **base_parameters(),
-        "batchsize": 8,
-        "seed": "42",
+        "run": {**base_parameters()["run"], "batchsize": 8, "seed": "42"},
         "augmentation": {"hue": 3.0, "rotation": 5},
         "ingestion": {"on_bad_image": "ignore"},
         "quantum": {"n_qubits": 40},
@@ -80,8 +81,8 @@ def test_every_problem_in_every_block_is_reported_at_once():
         validate_parameters(bad)
     message = str(error.value)
     for line in (
-        "batchsize: unknown key",
-        "seed: Input should be a valid integer, got '42'",
+        "run.batchsize: unknown key",
+        "run.seed: Input should be a valid integer, got '42'",
         "augmentation.hue: Input should be less than or equal to 0.5, got 3.0",
         "augmentation.rotation: unknown key",
         "ingestion.on_bad_image: Input should be 'fail' or 'skip', got 'ignore'",
@@ -145,18 +146,18 @@ def load_parameters(env: str, runtime_params: dict) -> dict:
 def test_a_params_override_sets_one_field_of_one_stage_and_the_schema_checks_it():
     from qsight_pipeline.kedro_app.run_checks import check_parameters
 
-    # What `kedro run --env smoke --params stages.0.learning_rate=1000` passes to the loader.
-    parameters = load_parameters("smoke", {"stages": {"0": {"learning_rate": 1000}}})
-    smoke = yaml.safe_load((ROOT / "conf/smoke/parameters.yml").read_text())["stages"]
-    assert parameters["stages"] == [{**smoke[0], "learning_rate": 1000}, *smoke[1:]]
+    # What `kedro run --env smoke --params run.stages.0.learning_rate=1000` passes to the loader.
+    parameters = load_parameters("smoke", {"run": {"stages": {"0": {"learning_rate": 1000}}}})
+    smoke = yaml.safe_load((ROOT / "conf/smoke/parameters.yml").read_text())["run"]["stages"]
+    assert parameters["run"]["stages"] == [{**smoke[0], "learning_rate": 1000}, *smoke[1:]]
     check_parameters(parameters)  # a large rate, but a valid one
 
-    bad = load_parameters("smoke", {"stages": {"0": {"learning_rate": -1}}})
+    bad = load_parameters("smoke", {"run": {"stages": {"0": {"learning_rate": -1}}}})
     with pytest.raises(ConfigError, match=r"stage 0 \('classical'\): field `learning_rate`"):
         check_parameters(bad)
-    nested = load_parameters("smoke", {"stages": {"1": {"loss_weights": {"quantum": 0.5}}},
+    nested = load_parameters("smoke", {"run": {"stages": {"1": {"loss_weights": {"quantum": 0.5}}}},
                                        "quantum_study": {"n_qubits": {"1": 4}}})
-    assert nested["stages"][1]["loss_weights"]["quantum"] == 0.5
+    assert nested["run"]["stages"][1]["loss_weights"]["quantum"] == 0.5
     assert nested["quantum_study"]["n_qubits"] == [2, 4]
     assert load_parameters("smoke", {"quantum": {"n_qubits": 5}})["quantum"]["n_qubits"] == 5
 
@@ -164,13 +165,16 @@ def test_a_params_override_sets_one_field_of_one_stage_and_the_schema_checks_it(
 @pytest.mark.parametrize(
     ("env", "runtime_params", "why"),
     [
+        ("smoke", {"run": {"stages": {"3": {"learning_rate": 0.1}}}},
+         "--params run.stages.3.learning_rate=0.1: `run.stages` has 3 item(s), indices 0 to 2."),
+        # conf/base has `run.stages: null`: the schedule comes from run.stages_config.
+        ("local", {"run": {"stages": {"0": {"learning_rate": 0.1}}}},
+         "--params run.stages.0.learning_rate=0.1: `run.stages` is not set (null), so there is "
+         "no list to index into."),
+        ("smoke", {"run": {"stages": {"name": "x"}}}, "--params run.stages.name=x cannot be merged"),
+        # The old top-level name is read as run.stages, and the message names the new key.
         ("smoke", {"stages": {"3": {"learning_rate": 0.1}}},
-         "--params stages.3.learning_rate=0.1: `stages` has 3 item(s), indices 0 to 2."),
-        # conf/base has `stages: null`: the schedule comes from stages_config.
-        ("local", {"stages": {"0": {"learning_rate": 0.1}}},
-         "--params stages.0.learning_rate=0.1: `stages` is not set (null), so there is no list "
-         "to index into."),
-        ("smoke", {"stages": {"name": "x"}}, "--params stages.name=x cannot be merged"),
+         "--params run.stages.3.learning_rate=0.1: `run.stages` has 3 item(s), indices 0 to 2."),
     ],
 )
 def test_a_params_override_that_cannot_be_applied_is_an_error_that_says_how(
@@ -183,8 +187,57 @@ def test_a_params_override_that_cannot_be_applied_is_an_error_that_says_how(
     message = str(caught.value)
     assert message.startswith(why)
     if "stages." in why:
-        assert "a `stages` list in conf/local/parameters.yml" in message
-        assert "--params stages_config=FILE" in message
+        assert "a `run.stages` list in conf/local/parameters.yml" in message
+        assert "--params run.stages_config=FILE" in message
+
+
+# --- the `run` block and the old top-level names of its keys ---------------------------------
+
+def test_the_old_top_level_names_still_work_on_the_command_line_and_in_files(tmp_path, caplog):
+    import shutil
+
+    from qsight_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    # The old CLI's `--params seed=7,stages.0.learning_rate=0.5` sets run.seed and run.stages.
+    with caplog.at_level(logging.WARNING):
+        parameters = load_parameters(
+            "smoke", {"seed": 7, "stages": {"0": {"learning_rate": 0.5}}, "output_dir": "out/x"}
+        )
+    assert "seed" not in parameters and "stages" not in parameters
+    assert parameters["run"]["seed"] == 7 and parameters["run"]["output_dir"] == "out/x"
+    assert parameters["run"]["stages"][0]["learning_rate"] == 0.5
+    assert parameters["run"]["batch_size"] == 32  # conf/smoke's, kept
+    told = [r.getMessage() for r in caplog.records if "old top-level name" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith("--params: `seed`, `output_dir`, `stages` are")
+    assert "`run.seed`" in told[0] and "`--params run.seed=...`" in told[0]
+
+    # A conf/local file in the old form wins over conf/base, and the command line's run.* wins
+    # over both; the catalog's artifact folder follows the old --params output_dir too.
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    (conf / "local" / "parameters.yml").write_text("seed: 5\nbatch_size: 4\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loader = CONFIG_LOADER_CLASS(
+            str(conf), env="local", runtime_params={"run": {"seed": 9}, "output_dir": "out/y"},
+            **CONFIG_LOADER_ARGS,
+        )
+        parameters = loader["parameters"]
+        catalog = loader["catalog"]
+    assert parameters["run"]["seed"] == 9 and parameters["run"]["batch_size"] == 4
+    assert "seed" not in parameters and "batch_size" not in parameters
+    assert catalog["complete_checkpoint"]["filepath"] == "out/y/complete_checkpoint.pth"
+    told = [r.getMessage() for r in caplog.records if "old top-level name" in r.getMessage()]
+    assert any("local/parameters.yml: `seed`, `batch_size` are" in m for m in told)
+    validate_parameters(parameters)  # the moved keys are valid keys of the run block
+
+
+def test_a_run_key_at_the_top_level_of_the_typed_model_is_unknown():
+    # The loader moves the old names; the typed model itself knows only the `run` block.
+    with pytest.raises(ConfigError, match=r"\n  seed: unknown key"):
+        validate_parameters({"seed": 3})
+    assert validate_parameters({"run": {"seed": 3}}).run.seed == 3
 
 
 def test_a_bad_value_is_named_once_with_its_value_once():

@@ -118,7 +118,7 @@ def test_the_device_rule_accepts_the_documented_forms(device, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     parse_device(device)
-    assert validate_parameters({"device": device}).device == device  # kept as written
+    assert validate_parameters({"run": {"device": device}}).run.device == device  # kept as written
     assert PredictParams(device=device).device == device
     assert resolve_device(device).type in ("cpu", "mps")  # no CUDA here: a logged fallback
 
@@ -130,8 +130,8 @@ def test_a_malformed_device_is_refused_by_the_run_checks_and_by_resolve_device(d
 
     forms = "must be auto, cpu, mps, cuda or cuda:<index> (e.g. cuda:1)"
     with pytest.raises(ConfigError) as caught:
-        validate_parameters({"device": device, "predict": {"device": device}})
-    assert f"\n  device: {forms}, got {device!r}" in str(caught.value)
+        validate_parameters({"run": {"device": device}, "predict": {"device": device}})
+    assert f"\n  run.device: {forms}, got {device!r}" in str(caught.value)
     assert f"\n  predict.device: {forms}, got {device!r}" in str(caught.value)
     with pytest.raises(UserError, match=rf"^`device` {re.escape(forms)}, got {re.escape(repr(device))}$"):
         resolve_device(device)
@@ -150,7 +150,7 @@ def test_the_device_ids_rule_accepts_the_documented_forms(device_ids, ids):
     from qsight_pipeline.config import validate_parameters
 
     assert parse_device_ids(device_ids) == ids
-    assert validate_parameters({"device_ids": device_ids}).device_ids == device_ids
+    assert validate_parameters({"run": {"device_ids": device_ids}}).run.device_ids == device_ids
 
 
 @pytest.mark.parametrize(
@@ -162,9 +162,9 @@ def test_malformed_device_ids_are_refused_by_the_run_checks_and_by_the_parser(de
     from qsight_pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:
-        validate_parameters({"device_ids": device_ids})
+        validate_parameters({"run": {"device_ids": device_ids}})
     message = str(caught.value)
-    assert "\n  device_ids: must be " in message and "GPU indices" in message
-    assert "[0, 1]" in message and "device_ids=0 1" in message
+    assert "\n  run.device_ids: must be " in message and "GPU indices" in message
+    assert "[0, 1]" in message and "run.device_ids=0 1" in message
     with pytest.raises(ConfigError, match="^`device_ids` must be "):
         parse_device_ids(device_ids)

@@ -61,7 +61,7 @@ def test_parameters_are_validated_once_per_run(monkeypatch):
     monkeypatch.setattr(run_checks, "validate_parameters", lambda p: calls.append(1) or real(p))
     monkeypatch.setattr(run_checks, "check_pipelines", lambda *args, **kwargs: None)
     monkeypatch.setattr(run_checks.preflight, "check_run_environment", lambda *args: None)
-    raw = {"seed": 7}
+    raw = {"run": {"seed": 7}}
 
     class Context:
         config_loader = {"parameters": raw}

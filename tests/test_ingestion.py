@@ -36,8 +36,8 @@ def run_ingestion(tmp_path, root, dataset_type="tanlikesmath", seed=0, **ingesti
             {"val_fraction": 0.2, "test_fraction": 0.2, "on_bad_image": "fail", **ingestion},
             "ingestion",
         ),
-        "image_size": SIZE,
-        "seed": seed,
+        "run.image_size": SIZE,
+        "run.seed": seed,
     }
     for key, value in params.items():
         catalog[f"params:{key}"] = value

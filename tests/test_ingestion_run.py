@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_kedro_run_ingestion_on_the_bundled_sample(kedro_project):
-    kedro_project.run("--pipeline", "ingestion", params={"image_size": 32})
+    kedro_project.run("--pipeline", "ingestion", params={"run.image_size": 32})
 
     manifest = pd.read_csv(kedro_project.data("03_primary/manifest.csv"), dtype={"patient_id": str})
     assert len(manifest) == 300 and set(manifest["grade"]) == {0, 1, 2, 3, 4}

@@ -6,12 +6,20 @@ import os
 
 import pytest
 
+from qsight_pipeline.config import validate_parameters
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.kedro_app import preflight
-from qsight_pipeline.kedro_app.preflight import PreflightError, check_run_environment
+from qsight_pipeline.kedro_app.preflight import PreflightError
 
 MODEL = {"encoder_type": "resnet", "encoder_name": "test_resnet", "pretrained": False,
          "pretrained_weights": None}
+
+
+def check_run_environment(parameters, pipeline_names):
+    """The check the run checks make, on the typed parameters (``run`` keys given at the top)."""
+    run = {key: parameters[key] for key in ("output_dir", "checkpoint_dir") if key in parameters}
+    typed = validate_parameters({"run": run, "model": parameters["model"]})
+    preflight.check_run_environment(typed, pipeline_names)
 
 
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
@@ -19,9 +27,9 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
     target.write_text("not a folder")
     with pytest.raises(PreflightError) as info:
         check_run_environment({"output_dir": str(target), "model": MODEL}, ["__default__"])
-    assert "`output_dir`" in str(info.value) and "is a file" in str(info.value)
+    assert "`run.output_dir`" in str(info.value) and "is a file" in str(info.value)
     assert isinstance(info.value, UserError)
-    with pytest.raises(PreflightError, match="`checkpoint_dir` .* lies under .*results.txt"):
+    with pytest.raises(PreflightError, match="`run.checkpoint_dir` .* lies under .*results.txt"):
         check_run_environment({"output_dir": str(tmp_path / "out"), "model": MODEL,
                                "checkpoint_dir": str(target / "ckpt")}, ["classical"])
 

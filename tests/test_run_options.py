@@ -65,15 +65,15 @@ def run_session(project, monkeypatch, env: str = "smoke", **runtime_params) -> N
 def test_guide_flags_as_params_take_effect(kedro_project, tmp_path):
     output_dir = tmp_path / "outputs" / "my_run"
     checkpoint_dir = tmp_path / "checkpoints"
-    kedro_project.run(
+    result = kedro_project.run(
         env="smoke",
         params={
-            "output_dir": output_dir,              # --output-dir
-            "checkpoint_dir": checkpoint_dir,      # --checkpoint-dir
-            "seed": 7,                             # --seed
-            "batch_size": 8,                       # --batch-size
-            "grad_clip": 0,                        # --grad-clip 0
-            "latency_tracking": "false",           # --disable-latency
+            "run.output_dir": output_dir,          # --output-dir
+            "checkpoint_dir": checkpoint_dir,      # --checkpoint-dir, by its old top-level name
+            "seed": 7,                             # --seed, by its old top-level name
+            "run.batch_size": 8,                   # --batch-size
+            "run.grad_clip": 0,                    # --grad-clip 0
+            "run.latency_tracking": "false",       # --disable-latency
             "model.encoder_type": "vit",           # --encoder-type
             "model.encoder_name": "test_vit",
             "model.compressed_dim": 8,
@@ -84,6 +84,8 @@ def test_guide_flags_as_params_take_effect(kedro_project, tmp_path):
     for name in ("complete_checkpoint.pth", "model_info.json", "training_summary.json",
                  "phase1_classical_model.pth", "quantum_training_data.pkl"):
         assert (output_dir / name).is_file()
+    assert "--params: `seed`, `checkpoint_dir` are the old top-level name" in " ".join(
+        (result.stdout + result.stderr).split())  # the one-line notice, however the log wraps
     assert not kedro_project.data(f"{OUTPUT_DIR}/model_info.json").exists()
 
     info = _json(output_dir / "model_info.json")
@@ -92,7 +94,8 @@ def test_guide_flags_as_params_take_effect(kedro_project, tmp_path):
     assert (info["quantum_qubits"], info["quantum_shots"]) == (2, 256)
 
     summary = _json(output_dir / "training_summary.json")
-    assert summary["config"]["seed"] == 7 and summary["config"]["grad_clip"] == 0
+    assert summary["config"]["run"]["seed"] == 7 and summary["config"]["run"]["grad_clip"] == 0
+    assert summary["config"]["run"]["checkpoint_dir"] == str(checkpoint_dir)
     assert summary["latency_ms"] == {}
     assert all(record["latency_ms"] == {} for s in summary["stages"] for record in s["history"])
 
@@ -113,7 +116,7 @@ def test_killed_kedro_run_resumes_and_matches_an_uninterrupted_run(smoke_project
     """SIGKILL `kedro run` mid-stage, run the same command again: it continues, not restarts."""
     checkpoints = smoke_copy.path / "checkpoints"
     command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", "classical",
-               "--params", f"checkpoint_dir={checkpoints}"]
+               "--params", f"run.checkpoint_dir={checkpoints}"]
     first = subprocess.Popen(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

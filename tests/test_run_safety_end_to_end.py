@@ -127,7 +127,7 @@ def test_a_manifest_from_another_ingestion_is_refused(smoke_copy):
 
 
 def test_a_classical_model_retrained_alone_is_not_mixed_into_the_final_model(smoke_copy):
-    smoke_copy.run("--pipeline", "classical", env="smoke", params={"seed": 7})
+    smoke_copy.run("--pipeline", "classical", env="smoke", params={"run.seed": 7})
     final = smoke_copy.data(f"{OUTPUT_DIR}/complete_checkpoint.pth")
     before = final.read_bytes()
 
@@ -152,7 +152,7 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     try:
         assert holder.stdout.readline().strip() == "locked"
         refused = smoke_copy.run("--pipeline", "quantum", env="smoke", check=False,
-                                 params={"output_dir": "data/exp2"})
+                                 params={"run.output_dir": "data/exp2"})
     finally:
         holder.kill()
         holder.wait()
@@ -196,7 +196,7 @@ def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(kedro_project
     """A scheduler stops the job with SIGTERM in the middle of the classical stage."""
     import mlflow
 
-    params = "checkpoint_dir=data/checkpoints,tracking.wandb.enabled=false"
+    params = "run.checkpoint_dir=data/checkpoints,tracking.wandb.enabled=false"
     command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--params", params]
     run = subprocess.Popen(command, cwd=kedro_project.path, env=kedro_project.environment(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -218,7 +218,7 @@ def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(kedro_project
     assert not list(kedro_project.data(OUTPUT_DIR).glob("*.json"))  # nothing half-committed
 
     resumed = kedro_project.run("--env", "smoke", params={
-        "checkpoint_dir": "data/checkpoints", "tracking.wandb.enabled": "false"})
+        "run.checkpoint_dir": "data/checkpoints", "tracking.wandb.enabled": "false"})
     assert "Resuming from checkpoint of stage 'classical'" in resumed.stdout + resumed.stderr
     assert kedro_project.data(f"{OUTPUT_DIR}/complete_checkpoint.pth").is_file()
 
@@ -236,7 +236,7 @@ def test_a_second_run_writing_to_the_same_output_dir_is_refused(smoke_copy, tmp_
     try:
         assert holder.stdout.readline().strip() == "locked"
         refused = smoke_copy.run("--pipeline", "quantum", env="smoke", check=False,
-                                 params={"output_dir": str(shared)})
+                                 params={"run.output_dir": str(shared)})
     finally:
         holder.kill()
         holder.wait()
@@ -294,7 +294,7 @@ def test_a_failing_run_pointed_at_a_users_folder_deletes_nothing(kedro_project, 
     source = sorted(kedro_project.data("01_raw/sample").rglob("*.jpeg"))[0]
     (photos / source.name).write_bytes(source.read_bytes())
     result = kedro_project.run("--pipeline", "predict", env="smoke", check=False,
-                               params={"output_dir": str(user), "predict.input_dir": str(photos)})
+                               params={"run.output_dir": str(user), "predict.input_dir": str(photos)})
     assert result.returncode != 0
     assert "complete_checkpoint.pth does not exist" in result.stderr
     assert all(path.read_text() == "mine" for path in look_alikes)

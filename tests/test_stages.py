@@ -209,7 +209,7 @@ def test_bad_stages_config_file_names_the_setting_and_path(tmp_path):
         resolve_schedule(None, str(bad))
     assert str(bad) in str(info.value)
 
-    with pytest.raises(ScheduleError, match="`stages` parameter"):
+    with pytest.raises(ScheduleError, match="`run.stages` parameter"):
         resolve_schedule([{"name": "classical", "num_epochs": -1}], None)
 
 

@@ -51,7 +51,7 @@ def pipeline_outputs(summary: dict) -> list[tuple[str, dict]]:
 
 
 def fake_context(tmp_path: Path, tracking: dict) -> SimpleNamespace:
-    return SimpleNamespace(params={"seed": 42, "tracking": tracking}, project_path=tmp_path)
+    return SimpleNamespace(params={"run": {"seed": 42}, "tracking": tracking}, project_path=tmp_path)
 
 
 def project_catalog(rename: dict[str, str] | None = None) -> DataCatalog:
@@ -194,7 +194,7 @@ def offline_run(tmp_path_factory, summary):
 def test_wandb_run_has_name_tags_and_parameters(offline_run):
     assert offline_run.name == "tiny"
     assert offline_run.tags == ["test", "cpu"]
-    assert offline_run.config["seed"] == 42
+    assert offline_run.config["run"]["seed"] == 42
     assert offline_run.exit_code == 0
 
 
@@ -341,7 +341,7 @@ def test_mlflow_hook_opens_and_closes_its_own_run_in_the_project(tmp_path, summa
     off = tmp_path / "off"
     off.mkdir()
     catalog = project_catalog()
-    catalog["parameters"] = MemoryDataset({"batch_size": 16, "model": {"encoder_name": "x"}})
+    catalog["parameters"] = MemoryDataset({"run": {"batch_size": 16}, "model": {"encoder_name": "x"}})
 
     def runs():
         assert mlflow.active_run() is None
@@ -360,7 +360,7 @@ def test_mlflow_hook_opens_and_closes_its_own_run_in_the_project(tmp_path, summa
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("qsight").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "__default__"
-    assert run.data.params["batch_size"] == "16"
+    assert run.data.params["run.batch_size"] == "16"
     assert run.data.params["model.encoder_name"] == "x"
     assert set(evaluation_metrics(summary)) <= set(run.data.metrics)
 

@@ -152,16 +152,18 @@ DEVICE_FORMS = "must be auto, cpu, mps, cuda or cuda:<index> (e.g. cuda:1)"
 @pytest.mark.parametrize(
     ("params", "fragments"),
     [
-        ("device=cuda:abc", ["  device: " + DEVICE_FORMS, "got 'cuda:abc'"]),
+        ("run.device=cuda:abc", ["  run.device: " + DEVICE_FORMS, "got 'cuda:abc'"]),
         ("predict.device=gpu", ["  predict.device: " + DEVICE_FORMS, "got 'gpu'"]),
-        ("device_ids=x y", ["  device_ids: must be GPU indices", "'0,1' or '0 1'", "got 'x y'"]),
+        ("run.device_ids=x y", ["  run.device_ids: must be GPU indices", "'0,1' or '0 1'", "got 'x y'"]),
         # Kedro itself refuses this one, with its usage line: `--params` splits on commas.
-        ("device_ids=x,y", ["Invalid format of `params` option: Item `y`"]),
-        ("stages.0.learning_rate=-1",
+        ("run.device_ids=x,y", ["Invalid format of `params` option: Item `y`"]),
+        ("run.stages.0.learning_rate=-1",
          ["stage 0 ('classical'): field `learning_rate` Input should be greater than 0"]),
-        ("stages.3.learning_rate=0.001",
-         ["--params stages.3.learning_rate=0.001: `stages` has 3 item(s)",
-          "a `stages` list in conf/local/parameters.yml"]),
+        ("run.stages.3.learning_rate=0.001",
+         ["--params run.stages.3.learning_rate=0.001: `run.stages` has 3 item(s)",
+          "a `run.stages` list in conf/local/parameters.yml"]),
+        # The old top-level name is read as run.seed, and its bad value named by the new key.
+        ("seed=abc", ["  run.seed: Input should be a valid integer, got 'abc'"]),
     ],
 )
 def test_bad_params_end_the_run_before_any_node_with_one_error_line(kedro_project, params,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 DEVICE_FORMS = "auto, cpu, mps, cuda or cuda:<index> (e.g. cuda:1)"
 DEVICE_IDS_FORMS = (
     "GPU indices: a list such as [0, 1], one index, or a string such as '0,1' or '0 1' "
-    "(on the command line `--params \"device_ids=0 1\"`: Kedro splits --params on commas)"
+    "(on the command line `--params \"run.device_ids=0 1\"`: Kedro splits --params on commas)"
 )
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")

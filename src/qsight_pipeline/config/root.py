@@ -1,4 +1,4 @@
-"""Every parameter of a run in one typed model: the run-wide settings plus one field per block.
+"""Every parameter of a run in one typed model: one field per block, ``run`` included.
 
 ``validate_parameters`` is what the pre-run check calls: all problems in every block, unknown
 keys included, come back in one message, one line per problem with its full key.
@@ -29,9 +29,10 @@ from qsight_pipeline.errors import ConfigError
 Block = TypeVar("Block", bound=ParamsBlock)
 
 
-class QSightParameters(RunSettings):
+class QSightParameters(ParamsBlock):
     """All parameters of ``conf/<env>/parameters*.yml`` after ``--params`` overrides."""
 
+    run: RunSettings = Field(default_factory=RunSettings)
     dataset: DatasetParams = Field(default_factory=DatasetParams)
     ingestion: IngestionParams = Field(default_factory=IngestionParams)
     model: ModelParams = Field(default_factory=ModelParams)
@@ -46,11 +47,6 @@ class QSightParameters(RunSettings):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     distributed: DistributedParams = Field(default_factory=DistributedParams)
-
-    def run_settings(self) -> RunSettings:
-        return RunSettings.model_validate(
-            {name: getattr(self, name) for name in RunSettings.model_fields}
-        )
 
 
 def _plain(value: Any) -> Any:

@@ -1,7 +1,8 @@
-"""Run-wide settings: the top-level keys of ``parameters.yml`` (names kept from the old CLI)."""
+"""Run-wide settings: the ``run`` block of ``parameters.yml`` (key names kept from the old CLI)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,8 @@ from qsight_pipeline.config.devices import parse_device, parse_device_ids
 
 
 class RunSettings(ParamsBlock):
-    """The old CLI's run-wide flags. Defaults are the bundled demo's (``conf/base``)."""
+    """The ``run`` block: the old CLI's run-wide flags. Defaults are the bundled demo's
+    (``conf/base``)."""
 
     image_size: int = Field(128, ge=16, le=4096)
     seed: int = 42
@@ -49,3 +51,29 @@ class RunSettings(ParamsBlock):
     def _device_ids(cls, value: Any) -> Any:
         parse_device_ids(value)  # the one rule, before the union's three messages per value
         return value
+
+
+RUN_KEYS: tuple[str, ...] = tuple(RunSettings.model_fields)
+
+
+def move_run_keys(parameters: dict[str, Any], keep: Collection[str] = ()) -> list[str]:
+    """Move the old top-level run-wide keys (``seed: 7``) into the ``run`` block, in place.
+
+    Before the ``run`` block these keys sat at the top of ``parameters.yml`` and were set with
+    ``--params seed=7``; both still work. A key already set in ``run`` by name in ``keep`` (the
+    command line's ``--params run.<key>``) wins over an old top-level one from a file.
+
+    Returns:
+        The names that were moved, for the caller's one-line notice.
+    """
+    moved = [name for name in RUN_KEYS if name in parameters]
+    if not moved:
+        return []
+    run = parameters.get("run")
+    run = dict(run) if isinstance(run, dict) else {}
+    for name in moved:
+        value = parameters.pop(name)
+        if name not in keep:
+            run[name] = value
+    parameters["run"] = run
+    return moved

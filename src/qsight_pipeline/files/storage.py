@@ -333,7 +333,7 @@ def is_disk_full(error: BaseException | None, folder: Path | None = None) -> boo
 def disk_full_message(path: Path) -> str:
     return (
         f"No space left on device while writing {path}. Free some space on that disk, or point "
-        "`output_dir` (and `checkpoint_dir`) at another one, and run again. This run's unfinished "
+        "`run.output_dir` (and `run.checkpoint_dir`) at another one, and run again. This run's unfinished "
         "files were removed; the complete files of earlier runs are unchanged."
     )
 

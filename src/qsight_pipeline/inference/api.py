@@ -322,8 +322,8 @@ def _training_summary(
     """The summary with the operating point fitted on validation, as the ensemble pipeline does."""
     calibration = to_plain(operating_point.fit_operating_point(evaluation, referral))
     model_info = artifacts.build_model_info(model, feature_cache.cache_metadata(cache))
-    recorded = {  # the blocks as used, defaults included
-        "stages": config.stages, **config.run_fields(),
+    recorded = {  # the blocks as used, defaults included, as kedro run records them
+        "run": {"stages": config.stages, **config.run_fields()},
         "model": model.config.to_dict(), "referral": referral.model_dump(),
     }
     summary = artifacts.build_training_summary(
@@ -343,7 +343,7 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
     from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 
     folder = Path(output_dir).expanduser()
-    seed = int((summary.get("config") or {}).get("seed", 0))
+    seed = int(((summary.get("config") or {}).get("run") or {}).get("seed", 0))
     model_info = operating_point.model_info_with_operating_point(
         artifacts.build_model_info(model, workflow.model_metadata(model, seed)),
         model.config.image_size,

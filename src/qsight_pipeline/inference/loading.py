@@ -102,7 +102,7 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ArtifactError(
             f"{path} does not exist. Train a model first (`kedro run`) and pass its output folder "
-            "(the `output_dir` parameter, data/06_models/trained_model by default)."
+            "(the `run.output_dir` parameter, data/06_models/trained_model by default)."
         )
     return safe_torch_load(
         path, required_keys=("model_config", "model_state", "model_info"),

@@ -11,26 +11,37 @@ or a list that is not there (``stages: null``, the schedule coming from ``stages
 :class:`~qsight_pipeline.errors.ParameterError` naming the key and saying how to change the
 schedule instead. Any other override that cannot be merged is a ParameterError too, not a
 traceback.
+
+The run-wide settings live in the ``run`` block (``run.seed``, ``run.batch_size``, ...). Their old
+top-level names still work, in a parameters file (``seed: 7``) and on the command line
+(``--params seed=7``, ``--params stages.0.learning_rate=...``): the loader moves them into
+``run`` (:func:`qsight_pipeline.config.run.move_run_keys`) and logs one line naming the new keys.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kedro.config import OmegaConfigLoader
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from qsight_pipeline.config.run import RUN_KEYS, move_run_keys
 from qsight_pipeline.errors import ParameterError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["QSightConfigLoader", "apply_overrides", "split_index_overrides"]
 
 Path_ = tuple[str, ...]  # the keys of one --params override, e.g. ("stages", "0", "learning_rate")
 
 _HOW_TO_CHANGE_STAGES = (
-    "To change a stage, give the whole schedule: a `stages` list in conf/local/parameters.yml "
-    "(or conf/<env>/parameters.yml), or a JSON file passed with `--params stages_config=FILE`; "
-    "once `stages` is a list, `--params stages.<index>.<field>=<value>` changes one field."
+    "To change a stage, give the whole schedule: a `run.stages` list in conf/local/parameters.yml "
+    "(or conf/<env>/parameters.yml), or a JSON file passed with `--params run.stages_config=FILE`; "
+    "once `run.stages` is a list, `--params run.stages.<index>.<field>=<value>` changes one field."
 )
 
 
@@ -69,8 +80,12 @@ def _dotted(path: Path_) -> str:
     return ".".join(path)
 
 
+def _names_stages(path: Path_) -> bool:
+    return path[:1] == ("stages",) or path[:2] == ("run", "stages")
+
+
 def _refuse(path: Path_, value: Any, why: str) -> ParameterError:
-    hint = f" {_HOW_TO_CHANGE_STAGES}" if path[0] == "stages" else ""
+    hint = f" {_HOW_TO_CHANGE_STAGES}" if _names_stages(path) else ""
     return ParameterError(f"--params {_dotted(path)}={value}: {why}.{hint}")
 
 
@@ -112,9 +127,58 @@ def apply_overrides(parameters: dict[str, Any], overrides: list[tuple[Path_, Any
                 node = node[index]
 
 
+def _tell_moved(moved: list[str], where: str) -> None:
+    logger.warning(
+        "%s: %s %s the old top-level name of %s; read as such. The old names keep working; "
+        "rename them to the `run` block (`run: {%s: ...}` in a parameters file, "
+        "`--params run.%s=...` on the command line).",
+        where, ", ".join(f"`{n}`" for n in moved), "is" if len(moved) == 1 else "are",
+        ", ".join(f"`run.{n}`" for n in moved), moved[0], moved[0],
+    )
+
+
+def _moved_in_file(config: DictConfig) -> tuple[DictConfig, list[str]]:
+    """One parameters file with its old top-level run-wide keys moved into ``run``."""
+    if not isinstance(config, DictConfig) or not any(name in config for name in RUN_KEYS):
+        return config, []
+    plain = OmegaConf.to_container(config, resolve=False)  # interpolations stay as written
+    moved = move_run_keys(plain)
+    return OmegaConf.create(plain), moved
+
+
 class QSightConfigLoader(OmegaConfigLoader):
-    """``OmegaConfigLoader`` whose ``--params`` may index into lists (``stages.0.learning_rate``),
-    and whose ``--params`` that cannot be merged are a ParameterError, not a traceback."""
+    """``OmegaConfigLoader`` whose ``--params`` may index into lists (``run.stages.0.learning_rate``),
+    whose ``--params`` that cannot be merged are a ParameterError, not a traceback, and which
+    reads the run-wide keys' old top-level names as keys of the ``run`` block."""
+
+    def __init__(
+        self, conf_source: str | Path, env: str | None = None,
+        runtime_params: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        # Before Kedro keeps them, so that `${runtime_params:run.output_dir}` in the catalog also
+        # follows the old `--params output_dir=...`.
+        runtime_params = dict(runtime_params or {})
+        moved = move_run_keys(runtime_params)
+        self._told: set[str] = set()
+        super().__init__(conf_source, env=env, runtime_params=runtime_params, **kwargs)
+        if moved:
+            self._tell_once(moved, "--params")
+
+    def _tell_once(self, moved: list[str], where: str) -> None:
+        if where not in self._told:
+            self._told.add(where)
+            _tell_moved(moved, where)
+
+    def _merge_and_resolve(self, key: str, config_per_file: dict[Path, DictConfig]) -> dict[str, Any]:
+        # Kedro merges one environment's files here (then base with env, softly): moving the old
+        # names file by file keeps Kedro's precedence, conf/local over conf/base, --params over all.
+        if key == "parameters":
+            config_per_file = dict(config_per_file)
+            for path, config in config_per_file.items():
+                config_per_file[path], moved = _moved_in_file(config)
+                if moved:
+                    self._tell_once(moved, str(path))
+        return super()._merge_and_resolve(key, config_per_file)
 
     def __getitem__(self, key: str) -> dict[str, Any]:
         if key != "parameters" or not self.runtime_params:
@@ -127,11 +191,11 @@ class QSightConfigLoader(OmegaConfigLoader):
         except (TypeError, OmegaConfBaseException) as error:
             leaves = _leaves(plain)
             given = ",".join(f"{_dotted(path)}={value}" for path, value in leaves)
-            hint = f" {_HOW_TO_CHANGE_STAGES}" if any(p[0] == "stages" for p, _ in leaves) else ""
+            hint = f" {_HOW_TO_CHANGE_STAGES}" if any(_names_stages(p) for p, _ in leaves) else ""
             raise ParameterError(
                 f"--params {given} cannot be merged into the parameters ({error}). Each "
                 "--params key=value sets one setting: a key inside a block (quantum.n_qubits=6) "
-                f"or one item of a list by its index (stages.0.learning_rate=0.001).{hint}"
+                f"or one item of a list by its index (run.stages.0.learning_rate=0.001).{hint}"
             ) from error
         finally:
             self.runtime_params = full

@@ -64,7 +64,7 @@ def _one_line_errors() -> Iterator[None]:
 def _missing_artifact_message(path: Path) -> str:
     return (
         f"{path} does not exist. Run the pipeline that writes it first (`kedro run` runs them "
-        "all), or point `output_dir` at the folder of an earlier run."
+        "all), or point `run.output_dir` at the folder of an earlier run."
     )
 
 

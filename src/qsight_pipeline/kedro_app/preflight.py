@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from qsight_pipeline.config import QSightParameters
 from qsight_pipeline.errors import ConfigError
 
 # Pipelines that write the guide's artifacts into output_dir / train with checkpoint_dir.
@@ -37,15 +38,15 @@ class PreflightError(ConfigError):
     """A setting points at something unusable on this machine."""
 
 
-def check_run_environment(parameters: Mapping[str, Any], pipeline_names: Collection[str]) -> None:
+def check_run_environment(parameters: QSightParameters, pipeline_names: Collection[str]) -> None:
     """Every check for the pipelines about to run (``["__default__"]`` for a plain ``kedro run``)."""
     names = set(pipeline_names) or {"__default__"}
     if names & WRITES_OUTPUT_DIR:
-        check_writable_folder(parameters.get("output_dir"), "output_dir")
-        if parameters.get("checkpoint_dir"):
-            check_writable_folder(parameters["checkpoint_dir"], "checkpoint_dir")
+        check_writable_folder(parameters.run.output_dir, "run.output_dir")
+        if parameters.run.checkpoint_dir:
+            check_writable_folder(parameters.run.checkpoint_dir, "run.checkpoint_dir")
     if names & BUILDS_ENCODER:
-        check_pretrained_weights(parameters.get("model") or {})
+        check_pretrained_weights(parameters.model.model_dump())
 
 
 def check_writable_folder(folder: Any, setting: str) -> Path | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline.config import QSightParameters, validate_parameters
+from qsight_pipeline.config import ParamsBlock, QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
 from qsight_pipeline.kedro_app import preflight, user_errors
 from qsight_pipeline.kedro_app.run_hooks import abandon_run
@@ -35,8 +35,10 @@ def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
         typed = validate_parameters(parameters)
     except ConfigError as error:
         problems.append(str(error))
+    run = parameters.get("run")  # a typed block once Kedro has validated it for a run's nodes
+    run = run.model_dump() if isinstance(run, ParamsBlock) else run if isinstance(run, dict) else {}
     try:
-        resolve_schedule(parameters.get("stages"), parameters.get("stages_config"))
+        resolve_schedule(run.get("stages"), run.get("stages_config"))
     except ScheduleError as error:
         problems.append(f"stage schedule: {error}")
     if problems:
@@ -85,7 +87,8 @@ def check_pipelines(
             "`kedro run --pipeline quantum` needs " + ", ".join(missing) + ", which cannot be "
             "imported. Install it with `pip install 'qsight_pipeline[quantum]'`."
         )
-    if not split_schedule(resolve_schedule(parameters.stages, parameters.stages_config))["quantum"]:
+    run = parameters.run
+    if not split_schedule(resolve_schedule(run.stages, run.stages_config))["quantum"]:
         logger.warning(
             "The stage schedule has no stage that trains the quantum head; the quantum pipeline "
             "will only evaluate it."
@@ -128,9 +131,9 @@ class RunChecksHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         names = run_params.get("pipeline_names") or ["__default__"]
         try:
-            raw = catalog.load("parameters")
-            check_pipelines(self._typed(raw), list(names), catalog)
-            preflight.check_run_environment(raw, list(names))  # folders writable, weights at hand
+            typed = self._typed(catalog.load("parameters"))
+            check_pipelines(typed, list(names), catalog)
+            preflight.check_run_environment(typed, list(names))  # folders writable, weights at hand
         except UserError as error:
             _refuse(error)
             raise

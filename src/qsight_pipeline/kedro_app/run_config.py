@@ -1,8 +1,9 @@
 """The run-wide settings of one ``kedro run``, resolved once by the ``resolve_run_settings`` node.
 
 Blocks (``model``, ``quantum``, ...) reach nodes directly as typed ``params:<block>`` inputs. The
-top-level keys of ``parameters.yml`` (the old CLI's flags) and the stage schedule are gathered
-here into one :class:`RunConfig`, which every training node takes: the schedule is parsed once.
+``run`` block (the old CLI's flags), the stage schedule it names and the ``distributed`` block are
+gathered here into one :class:`RunConfig`, which every training node takes: the schedule is
+parsed once. Kedro validates both blocks against their models before the node runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from kedro.pipeline import Node
 
-from qsight_pipeline.config import DistributedParams, RunSettings, validate_block
+from qsight_pipeline.config import DistributedParams, RunSettings
 from qsight_pipeline.training.stages import Stage, resolve_schedule, split_schedule
 
 
@@ -39,17 +40,16 @@ class RunConfig:
         return TrainerSettings.from_run(self.settings)
 
 
-def resolve_run_settings(distributed: DistributedParams, **settings: Any) -> RunConfig:
-    """Validate the run-wide parameters and parse the stage schedule, once per run.
+def resolve_run_settings(run: RunSettings, distributed: DistributedParams) -> RunConfig:
+    """Parse the stage schedule, once per run.
 
     Args:
+        run: the ``run`` block (``seed``, ``batch_size``, ``stages``, ...).
         distributed: the ``distributed`` block.
-        settings: the top-level keys of ``parameters.yml`` (``seed``, ``batch_size``, ``stages``..).
 
     Returns:
         ``run_config``: the typed settings and the schedule split into its three pipelines.
     """
-    run = validate_block(RunSettings, settings, "")
     return RunConfig(
         run, split_schedule(resolve_schedule(run.stages, run.stages_config)), distributed
     )
@@ -59,10 +59,7 @@ def run_settings_node() -> Node:
     """The node that every training pipeline starts from (Kedro runs it once when they combine)."""
     return Node(
         func=resolve_run_settings,
-        inputs={
-            "distributed": "params:distributed",
-            **{name: f"params:{name}" for name in RunSettings.model_fields},
-        },
+        inputs={"run": "params:run", "distributed": "params:distributed"},
         outputs="run_config",
         name="resolve_run_settings",
     )

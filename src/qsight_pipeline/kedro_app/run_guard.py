@@ -148,7 +148,7 @@ def _locked_message(path: Path, holder: dict[str, Any]) -> str:
         what = (
             f"Another run is writing to {path.parent}", "A second run writing to the same "
             "folder would overwrite its artifacts with its own; give this run another "
-            "`output_dir` (or `checkpoint_dir`)",
+            "`run.output_dir` (or `run.checkpoint_dir`)",
         )
     return (
         f"{what[0]} ({who}). {what[1]}. Wait for it to finish, or stop it; the lock ({path}) is "

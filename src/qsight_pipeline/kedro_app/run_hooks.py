@@ -26,6 +26,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from qsight_pipeline.config import ParamsBlock
 from qsight_pipeline.kedro_app.run_guard import (
     RunLock,
     RunLockedError,
@@ -50,21 +51,26 @@ def abandon_run() -> None:
     release_all_locks()
 
 
-def _parameters(catalog: Any) -> dict[str, Any]:
-    return catalog.load("parameters") if "parameters" in catalog else {}
+def _run_block(catalog: Any) -> dict[str, Any]:
+    """The ``run`` block as written (the locks are taken before the run checks validate it)."""
+    parameters = catalog.load("parameters") if "parameters" in catalog else {}
+    run = parameters.get("run")
+    if isinstance(run, ParamsBlock):  # Kedro has typed it for this run's nodes
+        return run.model_dump()
+    return run if isinstance(run, dict) else {}
 
 
-def _folder(project: Path, parameters: dict[str, Any], key: str) -> Path | None:
-    value = parameters.get(key)
+def _folder(project: Path, run: dict[str, Any], key: str) -> Path | None:
+    value = run.get(key)
     if not value:
         return None
     folder = Path(str(value)).expanduser()
     return folder if folder.is_absolute() else project / folder
 
 
-def _run_folders(project: Path, parameters: dict[str, Any]) -> tuple[Path | None, Path | None]:
+def _run_folders(project: Path, run: dict[str, Any]) -> tuple[Path | None, Path | None]:
     """``(output_dir, checkpoint_dir)`` of a run, absolute."""
-    return _folder(project, parameters, "output_dir"), _folder(project, parameters, "checkpoint_dir")
+    return _folder(project, run, "output_dir"), _folder(project, run, "checkpoint_dir")
 
 
 class _ProjectHook:
@@ -97,7 +103,7 @@ class RunLockHook(_ProjectHook):
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        output_dir, checkpoint_dir = _run_folders(self._project, _parameters(catalog))
+        output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         seen: set[Path] = set()
         command = current_command()
         for folder in (self._project / "data", output_dir, checkpoint_dir):
@@ -133,7 +139,7 @@ class LeftoverCleanupHook(_ProjectHook):
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         from qsight_pipeline.files import storage
 
-        output_dir, checkpoint_dir = _run_folders(self._project, _parameters(catalog))
+        output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         # Stale MLflow runs are closed by the MLflow hook once it has opened this run's.
         storage.recover([self._project / "data", output_dir, checkpoint_dir,
                          self._project / "wandb"])
@@ -155,7 +161,7 @@ class LineageCheckHook:
 
         try:
             lineage.check_pipeline_inputs(
-                pipeline.inputs(), load, _parameters(catalog).get("output_dir")
+                pipeline.inputs(), load, _run_block(catalog).get("output_dir")
             )
         except Exception as error:  # unreadable, unsafe or mismatched: no node may start
             logger.error("Run refused: %s", error)
@@ -170,7 +176,7 @@ class OutputTransactionHook(_ProjectHook):
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         from qsight_pipeline.files import storage
 
-        output_dir, checkpoint_dir = _run_folders(self._project, _parameters(catalog))
+        output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         storage.begin(
             [output_dir, self._project / "data" / "07_model_output",
              self._project / "data" / "08_reporting"],

@@ -375,7 +375,7 @@ def parse_stages(raw: Sequence[Mapping[str, Any] | Stage] | Mapping[str, Any]) -
     return stages
 
 
-def load_stages_file(path: str | Path, setting: str = "stages_config") -> list[Stage]:
+def load_stages_file(path: str | Path, setting: str = "run.stages_config") -> list[Stage]:
     """Read a stage JSON file (a bare list or ``{"stages": [...]}``) and validate it."""
     path = Path(path)
     if not path.is_file():
@@ -405,13 +405,13 @@ def resolve_schedule(
     if stages is not None:
         if stages_config:
             logger.info(
-                "Both `stages` and `stages_config` (%s) are set; `stages` wins, as in the guide.",
+                "Both `run.stages` and `run.stages_config` (%s) are set; `run.stages` wins, as in the guide.",
                 stages_config,
             )
         try:
             return parse_stages(stages)
         except ScheduleError as error:
-            raise ScheduleError(f"`stages` parameter: {error}") from error
+            raise ScheduleError(f"`run.stages` parameter: {error}") from error
     if stages_config:
         return load_stages_file(stages_config)
     return default_stage_schedule()

@@ -147,7 +147,7 @@ def assemble_training_artifacts(
     from qsight_pipeline.inference import operating_point
 
     record = lineage.classical_for_feature_cache(
-        phase1_classical_model, quantum_training_data, parameters.get("output_dir")
+        phase1_classical_model, quantum_training_data, parameters["run"].get("output_dir")
     )
     model_info = operating_point.model_info_with_operating_point(
         artifacts.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data)),

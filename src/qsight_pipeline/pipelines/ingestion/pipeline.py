@@ -24,14 +24,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=split_by_patient,
-                inputs=["labelled_images", "params:ingestion", "params:seed"],
+                inputs=["labelled_images", "params:ingestion", "params:run.seed"],
                 outputs="split_images",
                 name="split_by_patient",
                 namespace="ingestion",
             ),
             Node(
                 func=build_image_caches_caches_first,
-                inputs=["split_images", "params:image_size", "params:ingestion"],
+                inputs=["split_images", "params:run.image_size", "params:ingestion"],
                 outputs=[
                     "image_cache_train",
                     "image_cache_val",
@@ -49,8 +49,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "layout_findings",
                     "unreadable_images",
                     "params:ingestion",
-                    "params:image_size",
-                    "params:seed",
+                    "params:run.image_size",
+                    "params:run.seed",
                 ],
                 outputs="ingestion_report",
                 name="summarise_ingestion",
