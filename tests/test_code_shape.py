@@ -15,9 +15,6 @@ MAX_PARAMETERS = 6
 ESTIMATORS = "models/estimators.py"
 # Still over the limit, and why (issue 21 stays open for them):
 KNOWN_WIDE = {
-    # a Kedro node with twelve inputs: the three histories, the evaluation, the calibration, the
-    # gate and the parts of the model; splitting it moves model_info to a node of its own.
-    "pipelines/ensemble/nodes.py:assemble_training_artifacts",
     # the guide's six arguments plus test_loader (the model options moved to TrainingConfig).
     "inference/api.py:train_hybrid_model",
 }

@@ -102,8 +102,8 @@ def test_training_nodes_take_typed_blocks_not_the_whole_parameter_dict():
     pipelines = find_pipelines(raise_errors=True)
     for name in ("classical", "features", "quantum", "ensemble", "predict", "ingestion"):
         for node in pipelines[name].nodes:
-            if node.name == "ensemble.assemble_training_artifacts":
-                continue  # records the whole configuration in training_summary.json
+            if node.name == "ensemble.summarise_training":
+                continue  # records the run's configuration in training_summary.json
             assert "parameters" not in node.inputs, (name, node.name)
     schedule_nodes = {n.name for p in pipelines.values() for n in p.nodes if "run_config" in n.outputs}
     assert schedule_nodes == {"resolve_run_settings"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qsight_pipeline.config import GateParams, QuantumConfig, validate_parameters
+from qsight_pipeline.config import GateParams, QuantumConfig
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.files import lineage
 from qsight_pipeline.kedro_app.run_config import RunConfig
@@ -119,36 +119,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def assemble_training_artifacts(
-    phase1_classical_model: dict[str, Any],
-    post_cache_model: Any,
+def join_histories(
     classical_history: list[dict[str, Any]],
     quantum_history: list[dict[str, Any]],
     ensemble_history: list[dict[str, Any]],
-    evaluation: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """``stage_histories``: every stage's record, in the order the stages ran (they become
+    ``training_summary["stages"]``)."""
+    return [*classical_history, *quantum_history, *ensemble_history]
+
+
+def describe_model(
+    post_cache_model: Any,
     quantum_training_data: dict[str, Any],
-    parameters: dict[str, Any],
     calibration: dict[str, Any] | None = None,
     gates: dict[str, Any] | None = None,
-    image_cache_test: Any = None,
-    gate: GateParams = GateParams(),  # noqa: B008 - a frozen block
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Build the guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``.
-
-    ``parameters`` is only recorded: the summary keeps the run's whole typed configuration.
-    ``calibration`` (from :func:`calibrate_operating_point`) is saved with the model: its
-    temperatures and operating point in ``model_info["calibration"]``, with the preprocessing
-    inference must repeat; its report part in ``training_summary["calibration"]``.
-    ``gates`` (from :func:`fit_gate`) goes into ``model_info["gates"]``; how well it works on the
-    test split (``image_cache_test``, when ``gate.evaluate``) into ``training_summary["gate"]``.
-    """
+) -> dict[str, Any]:
+    """``model_info_draft``, what becomes ``model_info.json``: the model, the preprocessing that
+    inference must repeat, the operating point (``calibration``, from
+    :func:`calibrate_operating_point`) and the gate (``gates``, from :func:`fit_gate`)."""
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.inference import operating_point
 
-    record = lineage.classical_for_feature_cache(
-        phase1_classical_model, quantum_training_data, parameters["run"].get("output_dir")
-    )
     model_info = operating_point.model_info_with_operating_point(
         artifacts.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data)),
         post_cache_model.config.image_size,
@@ -156,24 +149,76 @@ def assemble_training_artifacts(
     )
     if gates:
         model_info["gates"] = gates
+    return model_info
+
+
+def summarise_training(
+    stage_histories: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+    model_info_draft: dict[str, Any],
+    parameters: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``training_summary_draft``: the history, the evaluation, the model and the calibration's
+    report; the gate's figures are added by :func:`assemble_training_artifacts`.
+
+    ``parameters`` is only recorded (``config``): the run's parameters, each block that this
+    run's nodes take with its defaults filled in (Kedro has typed them; nothing validates again).
+    """
+    from qsight_pipeline.files import artifacts
+    from qsight_pipeline.files.plain import to_plain
+    from qsight_pipeline.inference import operating_point
+
     summary = operating_point.summary_with_operating_point(
         artifacts.build_training_summary(
-            [*classical_history, *quantum_history, *ensemble_history],
-            evaluation,
-            model_info,
-            config=validate_parameters(parameters).model_dump(mode="json"),
+            stage_histories, evaluation, model_info_draft, config=to_plain(parameters)
         ),
         calibration,
     )
     _log_evaluation(summary["evaluation"])
-    checkpoint = artifacts.complete_checkpoint(
-        phase1_classical_model, post_cache_model, summary, model_info
+    return summary
+
+
+def build_checkpoint(
+    phase1_classical_model: dict[str, Any],
+    post_cache_model: Any,
+    quantum_training_data: dict[str, Any],
+    run_config: RunConfig,
+    model_info_draft: dict[str, Any],
+    training_summary_draft: dict[str, Any],
+) -> dict[str, Any]:
+    """``complete_checkpoint_draft``: every weight, the model's description and the summary, and
+    the lineage of the classical model and the feature cache it was trained from."""
+    from qsight_pipeline.files import artifacts
+
+    record = lineage.classical_for_feature_cache(
+        phase1_classical_model, quantum_training_data, run_config.settings.output_dir
     )
+    checkpoint = artifacts.complete_checkpoint(
+        phase1_classical_model, post_cache_model, training_summary_draft, model_info_draft
+    )
+    checkpoint[lineage.LINEAGE_KEY] = record
+    return checkpoint
+
+
+def assemble_training_artifacts(
+    complete_checkpoint_draft: dict[str, Any],
+    image_cache_test: Any = None,
+    gate: GateParams = GateParams(),  # noqa: B008 - a frozen block
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The guide's artifacts: ``complete_checkpoint``, ``model_info``, ``training_summary``.
+
+    With a fitted gate, ``training_summary["gate"]`` says how it works: its rule and bounds, and
+    (when ``gate.evaluate``) its pass rates and AUROC on the test split's pictures
+    (``image_cache_test``), measured with the model as saved.
+    """
+    checkpoint = dict(complete_checkpoint_draft)
+    summary = checkpoint["training_summary"]
+    gates = checkpoint["model_info"].get("gates")
     if gates:
         summary["gate"] = _gate_summary(gates, checkpoint, image_cache_test, gate)
         checkpoint["training_summary"] = summary  # the embedded copy equals the written one
-    checkpoint[lineage.LINEAGE_KEY] = record
-    return checkpoint, model_info, summary
+    return checkpoint, checkpoint["model_info"], summary
 
 
 def _log_evaluation(evaluation: dict[str, Any]) -> None:

@@ -6,17 +6,23 @@ from qsight_pipeline.kedro_app.run_config import run_settings_node
 
 from .nodes import (
     assemble_training_artifacts,
+    build_checkpoint,
     calibrate_operating_point,
+    describe_model,
     draw_report_figures,
     finetune_ensemble,
     fit_gate,
+    join_histories,
     render_report_html,
+    summarise_training,
 )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """The ensemble stage (in the ``ensemble`` namespace) and the report (``report``)."""
-    return Pipeline([run_settings_node(), *_ensemble_nodes(), *_report_nodes()])
+    return Pipeline(
+        [run_settings_node(), *_ensemble_nodes(), *_artifact_nodes(), *_report_nodes()]
+    )
 
 
 def _ensemble_nodes() -> list[Node]:
@@ -47,22 +53,51 @@ def _ensemble_nodes() -> list[Node]:
             name="fit_gate",
             namespace="ensemble",
         ),
+    ]
+
+
+def _artifact_nodes() -> list[Node]:
+    """The guide's three artifacts, one job per node: the history, the model's description, the
+    summary, the checkpoint, then the gate's figures measured with the model as saved."""
+    return [
         Node(
-            func=assemble_training_artifacts,
+            func=join_histories,
+            inputs=["classical_history", "quantum_history", "ensemble_history"],
+            outputs="stage_histories",
+            name="join_histories",
+            namespace="ensemble",
+        ),
+        Node(
+            func=describe_model,
+            inputs=["post_cache_model", "quantum_training_data", "calibration", "gates"],
+            outputs="model_info_draft",
+            name="describe_model",
+            namespace="ensemble",
+        ),
+        Node(
+            func=summarise_training,
+            inputs=["stage_histories", "evaluation", "model_info_draft", "parameters", "calibration"],
+            outputs="training_summary_draft",
+            name="summarise_training",
+            namespace="ensemble",
+        ),
+        Node(
+            func=build_checkpoint,
             inputs=[
                 "phase1_classical_model",
                 "post_cache_model",
-                "classical_history",
-                "quantum_history",
-                "ensemble_history",
-                "evaluation",
                 "quantum_training_data",
-                "parameters",
-                "calibration",
-                "gates",
-                "image_cache_test_if_any",
-                "params:gate",
+                "run_config",
+                "model_info_draft",
+                "training_summary_draft",
             ],
+            outputs="complete_checkpoint_draft",
+            name="build_checkpoint",
+            namespace="ensemble",
+        ),
+        Node(
+            func=assemble_training_artifacts,
+            inputs=["complete_checkpoint_draft", "image_cache_test_if_any", "params:gate"],
             outputs=["complete_checkpoint", "model_info", "training_summary"],
             name="assemble_training_artifacts",
             namespace="ensemble",
