@@ -11,6 +11,7 @@ from qsight_pipeline import (
     DatasetConfig,
     TrainingConfig,
     create_dataloaders,
+    evaluate_hybrid_model,
     load_model,
     predict_image,
     save_model,
@@ -39,10 +40,18 @@ def api_run(tmp_path_factory):
         stages=STAGES, referral={"target_sensitivity": 0.8, "review_fraction": 0.2},
         model={"encoder_name": "test_resnet", "pretrained": False, "compressed_dim": 8},
     )
-    model, summary = train_hybrid_model(
+    model, trained = train_hybrid_model(
         train, val, classes, config=config, encoder_type="resnet", quantum_enabled=False,
-        test_loader=test,
     )
+    assert "test" not in trained["evaluation"] and trained["calibration"]["test_operating_point"] is None
+    summary = evaluate_hybrid_model(model, test, trained, config)
+    # The test adds the test split's figures and changes nothing that training measured.
+    assert {k: v for k, v in summary.items() if k not in ("evaluation", "calibration")} == {
+        k: v for k, v in trained.items() if k not in ("evaluation", "calibration")}
+    assert summary["evaluation"]["val"] == trained["evaluation"]["val"]
+    for key in ("temperatures", "referral"):
+        assert summary["calibration"][key] == trained["calibration"][key]
+    assert summary["evaluation"]["test"]["ensemble"]["n"] == len(test.dataset)
     folder = save_model(model, summary, tmp_path_factory.mktemp("api_model") / "trained")
     return model.eval(), summary, folder, next(iter(val))["image"]
 

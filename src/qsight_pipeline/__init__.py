@@ -4,7 +4,7 @@ The old system's Python API is importable from here::
 
     from qsight_pipeline import (
         DatasetConfig, TrainingConfig, default_stage_schedule, create_dataloaders,
-        train_hybrid_model, save_model,
+        train_hybrid_model, evaluate_hybrid_model, save_model,
     )
 
 and grading new photographs with a trained model::
@@ -23,6 +23,7 @@ _API = {
     "TrainingConfig": "qsight_pipeline.inference.api",
     "create_dataloaders": "qsight_pipeline.inference.api",
     "train_hybrid_model": "qsight_pipeline.inference.api",
+    "evaluate_hybrid_model": "qsight_pipeline.inference.api",
     "save_model": "qsight_pipeline.inference.api",
     "default_stage_schedule": "qsight_pipeline.training.stages",
     "load_model": "qsight_pipeline.inference",

@@ -75,6 +75,7 @@ __all__ = [
     "TrainingConfig",
     "create_dataloaders",
     "default_stage_schedule",
+    "evaluate_hybrid_model",
     "save_model",
     "train_hybrid_model",
 ]
@@ -229,8 +230,6 @@ def train_hybrid_model(
     config: TrainingConfig | None = None,
     encoder_type: str = "vit",
     quantum_enabled: bool = True,
-    *,
-    test_loader: DataLoader | None = None,
 ) -> tuple[HybridModel, dict[str, Any]]:
     """Train the hybrid model through every stage of ``config.stages``.
 
@@ -242,13 +241,13 @@ def train_hybrid_model(
             other ``model.*`` settings (``encoder_name``, ``pretrained``, ...).
         quantum_enabled: build the quantum head (a warning and classical-only when qiskit is
             missing); ``config.quantum`` holds the other ``quantum.*`` settings.
-        test_loader: optional; adds test metrics to the summary.
 
     Returns:
         ``(model, summary)``: the model and the ``training_summary.json`` dict (``stages``,
         ``best_validation``, the ``evaluation`` of every head and the ensemble), with the
         ``calibration`` fitted on validation (``config.referral``) and the ``gates`` fitted on
         the training and validation loaders; :func:`save_model` writes them for ``load_model``.
+        :func:`evaluate_hybrid_model` adds the test split's figures.
     """
     if list(classes) != list(GRADE_NAMES):
         raise ValueError(f"classes must be the DR grades in clinical order {list(GRADE_NAMES)}, got {list(classes)}")
@@ -268,19 +267,55 @@ def train_hybrid_model(
         train_labels=train_loader.dataset.grades,
     )
     loaders = {"train": _unaugmented(train_loader), "val": val_loader}
-    if test_loader is not None:
-        loaders["test"] = test_loader
     cache = workflow.export_features(
         model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()}, settings
     )
     cache_history, evaluation = _cache_stages(
         model, stages, cache, settings.model_copy(update={"batch_size": batch_size}),
-        splits=("val", "test") if test_loader is not None else ("val",),
+        splits=("val",),
     )
     history += cache_history
     summary = _training_summary(model, history, evaluation, cache, config, referral)
     summary["gates"] = _fit_gates(train_loader, cache)
     return model, summary
+
+
+def evaluate_hybrid_model(
+    model: HybridModel,
+    test_loader: DataLoader,
+    summary: Mapping[str, Any],
+    config: TrainingConfig | None = None,
+) -> dict[str, Any]:
+    """Test a trained model, as the ensemble pipeline does after training: ``summary`` (from
+    :func:`train_hybrid_model`) plus the test split's figures.
+
+    Args:
+        model: the trained model (as :func:`train_hybrid_model` returned it).
+        test_loader: unaugmented test images (``create_dataloaders(config, with_test=True)``).
+        summary: the training summary, whose saved operating point is used, never refitted.
+        config: the run settings of the training (device, precision, seed); ``TrainingConfig()``
+            when omitted.
+
+    Returns:
+        A new summary with ``evaluation["test"]`` (every head and the ensemble) and, in
+        ``calibration``, the test split's calibration quality, ``test_operating_point`` (the
+        validation-chosen threshold's sensitivity and specificity on test) and ``test_roc``.
+    """
+    settings = (config or TrainingConfig()).trainer_settings()
+    cache = workflow.export_features(
+        model, {"test": test_loader}, {"test": _image_ids(test_loader)}, settings
+    )
+    test = workflow.evaluate_on_cache(
+        model, cache, settings, batch_size=test_loader.batch_size or 32, splits=("test",)
+    )["test"]
+    tested = {**summary, "evaluation": {**summary["evaluation"], "test": to_plain(test["metrics"])}}
+    calibration = summary.get("calibration")
+    if calibration:
+        report = operating_point.with_test_report(
+            calibration, test, calibration["temperatures"], calibration["referral"]["threshold"]
+        )
+        tested["calibration"] = to_plain(report)
+    return tested
 
 
 def _cache_stages(

@@ -75,12 +75,10 @@ def fit_operating_point(
     }
     report: dict[str, Any] = {"quality": {}, "test_operating_point": None, "test_roc": None}
     for split, result in evaluation.items():
-        report["quality"][split] = _quality(result, cal.calibrate_split(result, temperatures))
-    if "test" in evaluation and len(evaluation["test"]["labels"]):
-        test = evaluation["test"]
-        scores = cal.referable_probability(cal.calibrate_split(test, temperatures)[ENSEMBLE])
-        report["test_operating_point"] = cal.sensitivity_specificity(scores, test["labels"], threshold)
-        report["test_roc"] = cal.roc_points(scores, test["labels"])
+        if split == "test":
+            report = with_test_report(report, result, temperatures, threshold)
+        else:
+            report["quality"][split] = _quality(result, cal.calibrate_split(result, temperatures))
     logger.info(
         "Temperature scaling: %s. Referral threshold %.3f on P(grade >= 2) (validation "
         "sensitivity %s, specificity %s); review above entropy %s.",
@@ -95,6 +93,27 @@ def fit_operating_point(
         "referral": point,
         "report": report,
     }
+
+
+def with_test_report(
+    report: Mapping[str, Any], test: Mapping[str, Any], temperatures: Mapping[str, float],
+    threshold: float,
+) -> dict[str, Any]:
+    """``report`` plus the test split's part: its calibration quality and, when it has photographs,
+    the referral threshold's sensitivity and specificity on it and its ROC curve.
+
+    Args:
+        report: the calibration report (``quality``, ``test_operating_point``, ``test_roc``).
+        test: the trainer's evaluation of the test split (``labels`` and every head's logits).
+        temperatures, threshold: the fitted operating point (chosen on validation only).
+    """
+    updated = {**report, "quality": {**report.get("quality", {})}}
+    updated["quality"]["test"] = _quality(test, cal.calibrate_split(test, temperatures))
+    if len(test["labels"]):
+        scores = cal.referable_probability(cal.calibrate_split(test, temperatures)[ENSEMBLE])
+        updated["test_operating_point"] = cal.sensitivity_specificity(scores, test["labels"], threshold)
+        updated["test_roc"] = cal.roc_points(scores, test["labels"])
+    return updated
 
 
 def _percent(value: float | None) -> str:
