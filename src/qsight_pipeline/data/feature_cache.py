@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from qsight_pipeline.constants import HEAD_A, HEAD_B, NUM_GRADES, SPLITS
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.training.guards import check_finite_features
 
 FEATURE_CACHE_FILE = "quantum_training_data.pkl"
 SPLIT_FIELDS: tuple[str, ...] = (
@@ -36,7 +37,6 @@ def check_feature_cache(cache: Any, source: str = FEATURE_CACHE_FILE) -> None:
             "`features` pipeline; re-create it with `kedro run --pipelines classical,features` "
             "(or `--pipeline features` if phase1_classical_model.pth is current)."
         )
-    from qsight_pipeline.training.guards import check_finite_features
 
     check_finite_features(cache, source)  # NaN features would train a NaN model
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.files.storage import atomic_write, readable_path
 
 LINEAGE_KEY = "lineage"
 INGESTION_ID_COLUMN = "ingestion_id"
@@ -129,13 +130,11 @@ def write_sidecar(path: Path, record: dict[str, Any] | None) -> None:
     if record is None:
         sidecar.unlink(missing_ok=True)
         return
-    from qsight_pipeline.files.storage import atomic_write
 
     atomic_write(sidecar, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
-    from qsight_pipeline.files.storage import readable_path
 
     sidecar = readable_path(sidecar_path(path))
     if not sidecar.is_file():

@@ -26,6 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from qsight_pipeline.errors import ArtifactError
 
 __all__ = [
@@ -149,7 +152,6 @@ def safe_torch_load(
         CorruptArtifactError: the file is empty, truncated, not written by ``torch.save``, holds
             an object other than tensors and plain data, or lacks ``required_keys``.
     """
-    import torch
 
     path = Path(path)
     what = what or _WHAT_BY_NAME.get(path.name, "PyTorch file")
@@ -186,7 +188,6 @@ def safe_npy_load(path: str | os.PathLike, mmap_mode: str | None = "r") -> Any:
         CorruptArtifactError: the file is empty, truncated, not an ``.npy`` file (random bytes, a
             pickle, an ``.npz`` archive) or holds Python objects (``dtype=object``).
     """
-    import numpy as np
 
     path = Path(path)
     if not path.is_file():

@@ -11,6 +11,7 @@ from typing import Any
 
 from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
 from qsight_pipeline.errors import ConfigError
+from qsight_pipeline.hardware import devices, runtime
 
 REQUIRED = (("qiskit", "qiskit"), ("qiskit_aer", "qiskit-aer"),
             ("qiskit_ibm_runtime", "qiskit-ibm-runtime"))
@@ -34,7 +35,6 @@ def check_hardware(params: QuantumHardwareParams, head_qubits: int | None = None
             f"quantum_hardware.mitigation) needs {', '.join(missing)}, which cannot be imported. "
             "Install it with `pip install 'qsight_pipeline[hardware]'`."
         )
-    from qsight_pipeline.hardware import devices, runtime
 
     for name in params.devices:
         backend = devices.load_snapshot(name)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from qsight_pipeline.hardware import devices
+
 
 def parameter_values(circuit: Any, spec: Any, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``(images, 1, parameters)`` values in ``circuit.parameters`` order."""
@@ -93,7 +95,6 @@ def device_pubs(circuit: Any, observables: list[Any], values: np.ndarray, scales
 
     :func:`raw_and_calibration` reads the result back in the same order.
     """
-    from qsight_pipeline.hardware import devices
 
     pubs = [(devices.fold_two_qubit_gates(circuit, s), [list(observables)], values)
             for s in scales]

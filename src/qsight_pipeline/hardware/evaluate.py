@@ -19,9 +19,19 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, f1_score
 
 from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
 from qsight_pipeline.constants import NUM_GRADES, REFERABLE_GRADE
+from qsight_pipeline.data import feature_cache
+from qsight_pipeline.files import lineage
+from qsight_pipeline.hardware import devices, estimation
+from qsight_pipeline.models.hybrid import GatedEnsemble
+from qsight_pipeline.models.quantum.config import QuantumConfig
+from qsight_pipeline.models.quantum.head import QuantumHead
+from qsight_pipeline.training.metrics import quadratic_weighted_kappa
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +59,7 @@ class HeadOnCache:
         self, cache: dict[str, Any], quantum_head: dict[str, Any], split: str = "test",
         max_images: int | None = None, complete_checkpoint: dict[str, Any] | None = None,
     ) -> None:
-        import torch
 
-        from qsight_pipeline.data import feature_cache
-        from qsight_pipeline.models.quantum.config import QuantumConfig
-        from qsight_pipeline.models.quantum.head import QuantumHead
 
         config = QuantumConfig.from_params(
             {**dict(quantum_head.get("quantum_config") or {}), "executor": "torch", "shots": None}
@@ -88,7 +94,6 @@ class HeadOnCache:
 
     def predict(self, z: np.ndarray) -> np.ndarray:
         """Grade probabilities ``(images, 5)`` of the head from its ``<Z_i>``."""
-        import torch
 
         with torch.no_grad():
             logits = self.head.readout(torch.as_tensor(z, dtype=self.head.readout.weight.dtype))
@@ -98,7 +103,6 @@ class HeadOnCache:
         """The fused probabilities with the quantum head's logits computed from ``z``."""
         if self.ensemble is None:
             return None
-        import torch
 
         with torch.no_grad():
             quantum_logits = self.head.readout(
@@ -118,9 +122,7 @@ class HeadOnCache:
         scikit-learn's metrics, called directly: the project's ``grading_metrics`` also builds
         confusion matrices, per-grade recalls and AUCs, which cost ~0.2 s per row here.
         """
-        from sklearn.metrics import accuracy_score, f1_score
 
-        from qsight_pipeline.training.metrics import quadratic_weighted_kappa
 
         grades = self.predict(z).argmax(axis=1)
         row: dict[str, Any] = {
@@ -139,7 +141,6 @@ class HeadOnCache:
 
 def ensemble_metrics(labels: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
     """The ensemble's QWK and referable-DR (grade >= 2) sensitivity and specificity."""
-    from qsight_pipeline.training.metrics import quadratic_weighted_kappa
 
     truth, referred = labels >= REFERABLE_GRADE, grades >= REFERABLE_GRADE
     return {
@@ -160,8 +161,6 @@ def _ensemble_from_checkpoint(checkpoint: dict[str, Any] | None, cache: dict[str
             "them."
         )
         return None
-    from qsight_pipeline.files import lineage
-    from qsight_pipeline.models.hybrid import GatedEnsemble
 
     cache_id = ((cache.get("metadata") or {}).get(lineage.LINEAGE_KEY) or {}).get("classical_id")
     checkpoint_id = (checkpoint.get(lineage.LINEAGE_KEY) or {}).get("classical_id")
@@ -231,7 +230,6 @@ def _ideal_rows(
     data: HeadOnCache, params: QuantumHardwareParams, seeds: list[int], base: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Noise-free sampling of the logical circuit at each shot count and seed."""
-    from qsight_pipeline.hardware import devices, estimation
 
     circuit = _ideal_circuit(data.spec)
     values = estimation.parameter_values(circuit, data.spec, data.angles, data.weights)
@@ -258,7 +256,6 @@ def _device_rows(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The circuit transpiled for ``device``'s snapshot, and one row per shot count, seed and
     mitigation under the snapshot's noise (the mitigations share each run's raw results)."""
-    from qsight_pipeline.hardware import devices, estimation
 
     need_zne = any(m in ("zne", "readout_zne") for m in params.mitigation)
     need_readout = any(m in ("readout", "readout_zne") for m in params.mitigation)
@@ -310,7 +307,6 @@ def _device_rows(
 
 def _tidy_table(rows: list[dict[str, Any]]) -> Any:
     """The rows as the table's columns, in order, with integer shots and seeds."""
-    import pandas as pd
 
     table = pd.DataFrame(rows)
     for column in COLUMNS:

@@ -24,6 +24,7 @@ import numpy as np
 
 from qsight_pipeline.config.quantum_hardware import IbmRuntimeParams, QuantumHardwareParams
 from qsight_pipeline.errors import ConfigError, UserError
+from qsight_pipeline.hardware import devices, estimation
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ def service_from_account(ibm: IbmRuntimeParams) -> Any:
 
 def resolve_backend(ibm: IbmRuntimeParams) -> tuple[Any, Any]:
     """``(backend, service)``; the service is ``None`` for a snapshot (local testing mode)."""
-    from qsight_pipeline.hardware import devices
 
     if is_snapshot(ibm.backend):
         return devices.load_snapshot(ibm.backend, KEY), None
@@ -90,7 +90,6 @@ def _fingerprint(backend_name: str, circuits: list[Any], values: np.ndarray, sho
 
 def build_pubs(data: Any, prepared: Any, scales: list[int], readout: bool) -> tuple[list, np.ndarray]:
     """PUBs on the device's full width: every fold, then the two calibration circuits."""
-    from qsight_pipeline.hardware import estimation
 
     values = estimation.parameter_values(prepared.isa, data.spec, data.angles, data.weights)
     measured = [prepared.active[j] for j in prepared.measured]
@@ -110,7 +109,6 @@ def submit(
     """
     from qiskit_ibm_runtime import Batch
 
-    from qsight_pipeline.hardware import devices, estimation
 
     ibm = params.ibm_runtime
     if backend is None:
@@ -167,7 +165,6 @@ def rows_from_result(
     stats: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Table rows (condition ``hardware``) from a collected job, one per mitigation it allows."""
-    from qsight_pipeline.hardware import estimation
 
     scales = list(record["scale_factors"])
     readout = "readout" in record["mitigation"]

@@ -15,10 +15,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from qsight_pipeline.config.quantum_hardware import ZneParams
 from qsight_pipeline.config.quantum_study import QuantumStudyParams, StudyHardwareParams
 from qsight_pipeline.constants import NUM_GRADES
+from qsight_pipeline.hardware import devices, estimation
+from qsight_pipeline.hardware.checks import HardwareUnavailableError, missing_packages
+from qsight_pipeline.models.estimators import circuit_spec, quantum_config
+from qsight_pipeline.models.quantum import QuantumHead
+from qsight_pipeline.study.trials import scores
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +37,6 @@ def check_study_hardware(params: QuantumStudyParams) -> None:
     """Packages, the snapshot's name and its width against the widest setting (before any work)."""
     if params.hardware is None or "quantum" not in params.contenders:
         return
-    from qsight_pipeline.hardware import devices
-    from qsight_pipeline.hardware.checks import HardwareUnavailableError, missing_packages
 
     missing = missing_packages()
     if missing:
@@ -48,14 +52,12 @@ class DeviceScorer:
     """One snapshot: circuits transpiled once per circuit shape; ``<Z_i>`` of a trained head."""
 
     def __init__(self, hardware: StudyHardwareParams) -> None:
-        from qsight_pipeline.hardware import devices
 
         self.hardware = hardware
         self.backend = devices.load_snapshot(hardware.device, KEY)
         self._prepared: dict[tuple, Any] = {}
 
     def _prepare(self, spec: Any, shape: tuple) -> tuple[Any, Any]:
-        from qsight_pipeline.hardware import devices
 
         if shape not in self._prepared:
             prepared = devices.prepare_circuit(
@@ -72,9 +74,7 @@ class DeviceScorer:
 
     def expectations(self, head: Any, features: Any, shape: tuple, seed: int) -> tuple:
         """``(<Z_i> per image, prepared circuit)`` for ``head`` on standardised ``features``."""
-        import torch
 
-        from qsight_pipeline.hardware import estimation
 
         prepared, simulator = self._prepare(head.spec, shape)
         with torch.no_grad():
@@ -100,8 +100,6 @@ class DeviceScorer:
 
 
 def _head_from_state(row: pd.Series, trained: dict[str, Any], n_features: int) -> Any:
-    from qsight_pipeline.models.estimators import circuit_spec, quantum_config
-    from qsight_pipeline.models.quantum import QuantumHead
 
     shape = (int(row["n_qubits"]), int(row["reps"]), row["entanglement"], row["encoding"])
     config = quantum_config(shape[0], shape[1], shape[2], shape[3], 1.0)
@@ -115,9 +113,7 @@ def score_under_noise(table: pd.DataFrame, results: list[dict[str, Any]], data: 
                       params: QuantumStudyParams) -> pd.DataFrame:
     """``table`` with ``noisy_test_*`` and the transpiled circuit's size on the chosen quantum
     rows of the whole training share (other rows empty)."""
-    import torch
 
-    from qsight_pipeline.study.trials import scores
 
     table = table.copy()
     for column in NOISY_COLUMNS:

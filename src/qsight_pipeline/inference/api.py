@@ -57,7 +57,10 @@ from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.files import artifacts
 from qsight_pipeline.files.plain import to_plain
+from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
 from qsight_pipeline.inference import operating_point
+from qsight_pipeline.inference.gate import fit_gates
+from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
 from qsight_pipeline.training import workflow
 from qsight_pipeline.training.stages import (
@@ -337,7 +340,6 @@ def _fit_gates(train_loader: DataLoader, cache: dict[str, Any]) -> dict[str, Any
     """The gate, as the ensemble pipeline fits it, from the training loader's image cache (no
     resolution bound: the loader does not know the original files); ``save_model`` moves it into
     ``model_info["gates"]``."""
-    from qsight_pipeline.inference.gate import fit_gates
 
     images = getattr(train_loader.dataset, "images", None)
     return to_plain(fit_gates(
@@ -374,8 +376,6 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
     and the calibration inference applies) and ``training_summary.json``: ``load_model``, the
     ``predict`` and ``export`` pipelines and the page read the folder like a run's output.
     """
-    from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
-    from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 
     folder = Path(output_dir).expanduser()
     seed = int(((summary.get("config") or {}).get("run") or {}).get("seed", 0))

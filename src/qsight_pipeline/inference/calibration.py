@@ -19,8 +19,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from scipy.stats import binomtest
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_auc_score, roc_curve
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from qsight_pipeline.constants import ENSEMBLE, HEADS, REFERABLE_GRADE
 
@@ -76,8 +81,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float |
     """Top-label ECE (L1, equal-width bins) from torchmetrics."""
     if len(labels) == 0:
         return None
-    import torch
-    from torchmetrics.functional.classification import multiclass_calibration_error
 
     value = multiclass_calibration_error(
         torch.as_tensor(np.asarray(probs, dtype=np.float32)),
@@ -89,7 +92,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float |
 
 def reliability_curve(probs: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
     """Top-label reliability: mean confidence and accuracy per non-empty bin (scikit-learn)."""
-    from sklearn.calibration import calibration_curve
 
     probs = np.asarray(probs)
     if len(labels) == 0:
@@ -105,7 +107,6 @@ def wilson_interval(successes: int, trials: int) -> tuple[float | None, float | 
     """95% Wilson score interval of a proportion (scipy); ``(None, None)`` with no trials."""
     if trials == 0:
         return None, None
-    from scipy.stats import binomtest
 
     interval = binomtest(int(successes), int(trials)).proportion_ci(0.95, method="wilson")
     return float(interval.low), float(interval.high)
@@ -135,7 +136,6 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity:
 
     With no referable image in ``labels`` there is nothing to reach: 0.5 is used, with a warning.
     """
-    from sklearn.metrics import roc_curve
 
     referable = np.asarray(labels) >= REFERABLE_GRADE
     if referable.all() or not referable.any():
@@ -153,7 +153,6 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity:
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
-    from sklearn.metrics import roc_auc_score, roc_curve
 
     referable = np.asarray(labels) >= REFERABLE_GRADE
     if referable.all() or not referable.any():

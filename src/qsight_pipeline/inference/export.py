@@ -16,11 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
 from qsight_pipeline.inference.loading import LoadedModel
+from qsight_pipeline.inference.predict import normalise
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +204,8 @@ class _Quantizer:
         self.calibration, self.preprocessing = calibration, preprocessing
 
     def _reader(self) -> Any:
-        import numpy as np
         from onnxruntime.quantization import CalibrationDataReader
 
-        from qsight_pipeline.inference.predict import normalise
 
         rows = np.linspace(0, len(self.calibration) - 1, min(len(self.calibration), CALIBRATION_IMAGES))
         pictures = np.asarray(self.calibration[np.unique(rows.round().astype(int))])
@@ -274,16 +274,13 @@ def _quantize_runnable(
 
 def _check_batch(check: Any, preprocessing: dict[str, Any]) -> Any:
     """Up to ``CHECK_IMAGES`` of the check pictures, evenly spread, normalised."""
-    import numpy as np
 
-    from qsight_pipeline.inference.predict import normalise
 
     rows = np.unique(np.linspace(0, len(check) - 1, min(len(check), CHECK_IMAGES)).round().astype(int))
     return normalise(np.asarray(check[rows]), preprocessing).numpy()
 
 
 def _probabilities(model_bytes: bytes, batch: Any) -> Any:
-    import numpy as np
 
     session = _session(model_bytes)
     index = OUTPUT_NAMES.index("ensemble_probs")
@@ -292,7 +289,6 @@ def _probabilities(model_bytes: bytes, batch: Any) -> Any:
 
 
 def _agreement(reference: Any, model_bytes: bytes, batch: Any) -> dict[str, float]:
-    import numpy as np
 
     probs = _probabilities(model_bytes, batch)
     return {"grade_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),

@@ -29,7 +29,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
+from scipy.stats import beta
+from sklearn.covariance import LedoitWolf
 
 from qsight_pipeline.config.gate import GateParams
 
@@ -116,7 +119,6 @@ def original_size(image: Any) -> tuple[int, int] | None:
     """``(width, height)`` of a file (from its header) or an array, None if unknown."""
     if isinstance(image, np.ndarray):
         return (int(image.shape[1]), int(image.shape[0])) if image.ndim >= 2 else None
-    from PIL import Image
 
     try:
         with Image.open(image) as picture:
@@ -183,7 +185,6 @@ def fit_ood(
     images per feature). Saved as plain lists: ``mean``, ``precision`` (inverse covariance).
     The threshold is a rank of the validation distances (:func:`conformal_threshold`).
     """
-    from sklearn.covariance import LedoitWolf
 
     train = np.asarray(train_features, dtype=np.float64)
     estimator = LedoitWolf().fit(train)
@@ -227,7 +228,6 @@ def conformal_threshold(
     needs a high rank; where even ``k = n`` cannot promise it, the largest score is used and
     ``guaranteed`` is False. The plain ``pass_rate`` quantile of a small split lets fewer through.
     """
-    from scipy.stats import beta
 
     ordered = np.sort(np.asarray(scores, dtype=np.float64))
     count = len(ordered)

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 
 from qsight_pipeline.inference import gate as gating
+from qsight_pipeline.inference.predict import normalise
 
 
 def _blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -88,7 +90,6 @@ def non_fundus_pictures(count: int, size: int, seed: int = 0) -> dict[str, np.nd
 
 def gate_results(loaded: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
     """The gate's score, verdicts and reasons for uint8 pictures already at ``image_size``."""
-    from qsight_pipeline.inference.predict import normalise
 
     gates = loaded.gates
     scores, passed, reasons = [], [], []
@@ -110,7 +111,6 @@ def gate_results(loaded: Any, images: np.ndarray, batch_size: int = 64) -> dict[
 
 
 def _auroc(clean: np.ndarray, bad: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
 
     if not len(clean) or not len(bad):
         return None

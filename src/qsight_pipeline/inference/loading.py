@@ -19,8 +19,10 @@ import torch
 from qsight_pipeline.constants import ENSEMBLE, HEADS
 from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD
 from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.files.artifacts import load_complete_checkpoint
 from qsight_pipeline.files.plain import json_default
 from qsight_pipeline.files.safe_files import read_json_object, safe_torch_load
+from qsight_pipeline.inference.gate import effective_gates
 from qsight_pipeline.inference.graph import InferenceGraph
 from qsight_pipeline.models.hybrid import HybridModel
 from qsight_pipeline.training.devices import resolve_device
@@ -122,8 +124,6 @@ def loaded_from_checkpoint(
     ``gate_overrides``: ``{"<measure>_min" | "<measure>_max" | "ood_threshold": value}`` replacing
     bounds of the saved gate (``predict.gradability``); None values keep the saved ones.
     """
-    from qsight_pipeline.files.artifacts import load_complete_checkpoint
-    from qsight_pipeline.inference.gate import effective_gates
 
     info = dict(model_info or checkpoint.get("model_info") or {})
     model = load_complete_checkpoint(checkpoint)

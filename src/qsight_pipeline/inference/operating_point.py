@@ -17,6 +17,7 @@ import numpy as np
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import ENSEMBLE, HEADS
 from qsight_pipeline.inference import calibration as cal
+from qsight_pipeline.inference.loading import preprocessing_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,6 @@ def model_info_with_operating_point(
 ) -> dict[str, Any]:
     """``model_info`` plus what inference repeats: the ``preprocessing`` and, when fitted, the
     ``calibration`` (temperatures, referral and review thresholds) that ``load_model`` reads."""
-    from qsight_pipeline.inference.loading import preprocessing_metadata
 
     info = {**model_info, "preprocessing": preprocessing_metadata(image_size)}
     if calibration:

@@ -36,6 +36,7 @@ from qsight_pipeline.data.image_cache import (
     load_image,
 )
 from qsight_pipeline.inference import gate as gating
+from qsight_pipeline.inference.heatmaps import overlay
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
@@ -304,7 +305,6 @@ def predict_image(loaded: LoadedModel, image: ImageInput, *, heatmap: bool = Fal
 
 def overlay_image(image: ImageInput, heatmap: np.ndarray, size: int | None = None) -> np.ndarray:
     """The photograph letterboxed to ``size`` (default ``max(map size, 256)``) under its heatmap."""
-    from qsight_pipeline.inference.heatmaps import overlay
 
     size = size or max(int(heatmap.shape[0]), OVERLAY_MIN_SIZE)
     return overlay(decode(image, size), heatmap)

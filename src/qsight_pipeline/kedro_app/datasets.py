@@ -29,7 +29,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.files import lineage
+from qsight_pipeline.files import lineage, storage
 from qsight_pipeline.files.safe_files import (
     corrupt_artifact_message,
     safe_npy_load,
@@ -339,7 +339,6 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
                 if readable_path(self._path / name).is_file()}
 
     def save(self, data: dict[str, Any]) -> None:
-        from qsight_pipeline.files import storage
 
         previous = set(self._index())
         written = []

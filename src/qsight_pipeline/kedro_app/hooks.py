@@ -28,11 +28,13 @@ from typing import Any
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
+from qsight_pipeline.config import WandbParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.files import storage
 from qsight_pipeline.files.plain import json_default
 from qsight_pipeline.kedro_app import mlflow_runs, run_hooks, user_errors
+from qsight_pipeline.kedro_app.run_guard import RunInterrupted, close_stale_mlflow_runs
 from qsight_pipeline.kedro_app.tracked_outputs import TrackedOutputs
 from qsight_pipeline.reporting.tracking import (
     epoch_metrics,
@@ -85,7 +87,6 @@ def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: naming each bad ``tracking.wandb.*`` key.
     """
-    from qsight_pipeline.config import WandbParams, validate_block
 
     raw = ((parameters or {}).get("tracking") or {}).get("wandb") or {}
     return validate_block(WandbParams, raw, "tracking.wandb").model_dump()
@@ -400,7 +401,6 @@ class MlflowTrackingHook(_TrackerHook):
             logger.warning("MLflow run could not start (%s); training goes on without MLflow",
                            error)  # fmt: skip
             return
-        from qsight_pipeline.kedro_app.run_guard import close_stale_mlflow_runs
 
         close_stale_mlflow_runs()  # tags this run with our pid; closes those of dead processes
 
@@ -410,7 +410,6 @@ class MlflowTrackingHook(_TrackerHook):
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        from qsight_pipeline.kedro_app.run_guard import RunInterrupted
 
         mlflow_runs.end_run("KILLED" if isinstance(error, RunInterrupted) else "FAILED")
 

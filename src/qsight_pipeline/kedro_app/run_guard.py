@@ -27,13 +27,17 @@ outputs rolled back, and the epoch checkpoints left as the last complete epoch w
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from qsight_pipeline.errors import UserError
 
@@ -69,7 +73,6 @@ class RunLock:
 
     def acquire(self, command: str) -> None:
         """Take the lock, or raise :class:`RunLockedError` naming the run that holds it."""
-        import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
@@ -116,7 +119,6 @@ class RunLock:
 
 
 def _unlock(fd: int) -> None:
-    import fcntl
 
     try:
         os.ftruncate(fd, 0)
@@ -168,7 +170,6 @@ MLFLOW_STAGING_PREFIX = ".artifact.uploading."
 
 def remove_mlflow_staging_files(artifact_uri: str | None) -> list[Path]:
     """Remove the unfinished uploads in a local MLflow run's artifact folder; returns them."""
-    from urllib.parse import unquote, urlparse
 
     parsed = urlparse(artifact_uri or "")
     if parsed.scheme not in ("", "file"):
@@ -244,8 +245,6 @@ class StopSignals:
         self.where = "before the first node"
 
     def install(self) -> None:
-        import signal
-        import threading
 
         if threading.current_thread() is not threading.main_thread():
             return  # signals are delivered to the main thread only; Kedro's runner is there
@@ -256,14 +255,12 @@ class StopSignals:
             self._previous[number] = signal.signal(number, self._handle)
 
     def uninstall(self) -> None:
-        import signal
 
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
 
     def _handle(self, number: int, frame: Any) -> None:
-        import signal
 
         if os.getpid() != self._owner:  # a forked worker: die as the signal says
             signal.signal(number, signal.SIG_DFL)

@@ -27,6 +27,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from qsight_pipeline.config import ParamsBlock
+from qsight_pipeline.files import storage
 from qsight_pipeline.kedro_app.run_guard import (
     RunLock,
     RunLockedError,
@@ -44,7 +45,6 @@ _SIGNALS = StopSignals()
 def abandon_run() -> None:
     """Undo what the guard hooks did for a run refused before its first node: the staged outputs
     are dropped, the signal handlers restored and the locks released."""
-    from qsight_pipeline.files import storage
 
     storage.end(commit=False)
     _SIGNALS.uninstall()
@@ -137,7 +137,6 @@ class LeftoverCleanupHook(_ProjectHook):
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        from qsight_pipeline.files import storage
 
         output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         # Stale MLflow runs are closed by the MLflow hook once it has opened this run's.
@@ -174,7 +173,6 @@ class OutputTransactionHook(_ProjectHook):
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        from qsight_pipeline.files import storage
 
         output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         storage.begin(
@@ -185,7 +183,6 @@ class OutputTransactionHook(_ProjectHook):
 
     @hook_impl
     def after_pipeline_run(self) -> None:
-        from qsight_pipeline.files import storage
 
         try:
             committed = storage.end(commit=True)
@@ -197,7 +194,6 @@ class OutputTransactionHook(_ProjectHook):
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-        from qsight_pipeline.files import storage
 
         discarded = storage.end(commit=False)
         if discarded:

@@ -27,6 +27,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from qsight_pipeline.models.hybrid import ClassicalHead
+from qsight_pipeline.models.quantum import QuantumConfig, QuantumHead
+from qsight_pipeline.models.quantum.circuit import build_circuit
 from qsight_pipeline.training.class_weights import balanced_class_weights
 
 
@@ -147,7 +149,6 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
 def circuit_spec(n_qubits: int, reps: int, entanglement: str, encoding: str) -> Any:
     """The head's circuit for one shape, built once per process and shape (building the qiskit
     circuit costs more than a small training step)."""
-    from qsight_pipeline.models.quantum.circuit import build_circuit
 
     return build_circuit(quantum_config(n_qubits, reps, entanglement, encoding, 1.0))
 
@@ -155,7 +156,6 @@ def circuit_spec(n_qubits: int, reps: int, entanglement: str, encoding: str) -> 
 def quantum_config(n_qubits: int, reps: int, entanglement: str, encoding: str,
                    angle_scale: float, torch_dtype: str = "float64") -> Any:
     """The ``QuantumConfig`` of a study head: the exact torch executor, no shots."""
-    from qsight_pipeline.models.quantum import QuantumConfig
 
     return QuantumConfig(
         n_qubits=n_qubits, reps=reps, entanglement=entanglement, encoding=encoding,
@@ -204,7 +204,6 @@ class QuantumHeadClassifier(TorchHeadClassifier):
         self.random_state = random_state
 
     def _build_module(self, n_features: int, n_classes: int) -> nn.Module:
-        from qsight_pipeline.models.quantum import QuantumHead
 
         config = quantum_config(
             self.n_qubits, self.reps, self.entanglement, self.encoding, self.angle_scale,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qsight_pipeline.config import ModelParams, QuantumConfig, validate_block
 from qsight_pipeline.constants import HEADS, NUM_GRADES
 from qsight_pipeline.models.encoders import create_encoder, resolve_encoder_name
 
@@ -72,7 +73,6 @@ class ModelConfig:
         Raises:
             ConfigError: naming every bad ``model.*`` or ``quantum.*`` key.
         """
-        from qsight_pipeline.config import ModelParams, QuantumConfig, validate_block
 
         model = validate_block(ModelParams, model_params, "model")
         quantum = (

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from qsight_pipeline.constants import ENSEMBLE, GRADE_NAMES, HEADS, NUM_GRADES
+from qsight_pipeline.reporting.calibration import calibration_figures
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +225,6 @@ def report_figures(training_summary: dict[str, Any]) -> dict[str, Figure]:
     for component, samples in (training_summary.get("latency_samples_ms") or {}).items():
         if samples:
             figures[f"latency_{component}.png"] = latency_figure(component, samples)
-    from qsight_pipeline.reporting.calibration import calibration_figures
 
     figures.update(calibration_figures(training_summary))
     if not training_summary.get("latency_samples_ms"):

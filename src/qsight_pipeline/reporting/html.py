@@ -18,6 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from qsight_pipeline.constants import GRADE_NAMES, REFERABLE_GRADE
+from qsight_pipeline.hardware.summary import figures as hardware_figures
+from qsight_pipeline.reporting.calibration import calibration_tables_html
 from qsight_pipeline.reporting.figures import (
     EVALUATION_SPLITS,
     MODEL_LABELS,
@@ -25,6 +27,8 @@ from qsight_pipeline.reporting.figures import (
     present_models,
 )
 from qsight_pipeline.reporting.metric_list import LATENCY_STATS, REFERABLE_PREFIX, REPORT_METRICS
+from qsight_pipeline.study.figures import study_figures
+from qsight_pipeline.study.summary import best_by_validation
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +339,6 @@ def _evaluation_sections(evaluation: dict[str, Any], placed: _Figures) -> list[s
 def _calibration_section(calibration: dict[str, Any] | None, placed: _Figures) -> str:
     if not calibration:
         return ""
-    from qsight_pipeline.reporting.calibration import calibration_tables_html
 
     return (
         '<section id="calibration"><h2>Calibration and the referral operating point</h2>'
@@ -490,8 +493,6 @@ def _interval_text(interval: dict[str, Any]) -> str:
 def study_section_html(summary: dict[str, Any]) -> str:
     """The quantum study's section: its one-sentence verdict, each contender's best setting
     (chosen on validation) with its test QWK interval, and the figure."""
-    from qsight_pipeline.study.figures import study_figures
-    from qsight_pipeline.study.summary import best_by_validation
 
     best = best_by_validation(summary.get("settings") or [])
     rows = "".join(
@@ -563,7 +564,6 @@ HARDWARE_START, HARDWARE_END = "<!-- quantum-hardware:start -->", "<!-- quantum-
 def hardware_section_html(summary: dict[str, Any]) -> str:
     """The quantum_hardware section: its headline, one row per condition (means over seeds) and
     the QWK-against-shots figure."""
-    from qsight_pipeline.hardware.summary import figures as hardware_figures
 
     exact = summary.get("exact") or {}
 

@@ -12,6 +12,11 @@ from sklearn.preprocessing import StandardScaler
 
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.constants import NUM_GRADES
+from qsight_pipeline.models.estimators import (
+    ClassicalTwinClassifier,
+    HeadBClassifier,
+    QuantumHeadClassifier,
+)
 from qsight_pipeline.study.grid import Trial
 
 Builder = Callable[[Trial, QuantumStudyParams, dict[str, Any]], BaseEstimator]
@@ -46,7 +51,6 @@ def _recipe(trial: Trial, params: QuantumStudyParams) -> dict[str, Any]:
 
 @register_contender("quantum")
 def _quantum(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
-    from qsight_pipeline.models.estimators import QuantumHeadClassifier
 
     return QuantumHeadClassifier(n_qubits=trial.n_qubits, reps=trial.reps,
                                  encoding=trial.encoding, entanglement=trial.entanglement,
@@ -60,7 +64,6 @@ def _frozen(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> B
 
 @register_contender("classical_twin")
 def _twin(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
-    from qsight_pipeline.models.estimators import ClassicalTwinClassifier
 
     return ClassicalTwinClassifier(n_qubits=trial.n_qubits, reps=trial.reps,
                                    **_recipe(trial, params))
@@ -68,7 +71,6 @@ def _twin(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> Bas
 
 @register_contender("head_b")
 def _head_b(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
-    from qsight_pipeline.models.estimators import HeadBClassifier
 
     return HeadBClassifier(hidden_dim=head.get("head_hidden_dim", 128),
                            dropout=head.get("dropout", 0.1), **_recipe(trial, params))

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.constants import NUM_GRADES
+from qsight_pipeline.models.fit_together import fit_together
 from qsight_pipeline.study.contenders import build_estimator
 from qsight_pipeline.study.grid import Trial
 from qsight_pipeline.training.metrics import headline_metrics
@@ -110,9 +112,7 @@ def run_unit(trials: list[Trial], data: StudyData, params: QuantumStudyParams) -
     Several trials of a torch head are trained as one vectorised run (``fit_together``): the
     same seeds, data and recipe as one by one, at a fraction of the per-step overhead.
     """
-    import torch
 
-    from qsight_pipeline.models.fit_together import fit_together
 
     # One thread per worker: the parallelism is across trials, never inside one.
     threads = torch.get_num_threads()

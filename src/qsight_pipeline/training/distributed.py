@@ -26,6 +26,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from qsight_pipeline.data.loaders import worker_context
@@ -147,8 +150,6 @@ def launch(plan: WorkerPlan, worker: Callable[..., Any], *args: Any) -> Any:
     other than 0 the result is ``None``. A failed worker ends the launch at once (the launcher
     stops the others) with :class:`DistributedWorkerError` naming the rank.
     """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     single_machine = plan.nnodes == 1
     endpoint = f"127.0.0.1:{_free_port()}" if single_machine else plan.rdzv_endpoint
@@ -191,7 +192,6 @@ def _run_recorded(failures: str, worker: Callable[..., Any], plan: WorkerPlan, *
     The launcher stops the other workers as soon as it sees one exit, and that one may be a rank
     that only lost its connection to the failing one; the file names the cause.
     """
-    from torch.distributed.elastic.multiprocessing.errors import record
 
     try:
         return record(worker)(plan, *args)
@@ -322,7 +322,6 @@ def close_worker() -> None:
 
 def wrap_model(model: nn.Module, rank: RankInfo) -> nn.Module:
     """DDP over the parameters that currently require gradients (so: once per stage)."""
-    from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [rank.device.index] if rank.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)

@@ -35,6 +35,7 @@ from pydantic import ConfigDict
 from torch import nn
 from tqdm.auto import tqdm
 
+from qsight_pipeline.config import validate_block
 from qsight_pipeline.config.run import RunSettings
 from qsight_pipeline.constants import ENSEMBLE, HEAD_A, HEAD_B, HEADS, MODEL_PARTS, NUM_GRADES
 from qsight_pipeline.training.checkpoints import (
@@ -103,7 +104,6 @@ class TrainerSettings(RunSettings):
     def from_params(cls, params: Mapping[str, Any], **extras: Any) -> TrainerSettings:
         """The run-wide keys of ``params``, validated by ``config.RunSettings``; other keys are
         ignored."""
-        from qsight_pipeline.config import validate_block
 
         given = {name: params[name] for name in RunSettings.model_fields if name in params}
         return cls.from_run(validate_block(RunSettings, given, ""), **extras)

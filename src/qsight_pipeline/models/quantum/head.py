@@ -8,11 +8,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .availability import require_quantum_dependencies
 from .circuit import QuantumCircuitSpec, build_circuit
 from .config import EXECUTORS, QuantumConfig
+from .qiskit_executor import QiskitExecutor
+from .torch_executor import TorchStatevectorExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +92,6 @@ class QuantumHead(nn.Module):
         """Set the feature mean and scale from the training split (``quantum.standardize``)."""
         if not self.config.standardize:
             raise ValueError("fit_standardizer needs a head built with quantum.standardize: true")
-        from sklearn.preprocessing import StandardScaler
 
         scaler = StandardScaler().fit(np.asarray(train_features, dtype=np.float64))
         self.feature_mean.copy_(torch.as_tensor(scaler.mean_))
@@ -133,7 +135,6 @@ class QuantumHead(nn.Module):
 
 
 def _torch_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
-    from .torch_executor import TorchStatevectorExecutor
 
     return TorchStatevectorExecutor(
         spec, shots=config.shots, seed=config.seed, dtype=config.torch_dtype
@@ -141,7 +142,6 @@ def _torch_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
 
 
 def _qiskit_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
-    from .qiskit_executor import QiskitExecutor
 
     return QiskitExecutor(spec, shots=config.shots, seed=config.seed)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import sympy
 import torch
 
 from .circuit import QuantumCircuitSpec
@@ -53,7 +54,6 @@ def _load_gates(spec: QuantumCircuitSpec) -> tuple[list[_Gate], dict[Any, int]]:
     Returns the gates and the map from sympy symbol to variable index (inputs first, then
     weights, in the spec's order).
     """
-    import sympy
     from qiskit import transpile
 
     circuit = transpile(spec.circuit, basis_gates=list(BASIS_GATES), optimization_level=0)
@@ -136,7 +136,6 @@ class _Variables:
         self.pseudo: list[Any] = []  # non-polynomial expressions, in pseudo-variable order
 
     def form(self, expr: Any) -> _LinearForm:
-        import sympy
 
         expr = sympy.expand(expr)
         symbols = sorted(expr.free_symbols, key=lambda s: self.symbols[s])
@@ -252,7 +251,6 @@ _SYMPY_FUNCTIONS = {
 
 def _sympy_to_torch(expr: Any, variables: torch.Tensor, symbols: dict[Any, int]) -> Any:
     """Evaluate a sympy expression with torch ops; symbols index columns of ``variables``."""
-    import sympy
 
     if expr.is_Symbol:
         return variables[:, symbols[expr]]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from qsight_pipeline.config import GateParams, QuantumConfig
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.files import lineage
+from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.kedro_app.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ def calibrate_operating_point(
     Returns:
         ``calibration.json`` (see :func:`qsight_pipeline.inference.operating_point.fit_operating_point`).
     """
-    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.operating_point import fit_operating_point
 
     return to_plain(fit_operating_point(evaluation, referral))
@@ -75,10 +76,8 @@ def fit_gate(
     ``manifest`` (None when gone), the Mahalanobis model from the feature cache's training
     features with its threshold on validation. See :func:`qsight_pipeline.inference.gate.fit_gates`.
     """
-    from pathlib import Path
 
     from qsight_pipeline.data import feature_cache
-    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.gate import fit_gates, original_sizes
 
     sizes = None
@@ -96,7 +95,6 @@ def fit_gate(
 def _evaluate_gate(
     checkpoint: dict[str, Any], image_cache_test: Any, gate: GateParams
 ) -> dict[str, Any] | None:
-    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference.gate_eval import evaluate_gate
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
 
@@ -166,7 +164,6 @@ def summarise_training(
     run's nodes take with its defaults filled in (Kedro has typed them; nothing validates again).
     """
     from qsight_pipeline.files import artifacts
-    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference import operating_point
 
     summary = operating_point.summary_with_operating_point(

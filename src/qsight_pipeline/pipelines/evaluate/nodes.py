@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline.config.evaluate import EvaluateParams
+from qsight_pipeline.data.layouts import scan_dataset
 from qsight_pipeline.errors import UserError
+from qsight_pipeline.files.plain import to_plain
+from qsight_pipeline.inference.rows import prediction_row
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +41,8 @@ def evaluate_external(
     referred for manual grading counts as referred) and the gate's pass rate and reasons; and
     ``external_predictions``: one ``predictions.csv`` row per photograph plus its ``true_grade``.
     """
-    from qsight_pipeline.data.layouts import scan_dataset
-    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.inference import predict_images
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
-    from qsight_pipeline.inference.rows import prediction_row
 
     root = Path(evaluate.dataset.root).expanduser()
     if not root.is_dir():

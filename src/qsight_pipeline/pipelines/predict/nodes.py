@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 from qsight_pipeline.config import PredictParams
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
@@ -57,7 +58,6 @@ def predict_grades(
         ``prediction_heatmaps``: ``{relative path without suffix: overlay PIL image}`` when
         ``predict.heatmaps`` is true, else empty.
     """
-    from PIL import Image
 
     from qsight_pipeline.inference import predict_images
     from qsight_pipeline.inference.loading import loaded_from_checkpoint

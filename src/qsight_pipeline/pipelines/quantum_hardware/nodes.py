@@ -6,8 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pandas as pd
+
 # Only pydantic at import time: qiskit, torch and matplotlib load when a node runs.
 from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
+from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.files import lineage
+from qsight_pipeline.files.plain import to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +23,6 @@ def _head_on_cache(
     max_images: int | None = None,
 ) -> Any:
     from qsight_pipeline.data.feature_cache import check_feature_cache
-    from qsight_pipeline.errors import ArtifactError
-    from qsight_pipeline.files import lineage
     from qsight_pipeline.hardware.evaluate import HeadOnCache
 
     check_feature_cache(quantum_training_data)
@@ -66,7 +69,6 @@ def evaluate_quantum_hardware(
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The tidy table (one row per condition x seed), a context for the summary (kept in
     memory) and the transpiled circuit drawn per device."""
-    import pandas as pd
 
     from qsight_pipeline.hardware import evaluate, runtime, summary
 
@@ -102,7 +104,6 @@ def summarise_quantum_hardware(
     quantum_hardware_table: Any, quantum_hardware_context: dict[str, Any],
     quantum_hardware: QuantumHardwareParams, quantum_study_summary_if_any: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    from qsight_pipeline.files.plain import to_plain
     from qsight_pipeline.hardware import summary
 
     result = summary.summarise(
