@@ -27,6 +27,8 @@ import os
 import sys
 import time
 
+from qsight_pipeline.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 POLICY_ENV = "QSIGHT_THREAD_POLICY"
@@ -65,8 +67,6 @@ def configure(environ: dict[str, str] | None = None) -> str:
     environ = os.environ if environ is None else environ
     requested = (environ.get(POLICY_ENV) or "auto").strip().lower()
     if requested not in POLICIES:
-        from qsight_pipeline.errors import ConfigError
-
         raise ConfigError(
             f"{POLICY_ENV}={requested!r} is not a thread policy; use one of {', '.join(POLICIES)}."
         )

@@ -20,6 +20,7 @@ class DatasetParams(ParamsBlock):
     def _registered_layout(cls, value: str) -> str:
         # The layout registry (data/layouts/) decides which names exist; it loads pandas and
         # Pillow, not the model stack, and only when parameters are validated.
+        # lazy: kept out of kedro start-up
         from qsight_pipeline.data.layouts import layout_names
 
         if value not in layout_names():

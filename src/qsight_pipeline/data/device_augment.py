@@ -30,6 +30,7 @@ class BatchAugmentation:
         self._pipeline: Any = None
 
     def _build(self) -> Any:
+        # lazy: optional dependency
         import kornia.augmentation as K  # optional dependency: pip install -e ".[gpu]"
 
         s = self.settings

@@ -85,6 +85,7 @@ def weights_id(state: Mapping[str, Any], parent: str) -> str:
         for key in sorted(state):
             value = state[key]
             if hasattr(value, "detach"):  # a tensor: its raw bytes, whatever the dtype (bf16 ...)
+                # lazy: kept out of kedro start-up
                 import torch
 
                 raw = value.detach().cpu().contiguous().reshape(-1)

@@ -300,6 +300,7 @@ def atomic_write(
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, staged: bool = True) -> Path:
     """``torch.save`` through :func:`atomic_write`."""
+    # lazy: kept out of kedro start-up
     import torch
 
     return atomic_write(path, lambda handle: torch.save(obj, handle), staged)

@@ -40,6 +40,7 @@ class DeviceTooSmallError(ConfigError):
 
 def _snapshot_classes() -> dict[str, type]:
     """``{fake_<name>: class}`` for every FakeBackendV2 snapshot, without instantiating them."""
+    # lazy: optional dependency
     from qiskit_ibm_runtime import fake_provider
     from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
@@ -116,6 +117,7 @@ class DeviceCircuit:
 
 
 def transpile_for(circuit: Any, backend: Any, optimization_level: int, seed: int) -> Any:
+    # lazy: optional dependency
     from qiskit.transpiler import generate_preset_pass_manager
 
     manager = generate_preset_pass_manager(
@@ -128,6 +130,7 @@ def prepare_circuit(
     spec: Any, backend: Any, device: str, *, optimization_level: int = 3, seed_transpiler: int = 7
 ) -> DeviceCircuit:
     """Transpile the head's circuit for ``backend`` and reduce it to its active qubits."""
+    # lazy: optional dependency
     from qiskit.circuit import QuantumCircuit
     from qiskit.quantum_info import SparsePauliOp
 
@@ -198,6 +201,7 @@ def noise_model(
     ``scale`` multiplies the gate errors, ``readout_scale`` (default: ``scale``) the readout
     errors."""
     readout_scale = scale if readout_scale is None else readout_scale
+    # lazy: optional dependency
     from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
     backend = prepared.backend
@@ -240,6 +244,7 @@ def simulator(model: Any, num_qubits: int, seed: int | None = None) -> Any:
     (compiling the fusion costs more than it saves on ~40 gates) took 8.2 s against 15.2 s with
     qiskit-aer's defaults.
     """
+    # lazy: optional dependency
     from qiskit_aer import AerSimulator
 
     method = "density_matrix" if num_qubits <= DENSITY_MATRIX_MAX_QUBITS else "automatic"

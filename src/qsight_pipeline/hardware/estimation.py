@@ -57,6 +57,7 @@ def make_estimator(mode: Any, shots: int, seed: int | None) -> Any:
     before the release that may remove it).
     """
 
+    # lazy: optional dependency
     from qiskit_ibm_runtime import EstimatorV2
 
     with warnings.catch_warnings():
@@ -79,6 +80,7 @@ def evs(result: Any, index: int) -> np.ndarray:
 
 def calibration_pubs(num_qubits: int, measured: list[int], observables: list[Any]) -> list[tuple]:
     """Two parameter-free PUBs: every qubit in |0>, and the measured qubits flipped to |1>."""
+    # lazy: optional dependency
     from qiskit.circuit import QuantumCircuit
 
     zeros = QuantumCircuit(num_qubits, name="readout_cal_0")

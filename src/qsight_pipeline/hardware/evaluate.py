@@ -186,6 +186,7 @@ def _ensemble_from_checkpoint(checkpoint: dict[str, Any] | None, cache: dict[str
 
 
 def _ideal_circuit(spec: Any) -> Any:
+    # lazy: optional dependency
     from qiskit.transpiler import generate_preset_pass_manager
 
     manager = generate_preset_pass_manager(

@@ -43,6 +43,7 @@ def is_snapshot(name: str) -> bool:
 def service_from_account(ibm: IbmRuntimeParams) -> Any:
     """``QiskitRuntimeService`` from the saved account / environment, or a clear error."""
     try:
+        # lazy: optional dependency
         from qiskit_ibm_runtime import QiskitRuntimeService
 
         options = {k: v for k, v in (("channel", ibm.channel), ("instance", ibm.instance)) if v}
@@ -78,6 +79,7 @@ def resolve_backend(ibm: IbmRuntimeParams) -> tuple[Any, Any]:
 
 
 def _fingerprint(backend_name: str, circuits: list[Any], values: np.ndarray, shots: int) -> str:
+    # lazy: optional dependency
     from qiskit import qasm3
 
     digest = hashlib.sha256()
@@ -107,6 +109,7 @@ def submit(
     ``record`` is the new content of ``quantum_hardware_jobs.json`` (``current`` names the job
     of this run); ``job`` has ``.result()`` and ``.job_id()``.
     """
+    # lazy: optional dependency
     from qiskit_ibm_runtime import Batch
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import matplotlib
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 from qsight_pipeline.config.quantum_hardware import QuantumHardwareParams
 
@@ -27,8 +30,6 @@ def _plain(value: Any) -> Any:
     if value is not None and hasattr(value, "item"):
         value = value.item()
     try:
-        import pandas as pd
-
         if pd.isna(value):
             return None
     except (TypeError, ValueError):
@@ -151,16 +152,11 @@ def headline(summary: dict[str, Any], params: QuantumHardwareParams) -> str:
 def figures(table: Any, summary: dict[str, Any]) -> dict[str, Any]:
     """``{"qwk_vs_shots.png": figure}``: QWK against shots per device (one panel each), a line
     per mitigation (mean and +-1 sd over seeds), ideal sampling, exact and twin reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     conditions = summary["conditions"]
     devices = [d for d in dict.fromkeys(c["device"] for c in conditions if c["condition"] == "device")]
     panels = devices or ["ideal"]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False,
-                                sharey=True)
+    figure = Figure(figsize=(5 * len(panels), 4))  # no pyplot: nothing global to close
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)
     exact_qwk = summary["exact"].get("qwk")
     twin = summary.get("classical_twin") or {}
     for axis, device in zip(axes[0], panels, strict=True):
@@ -194,9 +190,7 @@ def figures(table: Any, summary: dict[str, Any]) -> dict[str, Any]:
 
 def circuit_figures(circuits: dict[str, Any]) -> dict[str, Any]:
     """``{"circuit_<device>.png": figure}``: each device's transpiled circuit (idle wires hidden)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # qiskit draws through pyplot: never a window
     drawn = {}
     for device, prepared in circuits.items():
         drawn[f"circuit_{device}.png"] = prepared.isa.draw(

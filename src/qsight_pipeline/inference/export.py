@@ -100,6 +100,7 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def _session(model_bytes: bytes) -> Any:
+    # lazy: optional dependency
     import onnxruntime as ort
 
     return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -161,6 +162,7 @@ def quantize_int8(
     mix meets the targets nothing int8 is written.
     """
 
+    # lazy: optional dependency
     import onnx
 
     model = onnx.load_from_string(onnx_bytes)
@@ -204,6 +206,7 @@ class _Quantizer:
         self.calibration, self.preprocessing = calibration, preprocessing
 
     def _reader(self) -> Any:
+        # lazy: optional dependency
         from onnxruntime.quantization import CalibrationDataReader
 
 
@@ -221,6 +224,7 @@ class _Quantizer:
     def __call__(self, op_types: list[str], exclude: list[str] | None = None,
                  only: list[str] | None = None) -> tuple[bytes, list[str]]:
         """The quantised model's bytes and the tensors the quantiser said it could not handle."""
+        # lazy: optional dependency
         from onnxruntime.quantization import (
             QuantFormat,
             QuantType,
@@ -244,6 +248,7 @@ def _quantize_runnable(
     quantizer: _Quantizer, model: Any, candidates: list[str], report: dict[str, Any]
 ) -> tuple[bytes | None, list[str]]:
     """Quantise every candidate op type; drop the op type of a node onnxruntime cannot run."""
+    # lazy: optional dependency
     import onnx
 
     while candidates:

@@ -56,6 +56,7 @@ class _GatedLogits(nn.Module):
 
 
 def _vit_reshape(tokens: torch.Tensor, *, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    # lazy: optional dependency
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
     # The package's transform drops one class token; drop any further prefix tokens first.
@@ -89,6 +90,7 @@ def _stage(encoder: nn.Module, name: str) -> nn.Module:
 
 def grade_target(grade: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Evidence for ``grade`` against "No DR" (or, for "No DR", against the other grades)."""
+    # lazy: optional dependency
     from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
 
     others = [0] if grade > 0 else list(range(1, NUM_GRADES))
@@ -98,6 +100,7 @@ def grade_target(grade: int) -> Callable[[torch.Tensor], torch.Tensor]:
 def grad_cam_maps(graph: InferenceGraph, images: torch.Tensor, grades: list[int]) -> np.ndarray:
     """``(B, S, S)`` maps in [0, 1], one per image, for the given grade of each image."""
     try:
+        # lazy: optional dependency
         from pytorch_grad_cam import HiResCAM
     except ImportError:
         raise HeatmapUnavailableError(
@@ -112,6 +115,7 @@ def grad_cam_maps(graph: InferenceGraph, images: torch.Tensor, grades: list[int]
 
 def overlay(photograph: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The heatmap (resized to the photograph) blended over it, as a uint8 RGB array."""
+    # lazy: optional dependency
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     height, width = photograph.shape[:2]

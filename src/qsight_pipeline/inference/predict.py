@@ -36,7 +36,7 @@ from qsight_pipeline.data.image_cache import (
     load_image,
 )
 from qsight_pipeline.inference import gate as gating
-from qsight_pipeline.inference.heatmaps import overlay
+from qsight_pipeline.inference.heatmaps import grad_cam_maps, overlay
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
@@ -280,8 +280,6 @@ def _grade_batch(
     latency["total"] = sum(latency.values())
     maps = None
     if heatmaps:
-        from qsight_pipeline.inference.heatmaps import grad_cam_maps
-
         grades = [int(np.argmax(p)) for p in outputs[0]]
         maps = grad_cam_maps(loaded.graph, batch.to(loaded.device), grades)
     for row, (index, _, quality) in enumerate(decoded):

@@ -19,6 +19,7 @@ def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
     ``gradable``, ``in_distribution`` (empty for a model saved without a gate), ``gate_reasons``
     (why it was gated, ``; ``-separated), ``ood_distance`` and ``gate_score``.
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.predict import gate_reasons  # torch: only when grading
 
     failed = prediction.error is not None

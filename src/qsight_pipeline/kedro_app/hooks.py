@@ -166,6 +166,7 @@ class WandbHook(_TrackerHook):
         if not self._settings.get("enabled"):
             return
         try:
+            # lazy: optional dependency
             import wandb
         except ImportError:
             logger.warning(
@@ -307,6 +308,7 @@ class WandbHook(_TrackerHook):
                     final[f"latency_ms/{component}"] = wandb.Histogram(samples)
         figures = self._final.get("figures") or {}
         if figures:
+            # lazy: kept out of kedro start-up
             from PIL import Image
 
             from qsight_pipeline.reporting.figures import figure_png
@@ -418,6 +420,7 @@ class MlflowTrackingHook(_TrackerHook):
             return None
         if self._run_id is None:
             try:
+                # lazy: optional dependency
                 import mlflow
             except ImportError:
                 return None
@@ -469,6 +472,7 @@ class MlflowTrackingHook(_TrackerHook):
         _upload_figures(self._client, self._run_id, value or {})
 
     def _log_epochs(self, client: Any, run_id: str, stages: list[dict[str, Any]]) -> None:
+        # lazy: kept out of kedro start-up
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -480,6 +484,7 @@ class MlflowTrackingHook(_TrackerHook):
         self._send(client, run_id, batch)
 
     def _log_metrics(self, client: Any, run_id: str, metrics: dict[str, float]) -> None:
+        # lazy: kept out of kedro start-up
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -497,6 +502,7 @@ def _wandb_frame(frame: Any) -> Any:
     """``frame`` with pandas' nullable integer columns (``Int64`` with ``<NA>``, e.g. the study's
     ``n_qubits`` of the baselines) as floats: ``wandb.Table`` rejects a column that mixes
     ``<NA>`` with numbers."""
+    # lazy: kept out of kedro start-up
     import pandas as pd
 
     converted = frame.copy()
@@ -510,6 +516,7 @@ def _wandb_frame(frame: Any) -> Any:
 def _upload_figures(client: Any, run_id: str, figures: dict[str, Any]) -> None:
     """The PNGs already drawn for the figures folder and the page (``figure_png`` keeps them),
     logged as files: ``log_figure`` would draw every figure again."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.reporting.figures import figure_png
 
     with tempfile.TemporaryDirectory(prefix="qsight-figures-") as folder:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from qsight_pipeline.config.base import format_validation_error
 from qsight_pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ def load_mlflow_config(raw: Mapping[str, Any] | None) -> MlflowConfig:
     try:
         return MlflowConfig.model_validate(dict(raw or {}))
     except ValidationError as error:
-        from qsight_pipeline.config.base import format_validation_error
-
         lines = "\n".join(f"  {line}" for line in format_validation_error(error))
         raise ConfigError(
             f"{MLFLOW_CONFIG_FILE} (or its copy in your --env) is invalid:\n{lines}"
@@ -84,6 +83,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def start_run(config: MlflowConfig, project: Path, run_name: str, params: Mapping[str, Any]) -> str:
     """Open the run (creating or restoring the experiment), log ``params``; returns its id."""
+    # lazy: kept out of kedro start-up
     import mlflow
     from mlflow.entities import Param, RunTag
 

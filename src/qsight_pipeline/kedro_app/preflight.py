@@ -112,6 +112,7 @@ def check_pretrained_weights(model: Mapping[str, Any]) -> str:
 
 
 def _encoder_name(model: Mapping[str, Any]) -> str | None:
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.models.encoders import DEFAULT_ENCODER_NAMES
 
     name = model.get("encoder_name") or DEFAULT_ENCODER_NAMES.get(model.get("encoder_type", "vit"))
@@ -121,6 +122,7 @@ def _encoder_name(model: Mapping[str, Any]) -> str | None:
 def _in_download_cache(name: str) -> bool:
     """The weights timm would download for ``name`` are already on disk."""
     try:
+        # lazy: kept out of kedro start-up
         from timm.models import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(name)
@@ -129,12 +131,14 @@ def _in_download_cache(name: str) -> bool:
     if cfg is None:
         return False
     if cfg.hf_hub_id:
+        # lazy: kept out of kedro start-up
         from huggingface_hub import try_to_load_from_cache
 
         repo = cfg.hf_hub_id.split("@")[0]
         if any(isinstance(try_to_load_from_cache(repo, f), str) for f in _WEIGHT_FILES):
             return True
     if cfg.url:
+        # lazy: kept out of kedro start-up
         import torch
 
         return (Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name).is_file()

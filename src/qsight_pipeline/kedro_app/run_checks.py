@@ -27,6 +27,7 @@ class QuantumUnavailableError(UserError, RuntimeError):
 
 def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
     """Every parameter and the stage schedule; all problems in one ConfigError."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.training.stages import ScheduleError, resolve_schedule
 
     problems: list[str] = []
@@ -49,6 +50,7 @@ def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
 
 def check_hardware_pipeline(parameters: QSightParameters, catalog: Any) -> None:
     """``quantum_hardware``: packages, device snapshots, the head's width, a real device's account."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.hardware.checks import check_hardware, head_width
 
     width = None
@@ -67,11 +69,13 @@ def check_pipelines(
     if "quantum_hardware" in pipeline_names:
         check_hardware_pipeline(parameters, catalog)
     if "quantum_study" in pipeline_names and parameters.quantum_study.hardware is not None:
+        # lazy: kept out of kedro start-up
         from qsight_pipeline.hardware.study_noise import check_study_hardware
 
         check_study_hardware(parameters.quantum_study)
     if "quantum" not in pipeline_names:
         return
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.models.quantum import quantum_dependencies_missing
     from qsight_pipeline.training.stages import resolve_schedule, split_schedule
 

@@ -35,6 +35,7 @@ class RunConfig:
         return self.settings.seed
 
     def trainer_settings(self) -> Any:
+        # lazy: kept out of kedro start-up
         from qsight_pipeline.training.trainer import TrainerSettings
 
         return TrainerSettings.from_run(self.settings)

@@ -89,6 +89,7 @@ class ThreadPolicyHook:
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
+        # lazy: kept out of kedro start-up
         from qsight_pipeline import threads
 
         threads.configure()
@@ -149,6 +150,7 @@ class LineageCheckHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        # lazy: kept out of kedro start-up
         from qsight_pipeline.files import lineage
 
         cache: dict[str, Any] = {}  # the feature cache is read once for two pairs

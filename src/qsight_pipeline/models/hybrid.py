@@ -207,6 +207,7 @@ def _build_quantum_head(config: ModelConfig) -> nn.Module | None:
         logger.info("Quantum head disabled (quantum.enabled is false); training classical-only.")
         return None
     try:
+        # lazy: optional dependency
         from qsight_pipeline.models.quantum import (
             QuantumConfig,
             build_quantum_head,

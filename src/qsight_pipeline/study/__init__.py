@@ -34,6 +34,7 @@ def run_study(cache: dict[str, Any], params: QuantumStudyParams,
     results = run_trials(trials, data, params, progress=progress)
     table = build_table(trials, results, data)
     if params.hardware is not None:
+        # lazy: import cycle (hardware.study_noise imports qsight_pipeline.study.trials)
         from qsight_pipeline.hardware.study_noise import score_under_noise
 
         table = score_under_noise(table, results, data, params)

@@ -9,6 +9,7 @@ from qsight_pipeline.config import DistributedParams
 
 def worker_plan(distributed: DistributedParams | None, settings: Any) -> Any:
     """The DDP plan of the ``distributed`` block and the guide's ``multi_gpu``/``device_ids``."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.training.distributed import plan_workers  # torch.distributed: on use
 
     params = distributed or DistributedParams()

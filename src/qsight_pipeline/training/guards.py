@@ -83,6 +83,7 @@ class LossGuard:
 
 def gradient_norm(parameters: Sequence[Any]) -> float:
     """The global L2 norm of the parameters' gradients (0 when none has a gradient)."""
+    # lazy: kept out of kedro start-up
     import torch
 
     norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]

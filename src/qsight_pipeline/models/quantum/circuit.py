@@ -53,6 +53,7 @@ def build_circuit(config: QuantumConfig) -> QuantumCircuitSpec:
     - readout: ``<Z_i>`` for every qubit.
     """
     require_quantum_dependencies("torch")  # qiskit itself; executors check their own extras
+    # lazy: optional dependency
     from qiskit.circuit import ParameterVector, QuantumCircuit
     from qiskit.circuit.library import real_amplitudes, zz_feature_map
     from qiskit.quantum_info import SparsePauliOp

@@ -35,9 +35,11 @@ def _build_estimator(shots: int | None, seed: int | None) -> Any:
     Gaussian noise of width ``precision`` to the exact value, which is not a shot estimate.)
     """
     if shots is None:
+        # lazy: optional dependency
         from qiskit.primitives import StatevectorEstimator
 
         return StatevectorEstimator(default_precision=0.0, seed=seed)
+    # lazy: optional dependency
     from qiskit.primitives import BackendEstimatorV2
     from qiskit_aer import AerSimulator
 
@@ -60,6 +62,7 @@ class QiskitExecutor:
 
     def __init__(self, spec: QuantumCircuitSpec, shots: int | None = None, seed: int | None = None):
         require_quantum_dependencies("qiskit", shots)
+        # lazy: optional dependency
         from qiskit_machine_learning.connectors import TorchConnector
         from qiskit_machine_learning.neural_networks import EstimatorQNN
 

@@ -54,6 +54,7 @@ def _load_gates(spec: QuantumCircuitSpec) -> tuple[list[_Gate], dict[Any, int]]:
     Returns the gates and the map from sympy symbol to variable index (inputs first, then
     weights, in the spec's order).
     """
+    # lazy: optional dependency
     from qiskit import transpile
 
     circuit = transpile(spec.circuit, basis_gates=list(BASIS_GATES), optimization_level=0)

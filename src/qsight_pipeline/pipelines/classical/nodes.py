@@ -33,6 +33,7 @@ def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
 def classical_model_config(run_config: RunConfig, model: ModelParams, quantum: QuantumConfig) -> Any:
     """``model_config``: the hybrid model to build, from the ``model`` and ``quantum`` blocks and
     the run-wide ``image_size`` (``models.hybrid.ModelConfig``)."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.models.hybrid import ModelConfig
 
     return ModelConfig.from_params(model, quantum, run_config.settings.image_size)
@@ -51,8 +52,7 @@ def train_classical_model(
     Args:
         image_cache_train, image_cache_val: uint8 (N, S, S, 3) images in ``cache_index`` order.
         manifest: the ingestion manifest (grades and split of every image).
-        run_config: the run-wide settings, the stage schedule and the ``distributed`` block (with
-            ``nproc_per_node * nnodes > 1`` the stages run in DDP workers this node launches).
+        run_config: the ``run`` block, the schedule and ``distributed`` (more than one process: DDP).
         model_config: the model to build (:func:`classical_model_config`).
         augmentation: the typed ``augmentation`` block.
 
@@ -60,13 +60,14 @@ def train_classical_model(
         ``phase1_classical_model`` (weights + model config) and ``classical_history`` (one summary
         per image stage, with its epoch records).
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.device_augment import with_device_augmentation
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.models.hybrid import build_model
     from qsight_pipeline.training import workflow
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
-    from qsight_pipeline.training.trainer import seed_everything  # torch: when the node runs
+    from qsight_pipeline.training.trainer import seed_everything
 
     augment = augmentation.to_dict()
     settings = with_device_augmentation(run_config.trainer_settings(), augment)
@@ -119,6 +120,7 @@ def _image_loaders(
     settings: Any, image_size: int,
 ) -> tuple[Any, Any]:
     """The shuffled, augmented training loader and the plain validation loader."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.loaders import loader_options, make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
     from qsight_pipeline.training.devices import resolve_device

@@ -27,6 +27,7 @@ def finetune_ensemble(
         The model after the compression module (kept in memory), ``ensemble_history`` and the
         evaluation of every head and the ensemble on val and test.
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.training import workflow
@@ -58,6 +59,7 @@ def calibrate_operating_point(
     Returns:
         ``calibration.json`` (see :func:`qsight_pipeline.inference.operating_point.fit_operating_point`).
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.operating_point import fit_operating_point
 
     return to_plain(fit_operating_point(evaluation, referral))
@@ -77,6 +79,7 @@ def fit_gate(
     features with its threshold on validation. See :func:`qsight_pipeline.inference.gate.fit_gates`.
     """
 
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.inference.gate import fit_gates, original_sizes
 
@@ -95,6 +98,7 @@ def fit_gate(
 def _evaluate_gate(
     checkpoint: dict[str, Any], image_cache_test: Any, gate: GateParams
 ) -> dict[str, Any] | None:
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.gate_eval import evaluate_gate
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
 
@@ -136,6 +140,7 @@ def describe_model(
     """``model_info_draft``, what becomes ``model_info.json``: the model, the preprocessing that
     inference must repeat, the operating point (``calibration``, from
     :func:`calibrate_operating_point`) and the gate (``gates``, from :func:`fit_gate`)."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.inference import operating_point
@@ -163,6 +168,7 @@ def summarise_training(
     ``parameters`` is only recorded (``config``): the run's parameters, each block that this
     run's nodes take with its defaults filled in (Kedro has typed them; nothing validates again).
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.inference import operating_point
 
@@ -186,6 +192,7 @@ def build_checkpoint(
 ) -> dict[str, Any]:
     """``complete_checkpoint_draft``: every weight, the model's description and the summary, and
     the lineage of the classical model and the feature cache it was trained from."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.files import artifacts
 
     record = lineage.classical_for_feature_cache(
@@ -260,6 +267,7 @@ GATE_RULE = (
 def draw_report_figures(training_summary: dict[str, Any]) -> dict[str, Any]:
     """The report's figures (``report_figures``), keyed by PNG file name; see
     :func:`qsight_pipeline.reporting.figures.report_figures`."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.reporting.figures import report_figures  # matplotlib only when drawing
 
     return report_figures(training_summary)
@@ -273,6 +281,7 @@ def render_report_html(
     """The self-contained HTML report (``report_html``), with the quantum study's and the
     quantum_hardware sections when their summaries exist; see
     :func:`qsight_pipeline.reporting.html.render_report_html`."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.reporting import html
 
     return html.render_report_html(

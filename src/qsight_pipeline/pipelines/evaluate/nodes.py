@@ -41,8 +41,9 @@ def evaluate_external(
     referred for manual grading counts as referred) and the gate's pass rate and reasons; and
     ``external_predictions``: one ``predictions.csv`` row per photograph plus its ``true_grade``.
     """
-    from qsight_pipeline.inference import predict_images
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
+    from qsight_pipeline.inference.predict import predict_images
 
     root = Path(evaluate.dataset.root).expanduser()
     if not root.is_dir():
@@ -86,6 +87,7 @@ def evaluate_external(
 def _screening_results(good: list[Any], labels: np.ndarray, threshold: float) -> dict[str, Any]:
     """The model's metrics and referral point on the readable photographs ``good``, on those the
     gate lets through, the screening decision with the gate, and the gate's counts."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.calibration import sensitivity_specificity
     from qsight_pipeline.inference.predict import gate_reasons
     from qsight_pipeline.training.metrics import grading_metrics

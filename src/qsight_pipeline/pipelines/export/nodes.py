@@ -28,6 +28,7 @@ def export_onnx(
         the int8 grades against the float ones and keeps float the layers that move them
         (``export.int8_agreement``, ``export.int8_max_difference``); without it, unchecked.
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.export import export_onnx_bytes, onnx_metadata, quantize_int8
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
 

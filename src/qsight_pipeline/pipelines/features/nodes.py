@@ -29,6 +29,7 @@ def export_quantum_training_data(
         With ``distributed.nproc_per_node > 1`` (``run_config.distributed``) this machine's workers each take a slice of
         every split (DDP workers, no gradients), and the slices are joined in order.
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.training import workflow
 
@@ -42,6 +43,7 @@ def export_quantum_training_data(
     settings = run_config.trainer_settings()
     plan = worker_plan(run_config.distributed, settings).local_only()
     if plan.enabled:
+        # lazy: kept out of kedro start-up
         from qsight_pipeline.training.ddp_jobs import FeatureJob, export_features_ddp
 
         job = FeatureJob(
@@ -65,6 +67,7 @@ def _plain_loaders(
     caches: dict[str, np.ndarray], manifest: pd.DataFrame, image_size: int, settings: Any
 ) -> dict[str, Any]:
     """One unshuffled, unaugmented loader per split, in cache order."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.loaders import make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
 

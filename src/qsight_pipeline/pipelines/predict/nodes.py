@@ -59,9 +59,9 @@ def predict_grades(
         ``predict.heatmaps`` is true, else empty.
     """
 
-    from qsight_pipeline.inference import predict_images
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
-    from qsight_pipeline.inference.predict import overlay_image
+    from qsight_pipeline.inference.predict import overlay_image, predict_images
 
     loaded = loaded_from_checkpoint(
         complete_checkpoint, predict.device, gate_overrides=predict.gradability.overrides()

@@ -28,6 +28,7 @@ def train_quantum_head(
         ``quantum_history`` (stage summaries) and ``quantum_metrics`` (the quantum head alone on
         val and test: accuracy, quadratic weighted kappa, confusion matrix and the rest).
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.training import workflow

@@ -22,6 +22,7 @@ def _head_on_cache(
     params: QuantumHardwareParams, complete_checkpoint: dict[str, Any] | None = None,
     max_images: int | None = None,
 ) -> Any:
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.hardware.evaluate import HeadOnCache
 
@@ -44,6 +45,7 @@ def submit_hardware_jobs(
 ) -> dict[str, Any]:
     """With ``ibm_runtime.backend`` set: log the estimated QPU time, submit the job in a Batch
     (or find it, to resume) and record its id. Otherwise the earlier record is kept as it was."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.hardware import runtime
 
     previous = quantum_hardware_jobs_if_any or {"format": runtime.JOBS_FORMAT, "jobs": []}
@@ -70,6 +72,7 @@ def evaluate_quantum_hardware(
     """The tidy table (one row per condition x seed), a context for the summary (kept in
     memory) and the transpiled circuit drawn per device."""
 
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.hardware import evaluate, runtime, summary
 
     table, context = evaluate.evaluate_hardware(
@@ -87,8 +90,6 @@ def evaluate_quantum_hardware(
         if job is None:
             _, service = runtime.resolve_backend(ibm)
             if service is None:
-                from qsight_pipeline.errors import ArtifactError
-
                 raise ArtifactError(
                     f"Job {entry['job_id']} ran in local testing mode in another process and "
                     "cannot be collected by its id; run the pipeline again to submit it anew."
@@ -104,6 +105,7 @@ def summarise_quantum_hardware(
     quantum_hardware_table: Any, quantum_hardware_context: dict[str, Any],
     quantum_hardware: QuantumHardwareParams, quantum_study_summary_if_any: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.hardware import summary
 
     result = summary.summarise(
@@ -117,6 +119,7 @@ def summarise_quantum_hardware(
 def draw_quantum_hardware_figures(
     quantum_hardware_table: Any, quantum_hardware_summary: dict[str, Any]
 ) -> dict[str, Any]:
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.hardware import summary
 
     return summary.figures(quantum_hardware_table, quantum_hardware_summary)
@@ -124,6 +127,7 @@ def draw_quantum_hardware_figures(
 
 def add_hardware_to_report(report_html: str | None, quantum_hardware_summary: dict[str, Any]) -> str:
     """report.html with the quantum_hardware section (a page of its own when there is no report)."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.reporting.html import add_hardware_section
 
     return add_hardware_section(report_html, quantum_hardware_summary)

@@ -21,6 +21,7 @@ def run_quantum_study(
     Returns the tidy table: validation scores for every row; test scores for the rows of the
     hyperparameter chosen on validation only.
     """
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.study import run_study
 
@@ -35,6 +36,7 @@ def summarise_quantum_study(
 ) -> dict[str, Any]:
     """Intervals per contender, quantum against its twin and control paired by seed, the winner,
     and the gap to the pipeline's own quantum stage (``quantum_metrics``, ``None`` if absent)."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.study import summarise
 
     summary = summarise(quantum_study_table, quantum_study, quantum_metrics)
@@ -52,6 +54,7 @@ def summarise_quantum_study(
 
 def draw_quantum_study_figures(quantum_study_summary: dict[str, Any]) -> dict[str, Any]:
     """``{file name: figure}``: test QWK against qubit count with interval bands."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.study import study_figures
 
     return study_figures(quantum_study_summary)
@@ -59,6 +62,7 @@ def draw_quantum_study_figures(quantum_study_summary: dict[str, Any]) -> dict[st
 
 def add_study_to_report(report_html: str | None, quantum_study_summary: dict[str, Any]) -> str:
     """report.html with the study's section (a page of its own when there is no report yet)."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.reporting.html import add_study_section
 
     return add_study_section(report_html, quantum_study_summary)
