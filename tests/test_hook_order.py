@@ -79,3 +79,30 @@ def test_parameters_are_validated_once_per_run(monkeypatch):
     bare = run_checks.RunChecksHook()
     bare.before_pipeline_run({}, None, Catalog())
     assert len(calls) == 2
+
+
+def test_the_trackers_read_the_parameters_the_run_checks_validated(monkeypatch, tmp_path):
+    from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook, WandbHook
+
+    calls = []
+    real = run_checks.validate_parameters
+    monkeypatch.setattr(run_checks, "validate_parameters", lambda p: calls.append(1) or real(p))
+    raw = {"run": {"seed": 7}, "tracking": {"mlflow": {"enabled": False},
+                                           "wandb": {"tags": "smoke, cpu"}}}
+
+    class Context:
+        config_loader = {"parameters": raw}
+        params = raw
+        project_path = tmp_path
+
+    context = Context()
+    run_checks.RunChecksHook().after_context_created(context)
+    wandb = WandbHook()
+    wandb.after_context_created(context)
+    mlflow = MlflowTrackingHook()
+    mlflow.after_context_created(context)
+    assert len(calls) == 1  # one validation for the three hooks
+    assert wandb._settings["tags"] == ["smoke", "cpu"] and wandb._settings["enabled"] is False
+    assert mlflow._enabled is False
+    run_checks.RunChecksHook().after_context_created(Context())  # a new context: checked anew
+    assert len(calls) == 2

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from qsight_pipeline.config import AugmentationParams
 from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD, _augmentation
 
 
@@ -25,7 +26,7 @@ class BatchAugmentation:
     (validation, or augmentation off).
     """
 
-    def __init__(self, augment: Mapping[str, Any] | None) -> None:
+    def __init__(self, augment: AugmentationParams | Mapping[str, Any] | None) -> None:
         self.settings = _augmentation(augment)
         self._pipeline: Any = None
 
@@ -55,7 +56,9 @@ class BatchAugmentation:
         return (x - mean) / std
 
 
-def with_device_augmentation(settings: Any, augment: Mapping[str, Any] | None) -> Any:
+def with_device_augmentation(
+    settings: Any, augment: AugmentationParams | Mapping[str, Any] | None
+) -> Any:
     """``settings`` (a TrainerSettings) with the batch augmentation when ``on_device`` is on."""
     if not augment or not augment.get("on_device"):
         return settings

@@ -33,9 +33,10 @@ __all__ = [
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-def _augmentation(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _augmentation(augment: AugmentationParams | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The full augmentation settings (defaults from ``config.AugmentationParams``), or ``None``
-    when augmentation is off."""
+    when augmentation is off. A typed block (what Kedro hands the nodes) is not validated again;
+    a mapping (the Python API's ``DatasetConfig.augment``) is."""
     if augment is None:
         return None
     settings = validate_block(AugmentationParams, augment, "augmentation").to_dict()
@@ -43,7 +44,7 @@ def _augmentation(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def build_image_transform(
-    image_size: int, train: bool = False, augment: Mapping[str, Any] | None = None
+    image_size: int, train: bool = False, augment: AugmentationParams | Mapping[str, Any] | None = None
 ) -> Callable[[Any], torch.Tensor]:
     """A transform from a uint8 ``(H, W, 3)`` array (or a PIL image) to a normalised tensor.
 
@@ -116,7 +117,7 @@ class CachedImageDataset(Dataset):
         images: np.ndarray,
         grades: np.ndarray,
         train: bool = False,
-        augment: Mapping[str, Any] | None = None,
+        augment: AugmentationParams | Mapping[str, Any] | None = None,
         image_size: int | None = None,
     ):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:

@@ -33,7 +33,7 @@ from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.files import storage
 from qsight_pipeline.files.plain import json_default
-from qsight_pipeline.kedro_app import mlflow_runs, run_hooks, user_errors
+from qsight_pipeline.kedro_app import mlflow_runs, run_checks, run_hooks, user_errors
 from qsight_pipeline.kedro_app.run_guard import RunInterrupted, close_stale_mlflow_runs
 from qsight_pipeline.kedro_app.tracked_outputs import TrackedOutputs
 from qsight_pipeline.reporting.tracking import (
@@ -80,9 +80,10 @@ class _EpochLog:
         return fresh
 
 
-def wandb_settings(parameters: dict[str, Any]) -> dict[str, Any]:
-    """``tracking.wandb`` from the run's parameters, validated by ``config.WandbParams`` (which
-    also splits a comma-separated ``tags`` string), with defaults filled in.
+def wandb_settings(parameters: Any) -> dict[str, Any]:
+    """``tracking.wandb`` from the run's parameters, with defaults filled in. Typed parameters
+    (``QSightParameters``) are read as they are; a plain mapping is validated by
+    ``config.WandbParams`` (which also splits a comma-separated ``tags`` string).
 
     Raises:
         ConfigError: naming each bad ``tracking.wandb.*`` key.
@@ -157,7 +158,7 @@ class WandbHook(_TrackerHook):
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         self._parameters = dict(context.params)
-        self._settings = wandb_settings(self._parameters)
+        self._settings = wandb_settings(run_checks.parameters_of(context))  # validated once
         self._project_path = Path(context.project_path)
 
     @hook_impl
@@ -372,8 +373,7 @@ class MlflowTrackingHook(_TrackerHook):
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        tracking = (dict(context.params).get("tracking") or {}).get("mlflow") or {}
-        self._enabled = bool(tracking.get("enabled", True))
+        self._enabled = run_checks.parameters_of(context).tracking.mlflow.enabled
         self._project = mlflow_runs.project_root(context)
         self._config = None
         loader = getattr(context, "config_loader", None)

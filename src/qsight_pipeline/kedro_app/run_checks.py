@@ -106,6 +106,23 @@ def _refuse(error: BaseException) -> None:
     abandon_run()
 
 
+_LAST_CHECKED: list[Any] = [None, None]  # [context, its typed parameters]
+
+
+def parameters_of(context: Any) -> QSightParameters:
+    """The typed parameters of ``context``, validated once per context.
+
+    :class:`RunChecksHook` validates them when the context is created, before the trackers'
+    hooks run (``settings.RUN_ORDER``); the trackers read that result here instead of validating
+    their blocks again. A context the hook did not see (a bare hook in a test) is validated now.
+    """
+    if _LAST_CHECKED[0] is not context:
+        loader = getattr(context, "config_loader", None)
+        raw = loader["parameters"] if loader is not None else dict(context.params)
+        _LAST_CHECKED[:] = [context, check_parameters(raw)]
+    return _LAST_CHECKED[1]
+
+
 class RunChecksHook:
     """Validate parameters before the first node runs; bad input ends with its message alone.
 
@@ -121,7 +138,7 @@ class RunChecksHook:
         user_errors.install()
         self._checked = None
         try:
-            self._checked = check_parameters(context.config_loader["parameters"])
+            self._checked = parameters_of(context)
         except UserError as error:
             logger.error("Run refused before it started: %s", error)
             raise

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from qsight_pipeline.config import AugmentationParams
 from qsight_pipeline.constants import SPLITS
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
@@ -52,7 +53,7 @@ class ClassicalJob:
     stages: list[Stage]
     settings: TrainerSettings
     batch_size: int  # the global batch
-    augment: dict[str, Any] | None
+    augment: AugmentationParams | dict[str, Any] | None
     num_workers: int | str
     train_grades: np.ndarray
     val_grades: np.ndarray

@@ -69,8 +69,8 @@ def train_classical_model(
     from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
     from qsight_pipeline.training.trainer import seed_everything
 
-    augment = augmentation.to_dict()
-    settings = with_device_augmentation(run_config.trainer_settings(), augment)
+    augment = augmentation.to_dict()  # for the fingerprint; the typed block travels on
+    settings = with_device_augmentation(run_config.trainer_settings(), augmentation)
     seed_everything(settings.seed)
 
     ingestion, grades = _checked_grades(manifest, image_cache_train, image_cache_val)
@@ -81,7 +81,7 @@ def train_classical_model(
     if plan.enabled:
         job = ClassicalJob(
             config=model_config, stages=run_config.schedule["classical"], settings=settings,
-            batch_size=settings.batch_size, augment=augment, num_workers=settings.num_workers,
+            batch_size=settings.batch_size, augment=augmentation, num_workers=settings.num_workers,
             train_grades=grades["train"], val_grades=grades["val"], fingerprint=run_fingerprint,
         )
         checkpoint, history = _only_machine_zero_returns(
@@ -91,7 +91,7 @@ def train_classical_model(
 
     hybrid = build_model(model_config)
     train_loader, val_loader = _image_loaders(
-        (image_cache_train, image_cache_val), grades, augment, settings, model_config.image_size
+        (image_cache_train, image_cache_val), grades, augmentation, settings, model_config.image_size
     )
     history = workflow.train_image_stages(
         hybrid, run_config.schedule["classical"], train_loader, val_loader,
@@ -116,7 +116,7 @@ def _checked_grades(
 
 
 def _image_loaders(
-    caches: tuple[np.ndarray, np.ndarray], grades: dict[str, np.ndarray], augment: dict[str, Any],
+    caches: tuple[np.ndarray, np.ndarray], grades: dict[str, np.ndarray], augment: AugmentationParams,
     settings: Any, image_size: int,
 ) -> tuple[Any, Any]:
     """The shuffled, augmented training loader and the plain validation loader."""
