@@ -51,7 +51,11 @@ def pipeline_outputs(summary: dict) -> list[tuple[str, dict]]:
 
 
 def fake_context(tmp_path: Path, tracking: dict) -> SimpleNamespace:
-    return SimpleNamespace(params={"run": {"seed": 42}, "tracking": tracking}, project_path=tmp_path)
+    from qsight_pipeline.config import RunSettings
+
+    # `run` as Kedro hands a block that a node takes typed; `tracking` as written.
+    return SimpleNamespace(params={"run": RunSettings(seed=42), "tracking": tracking},
+                           project_path=tmp_path)
 
 
 def project_catalog(rename: dict[str, str] | None = None) -> DataCatalog:
@@ -460,4 +464,9 @@ def test_parameters_are_flattened_for_mlflow_and_long_values_become_tags():
                            "batch_size": 16, "tags": [], "empty": {}})
     assert flat == {"model.encoder_name": "test_resnet", "model.quantum.n_qubits": "4",
                     "batch_size": "16", "tags": "[]", "empty": "{}"}
+    # What Kedro's catalog holds for a block a node takes typed: flattened all the same.
+    from qsight_pipeline.config import RunSettings
+
+    typed = flatten_params({"run": RunSettings(seed=3)})
+    assert typed["run.seed"] == "3" and typed["run.output_dir"] == "data/06_models/trained_model"
     assert PARAM_VALUE_LIMIT == 6000

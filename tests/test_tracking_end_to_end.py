@@ -48,7 +48,7 @@ def test_mlflow_run_metrics_equal_training_summary(smoke_run):
     assert runs, "the MLflow hook recorded no run"
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["image_size"] == "32"  # parameters, logged when the run opened
+    assert run.data.params["run.image_size"] == "32"  # parameters, logged when the run opened
 
     for key, value in evaluation_metrics(summary).items():
         assert run.data.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

@@ -32,7 +32,7 @@ from qsight_pipeline.config import WandbParams, validate_block
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.errors import TrackingError
 from qsight_pipeline.files import storage
-from qsight_pipeline.files.plain import json_default
+from qsight_pipeline.files.plain import json_default, to_plain
 from qsight_pipeline.kedro_app import mlflow_runs, run_checks, run_hooks, user_errors
 from qsight_pipeline.kedro_app.run_guard import RunInterrupted, close_stale_mlflow_runs
 from qsight_pipeline.kedro_app.tracked_outputs import TrackedOutputs
@@ -193,7 +193,7 @@ class WandbHook(_TrackerHook):
                 tags=settings["tags"],
                 dir=str(directory),
                 job_type=job_type,
-                config=self._parameters,
+                config=to_plain(self._parameters),  # typed blocks as the mappings they were
                 reinit="finish_previous",
             )
         except Exception as error:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qsight_pipeline.config.base import format_validation_error
 from qsight_pipeline.errors import ConfigError
+from qsight_pipeline.files.plain import to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,13 @@ def resolve_tracking_uri(uri: str, project: Path) -> str:
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"model": {"encoder_name": "x"}}`` -> ``{"model.encoder_name": "x"}``, values as text."""
+    """``{"model": {"encoder_name": "x"}}`` -> ``{"model.encoder_name": "x"}``, values as text.
+
+    Blocks that Kedro has typed (``ModelParams``, ``RunSettings``, ...) are flattened like the
+    mappings they were written as, not logged as one ``repr`` string.
+    """
     flat: dict[str, str] = {}
-    for key, value in params.items():
+    for key, value in to_plain(dict(params)).items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             flat.update(flatten_params(value, f"{name}."))
