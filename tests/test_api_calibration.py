@@ -149,5 +149,28 @@ def test_the_api_builds_the_same_typed_blocks_as_kedro_run():
     assert isinstance(settings, RunSettings) and (settings.seed, settings.grad_clip) == (7, 0.5)
     with pytest.raises(ConfigError, match=r"model\.encoder_nme: unknown key"):
         TrainingConfig(model={"encoder_nme": "x"}).blocks("resnet", quantum_enabled=False)
-    with pytest.raises(ConfigError, match=r"grad_clip"):
+    with pytest.raises(ConfigError, match=r"run\.grad_clip: Input should be greater than"):
         TrainingConfig(grad_clip=-1).trainer_settings()
+
+
+def test_every_run_key_is_settable_from_the_api_without_a_field_of_its_own():
+    from qsight_pipeline.config import RunSettings
+
+    # The keys that TrainingConfig has no named field for go in `run`: a knob added to
+    # RunSettings (and the YAML) needs nothing more here.
+    from qsight_pipeline.inference.api import _SET_ELSEWHERE
+
+    named = {f for f in TrainingConfig.__dataclass_fields__ if f in RunSettings.model_fields}
+    others = sorted(set(RunSettings.model_fields) - named - set(_SET_ELSEWHERE))
+    assert others  # some keys (compile, channels_last, ...) are reached through `run` only
+    values = {"compile": True, "channels_last": True}
+    assert set(others) <= set(values), f"add a test value for {set(others) - set(values)}"
+    settings = TrainingConfig(run={key: values[key] for key in others}).trainer_settings()
+    assert all(getattr(settings, key) == values[key] for key in others)
+    with pytest.raises(ConfigError, match=r"run\.num_wrkers: unknown key"):
+        TrainingConfig(run={"num_wrkers": 2}).trainer_settings()
+    with pytest.raises(ConfigError, match=r"sets image_size, which the Python API takes from "
+                                          r"DatasetConfig\.image_size"):
+        TrainingConfig(run={"image_size": 64}).trainer_settings()
+    with pytest.raises(ConfigError, match=r"TrainingConfig\.run sets seed, which TrainingConfig"):
+        TrainingConfig(seed=3, run={"seed": 4}).trainer_settings()

@@ -55,6 +55,7 @@ from qsight_pipeline.data.ingest import build_image_caches, scan_dataset, split_
 from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
+from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.files import artifacts
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
@@ -111,6 +112,16 @@ class DatasetConfig:
         )
 
 
+# `run` keys that the Python API takes from elsewhere than TrainingConfig.
+_SET_ELSEWHERE = {
+    "image_size": "DatasetConfig.image_size (the loaders' pictures)",
+    "batch_size": "DatasetConfig.batch_size (the loaders' batches)",
+    "num_workers": "DatasetConfig.num_workers (the loaders' processes)",
+    "output_dir": "save_model(model, summary, output_dir)",
+    "stages_config": "TrainingConfig.stages (e.g. load_stages_file(path))",
+}
+
+
 @dataclass
 class TrainingConfig:
     """How to train (the guide's ``TrainingConfig``); the fields mirror conf/base/parameters.yml."""
@@ -134,21 +145,39 @@ class TrainingConfig:
     model: Mapping[str, Any] | ModelParams | None = None
     quantum: Mapping[str, Any] | QuantumConfig | None = None
     referral: Mapping[str, Any] | ReferralParams | None = None
+    # Any other key of the `run` block (`config.RunSettings`), e.g. {"compile": True,
+    # "channels_last": True}: a knob added to RunSettings is settable here without a new field.
+    run: Mapping[str, Any] | None = None
 
     def run_fields(self) -> dict[str, Any]:
-        """The fields that are keys of ``config.RunSettings`` (the schedule apart: it is parsed
-        into stages, not validated as the raw ``stages`` key)."""
-        return {
+        """The ``run`` block these settings give: the named fields that are ``RunSettings`` keys
+        (the schedule apart: it is parsed into stages, not validated as the raw ``stages`` key),
+        then ``run``'s keys. A key given both ways is refused, not silently chosen."""
+        named = {
             f.name: getattr(self, f.name) for f in fields(self)
             if f.name in RunSettings.model_fields and f.name != "stages"
         }
+        extra = dict(self.run or {})
+        both = sorted(set(extra) & {*named, "stages"})
+        if both:
+            raise ConfigError(
+                f"TrainingConfig.run sets {', '.join(both)}, which TrainingConfig has as a "
+                f"field: write TrainingConfig({both[0]}=...) instead."
+            )
+        elsewhere = sorted(set(extra) & set(_SET_ELSEWHERE))
+        if elsewhere:
+            key = elsewhere[0]
+            raise ConfigError(f"TrainingConfig.run sets {key}, which the Python API takes from "
+                              f"{_SET_ELSEWHERE[key]}; set it there.")
+        return {**named, **extra}
 
     def trainer_settings(self) -> TrainerSettings:
-        """The run-wide block (``config.RunSettings``) these fields set, for the trainer."""
+        """The run-wide block (``config.RunSettings``) these fields set, validated once (a bad or
+        unknown key is named ``run.<key>``), for the trainer."""
         params = self.run_fields()
         if params["checkpoint_dir"] is not None:
             params["checkpoint_dir"] = str(params["checkpoint_dir"])
-        return TrainerSettings.from_params(params)
+        return TrainerSettings.from_run(validate_block(RunSettings, params, "run"))
 
     def blocks(
         self, encoder_type: str, quantum_enabled: bool
