@@ -50,9 +50,12 @@ def train_on_sample(folder: Path, seed: int):
     ))
     stage = {"name": "classical", "num_epochs": EPOCHS, "learning_rate": 2e-3, "patience": EPOCHS}
     model, summary = train_hybrid_model(
-        train, val, classes, config=TrainingConfig(stages=[stage], seed=seed, latency_tracking=False),
-        encoder_type="resnet", encoder_name="test_resnet", pretrained=False, quantum_enabled=False,
-        compressed_dim=16,
+        train, val, classes,
+        config=TrainingConfig(
+            stages=[stage], seed=seed, latency_tracking=False,
+            model={"encoder_name": "test_resnet", "pretrained": False, "compressed_dim": 16},
+        ),
+        encoder_type="resnet", quantum_enabled=False,
     )
     return load_model(save_model(model, summary, folder / f"model_{seed}")), summary
 

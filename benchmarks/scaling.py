@@ -90,8 +90,7 @@ def make_project(path: Path, dataset: Path) -> None:
         (path / "data" / layer).mkdir(parents=True)
     scaling = {
         "dataset": {"type": "tanlikesmath", "root": str(dataset)},
-        "stages": ONE_EPOCH,
-        "stages_config": None,
+        "run": {"stages": ONE_EPOCH, "stages_config": None},
         "tracking": {"mlflow": {"enabled": False}},
     }
     (path / "conf" / "scaling").mkdir()

@@ -70,7 +70,7 @@ def run_demo(policy: str, busy: int, image_size: int) -> float:
             start = time.perf_counter()
             subprocess.run(
                 [sys.executable, "-m", "kedro", "run", "--params",
-                 f"image_size={image_size},tracking.wandb.enabled=false,"
+                 f"run.image_size={image_size},tracking.wandb.enabled=false,"
                  "tracking.mlflow.enabled=false"],
                 cwd=project, env=env, check=True, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -233,6 +233,45 @@ def test_the_old_top_level_names_still_work_on_the_command_line_and_in_files(tmp
     validate_parameters(parameters)  # the moved keys are valid keys of the run block
 
 
+def _local_conf(tmp_path, files: dict[str, str]):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    for name, text in files.items():
+        (conf / "local" / name).write_text(text)
+    return conf
+
+
+def test_a_run_key_given_both_ways_in_one_source_is_refused(tmp_path):
+    from qsight_pipeline.errors import ParameterError
+    from qsight_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    with pytest.raises(ParameterError, match=r"--params sets `seed` both by the old top-level name "
+                                             r"and as `run.seed`"):
+        load_parameters("smoke", {"seed": 7, "run": {"seed": 8}})
+    conf = _local_conf(tmp_path, {"parameters.yml": "seed: 2\nrun:\n  seed: 1\n"})
+    with pytest.raises(ParameterError, match=r"local/parameters.yml sets `seed` both"):
+        CONFIG_LOADER_CLASS(str(conf), env="local", **CONFIG_LOADER_ARGS)["parameters"]
+    # In two files of one environment it is the same key twice, as Kedro refuses any other.
+    conf = _local_conf(tmp_path / "two", {"parameters.yml": "batch_size: 4\n",
+                                          "parameters_more.yml": "run:\n  batch_size: 8\n"})
+    with pytest.raises(ValueError, match=r"Duplicate keys found in .*: run.batch_size"):
+        CONFIG_LOADER_CLASS(str(conf), env="local", **CONFIG_LOADER_ARGS)["parameters"]
+
+
+def test_an_old_file_that_interpolates_a_run_key_still_resolves(tmp_path):
+    from qsight_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    conf = _local_conf(tmp_path, {"parameters.yml": (
+        "output_dir: outputs/exp\ncheckpoint_dir: ${output_dir}/ckpt\n"
+        "quantum:\n  seed: ${seed}\nseed: 5\n")})
+    parameters = CONFIG_LOADER_CLASS(str(conf), env="local", **CONFIG_LOADER_ARGS)["parameters"]
+    assert parameters["run"]["checkpoint_dir"] == "outputs/exp/ckpt"
+    assert parameters["quantum"]["seed"] == 5
+
+
 def test_a_run_key_at_the_top_level_of_the_typed_model_is_unknown():
     # The loader moves the old names; the typed model itself knows only the `run` block.
     with pytest.raises(ConfigError, match=r"\n  seed: unknown key"):

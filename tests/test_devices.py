@@ -87,14 +87,16 @@ def test_trainer_settings_from_run_parameters():
         "mixed_precision": False,
         "latency_tracking": False,
         "checkpoint_dir": "/tmp/ck",
-        "batch_size": 16,  # not a trainer setting: ignored
+        "batch_size": 16,
     }
     settings = TrainerSettings.from_params(params)
     assert (settings.seed, settings.grad_clip, settings.device) == (7, 0, "cuda:1")
     assert settings.multi_gpu and settings.device_ids == [0, 1]
     assert settings.mixed_precision is False and settings.latency_tracking is False
-    with pytest.raises(ValueError, match="grad_clip: Input should be greater than or equal to 0"):
+    with pytest.raises(ValueError, match="run.grad_clip: Input should be greater than or equal to 0"):
         TrainerSettings.from_params({"grad_clip": -1})
+    with pytest.raises(ValueError, match="run.optimizer: unknown key"):
+        TrainerSettings.from_params({"optimizer": "adam"})
 
 
 def test_device_ids_from_the_command_line_forms():

@@ -294,7 +294,8 @@ def test_a_summary_from_another_run_is_refused(trained_folder):
 
     summary_path = trained_folder / "training_summary.json"
     summary = json.loads(summary_path.read_text())
-    summary["config"] = {**(summary.get("config") or {}), "seed": 12345}
+    config = summary.get("config") or {}
+    summary["config"] = {**config, "run": {**(config.get("run") or {}), "seed": 12345}}
     summary_path.write_text(json.dumps(summary))
     with pytest.raises(ArtifactError, match="training_summary.json does not belong"):
         load_model(trained_folder)

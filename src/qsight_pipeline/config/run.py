@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -10,6 +9,7 @@ from pydantic import Field, field_validator
 
 from qsight_pipeline.config.base import ParamsBlock
 from qsight_pipeline.config.devices import parse_device, parse_device_ids
+from qsight_pipeline.errors import ParameterError
 
 
 class RunSettings(ParamsBlock):
@@ -56,24 +56,32 @@ class RunSettings(ParamsBlock):
 RUN_KEYS: tuple[str, ...] = tuple(RunSettings.model_fields)
 
 
-def move_run_keys(parameters: dict[str, Any], keep: Collection[str] = ()) -> list[str]:
+def move_run_keys(parameters: dict[str, Any], where: str = "the parameters") -> list[str]:
     """Move the old top-level run-wide keys (``seed: 7``) into the ``run`` block, in place.
 
     Before the ``run`` block these keys sat at the top of ``parameters.yml`` and were set with
-    ``--params seed=7``; both still work. A key already set in ``run`` by name in ``keep`` (the
-    command line's ``--params run.<key>``) wins over an old top-level one from a file.
+    ``--params seed=7``; both still work. ``parameters`` is one source (one file, or the command
+    line's ``--params``): a key given there both ways (``seed`` and ``run.seed``) is ambiguous
+    and refused, naming ``where``.
 
     Returns:
         The names that were moved, for the caller's one-line notice.
+
+    Raises:
+        ParameterError: a key set both by its old name and under ``run`` in this source.
     """
     moved = [name for name in RUN_KEYS if name in parameters]
     if not moved:
         return []
     run = parameters.get("run")
     run = dict(run) if isinstance(run, dict) else {}
+    both = [name for name in moved if name in run]
+    if both:
+        raise ParameterError(
+            f"{where} sets {', '.join(f'`{n}`' for n in both)} both by the old top-level name and "
+            f"as `run.{both[0]}`; keep one of them (the `run` form, e.g. `run.{both[0]}`)."
+        )
     for name in moved:
-        value = parameters.pop(name)
-        if name not in keep:
-            run[name] = value
+        run[name] = parameters.pop(name)
     parameters["run"] = run
     return moved

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from qsight_pipeline.errors import ArtifactError
 
@@ -152,6 +151,7 @@ def safe_torch_load(
         CorruptArtifactError: the file is empty, truncated, not written by ``torch.save``, holds
             an object other than tensors and plain data, or lacks ``required_keys``.
     """
+    import torch  # lazy: kept out of kedro start-up (the catalog's datasets import this module)
 
     path = Path(path)
     what = what or _WHAT_BY_NAME.get(path.name, "PyTorch file")

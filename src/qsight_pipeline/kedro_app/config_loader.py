@@ -21,6 +21,7 @@ top-level names still work, in a parameters file (``seed: 7``) and on the comman
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -137,13 +138,31 @@ def _tell_moved(moved: list[str], where: str) -> None:
     )
 
 
-def _moved_in_file(config: DictConfig) -> tuple[DictConfig, list[str]]:
-    """One parameters file with its old top-level run-wide keys moved into ``run``."""
-    if not isinstance(config, DictConfig) or not any(name in config for name in RUN_KEYS):
+# `${seed}` or `${output_dir}/ckpt` in an old file: the key now lives under `run`.
+_OLD_INTERPOLATION = re.compile(r"\$\{(" + "|".join(RUN_KEYS) + r")(?=[}.\[])")
+
+
+def _follow_moved_keys(value: Any) -> Any:
+    if isinstance(value, str):
+        return _OLD_INTERPOLATION.sub(r"${run.\1", value)
+    if isinstance(value, dict):
+        return {key: _follow_moved_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_follow_moved_keys(item) for item in value]
+    return value
+
+
+def _moved_in_file(config: DictConfig, path: Path) -> tuple[DictConfig, list[str]]:
+    """One parameters file with its old top-level run-wide keys moved into ``run`` (and its
+    interpolations of them, ``${seed}``, pointed at ``${run.seed}``)."""
+    if not isinstance(config, DictConfig):
         return config, []
     plain = OmegaConf.to_container(config, resolve=False)  # interpolations stay as written
-    moved = move_run_keys(plain)
-    return OmegaConf.create(plain), moved
+    moved = move_run_keys(plain, where=str(path))
+    followed = _follow_moved_keys(plain)
+    if not moved and followed == plain:
+        return config, []
+    return OmegaConf.create(followed), moved
 
 
 class QSightConfigLoader(OmegaConfigLoader):
@@ -158,7 +177,7 @@ class QSightConfigLoader(OmegaConfigLoader):
         # Before Kedro keeps them, so that `${runtime_params:run.output_dir}` in the catalog also
         # follows the old `--params output_dir=...`.
         runtime_params = dict(runtime_params or {})
-        moved = move_run_keys(runtime_params)
+        moved = move_run_keys(runtime_params, where="--params")
         self._told: set[str] = set()
         super().__init__(conf_source, env=env, runtime_params=runtime_params, **kwargs)
         if moved:
@@ -175,9 +194,12 @@ class QSightConfigLoader(OmegaConfigLoader):
         if key == "parameters":
             config_per_file = dict(config_per_file)
             for path, config in config_per_file.items():
-                config_per_file[path], moved = _moved_in_file(config)
+                config_per_file[path], moved = _moved_in_file(config, path)
                 if moved:
                     self._tell_once(moved, str(path))
+            # Kedro refused a key set in two files of one environment before the move; a key
+            # written `run.seed` in one file and `seed` in another is the same key: refused too.
+            self._check_duplicates(key, config_per_file)
         return super()._merge_and_resolve(key, config_per_file)
 
     def __getitem__(self, key: str) -> dict[str, Any]:

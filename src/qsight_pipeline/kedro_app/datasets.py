@@ -37,7 +37,6 @@ from qsight_pipeline.files.safe_files import (
 )
 from qsight_pipeline.files.safe_pickle import safe_load
 from qsight_pipeline.files.storage import atomic_torch_save, atomic_write, readable_path, writing
-from qsight_pipeline.reporting.figures import figure_png
 
 
 class MissingArtifactError(ArtifactError, DatasetError):
@@ -361,7 +360,10 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
             handle.write(item.encode("utf-8"))
         elif hasattr(item, "savefig"):  # a matplotlib figure
             if set(self._save_args) <= {"format", "dpi"} and self._save_args["format"] == "png":
-                handle.write(figure_png(item, int(self._save_args.get("dpi", 100))))  # drawn once, reused
+                # lazy: kept out of kedro start-up (matplotlib loads when a figure is saved)
+                from qsight_pipeline.reporting.figures import figure_png  # drawn once, reused
+
+                handle.write(figure_png(item, int(self._save_args.get("dpi", 100))))
             else:
                 item.savefig(handle, **self._save_args)
         else:  # a PIL image

@@ -139,7 +139,7 @@ class WandbHook(_TrackerHook):
 
     def __init__(self) -> None:
         self._settings: dict[str, Any] = {"enabled": False}
-        self._parameters: dict[str, Any] = {}
+        self._parameters: Any = {}
         self._project_path: Path | None = None
         self._reset()
 
@@ -157,8 +157,10 @@ class WandbHook(_TrackerHook):
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        self._parameters = dict(context.params)
-        self._settings = wandb_settings(run_checks.parameters_of(context))  # validated once
+        # The run checks' typed parameters: validated once, and not through context.params,
+        # which would make Kedro validate every block again without the run's pipeline scope.
+        self._parameters = run_checks.parameters_of(context)
+        self._settings = wandb_settings(self._parameters)
         self._project_path = Path(context.project_path)
 
     @hook_impl
@@ -193,7 +195,7 @@ class WandbHook(_TrackerHook):
                 tags=settings["tags"],
                 dir=str(directory),
                 job_type=job_type,
-                config=to_plain(self._parameters),  # typed blocks as the mappings they were
+                config=to_plain(self._parameters),  # every block, defaults filled in
                 reinit="finish_previous",
             )
         except Exception as error:

@@ -272,7 +272,7 @@ class StopSignals:
         name = signal.Signals(number).name
         raise RunInterrupted(
             f"Stopped by {name} {self.where}. Nothing of this run was committed to output_dir; "
-            "the complete files of earlier runs are unchanged. With `checkpoint_dir` set, the "
+            "the complete files of earlier runs are unchanged. With `run.checkpoint_dir` set, the "
             "same command resumes from the last complete epoch."
         )
 

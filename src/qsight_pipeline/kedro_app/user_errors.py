@@ -29,7 +29,7 @@ __all__ = ["ParameterError", "find_user_error", "install", "user_error_types"]
 def user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError]
     try:  # Kedro's own typed-parameter validation (kedro.validation), when a node's check fails
-        # lazy: optional dependency
+        # lazy: a guard, for Kedro releases without kedro.validation
         from kedro.validation.exceptions import ParameterValidationError
 
         types.append(ParameterValidationError)

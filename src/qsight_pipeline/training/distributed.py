@@ -127,7 +127,7 @@ def per_rank_batch_size(batch_size: int, world_size: int) -> int:
     """The configured ``batch_size`` is the global batch; each rank takes an equal share."""
     if batch_size % world_size:
         raise ConfigError(
-            f"batch_size {batch_size} is the global batch and must divide evenly over the "
+            f"run.batch_size {batch_size} is the global batch and must divide evenly over the "
             f"{world_size} workers (distributed.nproc_per_node x distributed.nnodes); use a "
             f"multiple of {world_size}."
         )

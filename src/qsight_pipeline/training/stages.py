@@ -79,7 +79,7 @@ STAGE_KEYS: tuple[str, ...] = (
 UNSUPPORTED_KEYS: dict[str, str] = {
     "grad_accum_steps": (
         "gradient accumulation is not supported; lower the memory need with a smaller "
-        "`batch_size` or a smaller encoder instead"
+        "`run.batch_size` or a smaller encoder instead"
     ),
     "annealing_schedule": (
         "learning-rate annealing is not supported; every stage trains at a constant "

@@ -101,12 +101,10 @@ class TrainerSettings(RunSettings):
         return cls.model_construct(**{**dict(run), **extras})
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], **extras: Any) -> TrainerSettings:
-        """The run-wide keys of ``params``, validated by ``config.RunSettings``; other keys are
-        ignored."""
-
-        given = {name: params[name] for name in RunSettings.model_fields if name in params}
-        return cls.from_run(validate_block(RunSettings, given, ""), **extras)
+    def from_params(cls, run: Mapping[str, Any], **extras: Any) -> TrainerSettings:
+        """The ``run`` block as written (a mapping), validated by ``config.RunSettings``: a bad
+        or unknown key is a ConfigError naming ``run.<key>``."""
+        return cls.from_run(validate_block(RunSettings, run, "run"), **extras)
 
 
 def seed_everything(seed: int) -> None:
