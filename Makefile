@@ -6,7 +6,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export WANDB_MODE := offline
 
-.PHONY: install run test lint viz app clean-data
+.PHONY: install run test lint viz app
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,3 @@ viz: install
 OUTPUT_DIR ?= data/06_models/trained_model
 app: install
 	$(BIN)/python -m qsight_pipeline.app --output-dir $(OUTPUT_DIR)
-
-clean-data:
-	find data -mindepth 2 ! -name .gitkeep ! -path 'data/01_raw/*' -delete
