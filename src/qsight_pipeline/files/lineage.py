@@ -136,7 +136,6 @@ def write_sidecar(path: Path, record: dict[str, Any] | None) -> None:
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
-
     sidecar = readable_path(sidecar_path(path))
     if not sidecar.is_file():
         return None

@@ -188,7 +188,6 @@ def safe_npy_load(path: str | os.PathLike, mmap_mode: str | None = "r") -> Any:
         CorruptArtifactError: the file is empty, truncated, not an ``.npy`` file (random bytes, a
             pickle, an ``.npz`` archive) or holds Python objects (``dtype=object``).
     """
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")

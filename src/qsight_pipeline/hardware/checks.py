@@ -22,7 +22,6 @@ class HardwareUnavailableError(ConfigError):
 
 
 def missing_packages() -> list[str]:
-
     return [package for module, package in REQUIRED if importlib.util.find_spec(module) is None]
 
 

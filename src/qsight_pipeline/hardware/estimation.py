@@ -56,7 +56,6 @@ def make_estimator(mode: Any, shots: int, seed: int | None) -> Any:
     not yet the default; its deprecation warning is silenced here (the pyproject range stops
     before the release that may remove it).
     """
-
     # lazy: optional dependency
     from qiskit_ibm_runtime import EstimatorV2
 
@@ -97,7 +96,6 @@ def device_pubs(circuit: Any, observables: list[Any], values: np.ndarray, scales
 
     :func:`raw_and_calibration` reads the result back in the same order.
     """
-
     pubs = [(devices.fold_two_qubit_gates(circuit, s), [list(observables)], values)
             for s in scales]
     if calibration is not None:

@@ -59,8 +59,6 @@ class HeadOnCache:
         self, cache: dict[str, Any], quantum_head: dict[str, Any], split: str = "test",
         max_images: int | None = None, complete_checkpoint: dict[str, Any] | None = None,
     ) -> None:
-
-
         config = QuantumConfig.from_params(
             {**dict(quantum_head.get("quantum_config") or {}), "executor": "torch", "shots": None}
         )
@@ -94,7 +92,6 @@ class HeadOnCache:
 
     def predict(self, z: np.ndarray) -> np.ndarray:
         """Grade probabilities ``(images, 5)`` of the head from its ``<Z_i>``."""
-
         with torch.no_grad():
             logits = self.head.readout(torch.as_tensor(z, dtype=self.head.readout.weight.dtype))
             return torch.softmax(logits, dim=1).numpy()
@@ -122,8 +119,6 @@ class HeadOnCache:
         scikit-learn's metrics, called directly: the project's ``grading_metrics`` also builds
         confusion matrices, per-grade recalls and AUCs, which cost ~0.2 s per row here.
         """
-
-
         grades = self.predict(z).argmax(axis=1)
         row: dict[str, Any] = {
             "qwk": quadratic_weighted_kappa(self.labels, grades),
@@ -141,7 +136,6 @@ class HeadOnCache:
 
 def ensemble_metrics(labels: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
     """The ensemble's QWK and referable-DR (grade >= 2) sensitivity and specificity."""
-
     truth, referred = labels >= REFERABLE_GRADE, grades >= REFERABLE_GRADE
     return {
         "ensemble_qwk": quadratic_weighted_kappa(labels, grades),

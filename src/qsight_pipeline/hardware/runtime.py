@@ -61,7 +61,6 @@ def service_from_account(ibm: IbmRuntimeParams) -> Any:
 
 def resolve_backend(ibm: IbmRuntimeParams) -> tuple[Any, Any]:
     """``(backend, service)``; the service is ``None`` for a snapshot (local testing mode)."""
-
     if is_snapshot(ibm.backend):
         return devices.load_snapshot(ibm.backend, KEY), None
     service = service_from_account(ibm)
@@ -92,7 +91,6 @@ def _fingerprint(backend_name: str, circuits: list[Any], values: np.ndarray, sho
 
 def build_pubs(data: Any, prepared: Any, scales: list[int], readout: bool) -> tuple[list, np.ndarray]:
     """PUBs on the device's full width: every fold, then the two calibration circuits."""
-
     values = estimation.parameter_values(prepared.isa, data.spec, data.angles, data.weights)
     measured = [prepared.active[j] for j in prepared.measured]
     pubs = estimation.device_pubs(prepared.isa, prepared.observables, values, scales,
@@ -168,7 +166,6 @@ def rows_from_result(
     stats: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Table rows (condition ``hardware``) from a collected job, one per mitigation it allows."""
-
     scales = list(record["scale_factors"])
     readout = "readout" in record["mitigation"]
     raw, calibration = estimation.raw_and_calibration(result, scales, readout)

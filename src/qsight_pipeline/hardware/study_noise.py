@@ -52,13 +52,11 @@ class DeviceScorer:
     """One snapshot: circuits transpiled once per circuit shape; ``<Z_i>`` of a trained head."""
 
     def __init__(self, hardware: StudyHardwareParams) -> None:
-
         self.hardware = hardware
         self.backend = devices.load_snapshot(hardware.device, KEY)
         self._prepared: dict[tuple, Any] = {}
 
     def _prepare(self, spec: Any, shape: tuple) -> tuple[Any, Any]:
-
         if shape not in self._prepared:
             prepared = devices.prepare_circuit(
                 spec, self.backend, self.hardware.device,
@@ -74,8 +72,6 @@ class DeviceScorer:
 
     def expectations(self, head: Any, features: Any, shape: tuple, seed: int) -> tuple:
         """``(<Z_i> per image, prepared circuit)`` for ``head`` on standardised ``features``."""
-
-
         prepared, simulator = self._prepare(head.spec, shape)
         with torch.no_grad():
             angles = head.encode(torch.as_tensor(features, dtype=torch.float64)).numpy()
@@ -100,7 +96,6 @@ class DeviceScorer:
 
 
 def _head_from_state(row: pd.Series, trained: dict[str, Any], n_features: int) -> Any:
-
     shape = (int(row["n_qubits"]), int(row["reps"]), row["entanglement"], row["encoding"])
     config = quantum_config(shape[0], shape[1], shape[2], shape[3], 1.0)
     head = QuantumHead(n_features, config, num_classes=NUM_GRADES, spec=circuit_spec(*shape))
@@ -113,8 +108,6 @@ def score_under_noise(table: pd.DataFrame, results: list[dict[str, Any]], data: 
                       params: QuantumStudyParams) -> pd.DataFrame:
     """``table`` with ``noisy_test_*`` and the transpiled circuit's size on the chosen quantum
     rows of the whole training share (other rows empty)."""
-
-
     table = table.copy()
     for column in NOISY_COLUMNS:
         table[column] = np.nan

@@ -369,7 +369,6 @@ def _fit_gates(train_loader: DataLoader, cache: dict[str, Any]) -> dict[str, Any
     """The gate, as the ensemble pipeline fits it, from the training loader's image cache (no
     resolution bound: the loader does not know the original files); ``save_model`` moves it into
     ``model_info["gates"]``."""
-
     images = getattr(train_loader.dataset, "images", None)
     return to_plain(fit_gates(
         images, None, feature_cache.split_features(cache, "train"),
@@ -405,7 +404,6 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
     and the calibration inference applies) and ``training_summary.json``: ``load_model``, the
     ``predict`` and ``export`` pipelines and the page read the folder like a run's output.
     """
-
     folder = Path(output_dir).expanduser()
     seed = int(((summary.get("config") or {}).get("run") or {}).get("seed", 0))
     model_info = operating_point.model_info_with_operating_point(

@@ -92,7 +92,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float |
 
 def reliability_curve(probs: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
     """Top-label reliability: mean confidence and accuracy per non-empty bin (scikit-learn)."""
-
     probs = np.asarray(probs)
     if len(labels) == 0:
         return {"confidence": [], "accuracy": []}
@@ -136,7 +135,6 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity:
 
     With no referable image in ``labels`` there is nothing to reach: 0.5 is used, with a warning.
     """
-
     referable = np.asarray(labels) >= REFERABLE_GRADE
     if referable.all() or not referable.any():
         logger.warning(
@@ -153,7 +151,6 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_sensitivity:
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
-
     referable = np.asarray(labels) >= REFERABLE_GRADE
     if referable.all() or not referable.any():
         return None

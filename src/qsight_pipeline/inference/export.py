@@ -123,7 +123,6 @@ class _Notes(logging.Handler):
         self.tensors: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-
         match = re.search(r"unsupported type to quantize for tensor '([^']+)'", record.getMessage())
         if match and match.group(1) not in self.tensors:
             self.tensors.append(match.group(1))
@@ -161,7 +160,6 @@ def quantize_int8(
     (:func:`_keep_sensitive_nodes_float`). What was measured is in ``report["check"]``; when no
     mix meets the targets nothing int8 is written.
     """
-
     # lazy: optional dependency
     import onnx
 
@@ -279,14 +277,11 @@ def _quantize_runnable(
 
 def _check_batch(check: Any, preprocessing: dict[str, Any]) -> Any:
     """Up to ``CHECK_IMAGES`` of the check pictures, evenly spread, normalised."""
-
-
     rows = np.unique(np.linspace(0, len(check) - 1, min(len(check), CHECK_IMAGES)).round().astype(int))
     return normalise(np.asarray(check[rows]), preprocessing).numpy()
 
 
 def _probabilities(model_bytes: bytes, batch: Any) -> Any:
-
     session = _session(model_bytes)
     index = OUTPUT_NAMES.index("ensemble_probs")
     return np.concatenate([session.run(None, {INPUT_NAME: batch[i : i + 32]})[index]
@@ -294,7 +289,6 @@ def _probabilities(model_bytes: bytes, batch: Any) -> Any:
 
 
 def _agreement(reference: Any, model_bytes: bytes, batch: Any) -> dict[str, float]:
-
     probs = _probabilities(model_bytes, batch)
     return {"grade_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
             "max_probability_difference": float(np.abs(probs - reference).max())}

@@ -185,7 +185,6 @@ def fit_ood(
     images per feature). Saved as plain lists: ``mean``, ``precision`` (inverse covariance).
     The threshold is a rank of the validation distances (:func:`conformal_threshold`).
     """
-
     train = np.asarray(train_features, dtype=np.float64)
     estimator = LedoitWolf().fit(train)
     ood = {
@@ -228,7 +227,6 @@ def conformal_threshold(
     needs a high rank; where even ``k = n`` cannot promise it, the largest score is used and
     ``guaranteed`` is False. The plain ``pass_rate`` quantile of a small split lets fewer through.
     """
-
     ordered = np.sort(np.asarray(scores, dtype=np.float64))
     count = len(ordered)
     if confidence is None:

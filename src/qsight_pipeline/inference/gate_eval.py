@@ -90,7 +90,6 @@ def non_fundus_pictures(count: int, size: int, seed: int = 0) -> dict[str, np.nd
 
 def gate_results(loaded: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
     """The gate's score, verdicts and reasons for uint8 pictures already at ``image_size``."""
-
     gates = loaded.gates
     scores, passed, reasons = [], [], []
     for start in range(0, len(images), batch_size):
@@ -111,7 +110,6 @@ def gate_results(loaded: Any, images: np.ndarray, batch_size: int = 64) -> dict[
 
 
 def _auroc(clean: np.ndarray, bad: np.ndarray) -> float | None:
-
     if not len(clean) or not len(bad):
         return None
     labels = np.r_[np.zeros(len(clean)), np.ones(len(bad))]

@@ -124,7 +124,6 @@ def loaded_from_checkpoint(
     ``gate_overrides``: ``{"<measure>_min" | "<measure>_max" | "ood_threshold": value}`` replacing
     bounds of the saved gate (``predict.gradability``); None values keep the saved ones.
     """
-
     info = dict(model_info or checkpoint.get("model_info") or {})
     model = load_complete_checkpoint(checkpoint)
     target = resolve_device(device)
@@ -161,7 +160,6 @@ def loaded_from_checkpoint(
 
 
 def _canonical(value: Any) -> str:
-
     return json.dumps(value, sort_keys=True, default=json_default)
 
 

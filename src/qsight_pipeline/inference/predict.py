@@ -303,6 +303,5 @@ def predict_image(loaded: LoadedModel, image: ImageInput, *, heatmap: bool = Fal
 
 def overlay_image(image: ImageInput, heatmap: np.ndarray, size: int | None = None) -> np.ndarray:
     """The photograph letterboxed to ``size`` (default ``max(map size, 256)``) under its heatmap."""
-
     size = size or max(int(heatmap.shape[0]), OVERLAY_MIN_SIZE)
     return overlay(decode(image, size), heatmap)

@@ -176,7 +176,6 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
             return safe_load(path)
 
     def save(self, data: Any) -> None:
-
         atomic_write(
             self._filepath, lambda handle: pickle.dump(data, handle, protocol=self._protocol),
             self._staged,
@@ -339,7 +338,6 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
                 if readable_path(self._path / name).is_file()}
 
     def save(self, data: dict[str, Any]) -> None:
-
         previous = set(self._index())
         written = []
         for name, item in sorted(data.items()):

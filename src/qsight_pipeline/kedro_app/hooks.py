@@ -88,7 +88,6 @@ def wandb_settings(parameters: Any) -> dict[str, Any]:
     Raises:
         ConfigError: naming each bad ``tracking.wandb.*`` key.
     """
-
     raw = ((parameters or {}).get("tracking") or {}).get("wandb") or {}
     return validate_block(WandbParams, raw, "tracking.wandb").model_dump()
 
@@ -414,7 +413,6 @@ class MlflowTrackingHook(_TrackerHook):
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-
         mlflow_runs.end_run("KILLED" if isinstance(error, RunInterrupted) else "FAILED")
 
     def _active_run(self) -> tuple[Any, str] | None:

@@ -73,7 +73,6 @@ class RunLock:
 
     def acquire(self, command: str) -> None:
         """Take the lock, or raise :class:`RunLockedError` naming the run that holds it."""
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         if key in _HELD:
@@ -119,7 +118,6 @@ class RunLock:
 
 
 def _unlock(fd: int) -> None:
-
     try:
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -170,7 +168,6 @@ MLFLOW_STAGING_PREFIX = ".artifact.uploading."
 
 def remove_mlflow_staging_files(artifact_uri: str | None) -> list[Path]:
     """Remove the unfinished uploads in a local MLflow run's artifact folder; returns them."""
-
     parsed = urlparse(artifact_uri or "")
     if parsed.scheme not in ("", "file"):
         return []  # a remote artifact store cleans up after itself
@@ -245,7 +242,6 @@ class StopSignals:
         self.where = "before the first node"
 
     def install(self) -> None:
-
         if threading.current_thread() is not threading.main_thread():
             return  # signals are delivered to the main thread only; Kedro's runner is there
         self._owner = os.getpid()
@@ -255,13 +251,11 @@ class StopSignals:
             self._previous[number] = signal.signal(number, self._handle)
 
     def uninstall(self) -> None:
-
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
 
     def _handle(self, number: int, frame: Any) -> None:
-
         if os.getpid() != self._owner:  # a forked worker: die as the signal says
             signal.signal(number, signal.SIG_DFL)
             os.kill(os.getpid(), number)

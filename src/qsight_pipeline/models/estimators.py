@@ -149,14 +149,12 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
 def circuit_spec(n_qubits: int, reps: int, entanglement: str, encoding: str) -> Any:
     """The head's circuit for one shape, built once per process and shape (building the qiskit
     circuit costs more than a small training step)."""
-
     return build_circuit(quantum_config(n_qubits, reps, entanglement, encoding, 1.0))
 
 
 def quantum_config(n_qubits: int, reps: int, entanglement: str, encoding: str,
                    angle_scale: float, torch_dtype: str = "float64") -> Any:
     """The ``QuantumConfig`` of a study head: the exact torch executor, no shots."""
-
     return QuantumConfig(
         n_qubits=n_qubits, reps=reps, entanglement=entanglement, encoding=encoding,
         angle_scale=angle_scale, executor="torch", torch_dtype=torch_dtype,
@@ -204,7 +202,6 @@ class QuantumHeadClassifier(TorchHeadClassifier):
         self.random_state = random_state
 
     def _build_module(self, n_features: int, n_classes: int) -> nn.Module:
-
         config = quantum_config(
             self.n_qubits, self.reps, self.entanglement, self.encoding, self.angle_scale,
             self.torch_dtype,

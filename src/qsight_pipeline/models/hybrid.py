@@ -73,7 +73,6 @@ class ModelConfig:
         Raises:
             ConfigError: naming every bad ``model.*`` or ``quantum.*`` key.
         """
-
         model = validate_block(ModelParams, model_params, "model")
         quantum = (
             QuantumConfig.from_params(quantum_params).to_dict()

@@ -493,7 +493,6 @@ def _interval_text(interval: dict[str, Any]) -> str:
 def study_section_html(summary: dict[str, Any]) -> str:
     """The quantum study's section: its one-sentence verdict, each contender's best setting
     (chosen on validation) with its test QWK interval, and the figure."""
-
     best = best_by_validation(summary.get("settings") or [])
     rows = "".join(
         f"<tr><td>{_esc(e['label'])}</td><td>{_esc(e['hyperparameter'])} = "
@@ -564,7 +563,6 @@ HARDWARE_START, HARDWARE_END = "<!-- quantum-hardware:start -->", "<!-- quantum-
 def hardware_section_html(summary: dict[str, Any]) -> str:
     """The quantum_hardware section: its headline, one row per condition (means over seeds) and
     the QWK-against-shots figure."""
-
     exact = summary.get("exact") or {}
 
     def mean(entry: dict[str, Any], key: str) -> Any:

@@ -51,7 +51,6 @@ def _recipe(trial: Trial, params: QuantumStudyParams) -> dict[str, Any]:
 
 @register_contender("quantum")
 def _quantum(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
-
     return QuantumHeadClassifier(n_qubits=trial.n_qubits, reps=trial.reps,
                                  encoding=trial.encoding, entanglement=trial.entanglement,
                                  **_recipe(trial, params))
@@ -64,14 +63,12 @@ def _frozen(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> B
 
 @register_contender("classical_twin")
 def _twin(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
-
     return ClassicalTwinClassifier(n_qubits=trial.n_qubits, reps=trial.reps,
                                    **_recipe(trial, params))
 
 
 @register_contender("head_b")
 def _head_b(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
-
     return HeadBClassifier(hidden_dim=head.get("head_hidden_dim", 128),
                            dropout=head.get("dropout", 0.1), **_recipe(trial, params))
 

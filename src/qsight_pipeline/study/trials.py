@@ -112,8 +112,6 @@ def run_unit(trials: list[Trial], data: StudyData, params: QuantumStudyParams) -
     Several trials of a torch head are trained as one vectorised run (``fit_together``): the
     same seeds, data and recipe as one by one, at a fraction of the per-step overhead.
     """
-
-
     # One thread per worker: the parallelism is across trials, never inside one.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

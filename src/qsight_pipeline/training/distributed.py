@@ -150,7 +150,6 @@ def launch(plan: WorkerPlan, worker: Callable[..., Any], *args: Any) -> Any:
     other than 0 the result is ``None``. A failed worker ends the launch at once (the launcher
     stops the others) with :class:`DistributedWorkerError` naming the rank.
     """
-
     single_machine = plan.nnodes == 1
     endpoint = f"127.0.0.1:{_free_port()}" if single_machine else plan.rdzv_endpoint
     rdzv_configs: dict[str, Any] = {"join_timeout": plan.timeout_s}
@@ -192,7 +191,6 @@ def _run_recorded(failures: str, worker: Callable[..., Any], plan: WorkerPlan, *
     The launcher stops the other workers as soon as it sees one exit, and that one may be a rank
     that only lost its connection to the failing one; the file names the cause.
     """
-
     try:
         return record(worker)(plan, *args)
     except Exception as error:
@@ -322,7 +320,6 @@ def close_worker() -> None:
 
 def wrap_model(model: nn.Module, rank: RankInfo) -> nn.Module:
     """DDP over the parameters that currently require gradients (so: once per stage)."""
-
     device_ids = [rank.device.index] if rank.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
 

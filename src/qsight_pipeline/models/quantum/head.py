@@ -135,14 +135,12 @@ class QuantumHead(nn.Module):
 
 
 def _torch_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
-
     return TorchStatevectorExecutor(
         spec, shots=config.shots, seed=config.seed, dtype=config.torch_dtype
     )
 
 
 def _qiskit_executor(spec: QuantumCircuitSpec, config: QuantumConfig) -> Any:
-
     return QiskitExecutor(spec, shots=config.shots, seed=config.seed)
 
 

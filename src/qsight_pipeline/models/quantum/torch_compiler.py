@@ -137,7 +137,6 @@ class _Variables:
         self.pseudo: list[Any] = []  # non-polynomial expressions, in pseudo-variable order
 
     def form(self, expr: Any) -> _LinearForm:
-
         expr = sympy.expand(expr)
         symbols = sorted(expr.free_symbols, key=lambda s: self.symbols[s])
         if not symbols:
@@ -252,7 +251,6 @@ _SYMPY_FUNCTIONS = {
 
 def _sympy_to_torch(expr: Any, variables: torch.Tensor, symbols: dict[Any, int]) -> Any:
     """Evaluate a sympy expression with torch ops; symbols index columns of ``variables``."""
-
     if expr.is_Symbol:
         return variables[:, symbols[expr]]
     if expr.is_Number or expr in (sympy.pi, sympy.E):

@@ -78,7 +78,6 @@ def fit_gate(
     ``manifest`` (None when gone), the Mahalanobis model from the feature cache's training
     features with its threshold on validation. See :func:`qsight_pipeline.inference.gate.fit_gates`.
     """
-
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.inference.gate import fit_gates, original_sizes

@@ -58,7 +58,6 @@ def predict_grades(
         ``prediction_heatmaps``: ``{relative path without suffix: overlay PIL image}`` when
         ``predict.heatmaps`` is true, else empty.
     """
-
     # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
     from qsight_pipeline.inference.predict import overlay_image, predict_images

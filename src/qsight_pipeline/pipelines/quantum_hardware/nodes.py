@@ -71,7 +71,6 @@ def evaluate_quantum_hardware(
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The tidy table (one row per condition x seed), a context for the summary (kept in
     memory) and the transpiled circuit drawn per device."""
-
     # lazy: kept out of kedro start-up
     from qsight_pipeline.hardware import evaluate, runtime, summary
 
