@@ -108,10 +108,11 @@ def with_test_report(
         test: the trainer's evaluation of the test split (``labels`` and every head's logits).
         temperatures, threshold: the fitted operating point (chosen on validation only).
     """
+    calibrated = cal.calibrate_split(test, temperatures)
     updated = {**report, "quality": {**report.get("quality", {})}}
-    updated["quality"]["test"] = _quality(test, cal.calibrate_split(test, temperatures))
+    updated["quality"]["test"] = _quality(test, calibrated)
     if len(test["labels"]):
-        scores = cal.referable_probability(cal.calibrate_split(test, temperatures)[ENSEMBLE])
+        scores = cal.referable_probability(calibrated[ENSEMBLE])
         updated["test_operating_point"] = cal.sensitivity_specificity(scores, test["labels"], threshold)
         updated["test_roc"] = cal.roc_points(scores, test["labels"])
     return updated
@@ -130,7 +131,6 @@ def model_info_with_operating_point(
 ) -> dict[str, Any]:
     """``model_info`` plus what inference repeats: the ``preprocessing`` and, when fitted, the
     ``calibration`` (temperatures, referral and review thresholds) that ``load_model`` reads."""
-
     info = {**model_info, "preprocessing": preprocessing_metadata(image_size)}
     if calibration:
         info["calibration"] = {key: calibration[key] for key in SAVED_KEYS}

@@ -13,10 +13,10 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from qsight_pipeline.config import ParamsBlock, QSightParameters, validate_parameters
+from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
 from qsight_pipeline.kedro_app import preflight, user_errors
-from qsight_pipeline.kedro_app.run_hooks import abandon_run
+from qsight_pipeline.kedro_app.run_hooks import abandon_run, run_block
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
         typed = validate_parameters(parameters)
     except ConfigError as error:
         problems.append(str(error))
-    run = parameters.get("run")  # a typed block once Kedro has validated it for a run's nodes
-    run = run.model_dump() if isinstance(run, ParamsBlock) else run if isinstance(run, dict) else {}
+    run = run_block(parameters)
     try:
         resolve_schedule(run.get("stages"), run.get("stages_config"))
     except ScheduleError as error:

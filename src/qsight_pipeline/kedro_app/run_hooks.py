@@ -45,19 +45,23 @@ _SIGNALS = StopSignals()
 def abandon_run() -> None:
     """Undo what the guard hooks did for a run refused before its first node: the staged outputs
     are dropped, the signal handlers restored and the locks released."""
-
     storage.end(commit=False)
     _SIGNALS.uninstall()
     release_all_locks()
 
 
-def _run_block(catalog: Any) -> dict[str, Any]:
-    """The ``run`` block as written (the locks are taken before the run checks validate it)."""
-    parameters = catalog.load("parameters") if "parameters" in catalog else {}
+def run_block(parameters: Any) -> dict[str, Any]:
+    """The ``run`` block of ``parameters`` as a dict, whether Kedro has typed it for this run's
+    nodes or not; ``{}`` when it is missing or malformed (the run checks report that)."""
     run = parameters.get("run")
-    if isinstance(run, ParamsBlock):  # Kedro has typed it for this run's nodes
+    if isinstance(run, ParamsBlock):
         return run.model_dump()
     return run if isinstance(run, dict) else {}
+
+
+def _run_block(catalog: Any) -> dict[str, Any]:
+    """The ``run`` block as written (the locks are taken before the run checks validate it)."""
+    return run_block(catalog.load("parameters") if "parameters" in catalog else {})
 
 
 def _folder(project: Path, run: dict[str, Any], key: str) -> Path | None:
@@ -138,7 +142,6 @@ class LeftoverCleanupHook(_ProjectHook):
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-
         output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         # Stale MLflow runs are closed by the MLflow hook once it has opened this run's.
         storage.recover([self._project / "data", output_dir, checkpoint_dir,
@@ -175,7 +178,6 @@ class OutputTransactionHook(_ProjectHook):
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-
         output_dir, checkpoint_dir = _run_folders(self._project, _run_block(catalog))
         storage.begin(
             [output_dir, self._project / "data" / "07_model_output",
@@ -185,7 +187,6 @@ class OutputTransactionHook(_ProjectHook):
 
     @hook_impl
     def after_pipeline_run(self) -> None:
-
         try:
             committed = storage.end(commit=True)
         except BaseException:  # e.g. a full disk: Kedro calls no later hook, so clean up here
@@ -196,7 +197,6 @@ class OutputTransactionHook(_ProjectHook):
 
     @hook_impl
     def on_pipeline_error(self, error: Exception) -> None:
-
         discarded = storage.end(commit=False)
         if discarded:
             logger.warning(
