@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files import lineage
 from qsight_pipeline.files.safe_pickle import safe_load, safe_loads
 from qsight_pipeline.kedro_app.datasets import NpyDataset, SafePickleDataset
-from qsight_pipeline.kedro_app.run_guard import RunLock, RunLockedError
+from qsight_pipeline.kedro_app.run_guard import LOCK_NAME, LockPathError, RunLock, RunLockedError
 
 
 class Shell:
@@ -109,7 +110,9 @@ def test_image_cache_lineage_travels_in_a_sidecar_and_keeps_memory_mapping(tmp_p
     assert lineage.check_image_caches(manifest(), {"train": loaded}) == "ing-a"
     # An untagged save must not leave the old sidecar vouching for new pixels.
     NpyDataset(str(path)).save(np.ones((2, 4, 4, 3), np.uint8))
-    assert not (tmp_path / "image_cache_train.lineage.json").exists()
+    assert lineage.of(NpyDataset(str(path)).load()) is None  # no record, not the old one
+    with pytest.raises(lineage.LineageError):
+        lineage.check_image_caches(manifest(), {"train": NpyDataset(str(path)).load()})
 
 
 def test_a_cache_from_another_ingestion_is_refused_naming_both_files():
@@ -119,7 +122,7 @@ def test_a_cache_from_another_ingestion_is_refused_naming_both_files():
     message = str(info.value)
     assert "data/03_primary/manifest.csv" in message and "image_cache_val.npy" in message
     assert "ing-new" in message and "ing-old" in message
-    assert "`kedro run --pipeline ingestion`" in message
+    assert "`kedro run --pipelines ingestion`" in message
 
 
 def test_a_classical_model_retrained_after_the_feature_export_is_refused():
@@ -151,7 +154,7 @@ def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holder_is_stale(t
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from qsight_pipeline.kedro_app.run_guard import RunLock; "
-         f"RunLock({str(tmp_path)!r}).acquire('kedro run --pipeline classical'); "
+         f"RunLock({str(tmp_path)!r}).acquire('kedro run --pipelines classical'); "
          "print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
@@ -160,7 +163,7 @@ def test_a_second_lock_is_refused_naming_the_holder_and_a_dead_holder_is_stale(t
         with pytest.raises(RunLockedError) as info:
             RunLock(tmp_path).acquire("kedro run")
         assert f"pid {holder.pid}" in str(info.value)
-        assert "kedro run --pipeline classical" in str(info.value)
+        assert "kedro run --pipelines classical" in str(info.value)
     finally:
         holder.kill()
         holder.wait()
@@ -190,10 +193,66 @@ def test_a_lock_file_naming_a_dead_process_is_taken_over(tmp_path):
     try:
         assert orphan.stdout.readline().strip() == "locked"
         lock = RunLock(tmp_path)
-        lock.acquire("kedro run --pipeline quantum")
+        lock.acquire("kedro run --pipelines quantum")
         holder = json.loads((tmp_path / ".qsight_run.lock").read_text())
-        assert holder["pid"] == os.getpid() and holder["command"] == "kedro run --pipeline quantum"
+        assert holder["pid"] == os.getpid() and holder["command"] == "kedro run --pipelines quantum"
         lock.release()
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def _user_file(folder: Path, target: Path) -> Path:
+    """A user's file at the lock's path."""
+    path = folder / LOCK_NAME
+    path.write_text("my notes")
+    return target
+
+
+def _symlink(folder: Path, target: Path) -> Path:
+    """A link at the lock's path to a user's file elsewhere."""
+    (folder / LOCK_NAME).symlink_to(target)
+    return target
+
+
+def _hard_link(folder: Path, target: Path) -> Path:
+    """A second name of a user's file, at the lock's path."""
+    os.link(target, folder / LOCK_NAME)
+    return target
+
+
+@pytest.mark.parametrize("plant", [_user_file, _symlink, _hard_link])
+@pytest.mark.parametrize("where", ["data", "output_dir", "checkpoint_dir"])
+def test_a_lock_path_taken_by_something_else_is_refused_untouched(tmp_path, plant, where):
+    folder = tmp_path / where
+    folder.mkdir()
+    users = tmp_path / "users_file.txt"
+    users.write_text("data")
+    planted = plant(folder, users)
+    before = planted.read_bytes()
+    with pytest.raises(LockPathError) as info:
+        RunLock(folder).acquire("kedro run")
+    message = str(info.value)
+    assert str(folder / LOCK_NAME) in message and "not a QSight run lock" in message
+    assert "\n" not in message
+    assert planted.read_bytes() == before  # neither emptied nor written to
+    assert (folder / LOCK_NAME).is_symlink() == (plant is _symlink)
+
+
+def test_a_folder_at_the_lock_path_is_refused(tmp_path):
+    (tmp_path / LOCK_NAME).mkdir()
+    with pytest.raises(LockPathError, match="is a folder"):
+        RunLock(tmp_path).acquire("kedro run")
+
+
+def test_an_empty_released_lock_of_an_older_release_is_reused(tmp_path):
+    (tmp_path / LOCK_NAME).write_text("")  # what a released lock looked like before
+    lock = RunLock(tmp_path)
+    lock.acquire("kedro run")
+    try:
+        assert lock.holder()["pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # released: nothing left in it
+    lock.acquire("kedro run")  # and taken again
+    lock.release()

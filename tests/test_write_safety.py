@@ -311,15 +311,82 @@ def test_a_figure_folder_removes_only_the_figures_it_wrote(tmp_path):
     mine[-1].write_text("mine")
     dataset = FileSetDataset(str(folder), filename_suffix=".png")
     image = Image.new("RGB", (4, 4), "red")
-    dataset.save({"a": image, "b": image, "sub/c": image})
-    assert sorted(dataset.load()) == ["a.png", "b.png", "sub/c.png"]
-    dataset.save({"a": image})  # b and sub/c were ours and are gone; the user's files stay
+    dataset.save({"a": image, "b": image, "c": image})
+    assert sorted(dataset.load()) == ["a.png", "b.png", "c.png"]
+    dataset.save({"a": image})  # b and c were ours and are gone; the user's files stay
     assert sorted(dataset.load()) == ["a.png"]
-    assert not (folder / "b.png").exists() and not (folder / "sub" / "c.png").exists()
+    assert not (folder / "b.png").exists() and not (folder / "c.png").exists()
     assert all(path.read_text() == "mine" for path in mine)
     assert Image.open(folder / "a.png").size == (4, 4)
-    with pytest.raises(Exception, match="refusing to write"):
-        dataset.save({"../escape": image})
+    for name in ("../escape", "sub/c", "/abs/c"):  # a file of the folder has a plain name
+        with pytest.raises(Exception, match="refusing to write"):
+            dataset.save({name: image})
+    assert not (tmp_path / "escape.png").exists()
+
+
+def _plant_index(folder: Path, victims: dict[str, Path]) -> None:
+    """A forged index that lists ``victims`` by the names given, with their true hashes."""
+    files = {name: storage.file_sha256(path) for name, path in victims.items()}
+    (folder / ".qsight-files.json").write_text(json.dumps({"format": 2, "files": files}))
+
+
+def test_a_forged_or_stale_index_deletes_nothing_it_cannot_prove(tmp_path):
+    from PIL import Image
+
+    from qsight_pipeline.kedro_app.datasets import FileSetDataset
+
+    folder, outside = tmp_path / "figures", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("v")
+    edited = folder / "edited.png"
+    dataset = FileSetDataset(str(folder), filename_suffix=".png")
+    image = Image.new("RGB", (4, 4), "red")
+    dataset.save({"edited": image, "kept": image})
+    edited.write_bytes(b"the user's own version now")  # written by us once, changed since
+    index = json.loads((folder / ".qsight-files.json").read_text())
+    index["files"].update({str(victim): storage.file_sha256(victim),
+                           "../elsewhere/victim.txt": storage.file_sha256(victim)})
+    (folder / ".qsight-files.json").write_text(json.dumps(index))
+    dataset.save({"new": image})
+    assert victim.read_text() == "v"  # absolute and `..` entries are not names of the folder
+    assert edited.read_bytes() == b"the user's own version now"  # its hash no longer matches
+    assert not (folder / "kept.png").exists()  # ours, unchanged since: removed
+    # An index of an older release (names without hashes) proves nothing: nothing is removed.
+    (folder / "old.png").write_text("mine")
+    (folder / ".qsight-files.json").write_text(json.dumps({"files": ["old.png", "new.png"]}))
+    dataset.save({"other": image})
+    assert (folder / "old.png").read_text() == "mine" and (folder / "new.png").is_file()
+    # A name whose file became a link is not followed, even with the target's hash.
+    (folder / "link.png").symlink_to(victim)
+    _plant_index(folder, {"link.png": victim})
+    dataset.save({"other": image})
+    assert victim.read_text() == "v" and (folder / "link.png").is_symlink()
+
+
+def test_the_killed_run_clean_up_needs_the_file_it_created(tmp_path):
+    """A journal that names a file QSight did not create (a forged or stale entry, or the file
+    replaced after the kill) removes nothing, even when the name is QSight's temporary name."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    journals = storage.state_dir() / "journal"
+    journals.mkdir(parents=True, exist_ok=True)
+    planted = folder / ".model.qsight-0123abcd.tmp.pth"
+    planted.write_text("mine")
+    created = folder / "the file the dead run created"  # still there: its inode is taken
+    created.write_text("first")
+    first_id = [os.lstat(created).st_dev, os.lstat(created).st_ino]
+    replaced = folder / ".x.qsight-89abcdef.tmp.pth"
+    replaced.write_text("a user's file put at that name later")
+    records = [{"op": "open", "pid": 2**22 + 11, "host": __import__("socket").gethostname()},
+               {"op": "tmp", "path": str(planted)},
+               {"op": "tmp", "path": str(replaced)},
+               {"op": "made", "path": str(replaced), "id": first_id}]
+    (journals / "forged.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert storage.recover([folder]).removed == []
+    assert planted.read_text() == "mine"
+    assert replaced.read_text() == "a user's file put at that name later"
 
 
 def test_a_failed_run_keeps_the_previous_figures(tmp_path):

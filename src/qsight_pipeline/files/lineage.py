@@ -121,15 +121,22 @@ def of(array: Any) -> dict[str, Any] | None:
     return getattr(array, LINEAGE_KEY, None)
 
 
+# What a sidecar holds between a save's removal of the old record and its writing of the new one.
+SUPERSEDED = b'{"lineage": null}\n'
+
+
 def sidecar_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.lineage.json")
 
 
 def write_sidecar(path: Path, record: dict[str, Any] | None) -> None:
-    """Write (atomically) or, for an untagged array, remove the sidecar of ``path``."""
+    """Write the sidecar of ``path`` (atomically); for an untagged array, mark it as no record."""
     sidecar = sidecar_path(path)
     if record is None:
-        sidecar.unlink(missing_ok=True)
+        # Not removed: the old record is replaced by one that says there is none, so that a
+        # write never deletes a file (storage.remove_proven is the only way the project does).
+        if sidecar.exists() or sidecar.is_symlink():
+            atomic_write(sidecar, lambda handle: handle.write(SUPERSEDED))
         return
 
     atomic_write(sidecar, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
@@ -143,6 +150,8 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"ingestion_id": "unreadable"}
+    if record == json.loads(SUPERSEDED):
+        return None
     return record if isinstance(record, dict) else {"ingestion_id": "unreadable"}
 
 
@@ -160,7 +169,7 @@ def manifest_ingestion_id(manifest: Any) -> str:
     if len(ids) != 1:
         raise LineageError(
             f"{MANIFEST_FILE} mixes rows of {len(ids)} ingestions ({', '.join(ids[:3])}). "
-            "Rebuild it with `kedro run --pipeline ingestion`."
+            "Rebuild it with `kedro run --pipelines ingestion`."
         )
     return ids[0]
 
@@ -183,7 +192,7 @@ def check_image_caches(manifest: Any, caches: Mapping[str, np.ndarray]) -> str:
             raise _mismatch(
                 MANIFEST_FILE, f"data/05_model_input/image_cache_{split}.npy "
                 f"(its id is in image_cache_{split}.lineage.json)",
-                (expected, found or "no lineage record"), "`kedro run --pipeline ingestion`",
+                (expected, found or "no lineage record"), "`kedro run --pipelines ingestion`",
             )
     return expected
 

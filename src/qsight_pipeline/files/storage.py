@@ -7,9 +7,12 @@ project, the epoch checkpoints, the API's ``save_model``):
   and renamed into place, so it is either the old version or the complete new one.
 - **Journaled.** Before a temporary file is created, its absolute path is appended to this
   process's journal (``$QSIGHT_STATE_DIR/journal``, by default ``~/.local/state/qsight``); when
-  it is renamed or removed, that is appended too. A process killed in between leaves a journal
-  that names exactly the temporary files it left, and :func:`recover` removes those and nothing
-  else: a file QSight did not list is never deleted, whatever its name.
+  it is renamed or removed, that is appended too; as soon as the file exists, its identity
+  (device and inode, from the exclusive create) is appended as well. A process killed in between
+  leaves a journal that names exactly the temporary files it left, and :func:`recover` removes
+  those and nothing else: a file QSight did not list, or one that is no longer the very file the
+  journal recorded (replaced, a link), is never deleted, whatever its name. (The proof is the
+  file's identity, not a content hash, because a killed write has no finished content to hash.)
 - **Committed together.** Inside :func:`transaction`, the writes under the transaction's folders
   are *staged*: they stay under their temporary names (readers of the same run find them through
   :func:`readable_path`) until :meth:`Transaction.commit` renames them all into place. A run that
@@ -28,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +39,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -119,10 +124,29 @@ _JOURNAL = _Journal()
 atexit.register(_JOURNAL.close)
 
 
+def _identity(stat_result: os.stat_result) -> list[int]:
+    return [stat_result.st_dev, stat_result.st_ino]
+
+
+def _record_made(tmp: Path, stat_result: os.stat_result | None = None) -> None:
+    """Record the identity (device, inode) of a temporary file this process created: the proof
+    :func:`recover` asks for before it removes or renames that file after a kill."""
+    try:
+        stat_result = stat_result or os.lstat(tmp)
+    except OSError:
+        return
+    if stat.S_ISREG(stat_result.st_mode):
+        _JOURNAL.record("made", path=str(Path(tmp).resolve()), id=_identity(stat_result))
+
+
 def journal_directory(path: str | os.PathLike) -> None:
     """Record a folder another library creates for this run (wandb's run folder), so that a
     killed run's folder is removed by :func:`recover`; :func:`end_directory` when it is complete."""
     _JOURNAL.record("dir", path=str(Path(path).resolve()))
+    with contextlib.suppress(OSError):
+        found = os.lstat(path)
+        if stat.S_ISDIR(found.st_mode):
+            _JOURNAL.record("made", path=str(Path(path).resolve()), id=_identity(found))
 
 
 def end_directory(path: str | os.PathLike) -> None:
@@ -262,6 +286,7 @@ def writing(path: str | os.PathLike, staged: bool = True) -> Iterator[Path]:
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"the writer of {target} did not create {tmp}")
+        _record_made(tmp)
         _place(tmp, target.resolve(), staged)
     except BaseException as error:
         _remove_temp(tmp)
@@ -290,7 +315,8 @@ def atomic_write(
     place (see :func:`writing`)."""
     with writing(path, staged) as tmp:
         # O_EXCL: never write through a file (or link) that someone else put at that name.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        _record_made(tmp, os.fstat(fd))  # before any byte: a kill mid-write is provably ours
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -304,6 +330,52 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, staged: bool = True) ->
     import torch
 
     return atomic_write(path, lambda handle: torch.save(obj, handle), staged)
+
+
+# --------------------------------------------------------------------------- proven removal
+
+
+def is_plain_name(name: Any) -> bool:
+    """Whether ``name`` names a file directly inside a folder: no separator, not ``.``/``..``."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in ("/", "\\", "\0")))
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a regular file at ``path`` (not followed if it is a link), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_proven(folder: Path, recorded: dict[str, str | None]) -> list[Path]:
+    """Remove each ``folder/<name>`` whose content still has the SHA-256 recorded when the
+    project wrote it; every other entry (not a plain name, no hash, changed, replaced by a link
+    or a folder) is left alone and logged. Returns the removed files."""
+    removed, kept = [], []
+    for name, digest in sorted(recorded.items()):
+        path = Path(folder) / name
+        if not is_plain_name(name) or not path.exists() and not path.is_symlink():
+            continue
+        if digest is not None and file_sha256(path) == digest:
+            path.unlink()
+            removed.append(path)
+        else:
+            kept.append(name)
+    if kept:
+        logger.warning(
+            "Left %d file(s) in %s that an earlier save listed but that cannot be proven to be "
+            "the files the project wrote (changed since, or no hash recorded): %s",
+            len(kept), folder, ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+    return removed
 
 
 # --------------------------------------------------------------------------- full disks
@@ -428,11 +500,14 @@ def _recover_journal(
     records: list[dict[str, Any]], scope: tuple[Path, ...], report: Recovery
 ) -> list[dict[str, Any]]:
     pending: dict[str, dict[str, Any]] = {}
+    made: dict[str, list[int]] = {}
     commit: list[list[str]] | None = None
     for record in records:
         op, path = record.get("op"), record.get("path")
         if op in ("tmp", "dir") and isinstance(path, str):
             pending[path] = record
+        elif op == "made" and isinstance(path, str) and isinstance(record.get("id"), list):
+            made[path] = record["id"]
         elif op == "end" and isinstance(path, str):
             pending.pop(path, None)
         elif op == "commit":
@@ -441,7 +516,7 @@ def _recover_journal(
             commit = None
     leftover: list[dict[str, Any]] = []
     for tmp, target in commit or []:
-        if tmp in pending and _inside(Path(target), scope) and _is_our_temp(Path(tmp)):
+        if tmp in pending and _inside(Path(target), scope) and _is_our_temp(Path(tmp), made):
             os.replace(tmp, target)
             pending.pop(tmp)
             report.rolled_forward.append(Path(target))
@@ -450,19 +525,31 @@ def _recover_journal(
         if not _inside(candidate, scope):
             if candidate.exists():
                 leftover.append(record)
+                if path in made:
+                    leftover.append({"op": "made", "path": path, "id": made[path]})
             continue
-        if record["op"] == "tmp" and _is_our_temp(candidate):
+        if record["op"] == "tmp" and _is_our_temp(candidate, made):
             candidate.unlink()
             report.removed.append(candidate)
         elif record["op"] == "dir" and candidate.is_dir() and not candidate.is_symlink() \
-                and WANDB_RUN_DIR.match(candidate.name):
+                and WANDB_RUN_DIR.match(candidate.name) \
+                and made.get(path) == _identity(os.lstat(candidate)):
             shutil.rmtree(candidate)
             report.removed.append(candidate)
     return leftover
 
 
-def _is_our_temp(path: Path) -> bool:
-    return bool(TEMP_NAME.match(path.name)) and path.is_file() and not path.is_symlink()
+def _is_our_temp(path: Path, made: dict[str, list[int]]) -> bool:
+    """A temporary file the dead process provably created: its name is QSight's temporary name
+    and it is still the very file (device, inode) the journal recorded at its creation. A file
+    put at that name later, or a link, is not."""
+    if not TEMP_NAME.match(path.name):
+        return False
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and made.get(str(path)) == _identity(found)
 
 
 def _rewrite_journal(journal: Path, head: dict[str, Any], leftover: list[dict[str, Any]]) -> None:

@@ -3,6 +3,8 @@
 - :class:`NpyDataset`: a NumPy array in ``.npy`` format, memory-mapped on load so that training
   reads the decode-once image cache without holding it all in memory.
 - :class:`TorchDataset`: any object ``torch.save`` can write (checkpoints, state dicts).
+- :class:`CheckpointDataset`: ``complete_checkpoint.pth``, refusing readable copies beside it
+  (``model_info.json`` ...) that differ from what it holds, as ``load_model`` does.
 - :class:`SafePickleDataset`: a pickle of plain data (the feature cache), loaded with a restricted
   unpickler that refuses anything that could run code (``qsight_pipeline.files.safe_pickle``).
 - :class:`FileSetDataset`: a folder of figures or images written from a dict, that removes
@@ -18,7 +20,10 @@ run`` that rebuilds it (``qsight_pipeline.files.safe_files``).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +41,16 @@ from qsight_pipeline.files.safe_files import (
     safe_torch_load,
 )
 from qsight_pipeline.files.safe_pickle import safe_load
-from qsight_pipeline.files.storage import atomic_torch_save, atomic_write, readable_path, writing
+from qsight_pipeline.files.storage import (
+    atomic_torch_save,
+    atomic_write,
+    is_plain_name,
+    readable_path,
+    remove_proven,
+    writing,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class MissingArtifactError(ArtifactError, DatasetError):
@@ -81,7 +95,7 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
         if not path.is_file():
             raise MissingArtifactError(
                 f"Array file {path} does not exist. Run the pipeline that writes it first "
-                "(for the image cache: `kedro run --pipeline ingestion`)."
+                "(for the image cache: `kedro run --pipelines ingestion`)."
             )
         with _one_line_errors():
             array = safe_npy_load(path, mmap_mode=self._mmap_mode)
@@ -151,6 +165,23 @@ class TorchDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "required_keys": list(self._required_keys)}
+
+
+class CheckpointDataset(TorchDataset):
+    """``complete_checkpoint.pth``: a :class:`TorchDataset` that also refuses, as ``load_model``
+    does, a ``model_info.json``, ``training_summary.json`` or ``calibration.json`` beside it that
+    differs from the copy the checkpoint holds (edited, or from another run): one line naming
+    the file (``inference.loading.check_saved_copies``). The checkpoint is what grades.
+    """
+
+    def load(self) -> Any:
+        checkpoint = super().load()
+        # lazy: torch and the model code load only when a checkpoint is read
+        from qsight_pipeline.inference.loading import check_saved_copies
+
+        with _one_line_errors():
+            check_saved_copies(checkpoint, Path(self._filepath))
+        return checkpoint
 
 
 class SafePickleDataset(AbstractDataset[Any, Any]):
@@ -304,13 +335,18 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
     Replaces kedro-datasets' ``overwrite: true`` folders (figures, heatmaps), which delete the
     whole folder before saving. Here every file is written atomically (and staged with the run's
     other outputs), and the folder keeps an index of what this dataset wrote
-    (``.qsight-files.json``); files of the previous save that are not in the new one are removed
-    once the run commits, and only those: anything else in the folder is left alone.
+    (``.qsight-files.json``: each file's plain name and the SHA-256 of the bytes written). Once
+    the run commits, a file of the previous save that the new one did not write is removed only
+    when the index names it as a plain file of this folder (no separator, no ``..``, no absolute
+    path) and its content still has the recorded hash; anything else the index lists (a forged
+    or stale entry, a file the user has since changed or replaced, an index of an older version
+    without hashes) is left alone and logged. Files the index does not list are never touched.
 
     Loading returns ``{name: path}`` of the files the index lists.
     """
 
     INDEX = ".qsight-files.json"
+    INDEX_FORMAT = 2
 
     def __init__(self, path: str, filename_suffix: str = "", save_args: dict | None = None,
                  metadata: dict | None = None):
@@ -319,53 +355,72 @@ class FileSetDataset(AbstractDataset[dict[str, Any], dict[str, Path]]):
         self._save_args = {"format": "png", **(save_args or {})}
         self.metadata = metadata
 
-    def _index(self) -> list[str]:
+    def _index(self) -> dict[str, str | None]:
+        """``{name: sha256 or None}`` of the index's plain-name entries (None: no hash known)."""
         index = readable_path(self._path / self.INDEX)
         try:
-            names = json.loads(index.read_text(encoding="utf-8")).get("files", [])
+            files = json.loads(index.read_text(encoding="utf-8")).get("files", {})
         except (OSError, ValueError, AttributeError):
-            return []
-        return [n for n in names if isinstance(n, str)]
+            return {}
+        if isinstance(files, list):  # written before hashes were recorded: nothing to prove with
+            files = dict.fromkeys(files)
+        if not isinstance(files, dict):
+            return {}
+        entries: dict[str, str | None] = {}
+        for name, digest in files.items():
+            if not is_plain_name(name):
+                logger.warning("%s lists %r, which is not a plain file name of that folder; "
+                               "ignored (nothing outside the folder is ever touched)",
+                               self._path / self.INDEX, name)
+                continue
+            entries[name] = digest if isinstance(digest, str) else None
+        return entries
 
     def _target(self, name: str) -> Path:
-        relative = PurePosixPath(f"{name}{self._suffix}")
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise DatasetError(f"{self._path}: refusing to write the file name {name!r}")
-        return self._path / relative
+        file_name = f"{name}{self._suffix}"
+        if not is_plain_name(file_name) or file_name == self.INDEX:
+            raise DatasetError(f"{self._path}: refusing to write the file name {file_name!r} "
+                               "(a file of this folder needs a plain name, with no separator)")
+        return self._path / file_name
 
     def load(self) -> dict[str, Path]:
         return {name: self._path / name for name in self._index()
                 if readable_path(self._path / name).is_file()}
 
     def save(self, data: dict[str, Any]) -> None:
-        previous = set(self._index())
-        written = []
+        previous = self._index()
+        written: dict[str, str] = {}
         for name, item in sorted(data.items()):
             target = self._target(name)
-            atomic_write(target, lambda handle, item=item: self._write(item, handle))
-            written.append(target.relative_to(self._path).as_posix())
+            payload = self._payload(item)
+            atomic_write(target, lambda handle, payload=payload: handle.write(payload))
+            written[target.name] = hashlib.sha256(payload).hexdigest()
+        index = {"format": self.INDEX_FORMAT, "files": written}
         atomic_write(self._path / self.INDEX,
-                     lambda handle: handle.write(json.dumps({"files": written}).encode()))
-        stale = [self._path / name for name in sorted(previous - set(written))]
-        storage.when_committed(lambda: [p.unlink(missing_ok=True) for p in stale if p.is_file()])
+                     lambda handle: handle.write(json.dumps(index, indent=1).encode()))
+        stale = {name: digest for name, digest in previous.items() if name not in written}
+        if stale:
+            storage.when_committed(lambda: remove_proven(self._path, stale))
 
-    def _write(self, item: Any, handle: Any) -> None:
+    def _payload(self, item: Any) -> bytes:
         if callable(item) and not hasattr(item, "save") and not hasattr(item, "savefig"):
             item = item()  # a lazily computed partition, as PartitionedDataset accepts
         if isinstance(item, bytes | bytearray):
-            handle.write(item)
-        elif isinstance(item, str):
-            handle.write(item.encode("utf-8"))
-        elif hasattr(item, "savefig"):  # a matplotlib figure
+            return bytes(item)
+        if isinstance(item, str):
+            return item.encode("utf-8")
+        if hasattr(item, "savefig"):  # a matplotlib figure
             if set(self._save_args) <= {"format", "dpi"} and self._save_args["format"] == "png":
                 # lazy: kept out of kedro start-up (matplotlib loads when a figure is saved)
                 from qsight_pipeline.reporting.figures import figure_png  # drawn once, reused
 
-                handle.write(figure_png(item, int(self._save_args.get("dpi", 100))))
-            else:
-                item.savefig(handle, **self._save_args)
-        else:  # a PIL image
-            item.save(handle, format=str(self._save_args["format"]).upper())
+                return figure_png(item, int(self._save_args.get("dpi", 100)))
+            buffer = io.BytesIO()
+            item.savefig(buffer, **self._save_args)
+            return buffer.getvalue()
+        buffer = io.BytesIO()  # a PIL image
+        item.save(buffer, format=str(self._save_args["format"]).upper())
+        return buffer.getvalue()
 
     def _exists(self) -> bool:
         return readable_path(self._path / self.INDEX).is_file()

@@ -26,6 +26,7 @@ outputs rolled back, and the epoch checkpoints left as the last complete epoch w
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -33,6 +34,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -52,6 +54,29 @@ _HELD: dict[str, int] = {}
 
 class RunLockedError(UserError):
     """Another run of this project is in progress."""
+
+
+class LockPathError(UserError):
+    """Something that is not a QSight run lock is at the lock's path: it is never touched."""
+
+
+# The key that marks a lock file's record as QSight's (older releases wrote the same record
+# without it, and left an empty file once released).
+LOCK_TAG = {"lock": "qsight-run"}
+_LOCK_KEYS = {"pid", "host", "started", "command"}
+
+
+def is_qsight_lock(content: bytes) -> bool:
+    """Whether a lock file's bytes are a QSight run lock: empty (released, or just created by
+    a run that has not written its record yet) or a record QSight writes."""
+    if not content.strip(b"\0 \n\t"):
+        return True
+    try:
+        record = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(record, dict) and (
+        record.get("lock") == LOCK_TAG["lock"] or ("pid" in record and set(record) <= _LOCK_KEYS))
 
 
 def pid_alive(pid: int) -> bool:
@@ -78,20 +103,22 @@ class RunLock:
         if key in _HELD:
             _unlock(_HELD.pop(key))
         for attempt in (1, 2):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                opened = os.fstat(fd)
                 os.close(fd)
                 holder = self.holder()
                 if attempt == 1 and _is_dead(holder):
                     # A child the dead run forked may still hold the old file; start a new one.
                     logger.warning("Removing the stale run lock of dead process %s", holder.get("pid"))
-                    self.path.unlink(missing_ok=True)
+                    _unlink_if_same(self.path, opened)
                     continue
                 raise RunLockedError(_locked_message(self.path, holder)) from None
             break
         record = {
+            **LOCK_TAG,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -101,6 +128,33 @@ class RunLock:
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
         _HELD[key] = fd
+
+    def _open(self) -> int:
+        """A descriptor of the lock file: created exclusively, or an existing QSight lock.
+
+        Links are never followed, and a file at the path that is not a QSight lock (a user's
+        file, a link, a folder, a file with other hard links) is refused, untouched.
+        """
+        flags = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(self.path, flags | getattr(os, "O_NONBLOCK", 0))
+        except OSError as error:
+            kind = "a symbolic link" if os.path.islink(self.path) else (
+                "a folder" if os.path.isdir(self.path) else f"not a lock file ({error.strerror})")
+            raise LockPathError(_not_a_lock_message(self.path, kind)) from None
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+            os.close(fd)
+            kind = "a file with other hard links" if stat.S_ISREG(found.st_mode) else "not a file"
+            raise LockPathError(_not_a_lock_message(self.path, kind))
+        if not is_qsight_lock(os.pread(fd, 1 << 16, 0)):
+            os.close(fd)
+            raise LockPathError(_not_a_lock_message(self.path, "a file with other content"))
+        return fd
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -117,6 +171,14 @@ class RunLock:
         return record if isinstance(record, dict) else {}
 
 
+def _unlink_if_same(path: Path, opened: os.stat_result) -> None:
+    """Remove ``path`` only if it is still the lock file that was opened and checked."""
+    with contextlib.suppress(FileNotFoundError):
+        found = os.lstat(path)
+        if (found.st_dev, found.st_ino) == (opened.st_dev, opened.st_ino):
+            path.unlink()
+
+
 def _unlock(fd: int) -> None:
     try:
         os.ftruncate(fd, 0)
@@ -129,6 +191,14 @@ def _is_dead(holder: dict[str, Any]) -> bool:
     pid = holder.get("pid")
     same_host = holder.get("host") in (None, socket.gethostname())
     return isinstance(pid, int) and same_host and not pid_alive(pid)
+
+
+def _not_a_lock_message(path: Path, kind: str) -> str:
+    return (
+        f"{path} is {kind}, not a QSight run lock, and QSight needs that path for the lock of "
+        f"the folder it writes. It was left untouched: move or rename it, or give this run "
+        "another folder (`run.output_dir` or `run.checkpoint_dir`)."
+    )
 
 
 def _locked_message(path: Path, holder: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from kedro.framework.hooks import hook_impl
 from qsight_pipeline.config import ParamsBlock
 from qsight_pipeline.files import storage
 from qsight_pipeline.kedro_app.run_guard import (
+    LockPathError,
     RunLock,
     RunLockedError,
     StopSignals,
@@ -59,9 +60,16 @@ def run_block(parameters: Any) -> dict[str, Any]:
     return run if isinstance(run, dict) else {}
 
 
+def catalog_parameters(catalog: Any) -> dict[str, Any]:
+    """The run's ``parameters`` (``{}`` when the catalog has none), read from their dataset
+    without ``catalog.load``'s "Loading data from parameters" log line: the hooks read them
+    several times before the first node, and a log is no place for the same line five times."""
+    return catalog["parameters"].load() if "parameters" in catalog else {}
+
+
 def _run_block(catalog: Any) -> dict[str, Any]:
     """The ``run`` block as written (the locks are taken before the run checks validate it)."""
-    return run_block(catalog.load("parameters") if "parameters" in catalog else {})
+    return run_block(catalog_parameters(catalog))
 
 
 def _folder(project: Path, run: dict[str, Any], key: str) -> Path | None:
@@ -118,7 +126,7 @@ class RunLockHook(_ProjectHook):
             lock = RunLock(folder)
             try:
                 lock.acquire(command)
-            except RunLockedError as error:
+            except (RunLockedError, LockPathError) as error:
                 logger.error("Run refused: %s", error)
                 self._release()
                 raise
