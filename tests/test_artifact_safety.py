@@ -241,7 +241,7 @@ def test_a_lock_path_taken_by_something_else_is_refused_untouched(tmp_path, plan
 
 def test_a_folder_at_the_lock_path_is_refused(tmp_path):
     (tmp_path / LOCK_NAME).mkdir()
-    with pytest.raises(LockPathError, match="is a folder"):
+    with pytest.raises(LockPathError, match=r"not a QSight run lock \(a folder\)"):
         RunLock(tmp_path).acquire("kedro run")
 
 

@@ -4,6 +4,8 @@ once, and the leftovers of a killed run."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import signal
@@ -84,7 +86,7 @@ def test_a_crafted_feature_cache_runs_no_code_and_fails_the_run(smoke_copy):
     with path.open("wb") as handle:
         pickle.dump(cache, handle)
 
-    result = smoke_copy.run("--pipeline", "quantum", env="smoke", check=False)
+    result = smoke_copy.run("--pipelines", "quantum", env="smoke", check=False)
     assert result.returncode != 0
     assert not (smoke_copy.path / "PWNED").exists()
     assert f"{path} contains a `posix.system` object" in _output(result)
@@ -96,14 +98,14 @@ def test_a_crafted_classical_model_runs_no_code_and_ends_the_run_with_one_line(s
     path = smoke_copy.data(f"{OUTPUT_DIR}/phase1_classical_model.pth")
     torch.save({"format": "x", "model_config": {}, "model_state": Shell()}, path)
 
-    result = smoke_copy.run("--pipeline", "features", env="smoke", check=False)
+    result = smoke_copy.run("--pipelines", "features", env="smoke", check=False)
     assert result.returncode != 0
     assert not (smoke_copy.path / "PWNED").exists()
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr[-3000:]
     assert f"{path} holds a `posix.system` object" in errors[0]
     assert "Do not load it with torch.load(weights_only=False)" in errors[0]
-    assert "Rebuild it with `kedro run --pipeline classical`" in errors[0]
+    assert "Rebuild it with `kedro run --pipelines classical`" in errors[0]
     assert "Traceback" not in _output(result)
     assert "Failed while loading data" not in _output(result)
     assert "will likely succeed" not in _output(result)  # torch's advice to load it unsafely
@@ -118,16 +120,16 @@ def test_a_manifest_from_another_ingestion_is_refused(smoke_copy):
     model = smoke_copy.data(f"{OUTPUT_DIR}/phase1_classical_model.pth")
     before = model.read_bytes()
 
-    result = smoke_copy.run("--pipeline", "classical", env="smoke", check=False)
+    result = smoke_copy.run("--pipelines", "classical", env="smoke", check=False)
     output = _output(result)
     assert result.returncode != 0
     assert "data/03_primary/manifest.csv and data/05_model_input/image_cache_train.npy" in output
-    assert "come from different runs" in output and "`kedro run --pipeline ingestion`" in output
+    assert "come from different runs" in output and "`kedro run --pipelines ingestion`" in output
     assert model.read_bytes() == before
 
 
 def test_a_classical_model_retrained_alone_is_not_mixed_into_the_final_model(smoke_copy):
-    smoke_copy.run("--pipeline", "classical", env="smoke", params={"run.seed": 7})
+    smoke_copy.run("--pipelines", "classical", env="smoke", params={"run.seed": 7})
     final = smoke_copy.data(f"{OUTPUT_DIR}/complete_checkpoint.pth")
     before = final.read_bytes()
 
@@ -151,7 +153,7 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        refused = smoke_copy.run("--pipeline", "quantum", env="smoke", check=False,
+        refused = smoke_copy.run("--pipelines", "quantum", env="smoke", check=False,
                                  params={"run.output_dir": "data/exp2"})
     finally:
         holder.kill()
@@ -182,7 +184,7 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
     photos.mkdir()
     for source in sorted(smoke_copy.data("01_raw/sample").rglob("*.jpeg"))[:2]:
         (photos / source.name).write_bytes(source.read_bytes())
-    smoke_copy.run("--pipeline", "predict", env="smoke", params={"predict.input_dir": str(photos)})
+    smoke_copy.run("--pipelines", "predict", env="smoke", params={"predict.input_dir": str(photos)})
     assert leftovers and not any(path.exists() for path in leftovers)
     assert not upload.exists() and finished.read_text() == "whole"
     assert not wandb_killed.exists() and wandb_kept.is_dir()
@@ -235,7 +237,7 @@ def test_a_second_run_writing_to_the_same_output_dir_is_refused(smoke_copy, tmp_
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        refused = smoke_copy.run("--pipeline", "quantum", env="smoke", check=False,
+        refused = smoke_copy.run("--pipelines", "quantum", env="smoke", check=False,
                                  params={"run.output_dir": str(shared)})
     finally:
         holder.kill()
@@ -259,7 +261,7 @@ def full(path, write, staged=True):  # the disk fills up while the final checkpo
         return real(path, write_some, staged)
     return real(path, write, staged)
 storage.atomic_write = full
-sys.argv = ["kedro", "run", "--env", "smoke", "--pipeline", "ensemble",
+sys.argv = ["kedro", "run", "--env", "smoke", "--pipelines", "ensemble",
             "--params", "tracking.wandb.enabled=false"]
 from kedro.framework.cli import main
 main()
@@ -285,7 +287,7 @@ def test_a_full_disk_ends_in_one_line_and_leaves_the_previous_set_whole(smoke_co
 
 @pytest.mark.slow
 def test_a_failing_run_pointed_at_a_users_folder_deletes_nothing(kedro_project, tmp_path):
-    """The issue's case: `--pipeline predict` with output_dir at a folder of the user's that holds
+    """The issue's case: `--pipelines predict` with output_dir at a folder of the user's that holds
     no model fails (rc 1), and every file in it, look-alikes of temporary files included, stays."""
     user = tmp_path / "u"
     look_alikes = plant_look_alikes(user)
@@ -293,10 +295,97 @@ def test_a_failing_run_pointed_at_a_users_folder_deletes_nothing(kedro_project, 
     photos.mkdir()
     source = sorted(kedro_project.data("01_raw/sample").rglob("*.jpeg"))[0]
     (photos / source.name).write_bytes(source.read_bytes())
-    result = kedro_project.run("--pipeline", "predict", env="smoke", check=False,
+    result = kedro_project.run("--pipelines", "predict", env="smoke", check=False,
                                params={"run.output_dir": str(user), "predict.input_dir": str(photos)})
     assert result.returncode != 0
     assert "complete_checkpoint.pth does not exist" in result.stderr
     assert all(path.read_text() == "mine" for path in look_alikes)
     assert sorted(p.name for p in user.rglob("*") if p.is_file()) == sorted(
         [p.name for p in look_alikes] + [".qsight_run.lock"])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _plant_forged_index(folder: Path, victims: Path, legacy: bool = False) -> dict[Path, bytes]:
+    """A forged and stale ``.qsight-files.json`` in ``folder``: an absolute path, a ``../`` path
+    and a subfolder path to a user's files, each with its true hash, and a name of the folder
+    whose file the user has changed since the project wrote it. Returns {file: content}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    victims.mkdir(parents=True, exist_ok=True)
+    absolute, beside = victims / "absolute.txt", folder.parent / f"beside_{folder.name}.txt"
+    nested, changed = folder / "sub" / "nested.png", folder / "changed.png"
+    nested.parent.mkdir(exist_ok=True)
+    for path in (absolute, beside, nested, changed):
+        path.write_bytes(f"the user's own {path.name}".encode())
+    files = {str(absolute): _sha256(absolute), f"../{beside.name}": _sha256(beside),
+             "sub/nested.png": _sha256(nested),
+             changed.name: hashlib.sha256(b"what the project once wrote").hexdigest()}
+    index = {"files": list(files)} if legacy else {"format": 2, "files": files}
+    (folder / ".qsight-files.json").write_text(json.dumps(index))
+    return {path: path.read_bytes() for path in (absolute, beside, nested, changed)}
+
+
+@pytest.mark.slow
+def test_forged_and_stale_file_indexes_delete_nothing_in_predict_export_and_a_full_run(
+        smoke_copy, tmp_path):
+    """Every folder with an index (heatmaps, output_dir, the report's figures) gets a forged one;
+    `predict` with heatmaps, `export` and a full `kedro run` then leave every planted file."""
+    planted: dict[Path, bytes] = {}
+    folders = {"heatmaps": smoke_copy.data("07_model_output/heatmaps"),
+               "output_dir": smoke_copy.data(OUTPUT_DIR),
+               "figures": smoke_copy.data("08_reporting/figures")}
+    for name, folder in folders.items():
+        planted |= _plant_forged_index(folder, tmp_path / "victims" / name,
+                                       legacy=name == "figures")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for source in sorted(smoke_copy.data("01_raw/sample").rglob("*.jpeg"))[:2]:
+        (photos / source.name).write_bytes(source.read_bytes())
+
+    def survived() -> bool:
+        return all(path.is_file() and path.read_bytes() == content
+                   for path, content in planted.items())
+
+    smoke_copy.run("--pipelines", "predict", env="smoke",
+                   params={"predict.input_dir": str(photos), "predict.heatmaps": "true"})
+    assert survived()
+    assert len(list(folders["heatmaps"].glob("*.png"))) >= 3  # two heatmaps and the user's file
+    smoke_copy.run("--pipelines", "export", env="smoke")
+    assert survived()
+    result = smoke_copy.run(env="smoke")
+    assert survived()
+    assert "cannot be proven" in _output(result)  # the entries left alone are logged
+    assert (folders["figures"] / "confusion_matrix.png").is_file() or any(
+        folders["figures"].glob("*.png"))
+
+
+@pytest.mark.slow
+def test_a_link_or_a_users_file_at_a_lock_path_stops_the_run_untouched(kedro_project, tmp_path):
+    """The issue's case (a link at output_dir's lock to a user's file), and a user's own file
+    named like the lock in data/ and in checkpoint_dir: each run stops with one line, and the
+    user's file keeps its content."""
+    users = tmp_path / "users_file.txt"
+    users.write_text("data\n")
+    out, checkpoints = tmp_path / "o", tmp_path / "ckpt"
+    cases = [(out, {"run.output_dir": str(out)}, "a symbolic link"),
+             (kedro_project.path / "data", {}, "its content is not a lock record"),
+             (checkpoints, {"run.checkpoint_dir": str(checkpoints)},
+              "its content is not a lock record")]
+    for folder, params, kind in cases:
+        folder.mkdir(exist_ok=True)
+        lock = folder / ".qsight_run.lock"
+        if kind == "a symbolic link":
+            lock.symlink_to(users)
+        else:
+            lock.write_text("my notes\n")
+        result = kedro_project.run("--pipelines", "predict", check=False, params=params or None)
+        assert result.returncode != 0
+        assert f"Error: {lock} is not a QSight run lock ({kind})" in result.stderr
+        assert "Traceback" not in result.stderr
+        if lock.is_symlink():
+            assert users.read_text() == "data\n"  # not emptied through the link
+        else:
+            assert lock.read_text() == "my notes\n"
+        lock.unlink()  # the next case finds this folder free

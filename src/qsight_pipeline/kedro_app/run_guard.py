@@ -153,7 +153,7 @@ class RunLock:
             raise LockPathError(_not_a_lock_message(self.path, kind))
         if not is_qsight_lock(os.pread(fd, 1 << 16, 0)):
             os.close(fd)
-            raise LockPathError(_not_a_lock_message(self.path, "a file with other content"))
+            raise LockPathError(_not_a_lock_message(self.path, "its content is not a lock record"))
         return fd
 
     def release(self) -> None:
@@ -195,7 +195,7 @@ def _is_dead(holder: dict[str, Any]) -> bool:
 
 def _not_a_lock_message(path: Path, kind: str) -> str:
     return (
-        f"{path} is {kind}, not a QSight run lock, and QSight needs that path for the lock of "
+        f"{path} is not a QSight run lock ({kind}), and QSight needs that path for the lock of "
         f"the folder it writes. It was left untouched: move or rename it, or give this run "
         "another folder (`run.output_dir` or `run.checkpoint_dir`)."
     )
