@@ -1,4 +1,4 @@
-"""Wall time of the quantum study (``kedro run --pipeline quantum_study``) on a feature cache.
+"""Wall time of the quantum study (``kedro run --pipelines quantum_study``) on a feature cache.
 
     .venv/bin/python benchmarks/quantum_study.py \
         --cache data/06_models/trained_model/quantum_training_data.pkl [--fractions 0.25 --compare]

@@ -47,11 +47,11 @@ LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_inp
           "06_models", "07_model_output", "08_reporting")  # fmt: skip
 STAGES = {
     "startup": ["registry", "list"],
-    "ingestion": ["run", "--pipeline", "ingestion", "--to-nodes", "ingestion.split_by_patient"],
-    "ingestion+cache": ["run", "--pipeline", "ingestion"],
-    "classical": ["run", "--pipeline", "classical"],
-    "features": ["run", "--pipeline", "features"],
-    "quantum": ["run", "--pipeline", "quantum"],
+    "ingestion": ["run", "--pipelines", "ingestion", "--to-nodes", "ingestion.split_by_patient"],
+    "ingestion+cache": ["run", "--pipelines", "ingestion"],
+    "classical": ["run", "--pipelines", "classical"],
+    "features": ["run", "--pipelines", "features"],
+    "quantum": ["run", "--pipelines", "quantum"],
 }
 ONE_EPOCH = [
     {"name": "classical", "num_epochs": 1, "learning_rate": 1e-4, "active_mask": [1, 1, 0]},

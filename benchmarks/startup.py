@@ -8,7 +8,7 @@ Times, as wall-clock seconds of a fresh process each (the median and the fastest
 
 - ``kedro --help``;
 - ``kedro registry list``;
-- ``kedro run --pipeline quantum`` on the bundled sample, and the pipeline's own time from
+- ``kedro run --pipelines quantum`` on the bundled sample, and the pipeline's own time from
   Kedro's log line "Pipeline execution completed successfully in X sec.": the difference is
   start-up (imports, the session, the catalog, the trackers).
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         rows["help"] = timed("kedro --help", kedro("--help"), project, args.repeats)
         rows["registry"] = timed("kedro registry list", kedro("registry", "list"), project,
                                  args.repeats)
-        rows["quantum"] = timed("kedro run -p quantum", kedro("run", "--pipeline", "quantum",
+        rows["quantum"] = timed("kedro run -p quantum", kedro("run", "--pipelines", "quantum",
                                                               *env_args), project, args.repeats)
         if args.project is None:
             print("(the project copy is deleted; pass --project to keep reusing one)")

@@ -84,7 +84,7 @@ def test_a_damaged_or_crafted_pth_is_one_error_and_runs_nothing(tmp_path, attack
     assert isinstance(found, ArtifactError)
     assert found is info.value or found is info.value.__cause__  # Kedro did not wrap it again
     assert "Failed while loading data" not in str(info.value)
-    _assert_one_safe_line(str(found), path, "kedro run --pipeline classical")
+    _assert_one_safe_line(str(found), path, "kedro run --pipelines classical")
     assert "Do not load it with torch.load(weights_only=False) or pickle" in str(found)
     if attack is _crafted_torch:
         assert "holds a `posix.system` object" in str(found)
@@ -96,7 +96,7 @@ def test_a_pth_without_the_expected_contents_is_refused_naming_the_keys(tmp_path
     with pytest.raises(ArtifactError, match=r"not a QSight quantum head \(it holds a dict without `enabled`\)"):
         TorchDataset(str(path), ["format", "enabled"]).load()
     torch.save([torch.ones(2)], path)
-    with pytest.raises(ArtifactError, match=r"it holds a list\).*kedro run --pipeline quantum"):
+    with pytest.raises(ArtifactError, match=r"it holds a list\).*kedro run --pipelines quantum"):
         TorchDataset(str(path), ["format"]).load()
 
 
@@ -123,7 +123,7 @@ def test_a_damaged_or_crafted_npy_is_one_error_and_runs_nothing(tmp_path, attack
     with pytest.raises(ArtifactError) as info:
         NpyDataset(str(path), mmap_mode=mmap_mode).load()
     assert isinstance(info.value, DatasetError) and not marker.exists()
-    _assert_one_safe_line(str(info.value), path, "kedro run --pipeline ingestion")
+    _assert_one_safe_line(str(info.value), path, "kedro run --pipelines ingestion")
     if attack is not _npz:
         assert "Do not load it with allow_pickle=True or pickle" in str(info.value)
 
@@ -151,16 +151,16 @@ def test_a_damaged_json_artifact_is_one_error_naming_its_pipeline(tmp_path, cont
         AtomicDataset(str(path), "json.JSONDataset").load()
     assert isinstance(info.value, DatasetError)
     assert "is not valid JSON" in str(info.value)
-    _assert_one_safe_line(str(info.value), path, "kedro run --pipeline classical")
+    _assert_one_safe_line(str(info.value), path, "kedro run --pipelines classical")
 
 
 def test_every_artifact_name_knows_its_pipeline():
-    assert rebuild_command("out/complete_checkpoint.pth") == "kedro run --pipeline ensemble"
-    assert rebuild_command("out/calibration.json") == "kedro run --pipeline ensemble"
-    assert rebuild_command("x/image_cache_test.npy") == "kedro run --pipeline ingestion"
-    assert rebuild_command("x/quantum_history.json") == "kedro run --pipeline quantum"
-    assert rebuild_command("x/quantum_study_summary.json") == "kedro run --pipeline quantum_study"
-    assert rebuild_command("x/model_onnx_info.json") == "kedro run --pipeline export"
+    assert rebuild_command("out/complete_checkpoint.pth") == "kedro run --pipelines ensemble"
+    assert rebuild_command("out/calibration.json") == "kedro run --pipelines ensemble"
+    assert rebuild_command("x/image_cache_test.npy") == "kedro run --pipelines ingestion"
+    assert rebuild_command("x/quantum_history.json") == "kedro run --pipelines quantum"
+    assert rebuild_command("x/quantum_study_summary.json") == "kedro run --pipelines quantum_study"
+    assert rebuild_command("x/model_onnx_info.json") == "kedro run --pipelines export"
 
 
 def test_the_printed_error_is_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
@@ -199,7 +199,7 @@ def test_load_model_refuses_a_crafted_checkpoint_without_running_it(tmp_path):
         load_model(tmp_path)
     assert not marker.exists()
     message = str(info.value)
-    _assert_one_safe_line(message, tmp_path / "complete_checkpoint.pth", "kedro run --pipeline ensemble")
+    _assert_one_safe_line(message, tmp_path / "complete_checkpoint.pth", "kedro run --pipelines ensemble")
     assert "save_model" in message and "holds a `posix.system` object" in message
     assert info.value.__cause__ is not None  # torch's error, for QSIGHT_TRACEBACK=1 only
 
@@ -216,7 +216,7 @@ def test_load_model_refuses_a_damaged_checkpoint(tmp_path, attack):
 def test_load_model_refuses_a_damaged_model_info(tmp_path):
     torch.save({"model_config": {}, "model_state": {}, "model_info": {}}, tmp_path / "complete_checkpoint.pth")
     (tmp_path / "model_info.json").write_text('{"preprocessing": ')
-    with pytest.raises(CorruptArtifactError, match=r"model_info.json is not valid JSON .*kedro run --pipeline ensemble"):
+    with pytest.raises(CorruptArtifactError, match=r"model_info.json is not valid JSON .*kedro run --pipelines ensemble"):
         load_model(tmp_path)
     (tmp_path / "model_info.json").write_text(json.dumps([1, 2]))
     with pytest.raises(CorruptArtifactError, match="holds a JSON list"):

@@ -50,7 +50,7 @@ def test_missing_artifacts_say_what_to_run(tmp_path):
                            "writes it") as caught:
             dataset.load()
         assert isinstance(caught.value, UserError) and isinstance(caught.value, DatasetError)
-    with pytest.raises(MissingArtifactError, match="kedro run --pipeline ingestion"):
+    with pytest.raises(MissingArtifactError, match="kedro run --pipelines ingestion"):
         NpyDataset(str(tmp_path / "image_cache_train.npy")).load()
 
 

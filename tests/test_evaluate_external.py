@@ -1,4 +1,4 @@
-"""``kedro run --pipeline evaluate``: the trained model on another labelled data set (its node,
+"""``kedro run --pipelines evaluate``: the trained model on another labelled data set (its node,
 in process, with the smoke run's model)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``kedro run --pipeline export``: model.onnx, and onnxruntime agreeing with torch."""
+"""``kedro run --pipelines export``: model.onnx, and onnxruntime agreeing with torch."""
 
 from __future__ import annotations
 

@@ -217,7 +217,7 @@ def test_a_model_saved_before_the_gate_grades_with_a_warning(smoke_project, tmp_
     shutil.copy(next(SAMPLE.glob("*.jpeg")), folder / "a.jpeg")
     with caplog.at_level(logging.WARNING):
         table, _ = predict_grades(checkpoint, PredictParams(input_dir=str(folder)))
-    assert "kedro run --pipeline ensemble" in caplog.text
+    assert "kedro run --pipelines ensemble" in caplog.text
     row = table.iloc[0]
     assert row["gradable"] is pd.NA and row["in_distribution"] is pd.NA
     assert row["decision"] in ("refer", "no referral") and row["gate_reasons"] == ""
@@ -246,7 +246,7 @@ def test_the_pipeline_and_the_api_gate_alike(smoke_project, tmp_path):
 
 
 def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog):
-    """`kedro run --pipeline ensemble` after the image cache was deleted: a warning, no image bounds."""
+    """`kedro run --pipelines ensemble` after the image cache was deleted: a warning, no image bounds."""
     from qsight_pipeline.pipelines.ensemble.nodes import fit_gate
 
     rng = np.random.default_rng(0)
@@ -254,7 +254,7 @@ def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog
     manifest = pd.DataFrame({"split": ["train"] * 3, "path": [str(p) for p in sorted(SAMPLE.glob("*.jpeg"))[:3]]})
     with caplog.at_level(logging.WARNING):
         gates = fit_gate(cache, None, manifest, GateParams())
-    assert "kedro run --pipeline ingestion" in caplog.text
+    assert "kedro run --pipelines ingestion" in caplog.text
     bounds = gates["gradability"]["bounds"]
     assert bounds["focus"]["min"] is None and bounds["resolution"]["min"] is not None
     assert gates["ood"]["threshold"] > 0

@@ -53,13 +53,13 @@ def mixed_folder(tmp_path_factory, smoke_project) -> Path:
 
 @pytest.fixture(scope="module")
 def predicted(smoke_project, mixed_folder, tmp_path_factory):
-    """One ``kedro run --pipeline predict`` with heatmaps, in a copy of the smoke project."""
+    """One ``kedro run --pipelines predict`` with heatmaps, in a copy of the smoke project."""
     from tests.conftest import KedroProject
 
     target = tmp_path_factory.mktemp("predict") / "project"
     shutil.copytree(smoke_project.path, target, symlinks=True)
     project = KedroProject(target)
-    project.run("--pipeline", "predict", env="smoke",
+    project.run("--pipelines", "predict", env="smoke",
                 params={"predict.input_dir": str(mixed_folder), "predict.heatmaps": "true"})
     return project, pd.read_csv(project.data("07_model_output/predictions.csv"), keep_default_na=False)
 

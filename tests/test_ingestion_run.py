@@ -1,4 +1,4 @@
-"""`kedro run --pipeline ingestion` as a user runs it, in a throw-away copy of the project.
+"""`kedro run --pipelines ingestion` as a user runs it, in a throw-away copy of the project.
 
 One subprocess only (Kedro starts in ~10 s); the error messages are tested in-process in
 test_data_layouts.py and test_ingestion.py.
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_kedro_run_ingestion_on_the_bundled_sample(kedro_project):
-    kedro_project.run("--pipeline", "ingestion", params={"run.image_size": 32})
+    kedro_project.run("--pipelines", "ingestion", params={"run.image_size": 32})
 
     manifest = pd.read_csv(kedro_project.data("03_primary/manifest.csv"), dtype={"patient_id": str})
     assert len(manifest) == 300 and set(manifest["grade"]) == {0, 1, 2, 3, 4}

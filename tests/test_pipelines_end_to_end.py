@@ -138,7 +138,7 @@ def test_quantum_pipeline_with_quantum_disabled_fails_with_a_clear_message(smoke
 
     before = {run.info.run_id for run in recorded_runs()}
     result = smoke_copy.run(
-        "--pipeline", "quantum", env="smoke", params={"quantum.enabled": "false"}, check=False
+        "--pipelines", "quantum", env="smoke", params={"quantum.enabled": "false"}, check=False
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr

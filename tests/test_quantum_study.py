@@ -433,7 +433,7 @@ def test_quantum_study_pipeline_runs_from_the_feature_cache_alone(smoke_copy):
     (data / "08_reporting").mkdir()
     (data / "08_reporting/quantum_metrics.json").write_text(json.dumps(metrics))
 
-    smoke_copy.run("--pipeline", "quantum_study", env="smoke")
+    smoke_copy.run("--pipelines", "quantum_study", env="smoke")
     table = pd.read_csv(data / "08_reporting/quantum_study.csv")
     assert set(table["contender"]) == set(CONTENDERS)
     assert len(table) == 2 * TRIALS_PER_SHARE  # train_fractions [0.5, 1.0] in conf/smoke

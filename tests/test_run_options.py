@@ -115,7 +115,7 @@ def test_guide_flags_as_params_take_effect(kedro_project, tmp_path):
 def test_killed_kedro_run_resumes_and_matches_an_uninterrupted_run(smoke_project, smoke_copy):
     """SIGKILL `kedro run` mid-stage, run the same command again: it continues, not restarts."""
     checkpoints = smoke_copy.path / "checkpoints"
-    command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", "classical",
+    command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipelines", "classical",
                "--params", f"run.checkpoint_dir={checkpoints}"]
     first = subprocess.Popen(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -95,7 +95,7 @@ def test_the_error_modules_import_nothing_that_imports_them_back():
 def test_a_user_error_raised_during_the_run_ends_kedro_run_with_its_message(kedro_project):
     # All parameters are valid, so the run starts; the predict node's input has not been written
     # yet. That was a plain DatasetError with a page of traceback.
-    result = kedro_project.run("--pipeline", "predict", check=False)
+    result = kedro_project.run("--pipelines", "predict", check=False)
     assert result.returncode != 0
     assert "Error: " in result.stderr and "complete_checkpoint.pth does not exist" in result.stderr
     assert "Run the pipeline that writes it first" in result.stderr
@@ -180,7 +180,7 @@ def test_a_user_error_after_wandb_started_is_one_error_line_without_wandbs_trace
     kedro_project,
 ):
     # The smoke environment logs to W&B (offline); the feature cache has not been written yet.
-    result = kedro_project.run("--env", "smoke", "--pipeline", "quantum", check=False,
+    result = kedro_project.run("--env", "smoke", "--pipelines", "quantum", check=False,
                                timeout=300)
     assert "wandb: " in result.stderr and list((kedro_project.path / "wandb").glob("offline-run-*"))
     assert_one_error_line(result, "quantum_training_data.pkl does not exist",

@@ -1,6 +1,7 @@
 """Kedro project settings."""
 
 from qsight_pipeline.kedro_app.config_loader import QSightConfigLoader
+from qsight_pipeline.kedro_app.console_logging import finish_console_handler
 from qsight_pipeline.kedro_app.hooks import MlflowTrackingHook, WandbHook
 from qsight_pipeline.kedro_app.run_checks import RunChecksHook
 from qsight_pipeline.kedro_app.run_hooks import (
@@ -11,6 +12,10 @@ from qsight_pipeline.kedro_app.run_hooks import (
     StopSignalsHook,
     ThreadPolicyHook,
 )
+
+# conf/logging.yml's one-line console handler: Kedro's rich one on a terminal. Kedro imports this
+# module before it starts a session, so the project's first record already shows the right way.
+finish_console_handler()
 
 # The hooks in the order they run at every hook point; tests/test_hook_order.py checks that
 # Kedro calls them so. The run lock releases last of all (``trylast``), after the commit.

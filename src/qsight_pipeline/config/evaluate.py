@@ -10,7 +10,7 @@ from qsight_pipeline.config.devices import parse_device
 
 
 class EvaluateParams(ParamsBlock):
-    """``kedro run --pipeline evaluate``: grade every labelled photograph of ``dataset`` (a
+    """``kedro run --pipelines evaluate``: grade every labelled photograph of ``dataset`` (a
     registered layout and its root, as ``dataset`` for training) with the trained model, its
     saved calibration, threshold and gate, and measure the result against the labels."""
 

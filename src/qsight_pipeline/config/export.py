@@ -1,4 +1,4 @@
-"""The ``export`` block: what ``kedro run --pipeline export`` writes besides ``model.onnx``."""
+"""The ``export`` block: what ``kedro run --pipelines export`` writes besides ``model.onnx``."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def check_feature_cache(cache: Any, source: str = FEATURE_CACHE_FILE) -> None:
         raise ArtifactError(
             f"{source} lacks {', '.join(missing)}. It was not written by this version of the "
             "`features` pipeline; re-create it with `kedro run --pipelines classical,features` "
-            "(or `--pipeline features` if phase1_classical_model.pth is current)."
+            "(or `--pipelines features` if phase1_classical_model.pth is current)."
         )
 
     check_finite_features(cache, source)  # NaN features would train a NaN model

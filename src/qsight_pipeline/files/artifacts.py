@@ -101,7 +101,7 @@ def load_classical_checkpoint(checkpoint: dict[str, Any]) -> HybridModel:
     if missing or unexpected:
         raise ArtifactError(
             "phase1_classical_model.pth does not match the model it describes "
-            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]}). Re-run `kedro run --pipeline "
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]}). Re-run `kedro run --pipelines "
             "classical` to rebuild it."
         )
     return model

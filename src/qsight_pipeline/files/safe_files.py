@@ -39,13 +39,13 @@ __all__ = [
     "safe_torch_load",
 ]
 
-_ENSEMBLE = "kedro run --pipeline ensemble"
-_INGESTION = "kedro run --pipeline ingestion"
-_QUANTUM = "kedro run --pipeline quantum"
-_EXPORT = "kedro run --pipeline export"
+_ENSEMBLE = "kedro run --pipelines ensemble"
+_INGESTION = "kedro run --pipelines ingestion"
+_QUANTUM = "kedro run --pipelines quantum"
+_EXPORT = "kedro run --pipelines export"
 # Which run writes each artifact again (by file name; see conf/base/catalog_*.yml).
 _REBUILD_BY_NAME = {
-    "phase1_classical_model.pth": "kedro run --pipeline classical",
+    "phase1_classical_model.pth": "kedro run --pipelines classical",
     "quantum_training_data.pkl": "kedro run --pipelines classical,features",
     "quantum_head.pth": _QUANTUM,
     "quantum_metrics.json": _QUANTUM,
@@ -91,10 +91,10 @@ def rebuild_command(path: str | os.PathLike) -> str:
     if name.startswith("image_cache_"):
         return _INGESTION
     if name.startswith("quantum_study"):
-        return "kedro run --pipeline quantum_study"
+        return "kedro run --pipelines quantum_study"
     history = _HISTORY.match(name)
     if history:
-        return f"kedro run --pipeline {history.group(1)}"
+        return f"kedro run --pipelines {history.group(1)}"
     return "kedro run"
 
 

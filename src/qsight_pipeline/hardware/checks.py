@@ -30,7 +30,7 @@ def check_hardware(params: QuantumHardwareParams, head_qubits: int | None = None
     missing = missing_packages()
     if missing:
         raise HardwareUnavailableError(
-            "`kedro run --pipeline quantum_hardware` (quantum_hardware.devices and "
+            "`kedro run --pipelines quantum_hardware` (quantum_hardware.devices and "
             f"quantum_hardware.mitigation) needs {', '.join(missing)}, which cannot be imported. "
             "Install it with `pip install 'qsight_pipeline[hardware]'`."
         )

@@ -1,4 +1,4 @@
-"""ONNX export of the trained model with its calibration (``kedro run --pipeline export``).
+"""ONNX export of the trained model with its calibration (``kedro run --pipelines export``).
 
 The exported graph is :class:`~qsight_pipeline.inference.graph.InferenceGraph`: normalised images
 ``(batch, 3, S, S)`` in, the calibrated outputs named in ``OUTPUT_NAMES`` out, with a dynamic batch

@@ -367,7 +367,7 @@ def fit_gates(
         logger.warning(
             "The training image cache is gone, so the gate's image-quality bounds cannot be "
             "fitted: only resolution and the out-of-distribution check will gate photographs. "
-            "Re-run `kedro run --pipeline ingestion` and then the ensemble pipeline to fit them."
+            "Re-run `kedro run --pipelines ingestion` and then the ensemble pipeline to fit them."
         )
     for position, index in enumerate(_subset(len(sizes))):
         size = float(min(sizes[index]))

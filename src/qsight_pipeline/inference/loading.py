@@ -84,7 +84,7 @@ def default_operating_point() -> dict[str, Any]:
 
 
 _REBUILD_FROM_PYTHON = (
-    "`kedro run --pipeline ensemble` (or `save_model` again for a model trained from Python)"
+    "`kedro run --pipelines ensemble` (or `save_model` again for a model trained from Python)"
 )
 
 
@@ -132,7 +132,7 @@ def loaded_from_checkpoint(
     if not operating_point:
         logger.warning(
             "This model has no saved calibration (trained before it existed): probabilities are "
-            "uncalibrated and the referral threshold is 0.5. Re-run `kedro run --pipeline "
+            "uncalibrated and the referral threshold is 0.5. Re-run `kedro run --pipelines "
             "ensemble` to fit them."
         )
         operating_point = default_operating_point()
@@ -142,7 +142,7 @@ def loaded_from_checkpoint(
             "This model has no gradability / out-of-distribution gate (it was saved before the "
             "gate existed): photographs are graded without checking that they are gradable "
             "fundus photographs like the training ones (gradable and in_distribution are left "
-            "empty). Re-run `kedro run --pipeline ensemble` to fit the gate."
+            "empty). Re-run `kedro run --pipelines ensemble` to fit the gate."
         )
     graph = InferenceGraph(model, operating_point["temperatures"]).to(target).eval()
     return LoadedModel(

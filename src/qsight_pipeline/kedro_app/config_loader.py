@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,15 @@ from qsight_pipeline.config.run import RUN_KEYS, move_run_keys
 from qsight_pipeline.errors import ParameterError
 
 logger = logging.getLogger(__name__)
+
+# Kedro 1.7's OmegaConfigLoader, which this loader extends, registers its `globals` and
+# `runtime_params` resolvers with OmegaConf.register_new_resolver, deprecated in OmegaConf 2.4: a
+# UserWarning of several lines on every command, about code that is Kedro's, not ours. Hidden by its
+# message and Kedro's module only, until Kedro calls OmegaConf.register_resolver.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning,
+    module=r"kedro\.config\.omegaconf_config",
+)
 
 __all__ = ["QSightConfigLoader", "apply_overrides", "split_index_overrides"]
 

@@ -396,7 +396,7 @@ class MlflowTrackingHook(_TrackerHook):
             logger.info("Logging to the MLflow run that is already active")
             return
         names = run_params.get("pipeline_names") or ["__default__"]
-        params = catalog.load("parameters") if "parameters" in catalog else {}
+        params = run_hooks.catalog_parameters(catalog)
         try:
             mlflow_runs.start_run(self._config or mlflow_runs.MlflowConfig(), self._project,
                                   "+".join(names), params)  # fmt: skip

@@ -273,7 +273,7 @@ def configured_stage_gap(best_quantum: dict[str, Any] | None,
     if not quantum_stage or not quantum_stage.get("enabled") or "test" not in quantum_stage:
         return {"available": False,
                 "reason": "no quantum_metrics.json from the quantum stage; run "
-                          "`kedro run --pipeline quantum` on the same cache to compare"}
+                          "`kedro run --pipelines quantum` on the same cache to compare"}
     stage_qwk = float(quantum_stage["test"]["quadratic_weighted_kappa"])
     best_qwk = best_quantum["test"]["qwk"]
     return {

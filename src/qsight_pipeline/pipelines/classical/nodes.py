@@ -26,7 +26,7 @@ def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
     if len(images) != len(grades):
         raise ArtifactError(
             f"image_cache_{split} holds {len(images)} images but the manifest lists {len(grades)} "
-            f"for the {split} split. Re-run `kedro run --pipeline ingestion`."
+            f"for the {split} split. Re-run `kedro run --pipelines ingestion`."
         )
 
 

@@ -49,7 +49,7 @@ def evaluate_external(
     if not root.is_dir():
         raise EvaluateInputError(
             f"evaluate.dataset.root is {root}, which is not a folder. Point it at a labelled data "
-            f"set in the {evaluate.dataset.type!r} layout: kedro run --pipeline evaluate --params "
+            f"set in the {evaluate.dataset.type!r} layout: kedro run --pipelines evaluate --params "
             "evaluate.dataset.root=/path/to/data,evaluate.dataset.type=sovitrath"
         )
     records = scan_dataset(root, evaluate.dataset.type).records

@@ -41,7 +41,7 @@ def export_onnx(
         if image_cache_val is None:
             logger.warning("No validation image cache (data/05_model_input/image_cache_val.npy): "
                            "the int8 model's agreement with the float one is not checked. Run "
-                           "`kedro run --pipeline ingestion` to make it.")
+                           "`kedro run --pipelines ingestion` to make it.")
         quantized, report = quantize_int8(
             onnx_bytes, image_cache_train, loaded.preprocessing, image_cache_val,
             {"agreement": export.int8_agreement, "max_difference": export.int8_max_difference},

@@ -41,7 +41,7 @@ def train_quantum_head(
     quantum_params = QuantumConfig.from_params(quantum).to_dict()
     model = artifacts.model_from_feature_cache(quantum_training_data, quantum_params)
     if model.quantum_head is None:
-        # ``kedro run --pipeline quantum`` alone is refused before it starts (hooks.py); in a
+        # ``kedro run --pipelines quantum`` alone is refused before it starts (hooks.py); in a
         # full run the rest of the pipeline carries on classical-only.
         logger.warning("Quantum head disabled or unavailable: the quantum stage is skipped.")
         return _stamped(artifacts.quantum_head_state(model), record), [], {"enabled": False}

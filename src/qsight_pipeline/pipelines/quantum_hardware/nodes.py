@@ -31,7 +31,7 @@ def _head_on_cache(
     if not quantum_head.get("enabled"):
         raise ArtifactError(
             "quantum_head.pth holds no quantum head (it was trained with quantum.enabled: false). "
-            "Train one with `kedro run --pipeline quantum --params quantum.enabled=true`."
+            "Train one with `kedro run --pipelines quantum --params quantum.enabled=true`."
         )
     return HeadOnCache(
         quantum_training_data, quantum_head, params.split, max_images or params.max_images,
