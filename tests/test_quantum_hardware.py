@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +302,38 @@ def test_the_table_has_every_condition_and_the_same_seeds_give_the_same_table(ca
     )
 
 
+def test_each_rows_seconds_are_its_own_share_and_add_up_to_no_more_than_the_run(monkeypatch):
+    """One sampler call serves every mitigation of a shot count and seed: its time is shared out
+    among their rows, not repeated in each, and a row's own mitigation work is its own."""
+    real_estimator, real_mitigated = estimation.make_estimator, estimation.mitigated
+
+    class SlowSampler:  # a sampler call of 0.4 s, like a bigger head's
+        def __init__(self, *args):
+            self.estimator = real_estimator(*args)
+
+        def run(self, pubs):
+            time.sleep(0.4)
+            return self.estimator.run(pubs)
+
+    def mitigated(raw, calibration, mitigation, extrapolation):
+        if mitigation == "zne":  # 0.5 s of extrapolation work that only this row does
+            time.sleep(0.5)
+        return real_mitigated(raw, calibration, mitigation, extrapolation)
+
+    monkeypatch.setattr(estimation, "make_estimator", SlowSampler)
+    monkeypatch.setattr(estimation, "mitigated", mitigated)
+    head, cache = tiny_head_and_cache()
+    params = small_params(mitigation=["none", "readout", "zne", "readout_zne"], seeds=1,
+                          ideal_shots=False)
+    started = time.perf_counter()
+    table, _ = evaluate_hardware(cache, head, params)
+    wall = time.perf_counter() - started
+    assert table["seconds"].sum() <= wall  # was 4 x 0.4 s of one 0.4 s call, and more
+    seconds = table[table["condition"] == "device"].set_index("mitigation")["seconds"]
+    assert (seconds >= 0.1).all()  # a quarter of the shared call each
+    assert seconds["zne"] > seconds["none"] + 0.3 and seconds["zne"] > seconds["readout_zne"] + 0.3
+
+
 def test_the_ensemble_columns_use_the_complete_checkpoint():
     head, cache = tiny_head_and_cache()
     table, context = evaluate_hardware(
@@ -394,7 +427,7 @@ def test_kedro_run_quantum_hardware_needs_only_the_head_and_the_cache(smoke_copy
         project.data(folder).mkdir()
     project.data("01_raw").unlink()  # the images are gone too (a link to the bundled sample)
     (project.data("06_models/trained_model") / "phase1_classical_model.pth").unlink()
-    project.run("--env", "smoke", "--pipeline", "quantum_hardware")  # conf/smoke's small block
+    project.run("--env", "smoke", "--pipelines", "quantum_hardware")  # conf/smoke's small block
 
     table = pd.read_csv(project.data("08_reporting/quantum_hardware.csv"))
     assert set(table["condition"]) == {"exact", "ideal", "device"}
@@ -420,7 +453,7 @@ def test_kedro_run_quantum_hardware_needs_only_the_head_and_the_cache(smoke_copy
     (project.path / "conf/smoke/parameters_quantum_hardware.yml").write_text(
         "quantum_hardware:\n  devices: [fake_nowhere]\n"
     )
-    bad = project.run("--env", "smoke", "--pipeline", "quantum_hardware", check=False)
+    bad = project.run("--env", "smoke", "--pipelines", "quantum_hardware", check=False)
     output = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "Error: " in output
     assert "unknown device snapshot 'fake_nowhere'" in output and "fake_torino" in output
