@@ -20,6 +20,7 @@ from qsight_pipeline.data.layouts import RECORD_COLUMNS, get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
 from qsight_pipeline.data.splits import assign_splits
 from qsight_pipeline.files import lineage
+from qsight_pipeline.files.plain import path_text
 from qsight_pipeline.training.guards import grade_coverage
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _missing_images(layout_findings: dict[str, Any]) -> list[dict[str, str]]:
     return [
         {
             "image_id": image_id,
-            "path": str(layout.missing_image_path(root, image_id)),
+            "path": path_text(layout.missing_image_path(root, image_id)),
             "reason": "listed in the labels CSV, but no image file exists",
         }
         for image_id in layout_findings.get("labels_without_file", [])
@@ -115,7 +116,8 @@ def build_image_caches(
             description=f"caching {split}", max_pixels=settings.max_pixels,
         )
         unreadable += [
-            {"path": rows.at[row, "path"], "reason": reason.split(": ", 1)[-1], "split": split}
+            {"path": path_text(rows.at[row, "path"]),
+             "reason": path_text(reason.split(": ", 1)[-1]), "split": split}
             for row, reason in sorted(failures.items())
         ]
         if failures:
@@ -137,6 +139,10 @@ def build_image_caches(
             f"The {', '.join(empty)} split has no readable images left; see the errors above."
         )
     manifest = pd.concat(manifests, ignore_index=True)[list(MANIFEST_COLUMNS)]
+    # A path that is not valid UTF-8 was read as it is; the manifest (a UTF-8 CSV) shows it escaped.
+    manifest["path"] = pd.Series(
+        [path_text(path) for path in manifest["path"]], index=manifest.index, dtype=str
+    )
     # One id for the manifest and the three caches, so readers can tell a matching set from the
     # leftovers of an interrupted or concurrent ingestion.
     run_id = lineage.ingestion_id(manifest.itertuples(index=False), caches)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "complete_checkpoint.pth"
 MODEL_INFO_NAME = "model_info.json"
 SUMMARY_NAME = "training_summary.json"
+CALIBRATION_NAME = "calibration.json"
 
 
 @dataclass
@@ -191,8 +192,38 @@ def check_belongs(saved: Any, embedded: Any, path: Path, checkpoint_path: Path) 
             f"{path} does not belong to {checkpoint_path}: it differs from the copy the "
             f"checkpoint holds (first at `{_first_difference(saved, embedded)}`), so it was "
             "edited or comes from another run. The checkpoint is what the model is graded with; "
-            f"delete {path.name} (or copy the whole folder of one run) and load again."
+            f"delete {path.name} (or copy the whole folder of one run) and try again."
         )
+
+
+def _calibration_held(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``calibration.json`` holds, from the checkpoint: the operating point inference applies
+    (``model_info["calibration"]``) and, as ``report``, the figures ``training_summary`` keeps
+    beside it. None for a model saved without a calibration."""
+    applied = (checkpoint.get("model_info") or {}).get("calibration")
+    if not applied:
+        return None
+    summarised = (checkpoint.get("training_summary") or {}).get("calibration") or {}
+    report = {key: value for key, value in summarised.items() if key not in applied}
+    return {**applied, "report": report} if report else dict(applied)
+
+
+def check_saved_copies(checkpoint: dict[str, Any], checkpoint_path: Path) -> None:
+    """The readable copies beside ``checkpoint_path`` must equal what the checkpoint holds.
+
+    ``model_info.json``, ``training_summary.json`` and ``calibration.json`` (written by the
+    ensemble pipeline: the operating point of ``model_info`` and the figures of the summary). A
+    missing copy is fine; one that differs raises :class:`ForeignFileError` naming it.
+    ``load_model`` and every pipeline that loads ``complete_checkpoint`` call this, so they refuse
+    the same files.
+    """
+    folder = checkpoint_path.parent
+    for name, held in (
+        (MODEL_INFO_NAME, checkpoint.get("model_info")),
+        (SUMMARY_NAME, checkpoint.get("training_summary")),
+        (CALIBRATION_NAME, _calibration_held(checkpoint)),
+    ):
+        check_belongs(_read_json(folder / name), held, folder / name, checkpoint_path)
 
 
 def load_model(
@@ -214,17 +245,14 @@ def load_model(
     folder = Path(output_dir).expanduser()
     checkpoint_path = folder / CHECKPOINT_NAME
     checkpoint = load_checkpoint_file(checkpoint_path)
-    # model_info.json and training_summary.json are readable copies of what the checkpoint holds;
-    # the checkpoint's own copy is what grading uses (as the predict pipeline does), and a copy
-    # that differs from it is refused rather than trusted.
-    model_info = _read_json(folder / MODEL_INFO_NAME)
-    summary = _read_json(folder / SUMMARY_NAME)
-    check_belongs(model_info, checkpoint.get("model_info"), folder / MODEL_INFO_NAME, checkpoint_path)
-    check_belongs(summary, checkpoint.get("training_summary"), folder / SUMMARY_NAME, checkpoint_path)
+    # model_info.json, training_summary.json and calibration.json are readable copies of what the
+    # checkpoint holds; the checkpoint's own copy is what grading uses (as the pipelines do), and
+    # a copy that differs from it is refused rather than trusted.
+    check_saved_copies(checkpoint, checkpoint_path)
     return loaded_from_checkpoint(
         checkpoint,
         device,
-        model_info=checkpoint.get("model_info") or model_info,
-        training_summary=checkpoint.get("training_summary") or summary,
+        model_info=checkpoint.get("model_info") or _read_json(folder / MODEL_INFO_NAME),
+        training_summary=checkpoint.get("training_summary") or _read_json(folder / SUMMARY_NAME),
         gate_overrides=gate_overrides,
     )

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline.constants import GRADE_NAMES, HEADS
+from qsight_pipeline.files.plain import path_text
 
 
 def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
@@ -17,7 +18,8 @@ def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
 
     The gate's columns: ``decision`` ("refer for manual grading" for a gated image),
     ``gradable``, ``in_distribution`` (empty for a model saved without a gate), ``gate_reasons``
-    (why it was gated, ``; ``-separated), ``ood_distance`` and ``gate_score``.
+    (why it was gated, ``; ``-separated), ``ood_distance`` and ``gate_score``. ``image``,
+    ``path`` and ``error`` show a file name that is not valid UTF-8 escaped (``bad\\xff.png``).
     """
     # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.predict import gate_reasons  # torch: only when grading
@@ -25,8 +27,8 @@ def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
     failed = prediction.error is not None
     probs = prediction.ensemble_probabilities or [np.nan] * len(GRADE_NAMES)
     row: dict[str, Any] = {
-        "image": image,
-        "path": str(path),
+        "image": path_text(image),
+        "path": path_text(path),
         "predicted_grade": pd.NA if failed else prediction.grade,
         "grade_name": prediction.grade_name,
         **{f"prob_grade_{g}": float(probs[g]) for g in range(len(GRADE_NAMES))},
@@ -47,5 +49,5 @@ def prediction_row(prediction: Any, path: Path, image: str) -> dict[str, Any]:
         head_probs = prediction.head_probabilities.get(head) or [np.nan] * len(GRADE_NAMES)
         row.update({f"prob_{head}_grade_{g}": float(head_probs[g]) for g in range(len(GRADE_NAMES))})
     row["latency_ms"] = prediction.latency_ms.get("total", np.nan)
-    row["error"] = prediction.error or ""
+    row["error"] = path_text(prediction.error or "")
     return row

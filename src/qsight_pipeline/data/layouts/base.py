@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline.errors import UserError
+from qsight_pipeline.files.plain import path_text
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +58,15 @@ class LayoutScan:
     ignored_non_image_files: int = 0
 
     def summary(self) -> dict:
-        """A JSON-ready description for the ingestion report."""
+        """A JSON-ready description for the ingestion report (names escaped: :func:`path_text`)."""
         return {
             "dataset_type": self.dataset_type,
-            "root": str(self.root),
+            "root": path_text(self.root),
             "labelled_images": len(self.records),
-            "labels_without_file": list(self.labels_without_file),
-            "files_without_label": list(self.files_without_label),
-            "conflicting_labels": list(self.conflicting_labels),
-            "unknown_folders": list(self.unknown_folders),
+            "labels_without_file": [path_text(name) for name in self.labels_without_file],
+            "files_without_label": [path_text(name) for name in self.files_without_label],
+            "conflicting_labels": [path_text(name) for name in self.conflicting_labels],
+            "unknown_folders": [path_text(name) for name in self.unknown_folders],
             "ignored_non_image_files": self.ignored_non_image_files,
         }
 
@@ -199,11 +200,21 @@ def list_images(folder: Path) -> tuple[list[Path], int]:
 
 
 def records_frame(rows: list[tuple]) -> pd.DataFrame:
-    """The ``records`` of a :class:`LayoutScan` from ``(image_id, patient_id, eye, grade, path)``."""
-    frame = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
-    return frame.astype(
-        {"image_id": str, "patient_id": str, "eye": str, "grade": "int64", "path": str}
-    )
+    """The ``records`` of a :class:`LayoutScan` from ``(image_id, patient_id, eye, grade, path)``.
+
+    Ids taken from a file name that is not valid UTF-8 are escaped (:func:`path_text`); such a
+    ``path`` is kept as it is, so the file can still be read, in a column of Python strings
+    (pandas' text columns refuse it). Whatever writes a path out escapes it.
+    """
+    frame = pd.DataFrame(rows, columns=list(RECORD_COLUMNS), dtype=object)
+    frame["image_id"] = [path_text(str(value)) for value in frame["image_id"]]
+    frame["patient_id"] = [path_text(str(value)) for value in frame["patient_id"]]
+    paths = [str(value) for value in frame["path"]]
+    typed = frame.astype({"image_id": str, "patient_id": str, "eye": str, "grade": "int64"})
+    if all(path_text(path) == path for path in paths):
+        return typed.astype({"path": str})
+    typed["path"] = pd.Series(paths, index=typed.index, dtype=object)
+    return typed
 
 
 def describe_folder(folder: Path, limit: int = 8) -> str:

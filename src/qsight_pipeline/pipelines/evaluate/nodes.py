@@ -12,7 +12,7 @@ import pandas as pd
 from qsight_pipeline.config.evaluate import EvaluateParams
 from qsight_pipeline.data.layouts import scan_dataset
 from qsight_pipeline.errors import UserError
-from qsight_pipeline.files.plain import to_plain
+from qsight_pipeline.files.plain import path_text, to_plain
 from qsight_pipeline.inference.rows import prediction_row
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def evaluate_external(
     readable = np.array([p.error is None for p in predictions], dtype=bool)
     threshold = float(loaded.referral.get("threshold", 0.5))
     result: dict[str, Any] = {
-        "dataset": {"type": evaluate.dataset.type, "root": str(root), "images": len(paths),
+        "dataset": {"type": evaluate.dataset.type, "root": path_text(root), "images": len(paths),
                     "unreadable": int((~readable).sum())},
         "gate_available": loaded.gates is not None,
         **_screening_results(
@@ -75,7 +75,7 @@ def evaluate_external(
     logger.info(
         "External validation on %d photographs of %s (%s): the gate passed %s; model kappa %s, "
         "referral sensitivity %s / specificity %s at the saved threshold %.3f.",
-        len(paths), root, evaluate.dataset.type,
+        len(paths), path_text(root), evaluate.dataset.type,
         "n/a" if result["gate"]["pass_rate"] is None else f"{100 * result['gate']['pass_rate']:.1f}%",
         _fmt((result["model"] or {}).get("quadratic_weighted_kappa")),
         _fmt((result["model_referral"] or {}).get("sensitivity")),

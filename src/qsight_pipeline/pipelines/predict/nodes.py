@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from PIL import Image
 from qsight_pipeline.config import PredictParams
 from qsight_pipeline.data.layouts import IMAGE_SUFFIXES
 from qsight_pipeline.errors import UserError
+from qsight_pipeline.files.plain import path_text
 from qsight_pipeline.inference.rows import prediction_row
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,33 @@ def list_images(input_dir: str | Path) -> list[Path]:
     return files
 
 
+# Characters a heatmap's file name cannot hold as they are (a file of the heatmaps folder has a
+# plain name), and "%" itself so that the escaping can be read back: one input, one name.
+_NAME_ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C"}
+# Longer names (deep sub-folders) are cut and given a hash: most file systems stop at 255 bytes
+# (24 + 32 kept characters of at most 4 bytes each and the hash stay under that).
+_MAX_NAME_BYTES = 200
+
+
+def heatmap_name(relative: str) -> str:
+    """The heatmap of the photograph at ``relative`` (under ``predict.input_dir``) is
+    ``heatmaps/<name>.png``: its path with the suffix kept, as one plain file name.
+
+    ``twin.jpeg`` and ``twin.png`` get ``twin.jpeg.png`` and ``twin.png.png``; ``eyes/left.png``
+    gets ``eyes%2Fleft.png.png``; a byte of a name that is not valid UTF-8 is written ``%FF``.
+    Different paths give different names.
+    """
+    name = "".join(
+        _NAME_ESCAPES.get(char)
+        or (f"%{ord(char) - 0xDC00:02X}" if "\udc80" <= char <= "\udcff" else char)
+        for char in relative
+    )
+    if len(name.encode()) > _MAX_NAME_BYTES:  # its start and end, a hash of the whole between
+        digest = hashlib.sha256(os.fsencode(relative)).hexdigest()[:12]
+        name = f"{name[:24]}~{digest}~{name[-32:]}"
+    return name
+
+
 def predict_grades(
     complete_checkpoint: dict[str, Any], predict: PredictParams
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -55,7 +85,7 @@ def predict_grades(
         ``predictions``: one row per file (see :func:`prediction_row`): grade, calibrated
         ensemble and per-head probabilities, gate weights, uncertainty, ``refer`` at the saved
         threshold, ``needs_review``, and ``error`` for a file that could not be read.
-        ``prediction_heatmaps``: ``{relative path without suffix: overlay PIL image}`` when
+        ``prediction_heatmaps``: ``{name: overlay PIL image}`` (see :func:`heatmap_name`) when
         ``predict.heatmaps`` is true, else empty.
     """
     # lazy: kept out of kedro start-up
@@ -72,7 +102,7 @@ def predict_grades(
     )
     rows, overlays = [], {}
     for path, prediction in zip(paths, predictions, strict=True):
-        name = path.relative_to(folder).with_suffix("").as_posix()
+        name = heatmap_name(path.relative_to(folder).as_posix())
         rows.append(prediction_row(prediction, path, path.stem))
         if prediction.heatmap is not None:
             overlays[name] = Image.fromarray(overlay_image(path, prediction.heatmap))
@@ -82,7 +112,7 @@ def predict_grades(
     logger.info(
         "Graded %d files from %s on %s (%d could not be read, %d referred for manual grading by "
         "the gate)%s",
-        len(rows), folder, loaded.device, failed, gated,
+        len(rows), path_text(folder), loaded.device, failed, gated,
         f"; {len(overlays)} heatmaps" if predict.heatmaps else "",
     )
     return pd.DataFrame(rows), overlays
