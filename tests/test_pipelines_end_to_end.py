@@ -144,7 +144,7 @@ def test_quantum_pipeline_with_quantum_disabled_fails_with_a_clear_message(smoke
     output = result.stdout + result.stderr
     assert "quantum.enabled is false" in output
     assert "Run refused before it started" in output
-    assert "Error: `kedro run --pipeline quantum` trains the quantum head" in output
+    assert "Error: `kedro run --pipelines quantum` trains the quantum head" in output
     assert "Traceback (most recent call last)" not in output  # the message alone, no stack
     # The checks run before the MLflow run opens: a refused run leaves no run behind, and
     # certainly none RUNNING for ever.

@@ -6,16 +6,16 @@ Run through ``python -m qsight_pipeline.app`` (which passes ``--output-dir`` and
 from __future__ import annotations
 
 import argparse
-import io
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageOps
 
+from qsight_pipeline.app.upload import decode_upload, upload_limit
 from qsight_pipeline.constants import GRADE_NAMES
-from qsight_pipeline.data.image_cache import DECODE_ERRORS, to_rgb8
+from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference import LoadedModel, load_model, predict_image
 from qsight_pipeline.inference.predict import gate_reasons, overlay_image
 
@@ -28,17 +28,9 @@ def _model(output_dir: str, device: str) -> LoadedModel:
     return load_model(output_dir, device=device)
 
 
-def _decode(data: bytes) -> np.ndarray:
-    """The upload as an 8-bit RGB array, decoded as ingestion decodes a file (EXIF orientation,
-    16-bit scaled, alpha onto black); ValueError with a readable reason when it is not an image."""
-    if not data:
-        raise ValueError("the file is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(to_rgb8(ImageOps.exif_transpose(image)))
-    except DECODE_ERRORS as error:
-        reason = "unknown format" if type(error).__name__ == "UnidentifiedImageError" else str(error)
-        raise ValueError(f"it is not a readable JPEG or PNG image ({reason})") from None
+@st.cache_resource
+def _upload_limit(project: str) -> tuple[int, str]:
+    return upload_limit(Path(project))
 
 
 def _probability_table(result) -> pd.DataFrame:
@@ -73,7 +65,7 @@ def _show(loaded: LoadedModel, name: str, photograph: np.ndarray) -> None:
         )
         if loaded.gates is None:
             st.caption("This model was saved without the gradability gate: the photograph was "
-                       "not checked. Re-run `kedro run --pipeline ensemble` to fit it.")
+                       "not checked. Re-run `kedro run --pipelines ensemble` to fit it.")
     review = loaded.referral.get("review_entropy_threshold")
     st.markdown(
         f"Uncertainty: entropy **{result.entropy:.3f}** nats, head disagreement "
@@ -102,14 +94,21 @@ def main() -> None:
     st.set_page_config(page_title="QSight: grade a fundus photograph")
     st.title("QSight: grade one fundus photograph")
     st.caption(f"Model: {args.output_dir}. A research prototype, not a medical device.")
-    loaded = _model(args.output_dir, args.device)
+    try:
+        loaded = _model(args.output_dir, args.device)
+    except UserError as error:  # a missing, damaged or crafted file: its one message, no trace
+        st.error(f"Cannot load the model: {error}")
+        return
+    max_pixels, where = _upload_limit(str(Path.cwd()))
+    st.caption(f"Photographs over {max_pixels:,} pixels are refused ({where}).")
     upload = st.file_uploader("Fundus photograph (JPEG or PNG)")
     if upload is None:
         return
     try:
-        photograph = _decode(upload.getvalue())
+        photograph = decode_upload(upload.getvalue(), max_pixels)
     except ValueError as error:
-        st.error(f"Cannot grade {upload.name}: {error}. Upload a fundus photograph.")
+        reason = str(error).rstrip(".")
+        st.error(f"Cannot grade {upload.name}: {reason}. Upload a fundus photograph.")
         return
     _show(loaded, upload.name, photograph)
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,6 +43,9 @@ _IN_MEMORY_LIMIT_BYTES = 64 * 1024**2
 # Refuse images larger than this before decoding them (``ingestion.max_pixels``): 50 MP is well
 # above any fundus camera, and a 33 KB PNG can otherwise claim 12,000 x 12,000 pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
+# That limit decides (open_image), at every size: Pillow's warning from 89 megapixels up would
+# only repeat a refusal, or contradict an ingestion.max_pixels raised on purpose.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -69,8 +76,7 @@ def load_image(
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            _check_pixels(image, max_pixels)
+        with open_image(path, max_pixels) as image:
             upright = _upright_size(image)
             scale = size / max(upright)
             target = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
@@ -177,14 +183,50 @@ def check_image_array(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _check_pixels(image: Image.Image, max_pixels: int | None) -> None:
-    width, height = image.size
-    if max_pixels is not None and width * height > max_pixels:
+@contextmanager
+def open_image(source: str | os.PathLike | BinaryIO, max_pixels: int | None) -> Iterator[Image.Image]:
+    """``Image.open(source)``, refused from its header when it claims more than ``max_pixels``.
+
+    Every door (ingestion, ``predict``, the API, the page) opens files through this, so one limit
+    and one message hold for every size: Pillow's own "decompression bomb" error for a header of
+    over about 179 megapixels becomes the same :class:`ImageTooLargeError`.
+
+    Raises:
+        ImageTooLargeError: the header claims more than ``max_pixels`` pixels.
+    """
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise _too_large_for_pillow(error, max_pixels) from None
+    with image:
+        width, height = image.size
+        _check_pixels(width * height, max_pixels, f"{width}x{height} = ")
+        yield image
+
+
+def _check_pixels(pixels: int, max_pixels: int | None, size: str = "") -> None:
+    if max_pixels is not None and pixels > max_pixels:
         raise ImageTooLargeError(
-            f"{width}x{height} = {width * height:,} pixels is over ingestion.max_pixels "
-            f"({max_pixels:,}); decoding it would take about {width * height * 4 / 1e6:,.0f} MB. "
-            "Resize the image, or raise ingestion.max_pixels if it is genuine."
+            f"{size}{pixels:,} pixels is over ingestion.max_pixels ({max_pixels:,}); decoding it "
+            f"would take about {pixels * 4 / 1e6:,.0f} MB. Resize the image, or raise "
+            "ingestion.max_pixels if it is genuine."
         )
+
+
+def _too_large_for_pillow(error: Exception, max_pixels: int | None) -> ImageTooLargeError:
+    """Pillow refused the header at open (over ``2 * Image.MAX_IMAGE_PIXELS``): the project's
+    message, with the pixel count Pillow's message gives."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+    try:
+        _check_pixels(pixels, max_pixels)
+    except ImageTooLargeError as too_large:
+        return too_large
+    # ingestion.max_pixels was raised (or unset) above what Pillow decodes at all.
+    return ImageTooLargeError(
+        f"{pixels:,} pixels is over Pillow's own limit ({2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
+        "pixels), which ingestion.max_pixels cannot raise. Resize the image."
+    )
 
 
 def _upright_size(image: Image.Image) -> tuple[int, int]:

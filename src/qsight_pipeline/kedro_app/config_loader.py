@@ -10,7 +10,8 @@ stage schema then validates with the rest of the schedule). An index past the en
 or a list that is not there (``stages: null``, the schedule coming from ``stages_config``), is a
 :class:`~qsight_pipeline.errors.ParameterError` naming the key and saying how to change the
 schedule instead. Any other override that cannot be merged is a ParameterError too, not a
-traceback.
+traceback, and so is ``${oc.env:VAR}`` in any file but a credentials file (which OmegaConf refuses
+with a page of traceback): the message names the file and the key.
 
 The run-wide settings live in the ``run`` block (``run.seed``, ``run.batch_size``, ...). Their old
 top-level names still work, in a parameters file (``seed: 7``) and on the command line
@@ -175,6 +176,48 @@ def _moved_in_file(config: DictConfig, path: Path) -> tuple[DictConfig, list[str
     return OmegaConf.create(followed), moved
 
 
+_ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:([^,}]*)[^}]*\}")
+
+
+def _env_interpolation(tree: Any, prefix: Path_ = ()) -> tuple[Path_, str] | None:
+    """``(key, value)`` of the first value of ``tree`` that reads ``${oc.env:...}``, or None."""
+    if isinstance(tree, str):
+        return (prefix, tree) if _ENV_INTERPOLATION.search(tree) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        found = _env_interpolation(value, (*prefix, str(key)))
+        if found:
+            return found
+    return None
+
+
+def check_no_env_interpolation(key: str, config_per_file: Mapping[Path, Any]) -> None:
+    """Kedro reads environment variables (``${oc.env:VAR}``) in credentials files only; anywhere
+    else OmegaConf fails with a page of traceback that names neither the file nor the way out."""
+    if key == "credentials" or OmegaConf.has_resolver("oc.env"):
+        return
+    for path, config in config_per_file.items():
+        plain = OmegaConf.to_container(config, resolve=False) if isinstance(config, DictConfig) else config
+        found = _env_interpolation(plain)
+        if found is None:
+            continue
+        where, value = found
+        shown = Path(path)
+        if shown.is_absolute() and shown.is_relative_to(Path.cwd()):
+            shown = shown.relative_to(Path.cwd())
+        expanded = _ENV_INTERPOLATION.sub(r"$\1", value)
+        command_line = (
+            ", or give it on the command line, where the shell expands it: `kedro run --params "
+            f"{_dotted(where)}={expanded}`" if key == "parameters" else ""
+        )
+        raise ParameterError(
+            f"{shown}: `{_dotted(where)}` is {value!r}, which reads an environment variable; "
+            "Kedro reads environment variables only in credentials files "
+            f"(conf/<env>/credentials*.yml), not in a {key} file. Write the value itself into "
+            f"{shown}{command_line}."
+        )
+
+
 class QSightConfigLoader(OmegaConfigLoader):
     """``OmegaConfigLoader`` whose ``--params`` may index into lists (``run.stages.0.learning_rate``),
     whose ``--params`` that cannot be merged are a ParameterError, not a traceback, and which
@@ -201,6 +244,7 @@ class QSightConfigLoader(OmegaConfigLoader):
     def _merge_and_resolve(self, key: str, config_per_file: dict[Path, DictConfig]) -> dict[str, Any]:
         # Kedro merges one environment's files here (then base with env, softly): moving the old
         # names file by file keeps Kedro's precedence, conf/local over conf/base, --params over all.
+        check_no_env_interpolation(key, config_per_file)
         if key == "parameters":
             config_per_file = dict(config_per_file)
             for path, config in config_per_file.items():

@@ -54,6 +54,22 @@ def check_writable_folder(folder: Any, setting: str) -> Path | None:
     if folder in (None, ""):
         return None
     path = Path(str(folder)).expanduser()
+    check_not_a_file(path, setting)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".qsight_write_test."):
+            pass
+    except OSError as error:
+        raise PreflightError(
+            f"`{setting}` is {str(path)!r}, which cannot be written ({error.strerror or error}). "
+            f"Choose a folder you can write to: `kedro run --params {setting}=<folder>`."
+        ) from None
+    return path
+
+
+def check_not_a_file(path: Path, setting: str) -> None:
+    """Neither ``path`` nor the first of its ancestors that exists is a file (or anything else
+    that is not a folder), so that ``mkdir`` can make it a folder."""
     existing = path
     while not existing.exists():  # the first existing ancestor is where mkdir would start
         if existing.parent == existing:
@@ -65,16 +81,6 @@ def check_writable_folder(folder: Any, setting: str) -> Path | None:
             f"`{setting}` is {str(path)!r}, which {where}. Point {setting} at a folder, e.g. "
             f"`kedro run --params {setting}=outputs/my_run`."
         )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".qsight_write_test."):
-            pass
-    except OSError as error:
-        raise PreflightError(
-            f"`{setting}` is {str(path)!r}, which cannot be written ({error.strerror or error}). "
-            f"Choose a folder you can write to: `kedro run --params {setting}=<folder>`."
-        ) from None
-    return path
 
 
 def check_pretrained_weights(model: Mapping[str, Any]) -> str:

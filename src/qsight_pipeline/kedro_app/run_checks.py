@@ -2,27 +2,30 @@
 
 Registered in ``settings.py``. ``after_context_created`` validates every parameter of every block
 against the typed configuration (``qsight_pipeline.config``) and parses the stage schedule, and
-reports every problem in one message; ``before_pipeline_run`` adds the checks that depend on which
-pipelines run. Nothing heavy is imported here: torch and qiskit load only when a node needs them.
+reports every problem in one message, and refuses output folders that are files or system folders
+(:mod:`~qsight_pipeline.kedro_app.run_folders`); ``before_pipeline_run`` adds the checks that
+depend on which pipelines run, the folders they read kept apart from those they write included.
+Nothing heavy is imported here: torch and qiskit load only when a node needs them.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
 from qsight_pipeline.config import QSightParameters, validate_parameters
 from qsight_pipeline.errors import ConfigError, UserError
-from qsight_pipeline.kedro_app import preflight, user_errors
+from qsight_pipeline.kedro_app import preflight, run_folders, user_errors
 from qsight_pipeline.kedro_app.run_hooks import abandon_run, run_block
 
 logger = logging.getLogger(__name__)
 
 
 class QuantumUnavailableError(UserError, RuntimeError):
-    """``kedro run --pipeline quantum`` was asked for, but there is no quantum head to train."""
+    """``kedro run --pipelines quantum`` was asked for, but there is no quantum head to train."""
 
 
 def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
@@ -81,13 +84,13 @@ def check_pipelines(
     quantum = parameters.quantum
     if not quantum.enabled:
         raise QuantumUnavailableError(
-            "`kedro run --pipeline quantum` trains the quantum head, but quantum.enabled is false. "
+            "`kedro run --pipelines quantum` trains the quantum head, but quantum.enabled is false. "
             "Set quantum.enabled=true (e.g. --params quantum.enabled=true) or run another pipeline."
         )
     missing = quantum_dependencies_missing(quantum.executor, quantum.shots)
     if missing:
         raise QuantumUnavailableError(
-            "`kedro run --pipeline quantum` needs " + ", ".join(missing) + ", which cannot be "
+            "`kedro run --pipelines quantum` needs " + ", ".join(missing) + ", which cannot be "
             "imported. Install it with `pip install 'qsight_pipeline[quantum]'`."
         )
     run = parameters.run
@@ -131,13 +134,17 @@ class RunChecksHook:
 
     def __init__(self) -> None:
         self._checked: QSightParameters | None = None
+        self._project = Path.cwd()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         user_errors.install()
         self._checked = None
+        self._project = Path(getattr(context, "project_path", None) or Path.cwd())
         try:
             self._checked = parameters_of(context)
+            # Before the run locks write into them (RunLockHook, at before_pipeline_run).
+            run_folders.check_output_folders(self._checked, self._project)
         except UserError as error:
             logger.error("Run refused before it started: %s", error)
             raise
@@ -153,6 +160,8 @@ class RunChecksHook:
         try:
             typed = self._typed(catalog.load("parameters"))
             check_pipelines(typed, list(names), catalog)
+            run_folders.check_output_folders(typed, self._project)  # a bare hook's run too
+            run_folders.check_run_folders(typed, pipeline, catalog, self._project)  # kept apart
             preflight.check_run_environment(typed, list(names))  # folders writable, weights at hand
         except UserError as error:
             _refuse(error)
