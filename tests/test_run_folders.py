@@ -143,3 +143,18 @@ def test_an_environment_variable_outside_credentials_names_the_file_and_the_way_
     assert f"{tmp_path}/local/parameters.yml: `predict.input_dir` is " in message
     assert "only in credentials files" in message
     assert "`kedro run --params predict.input_dir=$PHOTOS/new`" in message
+
+
+def test_an_output_dir_the_catalog_does_not_follow_is_refused(tmp_path):
+    """`run.output_dir` written in a parameters file moves the parameter but not the catalog's
+    files (they follow globals.yml or --params): refused, saying where to set it."""
+    catalog = DataCatalog.from_config({**CATALOG, "model_info": {
+        "type": "json.JSONDataset", "filepath": "data/06_models/trained_model/model_info.json"}})
+    with pytest.raises(PreflightError) as info:
+        check_run_folders(_typed(run={"output_dir": "data/mine"}), _predict_pipeline(), catalog,
+                          tmp_path)
+    assert ("`run.output_dir` is 'data/mine', but the catalog writes the model to "
+            "data/06_models/trained_model" in str(info.value))
+    assert "conf/local/globals.yml" in str(info.value)
+    check_run_folders(_typed(run={"output_dir": str(tmp_path / "data/06_models/trained_model")}),
+                      _predict_pipeline(), catalog, tmp_path)  # the same folder: accepted

@@ -174,12 +174,32 @@ def _check_apart(setting: str, value: str, path: Path, folder: Path, what: str) 
     )
 
 
+def check_output_dir_agrees(parameters: QSightParameters, catalog: Any, project: Path) -> None:
+    """``run.output_dir`` is where the catalog puts the model: a value written in a parameters
+    file (not through ``globals.yml`` or ``--params``) would move the parameter but not the
+    files, and the run's checks and locks would guard another folder than the one written."""
+    resolver = getattr(catalog, "config_resolver", None)
+    if resolver is None or not parameters.run.output_dir:
+        return
+    folder = _dataset_folder(resolver.resolve_pattern("model_info"))
+    configured = absolute(parameters.run.output_dir, project).resolve()
+    if folder is None or absolute(folder, project).resolve() == configured:
+        return
+    raise PreflightError(
+        f"`run.output_dir` is {parameters.run.output_dir!r}, but the catalog writes the model to "
+        f"{folder}: a parameters file sets run.output_dir without moving the catalog's files. "
+        "Set `output_dir` in conf/<env>/globals.yml instead (conf/local/globals.yml for your "
+        "own machine), or pass `--params run.output_dir=...`; both move the parameter and the files."
+    )
+
+
 def check_run_folders(parameters: QSightParameters, pipeline: Any, catalog: Any,
                       project: Path) -> None:
-    """Each folder ``pipeline`` reads is a readable folder of photographs, apart from every
-    folder the run writes."""
+    """``run.output_dir`` agrees with the catalog, and each folder ``pipeline`` reads is a
+    readable folder of photographs, apart from every folder the run writes."""
     if pipeline is None:  # a bare hook in a test
         return
+    check_output_dir_agrees(parameters, catalog, project)
     reads = [(setting, value(parameters)) for block, setting, value in READ_FOLDERS
              if _reads(pipeline, block)]
     if not reads:
