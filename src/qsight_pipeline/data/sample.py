@@ -382,21 +382,48 @@ def patient_grades(patients: int, rng: np.random.Generator) -> np.ndarray:
     return grades[rng.permutation(len(grades))]
 
 
+def _shifted_camera(image: Image.Image) -> Image.Image:
+    """Another camera's look: a cooler, greener colour balance, a flatter tone curve and a
+    softer lens. The field, the anatomy and the lesions are the same."""
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    rgb = (rgb * np.asarray((0.78, 1.12, 1.45), dtype=np.float32)).clip(0, 1) ** 0.8
+    shifted = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8), "RGB")
+    return shifted.filter(ImageFilter.GaussianBlur(radius=image.size[0] / 256))
+
+
+# The looks a sample can be photographed with: the bundled sample's, and a shifted camera's for
+# testing how a model trained on the first transfers (``kedro run --pipelines evaluate``).
+CAMERAS = {"bundled": None, "shifted": _shifted_camera}
+
+
+@dataclass(frozen=True)
+class Camera:
+    """How the photographs are taken: their ``look`` (a key of :data:`CAMERAS`) and the JPEG
+    quality of a layout that saves JPEG."""
+
+    look: str = "bundled"
+    jpeg_quality: int = 85
+
+
 def generate_sample(
     out_dir: str | Path,
     layout: str = TANLIKESMATH,
     patients: int = 150,
     seed: int = 0,
     size: int = 256,
-    jpeg_quality: int = 85,
+    camera: Camera = Camera(),  # noqa: B008 - frozen
 ) -> pd.DataFrame:
     """Write a synthetic data set in a registered dataset ``layout`` under ``out_dir``.
 
+    ``camera``: ``Camera("shifted")`` photographs the same eyes through another camera.
     Returns one row per image with the columns ``image_id, patient_id, eye, grade, path``.
     """
     writer = get_layout(layout)
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
+    if camera.look not in CAMERAS:
+        raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera.look!r}")
+    through = CAMERAS[camera.look] or (lambda image: image)
     out_dir = Path(out_dir)
     root_sequence = np.random.SeedSequence(seed)
     layout_rng = np.random.default_rng(root_sequence.spawn(1)[0])
@@ -413,9 +440,9 @@ def generate_sample(
         for eye, eye_seq in (("left", left_seq), ("right", right_seq)):
             eye_rng = np.random.default_rng(eye_seq)
             grade = int(eye_grades[eye])
-            image = draw_fundus(anatomy, grade, eye, size, eye_rng)
+            image = through(draw_fundus(anatomy, grade, eye, size, eye_rng))
             sample = SampleImage(image, int(patient_id), eye, grade, eye_rng)
-            rows.append(writer.write_sample_image(out_dir, sample, jpeg_quality))
+            rows.append(writer.write_sample_image(out_dir, sample, camera.jpeg_quality))
 
     table = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
     writer.finish_sample(out_dir, table)
@@ -432,9 +459,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=256, help="side of the square images in pixels")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality (tanlikesmath)")
+    parser.add_argument("--camera", choices=list(CAMERAS), default="bundled",
+                        help="shifted: the same eyes through another camera")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    table = generate_sample(args.out, args.layout, args.patients, args.seed, args.size, args.quality)
+    table = generate_sample(args.out, args.layout, args.patients, args.seed, args.size,
+                            Camera(args.camera, args.quality))
     per_grade = table["grade"].value_counts().reindex(range(NUM_GRADES), fill_value=0)
     logger.info(
         "Wrote %d %s images of %d patients to %s; images per grade 0..4: %s",

@@ -117,13 +117,20 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
         return {"filepath": str(self._filepath), "mmap_mode": self._mmap_mode}
 
 
-class OptionalNpyDataset(NpyDataset):
-    """A :class:`NpyDataset` that loads ``None`` when its file is not there (never written)."""
+class _NoneWhenAbsent:
+    """Mixin (listed before the dataset class): ``load`` gives ``None`` when the file is not there
+    (never written), and the dataset's own ``load`` otherwise."""
 
-    def load(self) -> np.ndarray | None:
+    _filepath: PurePosixPath | Path
+
+    def load(self) -> Any:
         if not readable_path(self._filepath).is_file():
             return None
-        return super().load()
+        return super().load()  # type: ignore[misc]
+
+
+class OptionalNpyDataset(_NoneWhenAbsent, NpyDataset):
+    """A :class:`NpyDataset` that loads ``None`` when its file is not there (never written)."""
 
     def save(self, data: np.ndarray) -> None:
         raise DatasetError(f"{self._filepath} is read-only here (an optional input).")
@@ -294,17 +301,13 @@ class AtomicDataset(AbstractDataset[Any, Any]):
         return {"filepath": str(self._filepath), "dataset": self._dataset_config.get("type")}
 
 
-class OptionalDataset(AtomicDataset):
+class OptionalDataset(_NoneWhenAbsent, AtomicDataset):
     """An :class:`AtomicDataset` that loads ``None`` when its file does not exist yet.
 
     For inputs a node can do without, such as the quantum study's summary for the report, or
     an earlier report.html to add the study's section to.
     """
 
-    def load(self) -> Any:
-        if not readable_path(self._filepath).is_file():
-            return None
-        return super().load()
 
 class BinaryFileDataset(AbstractDataset[bytes, bytes]):
     """Raw bytes (e.g. ``model.onnx``); loading reads them, it never runs anything."""

@@ -601,3 +601,58 @@ def add_hardware_section(report: str | None, summary: dict[str, Any]) -> str:
     return _put_section(
         report, hardware_section_html(summary), (HARDWARE_START, HARDWARE_END), "on quantum hardware"
     )
+
+
+EXTERNAL_START, EXTERNAL_END = "<!-- external-validation:start -->", "<!-- external-validation:end -->"
+EXTERNAL_LABELS = {
+    "qwk": "QWK", "accuracy": "accuracy", "macro_f1": "macro-F1",
+    "referable_auc": "referable-DR AUC", "ece_before_temperature": "ECE before the temperatures",
+    "ece_after_temperature": "ECE after the temperatures",
+    "referral_sensitivity": "referral sensitivity", "referral_specificity": "referral specificity",
+    "gate_pass_rate": "gate pass rate", "gradable_rate": "gradable",
+    "in_distribution_rate": "in distribution",
+}
+
+
+def external_section_html(result: dict[str, Any]) -> str:
+    """The ``evaluate`` pipeline's section: its verdict, every figure beside the model's own test
+    split's with the change, and the ECE of each head before and after its temperature."""
+    dataset = result.get("dataset") or {}
+    rows = "".join(
+        f'<tr><td class="name">{_esc(EXTERNAL_LABELS.get(name, name))}</td>'
+        + "".join(_number_cell(entry.get(column), f"external-{name}-{column}")
+                  for column in ("internal_test", "external", "change"))
+        + "</tr>"
+        for name, entry in (result.get("comparison") or {}).items()
+    )
+    ece = "".join(
+        f'<tr><td class="name">{_esc(MODEL_LABELS.get(model, model))}</td>'
+        + "".join(_number_cell(values.get(when), f"external-ece-{model}-{when}")
+                  for when in ("before", "after"))
+        + "</tr>"
+        for model, values in (result.get("calibration") or {}).items()
+    )
+    reasons = ", ".join(f"{_esc(r)} ({n})" for r, n in ((result.get("gate") or {}).get("reasons") or {}).items())
+    return (
+        f'{EXTERNAL_START}<section id="external-validation"><h2>External validation</h2>'
+        f'<p id="external-verdict"><b>{_esc(result.get("verdict", ""))}</b></p>'
+        f"<p>{_esc(dataset.get('images'))} photographs in the {_esc(dataset.get('type'))} layout "
+        f"at <code>{_esc(dataset.get('root'))}</code> ({_esc(dataset.get('unreadable'))} "
+        "unreadable), graded with the model as saved: nothing was fitted on them. The internal "
+        "column is the model's own test split; the change is this set minus it.</p>"
+        '<table id="external-comparison"><thead><tr><th class="name">figure</th>'
+        "<th>own test split</th><th>this set</th><th>change</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        '<h3>Calibration on this set</h3><table id="external-ece"><thead><tr>'
+        '<th class="name">model</th><th>ECE before its temperature</th><th>after</th></tr>'
+        f"</thead><tbody>{ece}</tbody></table>"
+        + (f"<p>Why the gate referred photographs: {reasons}.</p>" if reasons else "")
+        + f"</section>{EXTERNAL_END}"
+    )
+
+
+def add_external_section(report: str | None, result: dict[str, Any]) -> str:
+    """``report`` with its external-validation section replaced or added."""
+    return _put_section(
+        report, external_section_html(result), (EXTERNAL_START, EXTERNAL_END), "external validation"
+    )

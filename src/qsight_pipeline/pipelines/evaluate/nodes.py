@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline.config.evaluate import EvaluateParams
+from qsight_pipeline.constants import ENSEMBLE
 from qsight_pipeline.data.layouts import scan_dataset
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.files.plain import path_text, to_plain
@@ -38,8 +39,11 @@ def evaluate_external(
     the model. Returns ``external_validation`` (JSON): the model's metrics on every readable
     photograph (``model``), on those the gate lets through (``graded``), the referral operating
     point on both with Wilson intervals, the screening decision *with* the gate (a photograph
-    referred for manual grading counts as referred) and the gate's pass rate and reasons; and
-    ``external_predictions``: one ``predictions.csv`` row per photograph plus its ``true_grade``.
+    referred for manual grading counts as referred), the gate's pass, gradable and
+    in-distribution rates and reasons, the ECE before and after the saved temperatures
+    (``calibration``), every figure beside the model's own test split's (``comparison``) and
+    one sentence (``verdict``); and ``external_predictions``: one ``predictions.csv`` row per
+    photograph plus its ``true_grade``.
     """
     # lazy: kept out of kedro start-up
     from qsight_pipeline.inference.loading import loaded_from_checkpoint
@@ -64,14 +68,14 @@ def evaluate_external(
         rows.append({"image": row.pop("image"), "true_grade": int(record["grade"]), **row})
     readable = np.array([p.error is None for p in predictions], dtype=bool)
     threshold = float(loaded.referral.get("threshold", 0.5))
+    good = [p for p in predictions if p.error is None]
     result: dict[str, Any] = {
         "dataset": {"type": evaluate.dataset.type, "root": path_text(root), "images": len(paths),
                     "unreadable": int((~readable).sum())},
         "gate_available": loaded.gates is not None,
-        **_screening_results(
-            [p for p in predictions if p.error is None], labels_all[readable], threshold
-        ),
+        **_screening_results(good, labels_all[readable], threshold),
     }
+    result.update(_what_changed(result, good, labels_all[readable], loaded, evaluate))
     logger.info(
         "External validation on %d photographs of %s (%s): the gate passed %s; model kappa %s, "
         "referral sensitivity %s / specificity %s at the saved threshold %.3f.",
@@ -81,7 +85,48 @@ def evaluate_external(
         _fmt((result["model_referral"] or {}).get("sensitivity")),
         _fmt((result["model_referral"] or {}).get("specificity")), threshold,
     )
+    logger.info("%s", result["verdict"])
     return to_plain(result), pd.DataFrame(rows)
+
+
+def _what_changed(
+    result: dict[str, Any], good: list[Any], labels: np.ndarray, loaded: Any,
+    evaluate: EvaluateParams,
+) -> dict[str, Any]:
+    """The ECE before and after the saved temperatures, the gate's rates (added to
+    ``result["gate"]``), each figure beside the internal test split's, and the verdict."""
+    # lazy: kept out of kedro start-up
+    from qsight_pipeline.inference import external
+
+    calibration = external.calibration_change(good, labels, loaded.temperatures)
+    result["gate"].update(external.gate_rates(good))
+    model, referral = result["model"] or {}, result["model_referral"] or {}
+    figures = {
+        "qwk": model.get("quadratic_weighted_kappa"), "accuracy": model.get("accuracy"),
+        "macro_f1": model.get("macro_f1"), "referable_auc": model.get("referable_auc"),
+        "ece_before_temperature": calibration[ENSEMBLE]["before"],
+        "ece_after_temperature": calibration[ENSEMBLE]["after"],
+        "referral_sensitivity": referral.get("sensitivity"),
+        "referral_specificity": referral.get("specificity"),
+        **{key: result["gate"].get(key)
+           for key in ("gradable_rate", "in_distribution_rate")},
+        "gate_pass_rate": result["gate"]["pass_rate"] if loaded.gates is not None else None,
+    }
+    comparison = external.side_by_side(figures, loaded.training_summary)
+    return {
+        "calibration": calibration,
+        "comparison": comparison,
+        "verdict": external.transfer_verdict(comparison, evaluate.transfer_tolerance),
+    }
+
+
+def add_external_to_report(report_html: str | None, external_validation: dict[str, Any]) -> str:
+    """report.html with the external-validation section (a page of its own when there is no
+    report)."""
+    # lazy: kept out of kedro start-up
+    from qsight_pipeline.reporting.html import add_external_section
+
+    return add_external_section(report_html, external_validation)
 
 
 def _screening_results(good: list[Any], labels: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import evaluate_external
+from .nodes import add_external_to_report, evaluate_external
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -14,6 +14,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["external_validation", "external_predictions"],
                 name="evaluate_external",
                 namespace="evaluate",
-            )
+            ),
+            Node(
+                func=add_external_to_report,
+                inputs=["report_html_if_any", "external_validation"],
+                outputs="external_report_html",
+                name="add_external_to_report",
+                namespace="evaluate",
+            ),
         ]
     )
