@@ -117,8 +117,9 @@ def test_the_api_fits_the_gate_and_save_model_keeps_it(api_run):
     _, summary, folder, _ = api_run
     loaded = load_model(folder)
     assert loaded.model_info["gates"] == summary["gates"]
-    assert loaded.gates["gradability"]["bounds"]["resolution"]["min"] is None  # no original files
-    assert loaded.gates["gradability"]["bounds"]["focus"]["min"] is not None
+    # The same absolute bounds as a kedro run's, though the loader knows no original files.
+    assert loaded.gates["gradability"]["bounds"]["resolution"]["min"] == 200.0
+    assert loaded.gates["gradability"]["training_check"]["files"] == 0
     assert loaded.gates["ood"]["validation_pass_rate"] >= 0.95
 
 

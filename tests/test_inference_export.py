@@ -51,16 +51,16 @@ def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_co
     # output gives the API's verdict (a blank frame added: it must be referred).
     import json
 
-    from qsight_pipeline.inference.gate import original_size, verdict_for
+    from qsight_pipeline.inference.gate import gradability_picture, verdict_for
     from qsight_pipeline.inference.predict import predict_images
 
     gates = json.loads((output_dir / "model_onnx_info.json").read_text())["gates"]
-    pictures = [decode(p, size) for p in paths] + [np.zeros((size, size, 3), np.uint8)]
-    sizes = [original_size(p) for p in paths] + [(512, 512)]
-    features = session.run(["compressed_features"], {
-        "images": normalise(np.stack(pictures), loaded.preprocessing).numpy()})[0]
-    api = predict_images(loaded, [*paths, np.zeros((512, 512, 3), np.uint8)])
-    for picture, original, row, result in zip(pictures, sizes, features, api, strict=True):
+    blank = np.zeros((512, 512, 3), np.uint8)
+    features = session.run(["compressed_features"], {"images": normalise(
+        np.stack([decode(p, size) for p in [*paths, blank]]), loaded.preprocessing).numpy()})[0]
+    measured = [gradability_picture(p) for p in [*paths, blank]]  # at the analysis size
+    api = predict_images(loaded, [*paths, blank])
+    for (picture, original), row, result in zip(measured, features, api, strict=True):
         verdict = verdict_for(picture, original, row, gates)
         assert (verdict["gradable"], verdict["in_distribution"]) == (result.gradable, result.in_distribution)
     assert api[-1].gradable is False and api[-1].decision == "refer for manual grading"

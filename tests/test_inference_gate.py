@@ -15,75 +15,119 @@ from scipy import ndimage
 
 from qsight_pipeline import load_model, predict_image, predict_images
 from qsight_pipeline.config import GateParams, PredictParams
-from qsight_pipeline.data.image_cache import load_image
+from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference import gate as gating
+from qsight_pipeline.inference import gradability
 from qsight_pipeline.inference.gate_eval import CORRUPTIONS, non_fundus_pictures
 from qsight_pipeline.inference.loading import load_checkpoint_file, loaded_from_checkpoint
+from qsight_pipeline.inference.predict import gate_reasons
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data/01_raw/sample/resized_train/resized_train"
-SIZE = 32
+BOUNDS = gating.fit_gradability()  # the absolute bounds, gate.gradability's defaults
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    """Bounds fitted on 120 bundled sample photographs at 32 px; 40 others held out."""
-    files = sorted(SAMPLE.glob("*.jpeg"))
-    train = [gating.quality_measures(load_image(f, SIZE), gating.original_size(f)) for f in files[:120]]
-    held_out = [(load_image(f, SIZE), gating.original_size(f)) for f in files[120:160]]
-    return gating.fit_gradability(train), held_out
+def _retina(side: int | None = None, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """scikit-image's real fundus photograph (1411 px square), cut to ``rows`` and resized."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) is not installed")
+    picture = data.retina()
+    if rows:
+        picture = picture[rows[0] : rows[1]]
+    if side:
+        height = round(picture.shape[0] * side / picture.shape[1])
+        picture = np.asarray(Image.fromarray(picture).resize((side, height), Image.Resampling.LANCZOS))
+    return picture
 
 
-def _reasons(image, gradability, size=(256, 256)) -> list[str]:
-    return gating.check_gradability(gating.quality_measures(image, size), gradability)[0]
+def _reasons(photograph: np.ndarray) -> list[str]:
+    return gating.check_gradability(gating.photograph_measures(photograph), BOUNDS)[0]
 
 
-def test_bounds_come_from_the_training_distribution(fitted):
-    gradability, _ = fitted
-    bounds = gradability["bounds"]
-    low, high = bounds["field_fraction"]["train_quantiles"]
-    assert bounds["field_fraction"]["min"] < low <= high < bounds["field_fraction"]["max"]
-    assert bounds["resolution"]["max"] is None and bounds["resolution"]["min"] < 256
-    assert bounds["field_roundness"]["max"] is None
-    assert gradability["quantile"] == 0.01 and gradability["images"] == 120
-
-
-def test_clean_held_out_photographs_pass(fitted):
-    gradability, held_out = fitted
-    failing = [_reasons(image, gradability, size) for image, size in held_out]
-    assert sum(1 for reasons in failing if reasons) <= 2, failing
+def test_the_bounds_are_absolute_not_fitted_on_the_training_photographs():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 40, (4, 32, 32, 3), dtype=np.uint8)
+    fitted = [gating.fit_gradability(GateParams().gradability, images, sizes)
+              for images, sizes in ((None, None), (dark, [(64, 48)] * 4))]
+    assert fitted[0]["bounds"] == fitted[1]["bounds"]  # the training pictures change nothing
+    bounds = fitted[0]["bounds"]
+    assert bounds["resolution"] == {"min": 200.0, "max": None}
+    assert bounds["blur"] == {"min": None, "max": 0.6}
+    assert "not fitted" in fitted[0]["fitted_on"]
+    # ... they are only checked against them (the warning names the setting).
+    assert fitted[1]["training_check"]["failing"] == 4 and fitted[1]["training_check"]["files_below_resolution"] == 4
 
 
 @pytest.mark.parametrize(
-    ("kind", "expected"),
-    [
-        ("blank", "no fundus field found"),
-        ("blurred", "out of focus"),
-        ("dark", "underexposed"),
-        ("bright", "overexposed"),
-        ("field_cropped_out", "no dark surround"),
-        ("checkerboard", "not a round fundus field"),
-        ("text", "no dark surround"),
-        ("noise", "noisy or not a fundus photograph"),
-        ("small", "resolution too low"),
-    ],
+    "side, rows",
+    [(2000, None), (1411, None), (1024, None), (512, None), (256, None),
+     (None, (250, 1161)), (None, (400, 1011)), (1024, (176, 1234))],  # cut at top and bottom
 )
-def test_bad_pictures_are_flagged_with_the_right_reason(fitted, kind, expected):
-    gradability, held_out = fitted
-    image, size = held_out[0]
-    rng = np.random.default_rng(0)
-    pictures = {
-        "blank": np.zeros_like(image),
-        "blurred": ndimage.gaussian_filter(image.astype(np.float32), (1.5, 1.5, 0)).astype(np.uint8),
-        "dark": CORRUPTIONS["underexposed"](image, rng),
-        "bright": CORRUPTIONS["overexposed"](image, rng),
-        "field_cropped_out": CORRUPTIONS["field_cropped_out"](image, rng),
-        "checkerboard": non_fundus_pictures(1, SIZE)["checkerboard"][0],
-        "text": non_fundus_pictures(1, SIZE)["text"][0],
-        "noise": CORRUPTIONS["random_noise"](image, rng),
-        "small": image,
-    }
-    reasons = _reasons(pictures[kind], gradability, (64, 48) if kind == "small" else size)
-    assert any(expected in reason for reason in reasons), reasons
+def test_a_real_fundus_photograph_is_gradable_at_any_size_and_crop(side, rows):
+    photograph = _retina(side, rows)
+    assert _reasons(photograph) == []
+    measures = gating.photograph_measures(photograph)
+    assert measures["resolution"] == pytest.approx(0.99 * (side or 1411), rel=0.02)  # field width
+
+
+def test_the_bundled_sample_photographs_are_gradable():
+    files = sorted(SAMPLE.glob("*.jpeg"))[::10]
+    assert [f.name for f in files if _reasons(np.asarray(Image.open(f).convert("RGB")))] == []
+
+
+def _sample_photograph() -> np.ndarray:
+    return np.asarray(Image.open(sorted(SAMPLE.glob("*.jpeg"))[0]).convert("RGB"))
+
+
+# Each corruption, the reason it must give, and the other reasons that are true of it.
+CORRUPTED = {
+    "heavy_blur": ("out of focus", set()),
+    "underexposed": ("underexposed", set()),
+    "overexposed": ("overexposed", set()),
+    "field_cropped_out": ("no round field edge at the left and right", {"the lit area is not a round fundus field"}),
+    "half_darkened": ("unevenly lit", {"underexposed in part"}),
+    "random_noise": ("noisy", set()),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTED))
+@pytest.mark.parametrize("photograph", ["retina", "sample"])
+def test_a_corrupted_photograph_is_not_gradable_with_the_right_reason(kind, photograph):
+    clean = _retina(512) if photograph == "retina" else _sample_photograph()
+    assert _reasons(clean) == []
+    corrupted = CORRUPTIONS[kind](clean, np.random.default_rng(0))
+    reasons = _reasons(corrupted)
+    expected, also_true = CORRUPTED[kind]
+    assert any(r.startswith(expected) for r in reasons), reasons
+    others = {r.split(" (")[0].split(" [")[0] for r in reasons if not r.startswith(expected)}
+    assert others <= also_true, reasons
+    assert all("[" in r and "]" in r for r in reasons)  # each names what was measured
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "camera", "page", "immunohistochemistry"])
+def test_a_photograph_that_is_no_fundus_photograph_is_not_gradable(name):
+    data = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) is not installed")
+    reasons = _reasons(getattr(data, name)())
+    assert any(r.startswith("no round field edge") for r in reasons), reasons
+
+
+def test_drawn_pictures_and_a_small_photograph_are_not_gradable():
+    drawn = non_fundus_pictures(1, 256)
+    assert _reasons(np.zeros((256, 256, 3), np.uint8))[0].startswith("no fundus field found")
+    assert all(_reasons(pictures[0]) for pictures in drawn.values())
+    assert any(r.startswith("no round field edge") for r in _reasons(drawn["text"][0]))
+    reasons = _reasons(_retina(150))
+    assert [r.split(" [")[0] for r in reasons] == [gradability.REASONS[("resolution", "min")]]
+
+
+def test_the_measures_are_the_published_estimators():
+    data = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) is not installed")
+    from skimage.measure import blur_effect
+
+    gray = data.camera().astype(np.float64)
+    interior = np.zeros(gray.shape, dtype=bool)
+    interior[2:-1, 2:-1] = True  # the part scikit-image sums over
+    assert gradability.blur_effect(gray, interior) == pytest.approx(blur_effect(gray / 255.0), rel=1e-9)
+    flat = 100.0 + np.random.default_rng(0).normal(0.0, 8.0, (256, 256))
+    assert gradability.noise_sigma(flat) == pytest.approx(8.0, rel=0.03)
 
 
 def test_ood_threshold_lets_the_set_share_of_validation_pass():
@@ -95,9 +139,10 @@ def test_ood_threshold_lets_the_set_share_of_validation_pass():
     far = gating.mahalanobis(np.full((1, 8), 6.0), ood)[0]
     assert far > ood["threshold"]
     overridden = gating.effective_gates(
-        {"gradability": {"bounds": {}}, "ood": ood}, {"ood_threshold": 1e9, "focus_min": 1.0}
+        {"format": gating.GATES_FORMAT, "gradability": {"bounds": {}}, "ood": ood},
+        {"ood_threshold": 1e9, "blur_max": 0.9},
     )
-    assert overridden["ood"]["threshold"] == 1e9 and overridden["gradability"]["bounds"]["focus"]["min"] == 1.0
+    assert overridden["ood"]["threshold"] == 1e9 and overridden["gradability"]["bounds"]["blur"]["max"] == 0.9
     assert ood["threshold"] != 1e9  # the saved gate is left alone
 
 
@@ -143,9 +188,10 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     assert saved["format"] == gating.GATES_FORMAT
     assert loaded.gates["gradability"]["bounds"] == saved["gradability"]["bounds"]
     assert loaded.gates["ood"]["threshold"] == saved["ood"]["threshold"]
-    assert "training-split pictures" in saved["gradability"]["fitted_on"]
+    assert saved["gradability"]["bounds"] == gating.fit_gradability()["bounds"]  # absolute, not fitted
+    assert saved["gradability"]["training_check"]["failing"] == 0  # the sample's pictures pass them
     gate = loaded.training_summary["gate"]
-    assert gate["gradability"]["bounds"]["focus"]["min"] == saved["gradability"]["bounds"]["focus"]["min"]
+    assert gate["gradability"]["bounds"]["blur"]["max"] == saved["gradability"]["bounds"]["blur"]["max"]
     evaluation = gate["evaluation"]
     assert evaluation["clean"]["pass_rate"] >= 0.9
     assert evaluation["corrupted"]["auroc"] >= 0.9
@@ -157,6 +203,17 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     # The report explains the rule and shows the figures.
     report = smoke_project.data("08_reporting/report.html").read_text(encoding="utf-8")
     assert "referred for manual grading" in report and "Gate" in report
+
+
+def test_a_real_fundus_photograph_is_gradable_but_unlike_the_sample(smoke_project):
+    """scikit-image's retina: another camera's good photograph. Gradable, and out of
+    distribution for a model trained on the synthetic sample (that is the other check's job)."""
+    loaded = load_model(_model_dir(smoke_project))
+    for photograph in (_retina(512), _retina(None, (250, 1161))):
+        result = predict_image(loaded, photograph)
+        assert result.gradable is True, result.gradability_reasons
+        assert result.in_distribution is False and result.decision == "refer for manual grading"
+        assert gating.OOD_REASON in gate_reasons(result)
 
 
 def test_the_api_refers_bad_photographs_and_grades_clean_ones(smoke_project):
@@ -187,8 +244,7 @@ def test_predict_overrides_replace_saved_bounds(smoke_project, tmp_path):
     strict = loaded_from_checkpoint(checkpoint)
     assert predict_image(strict, dark).gradable is False
     lenient = loaded_from_checkpoint(checkpoint, gate_overrides={
-        "brightness_min": 0.0, "field_fraction_min": 0.0, "focus_min": 0.0, "ood_threshold": 1e9,
-        "field_roundness_min": 0.0,
+        "brightness_min": 0.0, "dark_fraction_max": 1.0, "ood_threshold": 1e9,
     })
     result = predict_image(lenient, dark)
     assert result.gradable is True and result.in_distribution is True, result.gradability_reasons
@@ -200,8 +256,7 @@ def test_predict_overrides_replace_saved_bounds(smoke_project, tmp_path):
     Image.fromarray(dark).save(folder / "dark.png")
     strict_table, _ = predict_grades(checkpoint, PredictParams(input_dir=str(folder)))
     lenient_table, _ = predict_grades(checkpoint, PredictParams.model_validate({"input_dir": str(folder), "gradability": {
-        "brightness_min": 0.0, "field_fraction_min": 0.0, "focus_min": 0.0, "ood_threshold": 1e9,
-        "field_roundness_min": 0.0}}))
+        "brightness_min": 0.0, "dark_fraction_max": 1.0, "ood_threshold": 1e9}}))
     assert strict_table["decision"][0] == "refer for manual grading"
     assert bool(lenient_table["gradable"][0]) and lenient_table["decision"][0] != "refer for manual grading"
 
@@ -245,8 +300,9 @@ def test_the_pipeline_and_the_api_gate_alike(smoke_project, tmp_path):
     assert decisions["blank"] == decisions["text"] == "refer for manual grading"
 
 
-def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog):
-    """`kedro run --pipelines ensemble` after the image cache was deleted: a warning, no image bounds."""
+def test_without_the_image_caches_the_same_gate_is_fitted(caplog):
+    """`kedro run --pipelines ensemble` after the image cache was deleted: the bounds are the
+    absolute ones all the same, and the out-of-distribution score is fitted from the features."""
     from qsight_pipeline.pipelines.ensemble.nodes import fit_gate
 
     rng = np.random.default_rng(0)
@@ -254,10 +310,18 @@ def test_without_the_image_caches_only_distance_and_resolution_are_fitted(caplog
     manifest = pd.DataFrame({"split": ["train"] * 3, "path": [str(p) for p in sorted(SAMPLE.glob("*.jpeg"))[:3]]})
     with caplog.at_level(logging.WARNING):
         gates = fit_gate(cache, None, manifest, GateParams())
-    assert "kedro run --pipelines ingestion" in caplog.text
-    bounds = gates["gradability"]["bounds"]
-    assert bounds["focus"]["min"] is None and bounds["resolution"]["min"] is not None
-    assert gates["ood"]["threshold"] > 0
+    assert gates["gradability"]["bounds"] == BOUNDS["bounds"]
+    check = gates["gradability"]["training_check"]
+    assert (check["pictures"], check["files"], check["files_below_resolution"]) == (0, 3, 0)
+    assert gates["ood"]["threshold"] > 0 and "gradability bounds" not in caplog.text
+
+
+def test_a_model_with_a_gate_of_the_old_format_is_refused_naming_the_command():
+    old = {"format": "qsight.gates/1", "gradability": {"bounds": {"focus": {"min": 1.0, "max": None}}},
+           "ood": {"threshold": 1.0}}
+    with pytest.raises(gating.StaleGateError, match="kedro run --pipelines ensemble") as caught:
+        gating.effective_gates(old)
+    assert isinstance(caught.value, UserError) and "qsight.gates/1" in str(caught.value)
 
 
 def test_the_page_shows_no_grade_for_a_gated_photograph(smoke_project, monkeypatch):

@@ -9,18 +9,20 @@ from qsight_pipeline.config.devices import parse_device
 
 
 class GradabilityOverrides(ParamsBlock):
-    """``predict.gradability``: replace bounds of the gate saved with the model (null keeps the
-    saved, fitted one). ``<measure>_min`` / ``<measure>_max`` for the gradability measures
-    (README, "Grading new photographs"), ``ood_threshold`` for the Mahalanobis distance."""
+    """``predict.gradability``: replace bounds of the gate saved with the model for this run
+    (null keeps the saved one). ``<measure>_min`` / ``<measure>_max`` for the gradability
+    measures (README, "Gradability"), ``ood_threshold`` for the out-of-distribution score."""
 
     field_fraction_min: float | None = None
-    field_fraction_max: float | None = None
+    field_side_height_max: float | None = None
     field_roundness_min: float | None = None
     brightness_min: float | None = None
     brightness_max: float | None = None
-    saturated_fraction_max: float | None = None
-    focus_min: float | None = None
-    focus_max: float | None = None
+    dark_fraction_max: float | None = None
+    burnt_out_fraction_max: float | None = None
+    illumination_evenness_min: float | None = None
+    blur_max: float | None = None
+    noise_max: float | None = None
     resolution_min: float | None = None
     ood_threshold: float | None = None
 

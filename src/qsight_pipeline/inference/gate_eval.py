@@ -8,7 +8,8 @@ well the score separates clean photographs (negatives) from each kind of bad pic
 and the pass rates say what share of each set the gate lets through at the saved bounds.
 
 The pictures here are already at the model's ``image_size``, so the ``resolution`` bound (which
-needs the original size) is not part of this evaluation.
+needs the original size) is not part of this evaluation, and focus is not judged below
+:data:`~qsight_pipeline.inference.gradability.MIN_FOCUS_WIDTH` px.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ def _dark(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _bright(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(image.astype(np.float32) * 3.5 + 40, 0, 255).astype(np.uint8)
+    """Two stops too much light: four times the exposure, clipped."""
+    return np.clip(image.astype(np.float32) * 4.0, 0, 255).astype(np.uint8)
+
+
+def _half_dark(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The left half of the frame at a quarter of its light (a small pupil, a shadow)."""
+    shaded = image.astype(np.float32)
+    shaded[:, : image.shape[1] // 2] *= 0.25
+    return shaded.astype(np.uint8)
 
 
 def _field_cropped(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -56,6 +65,7 @@ CORRUPTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] 
     "underexposed": _dark,
     "overexposed": _bright,
     "field_cropped_out": _field_cropped,
+    "half_darkened": _half_dark,
     "random_noise": _noise,
 }
 

@@ -215,7 +215,9 @@ def _decode_all(
         except (ImageDecodeError, OSError) as error:
             errors[start + offset] = str(error)
             continue
-        quality = gating.quality_measures(array, gating.original_size(image)) if measure else {}
+        # Measured on the photograph itself at the analysis size: a second decode, so the
+        # model's pixel path is left alone.
+        quality = gating.photograph_measures(image) if measure else {}
         decoded.append((start + offset, array, quality))
     per_image = (time.perf_counter() - began) * 1000.0 / max(len(images), 1)
     return decoded, errors, per_image

@@ -442,9 +442,7 @@ def gate_section_html(gate: dict[str, Any]) -> str:
         "<code>gradable: false</code> or <code>in_distribution: false</code> with the reason, "
         "<code>needs_review</code> is true and the decision is "
         "<strong>refer for manual grading</strong>.</p>",
-        f"<p>Bounds fitted on {_esc(gate.get('gradability', {}).get('fitted_on', ''))} "
-        f"(quantile {format_metric(gate.get('gradability', {}).get('quantile'))}, margin "
-        f"{format_metric(gate.get('gradability', {}).get('margin'))} of the spread). "
+        f"<p>Gradability: {_esc(gate.get('gradability', {}).get('fitted_on', ''))}. "
         f"Out-of-distribution threshold {format_metric(ood.get('threshold'))} "
         f"({_esc(ood.get('method', ''))}), passing {_share(ood.get('validation_pass_rate'))} "
         f"of validation photographs{_ood_promise(ood)}.</p>",
