@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import difflib
 import logging
-import sys
 from pathlib import Path
+from typing import Any
 
 import timm
 from torch import nn
 
 from qsight_pipeline.errors import UserError
+from qsight_pipeline.models.encoder_weights import EncoderWeightsError, load_weights_file
+
+__all__ = ["EncoderError", "EncoderWeightsError", "create_encoder", "resolve_encoder_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +30,6 @@ DEFAULT_ENCODER_NAMES: dict[str, str] = {"vit": "vit_base_patch16_224", "resnet"
 
 class EncoderError(UserError, ValueError):
     """An encoder setting that cannot be used (unknown type or timm name)."""
-
-
-class EncoderWeightsError(UserError, RuntimeError):
-    """Pretrained weights could not be obtained or did not fit the encoder."""
 
 
 def resolve_encoder_name(encoder_type: str = "vit", encoder_name: str | None = None) -> str:
@@ -47,25 +46,45 @@ def resolve_encoder_name(encoder_type: str = "vit", encoder_name: str | None = N
     return name
 
 
+def encoder_data_config(name: str) -> dict[str, Any]:
+    """timm's data configuration for the weights of encoder ``name`` (a timm name, with a
+    ``.tag`` to pick other weights), read from its ``pretrained_cfg`` without building the model
+    or downloading anything: what ``timm.data.resolve_model_data_config`` gives for it
+    (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``), plus
+    ``weights`` (``name.tag``) and ``fixed_input_size``."""
+    pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    cfg = pretrained_cfg.to_dict() if pretrained_cfg is not None else {}
+    config = dict(timm.data.resolve_data_config({}, pretrained_cfg=cfg))
+    base = name.split(".", 1)[0]
+    tag = getattr(pretrained_cfg, "tag", None)
+    config["weights"] = f"{base}.{tag}" if tag else base
+    config["fixed_input_size"] = bool(cfg.get("fixed_input_size", False))
+    return config
+
+
 def create_encoder(
     encoder_type: str = "vit",
     encoder_name: str | None = None,
-    image_size: int = 224,
+    image_size: int | None = None,
     pretrained: bool = True,
     pretrained_weights: str | Path | None = None,
 ) -> nn.Module:
     """Build a timm encoder that maps ``(B, 3, image_size, image_size)`` to ``(B, num_features)``.
 
     Args:
-        encoder_type: ``vit`` or ``resnet``. Picks the default timm name and, for ``vit``,
-            passes ``img_size=image_size`` so the patch grid and position embeddings fit.
+        encoder_type: ``vit`` or ``resnet``. Picks the default timm name and, for ``vit`` (or
+            any encoder whose weights need a fixed input size), passes ``img_size=image_size``
+            so the patch grid and position embeddings fit.
         encoder_name: any timm model name; overrides the type's default.
-        image_size: input side in pixels.
+        image_size: input side in pixels; None: the encoder's own (its weights' input size,
+            :func:`encoder_data_config`), the default everywhere (``run.image_size: null``).
         pretrained: download ImageNet weights through timm.
         pretrained_weights: a local weights file (``.pth``/``.bin``/``.safetensors``, a plain state
-            dict or one wrapped under ``state_dict``/``model``). It takes precedence over the
-            download, whatever ``pretrained`` says, for machines without internet. timm adapts it
-            as it does its own weights (classifier dropped, ViT position embeddings resized).
+            dict or one wrapped under ``state_dict``/``model``/``teacher``), including the
+            published RETFound (MAE) and RETFound-Green files (``models.encoder_weights``). It
+            takes precedence over the download, whatever ``pretrained`` says, for machines without
+            internet. timm adapts it as it does its own weights (classifier dropped, ViT position
+            embeddings resized).
 
     Raises:
         EncoderError: unknown ``encoder_type`` or ``encoder_name``.
@@ -73,9 +92,10 @@ def create_encoder(
             the encoder. The message names ``model.pretrained`` and ``model.pretrained_weights``.
     """
     name = resolve_encoder_name(encoder_type, encoder_name)
+    data_config = encoder_data_config(name)
     kwargs: dict = {"num_classes": 0}
-    if encoder_type == "vit":
-        kwargs["img_size"] = image_size
+    if encoder_type == "vit" or data_config["fixed_input_size"]:
+        kwargs["img_size"] = image_size or int(data_config["input_size"][-1])
 
     if pretrained_weights:
         weights_path = Path(pretrained_weights).expanduser()
@@ -87,8 +107,7 @@ def create_encoder(
                 "download from timm, or `model.pretrained: false` for a random init)."
             )
         encoder = timm.create_model(name, pretrained=False, **kwargs)
-        _load_weights_file(encoder, name, weights_path)
-        logger.info("Encoder %s: weights loaded from %s", name, weights_path)
+        load_weights_file(encoder, name, weights_path)  # logs what it loaded and dropped
         return encoder
 
     if pretrained:
@@ -107,57 +126,3 @@ def create_encoder(
 
     logger.info("Encoder %s: random init (model.pretrained is false)", name)
     return timm.create_model(name, pretrained=False, **kwargs)
-
-
-def _load_weights_file(encoder: nn.Module, name: str, weights_path: Path) -> None:
-    """Load a local weights file into ``encoder`` the way timm loads its own weights, strictly.
-
-    timm's loader adapts the file (unwraps ``state_dict``/``model``, drops the classifier, resizes
-    ViT position embeddings through the family's ``checkpoint_filter_fn``) but loads non-strictly
-    once the classifier is removed, so a file for another architecture would load *nothing* with
-    only a log line. We capture what the load matched and refuse anything but a full fit.
-    """
-    family = sys.modules[timm.models.model_entrypoint(name).__module__]
-    cfg = dict(encoder.pretrained_cfg)
-    cfg.update(file=str(weights_path), hf_hub_id=None, url=None)
-    classifiers = cfg.get("classifier") or ()
-    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
-    seen: dict[str, list[str]] = {}
-
-    def record(module: nn.Module, keys) -> None:
-        seen["missing"] = list(keys.missing_keys)
-        seen["unexpected"] = list(keys.unexpected_keys)
-
-    handle = encoder.register_load_state_dict_post_hook(record)
-    try:
-        timm.models.load_pretrained(
-            encoder,
-            pretrained_cfg=cfg,
-            num_classes=0,
-            filter_fn=getattr(family, "checkpoint_filter_fn", None),
-            strict=False,
-        )
-    except Exception as error:  # shape mismatches, unreadable files, pickles of other things
-        raise EncoderWeightsError(
-            _mismatch(name, weights_path, f"{type(error).__name__}: {error}")
-        ) from error
-    finally:
-        handle.remove()
-    unexpected = [
-        key for key in seen.get("unexpected", []) if key.split(".", 1)[0] not in classifiers
-    ]
-    missing = seen.get("missing", [])
-    if missing or unexpected:
-        detail = (
-            f"{len(missing)} encoder weight(s) missing from the file (e.g. {', '.join(missing[:3])}); "
-            f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})"
-        )
-        raise EncoderWeightsError(_mismatch(name, weights_path, detail))
-
-
-def _mismatch(name: str, weights_path: Path, detail: str) -> str:
-    return (
-        f"`model.pretrained_weights` file {str(weights_path)!r} does not fit encoder {name!r} "
-        f"({detail}). Use weights saved from the same timm architecture (check "
-        "`model.encoder_type` / `model.encoder_name`), or set `model.pretrained_weights: null`."
-    )
