@@ -60,12 +60,10 @@ def create_encoder(
         encoder_name: any timm model name; overrides the type's default.
         image_size: input side in pixels.
         pretrained: download ImageNet weights through timm.
-        pretrained_weights: a local weights file (``.pth``/``.bin``/``.safetensors``, a plain state
-            dict or one wrapped under ``state_dict``/``model``/``teacher``), including the
-            published RETFound (MAE) and RETFound-Green files (``models.encoder_weights``). It
-            takes precedence over the download, whatever ``pretrained`` says, for machines without
-            internet. timm adapts it as it does its own weights (classifier dropped, ViT position
-            embeddings resized).
+        pretrained_weights: a local weights file (``.pth``/``.bin``/``.safetensors``): timm's
+            layout or RETFound's / RETFound-Green's published one (``models.encoder_weights``).
+            It wins over the download, whatever ``pretrained`` says, for machines without
+            internet; timm adapts it as its own weights (ViT position embeddings resized).
 
     Raises:
         EncoderError: unknown ``encoder_type`` or ``encoder_name``.
