@@ -39,6 +39,7 @@ def api_run(tmp_path_factory):
     config = TrainingConfig(
         stages=STAGES, referral={"target_sensitivity": 0.8, "review_fraction": 0.2},
         model={"encoder_name": "test_resnet", "pretrained": False, "compressed_dim": 8},
+        ensemble={"fusion": "gated"},  # graded by the gate, which the checks below read
     )
     model, trained = train_hybrid_model(
         train, val, classes, config=config, encoder_type="resnet", quantum_enabled=False,

@@ -91,6 +91,7 @@ def test_guide_examples_parse_and_missing_loss_weights_inherit_defaults():
         "classical_b": 1.0,
         "quantum": 1.0,
         "ensemble": 1.0,
+        "gate_entropy": 0.1,
     }
     assert stages[1].active_mask == (1, 1, 1)
     (only,) = parse_stages(json.loads(GUIDE_STAGES_CONFIG_EXAMPLE))

@@ -9,6 +9,7 @@ at once before that. This package imports only pydantic: no torch, no qiskit.
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
 from qsight_pipeline.config.distributed import DistributedParams
+from qsight_pipeline.config.ensemble import EnsembleParams
 from qsight_pipeline.config.evaluate import EvaluateParams
 from qsight_pipeline.config.export import ExportParams
 from qsight_pipeline.config.gate import GateParams
@@ -26,6 +27,7 @@ __all__ = [
     "AugmentationParams",
     "DatasetParams",
     "DistributedParams",
+    "EnsembleParams",
     "EvaluateParams",
     "ExportParams",
     "GateParams",

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
 from qsight_pipeline.config.dataset import DatasetParams, IngestionParams
 from qsight_pipeline.config.distributed import DistributedParams
+from qsight_pipeline.config.ensemble import EnsembleParams
 from qsight_pipeline.config.evaluate import EvaluateParams
 from qsight_pipeline.config.export import ExportParams
 from qsight_pipeline.config.gate import GateParams
@@ -43,6 +44,7 @@ class QSightParameters(ParamsBlock):
     predict: PredictParams = Field(default_factory=PredictParams)
     referral: ReferralParams = Field(default_factory=ReferralParams)
     gate: GateParams = Field(default_factory=GateParams)
+    ensemble: EnsembleParams = Field(default_factory=EnsembleParams)
     export: ExportParams = Field(default_factory=ExportParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from qsight_pipeline.config import (
     AugmentationParams,
     DatasetParams,
+    EnsembleParams,
     IngestionParams,
     ModelParams,
     ParamsBlock,
@@ -63,7 +64,7 @@ from qsight_pipeline.inference import operating_point
 from qsight_pipeline.inference.gate import fit_gates
 from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
-from qsight_pipeline.training import workflow
+from qsight_pipeline.training import fusion, workflow
 from qsight_pipeline.training.stages import (
     Stage,
     default_stage_schedule,
@@ -145,6 +146,9 @@ class TrainingConfig:
     model: Mapping[str, Any] | ModelParams | None = None
     quantum: Mapping[str, Any] | QuantumConfig | None = None
     referral: Mapping[str, Any] | ReferralParams | None = None
+    # `ensemble` (fusion: auto | gated | mean, seeds, confidence): how the heads are fused,
+    # chosen on validation as the ensemble pipeline chooses it.
+    ensemble: Mapping[str, Any] | EnsembleParams | None = None
     # Any other key of the `run` block (`config.RunSettings`), e.g. {"compile": True,
     # "channels_last": True}: a knob added to RunSettings is settable here without a new field.
     run: Mapping[str, Any] | None = None
@@ -302,14 +306,27 @@ def train_hybrid_model(
     cache = workflow.export_features(
         model, loaders, {split: _image_ids(loader) for split, loader in loaders.items()}, settings
     )
-    cache_history, evaluation = _cache_stages(
-        model, stages, cache, settings.model_copy(update={"batch_size": batch_size}),
-        splits=("val",),
-    )
+    cache_settings = settings.model_copy(update={"batch_size": batch_size})
+    cache_history, evaluation = _cache_stages(model, stages, cache, cache_settings, splits=("val",))
     history += cache_history
+    chosen, evaluation = _fusion(model, cache, stages["ensemble"], cache_settings, config, evaluation)
     summary = _training_summary(model, history, evaluation, cache, config, referral)
+    summary["fusion"] = chosen
     summary["gates"] = _fit_gates(train_loader, cache)
     return model, summary
+
+
+def _fusion(
+    model: HybridModel, cache: dict[str, Any], stages: list[Stage], settings: TrainerSettings,
+    config: TrainingConfig, evaluation: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The gate against its baselines and the evaluation whose ensemble is the fusion kept, as
+    the ensemble pipeline's ``choose_fusion`` node makes them."""
+    params = validate_block(EnsembleParams, config.ensemble, "ensemble")
+    chosen = fusion.compare_fusions(model, cache, stages, settings, params, evaluation)
+    temperatures = chosen.get("head_temperatures", {})
+    return to_plain(chosen), {split: fusion.with_fusion(result, chosen["rule"], temperatures)
+                              for split, result in evaluation.items()}
 
 
 def evaluate_hybrid_model(
@@ -340,7 +357,10 @@ def evaluate_hybrid_model(
     test = workflow.evaluate_on_cache(
         model, cache, settings, batch_size=test_loader.batch_size or 32, splits=("test",)
     )["test"]
-    tested = {**summary, "evaluation": {**summary["evaluation"], "test": to_plain(test["metrics"])}}
+    chosen = summary.get("fusion") or {}
+    fused = fusion.with_fusion(test, chosen.get("rule", "gated"), chosen.get("head_temperatures", {}))
+    tested = {**summary, "evaluation": {**summary["evaluation"], "test": to_plain(fused["metrics"])}}
+    test = fused
     calibration = summary.get("calibration")
     if calibration:
         report = operating_point.with_test_report(
@@ -413,6 +433,8 @@ def save_model(model: HybridModel, summary: Mapping[str, Any], output_dir: str |
     )
     if summary.get("gates"):  # the gate train_hybrid_model fitted
         model_info["gates"] = summary["gates"]
+    if summary.get("fusion"):  # how the heads are fused, chosen on validation
+        model_info["fusion"] = {k: summary["fusion"][k] for k in ("rule", "setting", "sentence")}
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     checkpoint = artifacts.complete_checkpoint({"model_state": state}, model, dict(summary), model_info)
     atomic_torch_save(checkpoint, folder / CHECKPOINT_NAME)

@@ -64,7 +64,7 @@ def export_onnx_bytes(loaded: LoadedModel, batch: int = 2) -> bytes:
     """The serialised ONNX model of ``loaded`` (CPU, float32 input, dynamic batch)."""
     check_exportable(loaded)
     size = int(loaded.preprocessing["image_size"])
-    graph = InferenceGraph(loaded.model, loaded.temperatures).cpu().eval()
+    graph = InferenceGraph(loaded.model, loaded.temperatures, loaded.graph.fusion).cpu().eval()
     example = torch.zeros(batch, 3, size, size)
     buffer = io.BytesIO()
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
@@ -92,6 +92,7 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
         "preprocessing": loaded.preprocessing,
         "referral": loaded.referral,
         "temperatures": loaded.temperatures,
+        "fusion": loaded.graph.fusion,  # how the graph fuses the heads: gated or mean
         # The gradability bounds and the out-of-distribution model (mean, precision, threshold)
         # that a consumer applies before trusting a grade (README, "Grading new photographs").
         "gates": loaded.gates,

@@ -7,12 +7,14 @@ give the same numbers by construction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from qsight_pipeline.constants import ENSEMBLE, HEADS, NUM_GRADES, REFERABLE_GRADE
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.models.hybrid import HybridModel
 
 _EPS = 1e-12
@@ -29,16 +31,62 @@ OUTPUT_NAMES: tuple[str, ...] = (
 )
 
 
-class InferenceGraph(nn.Module):
-    """``images (B, 3, S, S)`` normalised -> the tensors named in :data:`OUTPUT_NAMES`."""
+# How the heads are fused (``model_info["fusion"]["rule"]``, chosen on validation by
+# ``training.fusion``): the learned gate, or the mean of the heads' calibrated probabilities.
+GATED, MEAN = "gated", "mean"
+FUSIONS: tuple[str, ...] = (GATED, MEAN)
 
-    def __init__(self, model: HybridModel, temperatures: Mapping[str, float]) -> None:
+
+class UnknownFusionError(ArtifactError):
+    """``model_info["fusion"]`` names a fusion this version does not know."""
+
+
+def saved_fusion(model_info: Mapping[str, Any]) -> str:
+    """The fusion rule saved with a model; ``gated`` for a model saved before the choice was
+    made (it is graded as it was trained, by its gate).
+
+    Raises:
+        UnknownFusionError: the saved rule is neither ``gated`` nor ``mean``.
+    """
+    saved = model_info.get("fusion")
+    if saved is None:
+        return GATED
+    rule = saved.get("rule") if isinstance(saved, Mapping) else saved
+    if rule not in FUSIONS:
+        raise UnknownFusionError(
+            f"model_info.json says the heads are fused by {rule!r}, which is not one of "
+            f"{', '.join(FUSIONS)}. Refit the ensemble: `kedro run --pipelines ensemble`."
+        )
+    return rule
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(_EPS).log()).sum(dim=-1)
+
+
+class InferenceGraph(nn.Module):
+    """``images (B, 3, S, S)`` normalised -> the tensors named in :data:`OUTPUT_NAMES`.
+
+    ``fusion``: ``gated`` fuses the heads by the model's gate (``head_weights`` its weights);
+    ``mean`` by the mean of the active heads' calibrated probabilities (``head_weights`` equal,
+    ``disagreement`` the Jensen-Shannon divergence of those calibrated heads). Either way the
+    ensemble's temperature then applies.
+    """
+
+    def __init__(
+        self, model: HybridModel, temperatures: Mapping[str, float], fusion: str = GATED
+    ) -> None:
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         self.model = model
+        self.fusion = fusion
         self.active = (True, True, model.quantum_head is not None)
         values = [float(temperatures.get(head, 1.0)) for head in HEADS]
         self.register_buffer("head_temperatures", torch.tensor(values))
         self.register_buffer("ensemble_temperature", torch.tensor(float(temperatures.get(ENSEMBLE, 1.0))))
+        equal = torch.tensor([float(on) for on in self.active])
+        self.register_buffer("equal_weights", equal / equal.sum())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(images, active_mask=self.active)
@@ -49,15 +97,21 @@ class InferenceGraph(nn.Module):
                 head_probs.append(torch.zeros(images.shape[0], NUM_GRADES, device=images.device))
             else:
                 head_probs.append(F.softmax(logits.float() / self.head_temperatures[index], dim=-1))
-        log_fused = out["fused_probs"].float().clamp_min(_EPS).log()
-        ensemble = F.softmax(log_fused / self.ensemble_temperature, dim=-1)
-        entropy = -(ensemble * ensemble.clamp_min(_EPS).log()).sum(dim=-1)
+        heads = torch.stack(head_probs, dim=1)
+        if self.fusion == MEAN:
+            weights = self.equal_weights.expand(images.shape[0], -1)
+            fused = (weights.unsqueeze(-1) * heads).sum(dim=1)
+            disagreement = (_entropy(fused) - (weights * _entropy(heads)).sum(dim=1)).clamp_min(0.0)
+        else:
+            fused = out["fused_probs"].float()
+            weights, disagreement = out["head_weights"].float(), out["disagreement"].float()
+        ensemble = F.softmax(fused.clamp_min(_EPS).log() / self.ensemble_temperature, dim=-1)
         return (
             ensemble,
-            torch.stack(head_probs, dim=1),
-            out["head_weights"].float(),
-            entropy,
-            out["disagreement"].float(),
+            heads,
+            weights,
+            _entropy(ensemble),
+            disagreement,
             ensemble[:, REFERABLE_GRADE:].sum(dim=-1),
             out["compressed"].float(),
         )

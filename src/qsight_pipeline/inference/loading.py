@@ -23,7 +23,7 @@ from qsight_pipeline.files.artifacts import load_complete_checkpoint
 from qsight_pipeline.files.plain import json_default
 from qsight_pipeline.files.safe_files import read_json_object, safe_torch_load
 from qsight_pipeline.inference.gate import effective_gates
-from qsight_pipeline.inference.graph import InferenceGraph
+from qsight_pipeline.inference.graph import InferenceGraph, saved_fusion
 from qsight_pipeline.models.hybrid import HybridModel
 from qsight_pipeline.training.devices import resolve_device
 
@@ -41,7 +41,8 @@ class LoadedModel:
 
     Attributes:
         model: the :class:`HybridModel` (eval mode, on ``device``).
-        graph: the model with its calibration (:class:`InferenceGraph`).
+        graph: the model with its calibration and its saved fusion of the heads
+            (:class:`InferenceGraph`; ``graph.fusion`` is ``gated`` or ``mean``).
         model_info: ``model_info.json`` (with ``preprocessing`` and ``calibration``).
         training_summary: ``training_summary.json``.
         preprocessing: ``image_size``, ``resize`` and the normalisation ``mean`` / ``std``.
@@ -145,7 +146,8 @@ def loaded_from_checkpoint(
             "fundus photographs like the training ones (gradable and in_distribution are left "
             "empty). Re-run `kedro run --pipelines ensemble` to fit the gate."
         )
-    graph = InferenceGraph(model, operating_point["temperatures"]).to(target).eval()
+    # A model saved before the fusion was chosen is graded by its gate, as it was trained.
+    graph = InferenceGraph(model, operating_point["temperatures"], saved_fusion(info)).to(target).eval()
     return LoadedModel(
         model=model,
         graph=graph,

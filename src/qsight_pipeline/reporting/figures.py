@@ -176,6 +176,25 @@ def uncertainty_figure(training_summary: dict[str, Any]) -> Figure:
     return figure
 
 
+def gate_weights_figure(distribution: dict[str, Any], rule: str) -> Figure:
+    """How the gate weighs each head over the test photographs: one histogram per head."""
+    edges = np.asarray(distribution["bins"], dtype=np.float64)
+    figure = Figure(figsize=(6.4, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    for head, counts in distribution["counts"].items():
+        axes.stairs(counts, edges, label=f"{MODEL_LABELS[head]} (mean "
+                    f"{distribution['mean'].get(head, 0.0):.2f})", color=MODEL_COLOURS[head],
+                    linewidth=1.8)
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("Gate weight")
+    axes.set_ylabel("Test photographs")
+    used = "the model fuses by it" if rule == "gated" else "unused: the model fuses by the mean"
+    axes.set_title(f"Gate weights over {distribution['images']} test photographs ({used})",
+                   fontsize="medium")
+    axes.legend(fontsize="small")
+    return figure
+
+
 def latency_figure(component: str, samples_ms: Iterable[float]) -> Figure:
     """Histogram of per-batch latency of one model component, with p50 and p95 marked."""
     values = np.asarray(list(samples_ms), dtype=np.float64)
@@ -202,8 +221,9 @@ def report_figures(training_summary: dict[str, Any]) -> dict[str, Figure]:
     Returns:
         ``confusion_{val|test}_{head}.png`` for each head and the ensemble present in the
         evaluation, ``training_curves_{stage}.png`` for every stage, ``ensemble_weights.png`` and
-        ``uncertainty.png`` when there are epochs, and ``latency_{component}.png`` for each
-        component with latency samples.
+        ``uncertainty.png`` when there are epochs, ``gate_weights_test.png`` (the gate's weights
+        over the test split) and ``latency_{component}.png`` for each component with latency
+        samples.
     """
     figures: dict[str, Figure] = {}
     evaluation = training_summary.get("evaluation") or {}
@@ -222,6 +242,10 @@ def report_figures(training_summary: dict[str, Any]) -> dict[str, Figure]:
     if _epoch_sequence(training_summary):
         figures["ensemble_weights.png"] = ensemble_weights_figure(training_summary)
         figures["uncertainty.png"] = uncertainty_figure(training_summary)
+    fusion = training_summary.get("fusion") or {}
+    test_weights = (fusion.get("gate_weights") or {}).get("test")
+    if test_weights and test_weights["images"]:
+        figures["gate_weights_test.png"] = gate_weights_figure(test_weights, fusion["rule"])
     for component, samples in (training_summary.get("latency_samples_ms") or {}).items():
         if samples:
             figures[f"latency_{component}.png"] = latency_figure(component, samples)

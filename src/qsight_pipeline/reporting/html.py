@@ -115,8 +115,10 @@ def _how_to_read() -> str:
         ("Grades", "0 No DR, 1 Mild, 2 Moderate, 3 Severe, 4 Proliferative, always in this "
                    "clinical order. Tables and matrices never sort them alphabetically."),
         ("Heads and ensemble", "Two classical heads (A, B) and a quantum head read the same "
-                               "compressed image features; the ensemble is a learned gate that "
-                               "weights them per image. The ensemble is the model's answer."),
+                               "compressed image features; the ensemble fuses them, by a learned "
+                               "gate that weights them per image or by the mean of their "
+                               "calibrated probabilities, whichever wins on validation. The "
+                               "ensemble is the model's answer."),
         ("Validation vs test", "Validation images chose the best epoch of each stage, so "
                                "validation numbers are slightly optimistic. The test split was "
                                "never used for any choice: quote the test numbers."),
@@ -287,6 +289,7 @@ def render_report_html(
     sections = [
         _how_to_read(),
         *_evaluation_sections(training_summary.get("evaluation") or {}, placed),
+        _fusion_section(training_summary.get("fusion"), placed),
         _calibration_section(training_summary.get("calibration"), placed),
         gate_section_html(training_summary["gate"]) if training_summary.get("gate") else "",
         _training_section(training_summary.get("stages") or [], placed),
@@ -334,6 +337,42 @@ def _evaluation_sections(evaluation: dict[str, Any], placed: _Figures) -> list[s
             + "</section>"
         )
     return sections
+
+
+def _fusion_section(fusion: dict[str, Any] | None, placed: _Figures) -> str:
+    """The gated ensemble against the mean of the heads and each head: the sentence, the QWK
+    table (validation chose, test quoted) and the gate's weights over the test split."""
+    if not fusion or "validation" not in fusion:
+        return ""
+    val, test, seeds = fusion["validation"], fusion.get("test") or {}, len(fusion["seeds"])
+    rows = [("gated", "Gated ensemble", _interval_text(val["gated"]),
+             _interval_text(test["gated"]) if test else MISSING),
+            ("mean", "Mean of the heads' calibrated probabilities", format_metric(val["mean"]),
+             format_metric(test.get("mean")))]
+    rows += [(head, MODEL_LABELS[head], format_metric(value),
+              format_metric((test.get("heads") or {}).get(head)))
+             for head, value in val["heads"].items()]
+    body = "".join(
+        f'<tr id="fusion-{_esc(key)}"><td class="name">{_esc(label)}'
+        f'{" (best single head)" if key == fusion["best_head"] else ""}</td>'
+        f"<td>{_esc(v)}</td><td>{_esc(t)}</td></tr>"
+        for key, label, v, t in rows
+    )
+    difference = fusion["gate_vs_mean"]
+    return (
+        '<section id="fusion"><h2>Ensemble: the gate against its baselines</h2>'
+        f'<p id="fusion-sentence"><b>{_esc(fusion["sentence"])}</b></p>'
+        f"<p>The gate was fitted {seeds} time{'s' if seeds > 1 else ''} on the frozen heads, each "
+        "from a fresh start (seeds from <code>run.seed</code>; the first is the model's own); "
+        "the mean and the heads do not depend on that seed. Gate minus mean, paired by seed: "
+        f"{_esc(_interval_text(difference))} ({_esc(difference['verdict'])}). The fusion was "
+        "chosen on validation; the test column is quoted, never used for a choice.</p>"
+        '<table id="fusion-comparison"><thead><tr><th class="name">fusion</th><th>validation '
+        f"QWK, mean [{fusion.get('confidence', 0.95):.0%} CI]</th><th>test QWK</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+        + placed.take("gate_weights", lambda n: "Gate weights per head over the test split")
+        + "</section>"
+    )
 
 
 def _calibration_section(calibration: dict[str, Any] | None, placed: _Figures) -> str:

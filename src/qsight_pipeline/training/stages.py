@@ -35,8 +35,11 @@ from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-# Loss-weight keys, in the guide's vocabulary, and the head each one scales.
-LOSS_WEIGHT_KEYS: tuple[str, ...] = ("classical_a", "classical_b", "quantum", "ensemble")
+# Loss-weight keys, in the guide's vocabulary, and the head each one scales; ``gate_entropy``
+# weighs a bonus for the entropy of the ensemble's gate weights (0 to 1), which keeps the gate
+# from saturating on one head unless the ensemble's loss pays for it.
+GATE_ENTROPY = "gate_entropy"
+LOSS_WEIGHT_KEYS: tuple[str, ...] = ("classical_a", "classical_b", "quantum", "ensemble", GATE_ENTROPY)
 LOSS_KEY_FOR_HEAD: dict[str, str] = {
     HEAD_A: "classical_a",
     HEAD_B: "classical_b",
@@ -49,6 +52,7 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "classical_b": 1.0,
     "quantum": 1.0,
     "ensemble": 1.0,
+    GATE_ENTROPY: 0.1,
 }
 
 DEFAULT_LEARNING_RATE = 1e-4
@@ -140,7 +144,8 @@ class Stage(BaseModel):
         patience: stop after this many epochs without a better validation ensemble QWK;
             0 disables early stopping.
         active_mask: ``(head_a, head_b, quantum_head)``, 1 = the head is computed and gated.
-        loss_weights: multipliers for ``classical_a``, ``classical_b``, ``quantum`` and ``ensemble``.
+        loss_weights: multipliers for ``classical_a``, ``classical_b``, ``quantum`` and ``ensemble``,
+            and ``gate_entropy``, the weight of the gate's entropy bonus.
         trainable: model parts whose weights this stage updates; all others are frozen. Defaults
             by name for the guide's stages (``classical``, ``quantum``, ``ensemble``).
     """

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,7 +64,7 @@ from qsight_pipeline.training.guards import LossGuard
 from qsight_pipeline.training.host_memory import PeriodicTrim
 from qsight_pipeline.training.latency import LATENCY_SAMPLE_LIMIT, LatencyTracker, track_latency
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa
-from qsight_pipeline.training.stages import LOSS_KEY_FOR_HEAD, Stage, parse_stages
+from qsight_pipeline.training.stages import GATE_ENTROPY, LOSS_KEY_FOR_HEAD, Stage, parse_stages
 
 logger = logging.getLogger(__name__)
 
@@ -728,7 +729,8 @@ def _losses(
     stage: Stage | None,
     class_weights: torch.Tensor | None,
 ) -> dict[str, torch.Tensor]:
-    """Per-head cross-entropy, the ensemble's NLL, and their ``loss_weights`` sum as ``total``."""
+    """Per-head cross-entropy, the ensemble's NLL, and their ``loss_weights`` sum as ``total``,
+    less ``loss_weights["gate_entropy"]`` times the gate weights' entropy (a bonus)."""
     losses = {
         head: F.cross_entropy(out[f"logits_{head}"].float(), grades, weight=class_weights)
         for head in heads
@@ -741,6 +743,12 @@ def _losses(
         weights.get(LOSS_KEY_FOR_HEAD.get(part, part), 1.0) * value
         for part, value in losses.items()
     )
+    if weights.get(GATE_ENTROPY) and len(heads) > 1:
+        # A saturated softmax has no gradient to leave saturation: the bonus keeps the gate off
+        # a one-hot choice unless the ensemble's loss pays for it. Entropy over log(heads): 0 to 1.
+        gate = out["head_weights"].float()
+        entropy = -(gate * gate.clamp_min(_EPS).log()).sum(dim=-1).mean() / math.log(len(heads))
+        total = total - weights[GATE_ENTROPY] * entropy
     losses["total"] = total
     return losses
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from qsight_pipeline.constants import (
@@ -174,11 +176,18 @@ def fit_on_cache(
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Train ``part``'s stages (``quantum`` or ``ensemble``) on the feature cache, then evaluate.
 
+    The ensemble stages fit the gate from a fresh start seeded by ``settings.seed``.
+
     A checkpoint in ``settings.checkpoint_dir`` is resumed only when it was written for the same
     cache, quantum settings, batch size (``settings.batch_size``) and training-set size. Returns
     the stage history and :func:`evaluate_on_cache` on ``splits``.
     """
     batch_size = settings.batch_size
+    if part == "ensemble" and stages:
+        # Every head is frozen here: the gate starts afresh, so that a gate the earlier stages
+        # left saturated on one head (a saturated softmax has no gradient to leave it) is not
+        # kept, and so that another seed fits it again the same way (``training.fusion``).
+        fresh_gate(model.ensemble, settings.seed)
     run_fingerprint = fingerprint(
         part, feature_cache.cache_metadata(cache), to_plain(model.config.quantum), batch_size,
         len(feature_cache.split_labels(cache, "train")),
@@ -188,6 +197,15 @@ def fit_on_cache(
         batch_size=batch_size,
     )
     return history, evaluate_on_cache(model, cache, settings, batch_size=batch_size, splits=splits)
+
+
+def fresh_gate(ensemble: nn.Module, seed: int) -> None:
+    """Re-initialise the gate's layers from ``seed`` (the global generator is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in ensemble.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
 
 
 def evaluate_on_cache(

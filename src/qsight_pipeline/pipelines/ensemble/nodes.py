@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from qsight_pipeline.config import GateParams, QuantumConfig
+from qsight_pipeline.config import EnsembleParams, GateParams, QuantumConfig
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.files import lineage
 from qsight_pipeline.files.plain import to_plain
@@ -49,6 +49,36 @@ def finetune_ensemble(
         model, "ensemble", run_config.schedule["ensemble"], quantum_training_data, settings,
     )
     return model, history, evaluation
+
+
+def choose_fusion(
+    quantum_training_data: dict[str, Any],
+    post_cache_model: Any,
+    evaluation: dict[str, Any],
+    run_config: RunConfig,
+    ensemble: EnsembleParams,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The gated ensemble against the mean of the heads' calibrated probabilities and the best
+    single head, on validation with intervals over the gate's seeds, and the fusion the model
+    keeps (see :func:`qsight_pipeline.training.fusion.compare_fusions`).
+
+    Returns:
+        ``fusion`` (``training_summary["fusion"]``, with the distribution of the gate's weights
+        over the test split) and ``fused_evaluation``: ``evaluation`` whose ensemble is the
+        chosen fusion, which the calibration, the summary and the report read.
+    """
+    # lazy: kept out of kedro start-up
+    from qsight_pipeline.training import fusion
+
+    record = fusion.compare_fusions(
+        post_cache_model, quantum_training_data, run_config.schedule["ensemble"],
+        run_config.trainer_settings(), ensemble, evaluation,
+    )
+    if "test" in evaluation:
+        record["gate_weights"] = {"test": fusion.gate_weight_distribution(evaluation["test"])}
+    fused = {split: fusion.with_fusion(result, record["rule"], record.get("head_temperatures", {}))
+             for split, result in evaluation.items()}
+    return to_plain(record), fused
 
 
 def calibrate_operating_point(
@@ -135,10 +165,13 @@ def describe_model(
     quantum_training_data: dict[str, Any],
     calibration: dict[str, Any] | None = None,
     gates: dict[str, Any] | None = None,
+    fusion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``model_info_draft``, what becomes ``model_info.json``: the model, the preprocessing that
     inference must repeat, the operating point (``calibration``, from
-    :func:`calibrate_operating_point`) and the gate (``gates``, from :func:`fit_gate`)."""
+    :func:`calibrate_operating_point`), the gate (``gates``, from :func:`fit_gate`) and how the
+    heads are fused (``fusion``, from :func:`choose_fusion`: its ``rule``, ``setting`` and
+    ``sentence``), which every entry point that grades applies."""
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data import feature_cache
     from qsight_pipeline.files import artifacts
@@ -151,6 +184,8 @@ def describe_model(
     )
     if gates:
         model_info["gates"] = gates
+    if fusion:
+        model_info["fusion"] = {key: fusion[key] for key in ("rule", "setting", "sentence")}
     return model_info
 
 
@@ -160,9 +195,11 @@ def summarise_training(
     model_info_draft: dict[str, Any],
     parameters: dict[str, Any],
     calibration: dict[str, Any] | None = None,
+    fusion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``training_summary_draft``: the history, the evaluation, the model and the calibration's
-    report; the gate's figures are added by :func:`assemble_training_artifacts`.
+    """``training_summary_draft``: the history, the evaluation (its ensemble the chosen fusion),
+    the model, the calibration's report and the gate against its baselines (``fusion``); the
+    gate's figures are added by :func:`assemble_training_artifacts`.
 
     ``parameters`` is only recorded (``config``): the run's parameters, each block that this
     run's nodes take with its defaults filled in (Kedro has typed them; nothing validates again).
@@ -177,6 +214,8 @@ def summarise_training(
         ),
         calibration,
     )
+    if fusion:
+        summary["fusion"] = fusion
     _log_evaluation(summary["evaluation"])
     return summary
 

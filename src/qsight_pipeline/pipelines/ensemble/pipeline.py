@@ -8,6 +8,7 @@ from .nodes import (
     assemble_training_artifacts,
     build_checkpoint,
     calibrate_operating_point,
+    choose_fusion,
     describe_model,
     draw_report_figures,
     finetune_ensemble,
@@ -35,8 +36,18 @@ def _ensemble_nodes() -> list[Node]:
             namespace="ensemble",
         ),
         Node(
+            func=choose_fusion,
+            inputs=[
+                "quantum_training_data", "post_cache_model", "evaluation", "run_config",
+                "params:ensemble",
+            ],
+            outputs=["fusion", "fused_evaluation"],
+            name="choose_fusion",
+            namespace="ensemble",
+        ),
+        Node(
             func=calibrate_operating_point,
-            inputs=["evaluation", "params:referral"],
+            inputs=["fused_evaluation", "params:referral"],
             outputs="calibration",
             name="calibrate_operating_point",
             namespace="ensemble",
@@ -69,14 +80,17 @@ def _artifact_nodes() -> list[Node]:
         ),
         Node(
             func=describe_model,
-            inputs=["post_cache_model", "quantum_training_data", "calibration", "gates"],
+            inputs=["post_cache_model", "quantum_training_data", "calibration", "gates", "fusion"],
             outputs="model_info_draft",
             name="describe_model",
             namespace="ensemble",
         ),
         Node(
             func=summarise_training,
-            inputs=["stage_histories", "evaluation", "model_info_draft", "parameters", "calibration"],
+            inputs=[
+                "stage_histories", "fused_evaluation", "model_info_draft", "parameters",
+                "calibration", "fusion",
+            ],
             outputs="training_summary_draft",
             name="summarise_training",
             namespace="ensemble",
