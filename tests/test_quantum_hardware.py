@@ -129,6 +129,21 @@ def test_missing_packages_are_named_with_the_install_command(monkeypatch):
     assert "qsight_pipeline[hardware]" in str(error.value)
 
 
+def test_a_runtime_without_the_client_side_estimator_is_named(monkeypatch):
+    """qiskit-ibm-runtime before 0.50 imports, but has only the deprecated EstimatorV2."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == checks.CLIENT_ESTIMATOR else real(name, *a),
+    )
+    with pytest.raises(UserError) as error:
+        checks.check_hardware(small_params(), head_qubits=2)
+    assert "qiskit-ibm-runtime>=0.51" in str(error.value)
+    assert "qsight_pipeline[hardware]" in str(error.value)
+
+
 def test_a_real_backend_without_an_account_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("QISKIT_IBM_TOKEN", "QISKIT_IBM_CHANNEL", "QISKIT_IBM_INSTANCE", "QISKIT_IBM_URL"):
@@ -225,12 +240,20 @@ def test_noisy_results_differ_from_exact_and_approach_it_as_the_noise_shrinks():
 
 
 def test_the_reduced_simulation_agrees_with_the_snapshot_itself():
-    """Active qubits + our noise model against EstimatorV2 with the whole snapshot as the mode
-    (qiskit's own noise model of the device, thermal relaxation included)."""
+    """Active qubits + our noise model against the whole snapshot run through its own ``run``
+    (the snapshot's own noise model of the device: asymmetric readout, thermal relaxation).
+
+    qiskit's ``BackendEstimatorV2`` calls ``backend.run``; the runtime's estimator with the
+    snapshot as the mode would instead simulate qiskit-aer's ``NoiseModel.from_backend``, whose
+    readout error is symmetric."""
+    from qiskit.primitives import BackendEstimatorV2
+
     data, prepared = _prepared(2, "fake_manila")
     reduced = estimation.evs(_noisy_z(prepared, data, 1.0, shots=100_000), 0)
     values = estimation.parameter_values(prepared.isa, data.spec, data.angles, data.weights)
-    estimator = estimation.make_estimator(prepared.backend, 100_000, 11)
+    estimator = BackendEstimatorV2(
+        backend=prepared.backend, options={"default_precision": 100_000**-0.5, "seed_simulator": 11}
+    )
     full = estimator.run([(prepared.isa, [list(prepared.observables)], values)]).result()[0].data.evs
     device_error = float(np.mean(np.abs(full - data.exact_z)))
     assert device_error > 0.01
@@ -258,6 +281,36 @@ def _mitigation_errors(prepared, data, gate_scale, readout_scale, scales=(1, 3, 
         )))
         for m in ("none", "readout", "zne", "readout_zne")
     }
+
+
+def test_each_pub_is_sampled_with_its_own_seed_and_the_same_seed_repeats_it():
+    """The ZNE folds and the calibration circuits are not sampled with the circuit's own random
+    numbers (the executor's local mode would seed every PUB of one job alike)."""
+    data, prepared = _prepared(2, "fake_manila")
+    simulator = devices.simulator(devices.noise_model(prepared), prepared.reduced.num_qubits)
+    values = estimation.parameter_values(prepared.reduced, data.spec, data.angles, data.weights)
+    pub = (prepared.reduced, [list(prepared.reduced_observables)], values)
+    first, second = estimation.sample_independently(simulator, [pub, pub], 512, 9)
+    assert not np.allclose(first.data.evs, second.data.evs)  # two independent samples
+    (again,) = estimation.sample_independently(simulator, [pub], 512, 9)
+    np.testing.assert_array_equal(again.data.evs, first.data.evs)
+
+
+def test_the_estimator_is_the_runtimes_current_one_without_deprecation_warnings():
+    import warnings
+
+    from qiskit_ibm_runtime.executor_estimator import Estimator
+
+    data, prepared = _prepared(2, "fake_manila")
+    simulator = devices.simulator(devices.noise_model(prepared), prepared.reduced.num_qubits)
+    values = estimation.parameter_values(prepared.reduced, data.spec, data.angles, data.weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        estimator = estimation.make_estimator(simulator, 256, 1)
+        result = estimator.run([(prepared.reduced, [list(prepared.reduced_observables)], values)])
+        z = estimation.evs(result.result(), 0)
+    assert isinstance(estimator, Estimator) and estimator.options.resilience_level == 0
+    assert z.shape == (4, 2) and np.all(np.abs(z) <= 1)
 
 
 def test_mitigation_moves_the_noisy_expectations_toward_exact():
@@ -369,7 +422,8 @@ def test_summary_headline_and_figures():
 
 
 def test_the_runtime_path_runs_in_local_testing_mode_with_a_snapshot(caplog):
-    """The real-device path (Batch, EstimatorV2, job record) with the backend object swapped."""
+    """The real-device path (Batch, the client-side estimator, job record) with the backend
+    object swapped."""
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
     head, cache = tiny_head_and_cache()
@@ -388,6 +442,19 @@ def test_the_runtime_path_runs_in_local_testing_mode_with_a_snapshot(caplog):
     # the same circuit and images submitted again replace their record, not add one
     again, _ = runtime.submit(data, params, record, backend=FakeManilaV2())
     assert len(again["jobs"]) == 1
+
+
+def test_a_rehearsal_on_a_full_size_snapshot_runs_on_the_circuits_active_qubits():
+    """The runtime's estimator measures every qubit it is given: a 133-qubit snapshot as the mode
+    cannot be simulated, so local testing mode runs the circuit on its active qubits."""
+    head, cache = tiny_head_and_cache()
+    data = HeadOnCache(cache, head, max_images=3)
+    params = small_params(ibm_runtime={"backend": "fake_torino", "shots": 2048, "mitigation": "none"})
+    record, job = runtime.submit(data, params, None)
+    entry = record["jobs"][0]
+    assert entry["local_testing_mode"] and len(entry["physical_qubits"]) == 2
+    (row,) = runtime.rows_from_result(data, job.result(), entry, params)
+    assert row["device"] == "fake_torino" and 0 < row["z_mae"] < 0.1
 
 
 def test_the_nodes_submit_record_and_collect_a_job_on_a_snapshot():

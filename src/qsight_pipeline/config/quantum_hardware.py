@@ -66,7 +66,8 @@ class QuantumHardwareParams(ParamsBlock):
     over ``seeds`` sampling seeds (``first_seed`` ...).
     """
 
-    devices: distinct(DeviceName) = ["fake_torino", "fake_fez"]
+    # Heron r1 (133 qubits), r2 and r3 (156 each); fake_aachen: the newest Heron in runtime 0.51.
+    devices: distinct(DeviceName) = ["fake_torino", "fake_fez", "fake_aachen"]
     shots: distinct(Annotated[int, Field(ge=1, le=1_000_000)]) = [256, 1024, 4096]
     mitigation: distinct(Mitigation) = list(MITIGATIONS)
     ideal_shots: bool = True

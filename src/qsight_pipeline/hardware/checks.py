@@ -15,6 +15,8 @@ from qsight_pipeline.hardware import devices, runtime
 
 REQUIRED = (("qiskit", "qiskit"), ("qiskit_aer", "qiskit-aer"),
             ("qiskit_ibm_runtime", "qiskit-ibm-runtime"))
+# The runtime's client-side estimator; older runtimes (before 0.50) have only EstimatorV2.
+CLIENT_ESTIMATOR = "qiskit_ibm_runtime.executor_estimator"
 
 
 class HardwareUnavailableError(ConfigError):
@@ -22,7 +24,17 @@ class HardwareUnavailableError(ConfigError):
 
 
 def missing_packages() -> list[str]:
-    return [package for module, package in REQUIRED if importlib.util.find_spec(module) is None]
+    missing = [package for module, package in REQUIRED if not _importable(module)]
+    if "qiskit-ibm-runtime" not in missing and not _importable(CLIENT_ESTIMATOR):
+        missing.append("qiskit-ibm-runtime>=0.51 (the installed one has no executor_estimator)")
+    return missing
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 def check_hardware(params: QuantumHardwareParams, head_qubits: int | None = None) -> None:

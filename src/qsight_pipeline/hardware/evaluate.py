@@ -5,11 +5,12 @@ Kedro-free: ``evaluate_hardware(cache, quantum_head, params)`` works from a note
 Conditions (columns ``condition``, ``device``, ``shots``, ``mitigation``, ``seed``):
 
 - ``exact``: the torch executor's exact ``<Z_i>`` (the reference; one row, no seed);
-- ``ideal``: noiseless sampling at each shot count (qiskit-aer through EstimatorV2);
+- ``ideal``: noiseless sampling at each shot count (qiskit-aer through the runtime's Estimator);
 - ``device``: each snapshot x shot count x mitigation, the circuit transpiled for the device.
 
-Sampled conditions repeat over the sampling seeds. One primitive call per device, shot count and
-seed carries every image's parameter set, every ZNE fold and the readout calibration.
+Sampled conditions repeat over the sampling seeds. Per device, shot count and seed, one PUB per
+ZNE fold carries every image's parameter set, and two more the readout calibration; each is
+sampled with its own seed (``estimation.sample_independently``).
 """
 
 from __future__ import annotations
@@ -184,9 +185,8 @@ def _ideal_circuit(spec: Any) -> Any:
     # lazy: optional dependency
     from qiskit.transpiler import generate_preset_pass_manager
 
-    manager = generate_preset_pass_manager(
-        optimization_level=1, basis_gates=["rz", "sx", "x", "cx", "ry", "h", "p"]
-    )
+    # The runtime's client-side estimator takes parametrised one-qubit gates only as rz (or rx).
+    manager = generate_preset_pass_manager(optimization_level=1, basis_gates=["rz", "sx", "x", "cx"])
     return manager.run(spec.circuit)
 
 
@@ -280,8 +280,7 @@ def _device_rows(
         for seed in seeds:
             started = time.perf_counter()
             seed_value = estimation.sampling_seed(device, shots, seed, params.noise_scale)
-            estimator = estimation.make_estimator(simulator, shots, seed_value)
-            result = estimator.run(pubs).result()
+            result = estimation.sample_independently(simulator, pubs, shots, seed_value)
             raw, calibration = estimation.raw_and_calibration(result, scales, need_readout)
             sampled = SampledRun(raw, calibration, scales, time.perf_counter() - started)
             for row in _mitigation_rows(data, params, stats, shots, sampled):

@@ -1,16 +1,19 @@
-"""The head on a real IBM Quantum device: ``QiskitRuntimeService`` + ``Batch`` + ``EstimatorV2``.
+"""The head on a real IBM Quantum device: ``QiskitRuntimeService`` + ``Batch`` + the runtime's
+client-side ``executor_estimator.Estimator``.
 
 The same code path runs offline in local testing mode: give ``submit`` a snapshot backend object
 (or name one, ``quantum_hardware.ibm_runtime.backend: fake_<name>``) and the ``Batch`` and the
-estimator run it on qiskit-aer. Credentials come only from the user's saved account or the
-environment (``QiskitRuntimeService()`` reads ``~/.qiskit/qiskit-ibm.json`` or ``QISKIT_IBM_TOKEN``
-and friends), never from ``conf/base``.
+estimator run it on qiskit-aer, with the circuit on its active qubits (see :func:`build_pubs`).
+Credentials come only from the user's saved account or the environment
+(``QiskitRuntimeService()`` reads ``~/.qiskit/qiskit-ibm.json`` or ``QISKIT_IBM_TOKEN`` and
+friends), never from ``conf/base``.
 
 Flow: transpile for the device (the full-width ISA circuit, not the reduction used for fast
 simulation), log the estimated QPU time, submit one job (every image, every ZNE fold and the
-readout calibration in one EstimatorV2 call) inside a ``Batch``, and record the job id in
-``quantum_hardware_jobs.json``. A later run with ``resume: true`` and the same circuit and images
-collects that job instead of submitting again.
+readout calibration in one estimator call, which the runtime submits as an Executor job) inside
+a ``Batch``, and record the job id in ``quantum_hardware_jobs.json``. A later run with
+``resume: true`` and the same circuit and images collects that job instead of submitting again
+(``service.job(id).result()`` runs the estimator's client-side post-processing again).
 """
 
 from __future__ import annotations
@@ -89,12 +92,25 @@ def _fingerprint(backend_name: str, circuits: list[Any], values: np.ndarray, sho
     return digest.hexdigest()[:16]
 
 
-def build_pubs(data: Any, prepared: Any, scales: list[int], readout: bool) -> tuple[list, np.ndarray]:
-    """PUBs on the device's full width: every fold, then the two calibration circuits."""
-    values = estimation.parameter_values(prepared.isa, data.spec, data.angles, data.weights)
-    measured = [prepared.active[j] for j in prepared.measured]
-    pubs = estimation.device_pubs(prepared.isa, prepared.observables, values, scales,
-                                  (prepared.isa.num_qubits, measured) if readout else None)
+def build_pubs(
+    data: Any, prepared: Any, scales: list[int], readout: bool, local: bool = False
+) -> tuple[list, np.ndarray]:
+    """PUBs of one job: every fold, then the two calibration circuits.
+
+    On a device: the full-width ISA circuit. In local testing mode: the same circuit renumbered
+    onto its active qubits, for the snapshot's noise on them (the ``device`` rows' simulator).
+    The runtime's estimator measures every qubit of the circuit it is given, so the full width
+    of a 133- or 156-qubit snapshot cannot be simulated.
+    """
+    if local:
+        circuit, observables = prepared.reduced, prepared.reduced_observables
+        measured = list(prepared.measured)
+    else:
+        circuit, observables = prepared.isa, prepared.observables
+        measured = [prepared.active[j] for j in prepared.measured]
+    values = estimation.parameter_values(circuit, data.spec, data.angles, data.weights)
+    pubs = estimation.device_pubs(circuit, observables, values, scales,
+                                  (circuit.num_qubits, measured) if readout else None)
     return pubs, values
 
 
@@ -110,7 +126,6 @@ def submit(
     # lazy: optional dependency
     from qiskit_ibm_runtime import Batch
 
-
     ibm = params.ibm_runtime
     if backend is None:
         backend, service = resolve_backend(ibm)
@@ -121,7 +136,7 @@ def submit(
     )
     scales = list(params.zne.scale_factors) if "zne" in ibm.mitigation else [1]
     readout = "readout" in ibm.mitigation
-    pubs, values = build_pubs(data, prepared, scales, readout)
+    pubs, values = build_pubs(data, prepared, scales, readout, local=service is None)
     fingerprint = _fingerprint(name, [p[0] for p in pubs], values, ibm.shots)
     records = list((previous or {}).get("jobs", []))
     n_images = len(data.labels)
@@ -139,11 +154,11 @@ def submit(
         "(%s)", n_images, len(scales), ibm.shots, name, seconds,
         "local testing mode, nothing is billed" if service is None else "billed to your account",
     )
+    if service is None:  # local testing mode: the snapshot's noise on the active qubits
+        backend = devices.simulator(devices.noise_model(prepared), prepared.reduced.num_qubits)
     with Batch(backend=backend) as batch:
-        estimator = estimation.make_estimator(batch, ibm.shots, None)
-        if service is not None:
-            estimator.options.resilience_level = 0  # mitigation is ours, the same as offline
-        job = estimator.run(pubs)
+        # resilience_level 0: mitigation is ours, the same as offline
+        job = estimation.make_estimator(batch, ibm.shots, None).run(pubs)
     entry = {
         "backend": name, "job_id": job.job_id(), "fingerprint": fingerprint,
         "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -86,12 +86,11 @@ class DeviceScorer:
             prepared.reduced, prepared.reduced_observables, values, scales,
             (prepared.reduced.num_qubits, prepared.measured) if readout else None,
         )
-        estimator = estimation.make_estimator(
-            simulator, self.hardware.shots,
+        result = estimation.sample_independently(
+            simulator, pubs, self.hardware.shots,
             estimation.sampling_seed("study", self.hardware.device, *shape, seed),
         )
-        raw, calibration = estimation.raw_and_calibration(estimator.run(pubs).result(), scales,
-                                                          readout)
+        raw, calibration = estimation.raw_and_calibration(result, scales, readout)
         return estimation.mitigated(raw, calibration, mitigation, zne_params.extrapolation), prepared
 
 
