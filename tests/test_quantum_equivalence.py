@@ -1,7 +1,7 @@
 """The torch executor against the reference qiskit-ML EstimatorQNN on the same circuit.
 
 Cases are a cross-section of the axes (every value of each axis appears, not every combination):
-2..8 qubits, reps 1..3, the four entanglements, angle and zz encodings. Batches are small because
+2..8 qubits, reps 1..3, the four entanglements and none, both encodings. Batches are small because
 the reference pays one parameter-shift circuit pair per parameter per sample.
 """
 
@@ -32,6 +32,8 @@ CASES = [
     (7, 1, "linear", "zz", 1, 1),
     (8, 2, "full", "angle", 1, 1),
     (8, 1, "reverse_linear", "zz", 1, 1),
+    (3, 2, "none", "angle", 1, 3),  # the product-state circuit (the study's no_entanglement)
+    (4, 1, "none", "zz", 2, 2),
 ]
 
 

@@ -34,9 +34,9 @@ OUTPUT_DIR = "06_models/trained_model"
 TINY = {"n_qubits": [2, 3], "reps": [1], "encoding": ["angle"], "learning_rates": [0.003, 0.03],
         "logistic_c": [1.0, 10.0], "seeds": 2, "epochs": 2, "n_jobs": 1,
         "train_fractions": [0.5, 1.0]}
-# Per training share: quantum 2 settings, twin 2, head B 1, logistic 1, frozen circuit 2; two
-# hyperparameter values and two seeds each.
-TRIALS_PER_SHARE = (2 + 2 + 1 + 1 + 2) * 2 * 2
+# Per training share: quantum 2 settings, twin 2, head B 1, logistic 1, frozen circuit 2, no
+# entanglement 2; two hyperparameter values and two seeds each.
+TRIALS_PER_SHARE = (2 + 2 + 1 + 1 + 2 + 2) * 2 * 2
 
 
 def _cache(n: int = 150, features: int = 8) -> dict:
@@ -72,6 +72,9 @@ def test_yaml_defaults_equal_the_model_defaults():
         ({"train_fractions": [0.5, 0.0]}, "quantum_study.train_fractions"),
         ({"train_fractions": [0.5, 1.5]}, "quantum_study.train_fractions"),
         ({"hardware": {"device": "fake_torino", "shots": 0}}, "quantum_study.hardware.shots"),
+        ({"entanglement": ["linear", "none"]}, "quantum_study.entanglement"),
+        ({"backend": "spark"}, "quantum_study.backend"),
+        ({"cluster_address": "tcp://10.0.0.1:8786"}, "quantum_study.cluster_address"),
     ],
 )
 def test_a_bad_grid_value_is_refused_naming_the_key(change, key):
@@ -100,6 +103,54 @@ def test_twin_has_as_many_trainable_parameters_as_the_quantum_head(n_qubits, rep
                                    freeze_circuit=True, random_state=0).fit(X, y)
     assert frozen.n_trainable_params_ == quantum.n_trainable_params_ - circuit
     assert not torch.equal(frozen.module_.circuit_weights, quantum.module_.circuit_weights)
+
+
+@pytest.mark.parametrize("encoding", ["angle", "zz"])
+def test_the_no_entanglement_circuit_is_the_same_circuit_without_two_qubit_gates(encoding):
+    from qiskit import transpile
+
+    from qsight_pipeline.models.estimators import circuit_spec
+    from qsight_pipeline.study.contenders import build_estimator
+    from qsight_pipeline.study.grid import Trial
+
+    trial = Trial("no_entanglement", 4, 2, encoding, None, "learning_rate", 3e-3, 0)
+    estimator = build_estimator(trial, QuantumStudyParams(**TINY), {})
+    assert isinstance(estimator, QuantumHeadClassifier) and estimator.entanglement == "none"
+    entangled, product = (circuit_spec(4, 2, e, encoding) for e in ("linear", "none"))
+    gates = [transpile(spec.circuit, basis_gates=["rx", "ry", "rz", "p", "h", "x", "cx"],
+                       optimization_level=0).count_ops() for spec in (entangled, product)]
+    assert gates[0]["cx"] > 0 and "cx" not in gates[1]
+    # The same rotations: every single-qubit gate of the entangled circuit, and nothing else
+    # (the zz map's pair terms each add a phase gate besides their CX pair).
+    assert gates[1]["ry"] == gates[0]["ry"] and gates[1].get("h") == gates[0].get("h")
+    assert (product.num_qubits, product.num_weights) == (entangled.num_qubits,
+                                                         entangled.num_weights)
+    assert [str(p) for p in product.weight_params] == [str(p) for p in entangled.weight_params]
+
+
+def test_the_circuit_headline_says_whether_entanglement_and_training_made_a_difference():
+    from qsight_pipeline.study.summary import circuit_verdicts
+
+    def share(*verdicts):
+        return [{"verdict": v} for v in verdicts]
+
+    found = circuit_verdicts([
+        {"quantum_vs_no_entanglement": share("worse", "no detectable difference"),
+         "quantum_vs_frozen_circuit": share("no detectable difference")},
+        {"quantum_vs_no_entanglement": share("better", "no detectable difference"),
+         "quantum_vs_frozen_circuit": share("no detectable difference")},
+    ])
+    assert found["headline"] == (
+        "Entanglement made a detectable difference in 2 of the 4 (setting, training share) pairs "
+        "(the quantum head against the same circuit without entangling gates: 1 better, 1 worse) "
+        "and training the circuit made no detectable difference in any of the 2 (setting, "
+        "training share) pairs (the quantum head against the frozen random circuit: 0 better, "
+        "0 worse).")
+    untested = circuit_verdicts([{"quantum_vs_no_entanglement": [],
+                                  "quantum_vs_frozen_circuit": share("worse")}])
+    assert untested["headline"].startswith(
+        "Entanglement was not tested (no_entanglement is not among the contenders) and training "
+        "the circuit made a detectable difference in 1 of the 1 ")
 
 
 @pytest.mark.parametrize("prototype", [
@@ -161,7 +212,7 @@ def test_study_trains_each_setting_as_one_unit_and_baselines_alone():
     # Per share: 2 rates x 2 seeds train together for every torch head with a deterministic
     # forward pass; head B (dropout) and the logistic regression train one by one.
     assert by_kind == {"quantum": [4] * 4, "classical_twin": [4] * 4, "frozen_circuit": [4] * 4,
-                       "head_b": [1] * 8, "logistic": [1] * 8}
+                       "no_entanglement": [4] * 4, "head_b": [1] * 8, "logistic": [1] * 8}
 
 
 def test_estimators_work_with_grid_search_and_cross_validation():
@@ -258,27 +309,45 @@ def test_study_table_has_every_contender_and_seed_and_repeats_exactly(tiny_study
         assert chosen["test_qwk"].notna().all() and rows[~rows["chosen"]]["test_qwk"].isna().all()
     twin = table[table["contender"] == "classical_twin"].set_index(["n_qubits", "seed", "value"])
     quantum = table[table["contender"] == "quantum"].set_index(["n_qubits", "seed", "value"])
+    product = table[table["contender"] == "no_entanglement"].set_index(
+        ["n_qubits", "seed", "value"])
     assert (twin["trainable_params"] == quantum["trainable_params"]).all()
+    assert (product["trainable_params"] == quantum["trainable_params"]).all()
+    assert product["entanglement"].isna().all() and (product["encoding"] == "angle").all()
 
     again = run_study(_cache(), params, progress=False)
     pd.testing.assert_frame_equal(table.drop(columns="train_seconds"),
                                   again.drop(columns="train_seconds"))
 
     assert len(summary["quantum_vs_twin"]) == 2
+    assert [(p["quantum"], p["against"]) for p in summary["quantum_vs_no_entanglement"]] == [
+        ("quantum n2 r1 angle linear", "no_entanglement n2 r1 angle"),
+        ("quantum n3 r1 angle linear", "no_entanglement n3 r1 angle")]
+    assert [p["against"] for p in summary["quantum_vs_frozen_circuit"]] == [
+        "frozen_circuit n2 r1 angle linear", "frozen_circuit n3 r1 angle linear"]
     assert summary["headline"].startswith("On this data ")
+    # Its second sentence: entanglement and circuit training over 2 settings x 2 shares.
+    assert summary["headline"].endswith(summary["circuit"]["headline"])
+    assert summary["circuit"]["headline"].startswith("Entanglement made ")
+    assert " of the 4 (setting, training share) pairs" in summary["circuit"]["headline"]
+    assert all(sum(c.values()) == 4 for c in summary["circuit"]["verdict_counts"].values())
     assert {e["train_fraction"] for e in summary["settings"]} == {1.0}  # the main verdict: all data
     few = summary["few_data"]
     assert [(f["train_fraction"], f["n_train"]) for f in few["fractions"]] == [(0.5, 26), (1.0, 50)]
     for share in few["fractions"]:
         assert len(share["quantum_vs_twin"]) == 2 and sum(share["verdict_counts"].values()) == 2
+        for key in ("quantum_vs_twin", "quantum_vs_frozen_circuit", "quantum_vs_no_entanglement"):
+            assert len(share[key]) == 2 and sum(
+                share["verdict_counts_by_comparison"][key].values()) == 2
+            assert all(p["test_qwk_difference"]["n"] == 2 for p in share[key])  # paired by seed
         assert set(share["best"]) == set(CONTENDERS)
     assert few["fractions"][1]["quantum_vs_twin"] == summary["quantum_vs_twin"]
     assert "50%" in few["headline"] and "encoder" in few["caveat"]
     assert summary["configured_quantum_stage"]["available"] is False
     figures = study_figures(summary)
     figure = figures["test_qwk_vs_qubits.png"]
-    assert [line.get_label() for line in figure.axes[0].get_lines()][:3] == [
-        "quantum", "classical_twin", "frozen_circuit"]
+    assert [line.get_label() for line in figure.axes[0].get_lines()][:4] == [
+        "quantum", "classical_twin", "frozen_circuit", "no_entanglement"]
     lines = figures["test_qwk_vs_training_images.png"].axes[0].get_lines()
     assert {line.get_label() for line in lines} == set(CONTENDERS)
     assert all(list(line.get_xdata()) == [26, 50] for line in lines)
@@ -375,6 +444,92 @@ def test_study_hardware_with_an_unknown_device_is_refused_before_any_training():
     with pytest.raises(ConfigError, match="quantum_study.hardware.device: the quantum head has 8 "
                                           "qubits but fake_manila has only 5"):
         check_study_hardware(wide)
+
+
+# --------------------------------------------------------------------------- on a cluster
+
+# A grid small enough to pay a cluster's start-up only: 12 trials, 3 units of work.
+CLUSTER_GRID = {**TINY, "n_qubits": [2], "train_fractions": [1.0],
+                "contenders": ["quantum", "no_entanglement", "logistic"]}
+
+
+@pytest.mark.parametrize(("backend", "missing", "extra"), [("ray", "ray", "cluster-ray"),
+                                                          ("dask", "distributed", "cluster-dask")])
+def test_a_missing_cluster_package_is_one_line_naming_the_extra_before_any_work(
+        backend, missing, extra, monkeypatch):
+    import importlib.util
+
+    from qsight_pipeline.errors import UserError
+    from qsight_pipeline.pipelines.quantum_study.nodes import run_quantum_study
+
+    if backend == "ray" and importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else find_spec(name, *a))
+    params = QuantumStudyParams(**{**CLUSTER_GRID, "backend": backend})
+    message = (f"quantum_study.backend is {backend}, which needs {missing}: install it with "
+               f"`pip install 'qsight_pipeline[{extra}]'`, or set quantum_study.backend: loky.")
+    # An empty cache would fail at the first step of any work: the backend is checked first.
+    for run in (lambda: run_study({}, params, progress=False),
+                lambda: run_quantum_study({}, params)):
+        with pytest.raises(UserError) as raised:
+            run()
+        assert str(raised.value) == message and "\n" not in message
+
+
+def test_an_unreachable_dask_scheduler_names_the_cluster_address():
+    import socket
+
+    import dask
+    import dask.distributed  # noqa: F401 - its config defaults load before the override below
+
+    from qsight_pipeline.study.backends import ClusterUnavailableError
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{free.getsockname()[1]}"
+    params = QuantumStudyParams(**{**CLUSTER_GRID, "backend": "dask", "cluster_address": address})
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(
+            ClusterUnavailableError, match=f"quantum_study.cluster_address: cannot reach the "
+                                           f"Dask scheduler at {address}"):
+        run_study(_cache(), params, progress=False)
+
+
+def _assert_tables_agree(table: pd.DataFrame, loky: pd.DataFrame) -> None:
+    metrics = [c for c in loky if c.startswith(("val_", "test_"))]
+    others = [c for c in loky if c not in metrics and c != "train_seconds"]
+    assert len(table) == len(loky) == 12
+    # The same units of work with the same seeds: equal within the tolerance of heads trained
+    # together (README: 1e-4); in practice to the last bit.
+    pd.testing.assert_frame_equal(table[metrics], loky[metrics], check_exact=False, atol=1e-4)
+    pd.testing.assert_frame_equal(table[others], loky[others])
+
+
+@pytest.fixture(scope="module")
+def loky_cluster_grid():
+    return run_study(_cache(), QuantumStudyParams(**CLUSTER_GRID), progress=False)
+
+
+def test_the_study_on_a_running_dask_cluster_gives_the_loky_table(loky_cluster_grid, caplog):
+    from dask.distributed import LocalCluster
+
+    # A cluster that is already running, reached by its scheduler's address (a worker thread in
+    # this process: starting worker processes is the slow test below).
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, caplog.at_level("INFO"):
+        params = QuantumStudyParams(**CLUSTER_GRID, backend="dask",
+                                    cluster_address=cluster.scheduler_address)
+        table = run_study(_cache(), params, progress=False)
+    assert f"trials on the Dask cluster at {cluster.scheduler_address}" in caplog.text
+    _assert_tables_agree(table, loky_cluster_grid)
+
+
+@pytest.mark.slow  # the study starts a local Dask cluster of worker processes
+def test_the_study_on_its_own_local_dask_cluster_gives_the_loky_table(loky_cluster_grid):
+    table = run_study(_cache(), QuantumStudyParams(**CLUSTER_GRID, backend="dask"),
+                      progress=False)
+    _assert_tables_agree(table, loky_cluster_grid)
 
 
 def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_path):

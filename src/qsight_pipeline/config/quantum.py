@@ -36,7 +36,7 @@ class QuantumConfig(ParamsBlock):
         n_qubits: Circuit width; also the size of the learned projection of the compressed features.
         reps: Layers of the ``real_amplitudes`` ansatz.
         entanglement: Two-qubit pattern of the ansatz (and of the ``zz`` encoding), in qiskit's
-            names.
+            names; ``none`` drops every two-qubit gate (a product-state circuit).
         encoding: ``angle`` (one RY rotation per qubit) or ``zz`` (qiskit's ``zz_feature_map``).
         encoding_reps: Repetitions of the ``zz`` feature map (must stay 1 for ``angle``).
         angle_scale: Encoded angles are ``angle_scale * pi * tanh(projection)``.

@@ -11,10 +11,20 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from qsight_pipeline.config.base import ParamsBlock
-from qsight_pipeline.config.types import Encoding, Entanglement, Mitigation, distinct
+from qsight_pipeline.config.types import (
+    NO_ENTANGLEMENT,
+    Encoding,
+    Entanglement,
+    Mitigation,
+    distinct,
+)
 
-Contender = Literal["quantum", "classical_twin", "head_b", "logistic", "frozen_circuit"]
+Contender = Literal["quantum", "classical_twin", "head_b", "logistic", "frozen_circuit",
+                    "no_entanglement"]
 CONTENDERS: tuple[str, ...] = get_args(Contender)
+# Where the trials run: joblib's loky processes on this machine, or a Dask or Ray cluster.
+Backend = Literal["loky", "dask", "ray"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 MAX_STUDY_QUBITS = 12
 
 # The grid's axes: non-empty lists without repeats, each value in its range.
@@ -66,6 +76,9 @@ class QuantumStudyParams(ParamsBlock):
     contenders: distinct(Contender) = list(CONTENDERS)
     confidence: float = Field(0.95, ge=0.5, le=0.999)
     n_jobs: int = -1
+    # Trials on a cluster through joblib's backends; cluster_address empty = a local cluster.
+    backend: Backend = "loky"
+    cluster_address: str | None = None
     # Few training data: every contender is trained on each share of the training split (nested,
     # stratified subsets drawn once with train_subset_seed); validation and test stay whole.
     train_fractions: TrainingShares = [0.05, 0.1, 0.25, 0.5, 1.0]
@@ -77,6 +90,11 @@ class QuantumStudyParams(ParamsBlock):
     @classmethod
     def _smallest_first(cls, values: list[float]) -> list[float]:
         return sorted(values)
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _empty_is_local(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("n_jobs")
     @classmethod
@@ -91,6 +109,16 @@ class QuantumStudyParams(ParamsBlock):
             raise ValueError(
                 "quantum_study.n_qubits must be at least 2 when quantum_study.encoding lists "
                 f"'zz', got {min(self.n_qubits)}"
+            )
+        if NO_ENTANGLEMENT in self.entanglement:
+            raise ValueError(
+                "quantum_study.entanglement lists 'none': the product-state circuit is the "
+                "no_entanglement contender; list it in quantum_study.contenders instead"
+            )
+        if self.cluster_address and self.backend == "loky":
+            raise ValueError(
+                "quantum_study.cluster_address is set but quantum_study.backend is loky (this "
+                "machine); set backend to dask or ray, or clear cluster_address"
             )
         if "classical_twin" in self.contenders and max(self.reps) > min(self.n_qubits):
             # The twin's layer holds n_qubits*(reps+1) weights in an n x n matrix and a bias.

@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, Field
 
 # The quantum head's circuit (``quantum``, and the grid of ``quantum_study``).
-Entanglement = Literal["linear", "reverse_linear", "circular", "full"]
+# ``none``: no entangling gates at all, a product-state circuit (the study's no_entanglement).
+Entanglement = Literal["linear", "reverse_linear", "circular", "full", "none"]
+NO_ENTANGLEMENT = "none"
 Encoding = Literal["angle", "zz"]
 Executor = Literal["torch", "qiskit"]
 TorchDtype = Literal["float64", "float32"]

@@ -11,6 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
+from qsight_pipeline.config.types import NO_ENTANGLEMENT
 from qsight_pipeline.constants import NUM_GRADES
 from qsight_pipeline.models.estimators import (
     ClassicalTwinClassifier,
@@ -59,6 +60,16 @@ def _quantum(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> 
 @register_contender("frozen_circuit")
 def _frozen(trial: Trial, params: QuantumStudyParams, head: dict[str, Any]) -> BaseEstimator:
     return _quantum(trial, params, head).set_params(freeze_circuit=True)
+
+
+@register_contender("no_entanglement")
+def _no_entanglement(trial: Trial, params: QuantumStudyParams,
+                     head: dict[str, Any]) -> BaseEstimator:
+    # The quantum head's circuit through the same builder with no entangling pairs: the same
+    # rotations, width and weights, a product state; trained exactly like the quantum head.
+    return QuantumHeadClassifier(n_qubits=trial.n_qubits, reps=trial.reps,
+                                 encoding=trial.encoding, entanglement=NO_ENTANGLEMENT,
+                                 **_recipe(trial, params))
 
 
 @register_contender("classical_twin")

@@ -9,9 +9,9 @@ from matplotlib.figure import Figure
 
 from qsight_pipeline.study.summary import best_by_validation
 
-CIRCUIT_CONTENDERS = ("quantum", "classical_twin", "frozen_circuit")
+CIRCUIT_CONTENDERS = ("quantum", "classical_twin", "frozen_circuit", "no_entanglement")
 COLOURS = {"quantum": "tab:purple", "classical_twin": "tab:blue", "frozen_circuit": "tab:gray",
-           "head_b": "tab:green", "logistic": "tab:orange"}
+           "no_entanglement": "tab:red", "head_b": "tab:green", "logistic": "tab:orange"}
 
 
 def _per_width(entries: list[dict[str, Any]], contender: str) -> list[dict[str, Any]]:

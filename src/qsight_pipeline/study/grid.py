@@ -12,6 +12,8 @@ SETTING_KEYS = ("n_qubits", "reps", "encoding", "entanglement")
 USES_SETTINGS: dict[str, tuple[str, ...]] = {
     "quantum": SETTING_KEYS,
     "frozen_circuit": SETTING_KEYS,
+    # The same circuit without entangling gates: its entanglement is always none.
+    "no_entanglement": ("n_qubits", "reps", "encoding"),
     # The twin has no encoding circuit and no entangling gates: only width and depth carry over.
     "classical_twin": ("n_qubits", "reps"),
     "head_b": (),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
-from qsight_pipeline.study.grid import Trial
+from qsight_pipeline.study.grid import USES_SETTINGS, Trial
 from qsight_pipeline.study.statistics import (
     BETTER,
     GROUP_COLUMNS,
@@ -76,14 +76,22 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+# The quantum head's paired comparisons: the summary's key and the other contender.
+COMPARISONS = {
+    "quantum_vs_twin": "classical_twin",
+    "quantum_vs_frozen_circuit": "frozen_circuit",
+    "quantum_vs_no_entanglement": "no_entanglement",
+}
+
+
 def _pairs(entries: list[dict[str, Any]], against: str, confidence: float) -> list[dict]:
-    """Each quantum setting against the ``against`` contender of the same width and depth."""
-    others = {(e["n_qubits"], e["reps"], e["encoding"], e["entanglement"]): e
-              for e in entries if e["contender"] == against}
+    """Each quantum setting against the ``against`` contender of the same circuit: matched on
+    the settings ``against`` has (all four, or width, depth and encoding, or width and depth)."""
+    used = USES_SETTINGS[against]
+    others = {tuple(e[key] for key in used): e for e in entries if e["contender"] == against}
     pairs = []
     for entry in (e for e in entries if e["contender"] == "quantum"):
-        key = (entry["n_qubits"], entry["reps"], entry["encoding"], entry["entanglement"])
-        other = others.get(key) or others.get((entry["n_qubits"], entry["reps"], None, None))
+        other = others.get(tuple(entry[key] for key in used))
         if other is not None:
             difference = paired_difference(entry["test_qwk_by_seed"], other["test_qwk_by_seed"],
                                            confidence)
@@ -113,11 +121,14 @@ FEW_DATA_CAVEAT = (
 def summarise(table: pd.DataFrame, params: QuantumStudyParams,
               quantum_stage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per contender and setting at its chosen value: intervals across seeds; quantum against
-    its twin and its frozen control, paired by seed; the winner; the configured stage's gap.
+    its twin, the frozen circuit and the circuit without entanglement, paired by seed; the
+    winner; the configured stage's gap.
 
-    Everything but ``few_data`` is on the largest training share (normally the whole split);
-    ``few_data`` repeats the twin verdicts and the best contenders at every share, and ``noise``
-    (with ``quantum_study.hardware``) the twin verdict with the quantum head on a device.
+    Everything but ``few_data`` and ``circuit`` is on the largest training share (normally the
+    whole split); ``few_data`` repeats the three verdicts and the best contenders at every share,
+    ``circuit`` counts the entanglement and circuit-training verdicts over every setting and share
+    in one sentence (the headline's second), and ``noise`` (with ``quantum_study.hardware``) the
+    twin verdict with the quantum head on a device.
     """
     confidence = params.confidence
     every = [_setting_entry(rows, confidence) for rows in _chosen_settings(table)]
@@ -126,6 +137,8 @@ def summarise(table: pd.DataFrame, params: QuantumStudyParams,
     best = best_by_validation(entries)
     ranked = sorted(best.values(), key=lambda e: e["test"]["qwk"]["mean"], reverse=True)
     winner = _winner(ranked, confidence)
+    shares = few_data(every, confidence)
+    circuit = circuit_verdicts(shares["fractions"])
     summary = {
         "confidence": confidence,
         "seeds": sorted(int(s) for s in table["seed"].unique()),
@@ -135,12 +148,12 @@ def summarise(table: pd.DataFrame, params: QuantumStudyParams,
         "n_train": entries[0]["n_train"] if entries else 0,
         "settings": entries,
         "best_by_validation": {name: e["label"] for name, e in best.items()},
-        "quantum_vs_twin": _pairs(entries, "classical_twin", confidence),
-        "quantum_vs_frozen_circuit": _pairs(entries, "frozen_circuit", confidence),
+        **{key: _pairs(entries, against, confidence) for key, against in COMPARISONS.items()},
         "winner": winner,
         "configured_quantum_stage": configured_stage_gap(best.get("quantum"), quantum_stage),
-        "headline": headline(winner, confidence, full),
-        "few_data": few_data(every, confidence),
+        "headline": f"{headline(winner, confidence, full)} {circuit['headline']}",
+        "circuit": circuit,
+        "few_data": shares,
     }
     if "noisy_test_qwk" in table:
         summary["noise"] = noise_summary(table, entries, params)
@@ -149,26 +162,61 @@ def summarise(table: pd.DataFrame, params: QuantumStudyParams,
 
 def few_data(every: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """At each training share: its size, each contender's best setting (on validation) with its
-    test QWK, and the quantum-vs-twin verdicts; one sentence over all shares."""
+    test QWK, and the quantum head's verdicts against the twin, the frozen circuit and the
+    circuit without entanglement; one sentence over all shares (on the twin)."""
     shares = sorted({e["train_fraction"] for e in every})
     out = []
     for share in shares:
         entries = [e for e in every if e["train_fraction"] == share]
         best = best_by_validation(entries)
-        pairs = _pairs(entries, "classical_twin", confidence)
+        compared = {key: _pairs(entries, against, confidence)
+                    for key, against in COMPARISONS.items()}
+        pairs = compared["quantum_vs_twin"]
         best_quantum = best.get("quantum")
         out.append({
             "train_fraction": share,
             "n_train": entries[0]["n_train"],
             "best": {name: {"label": e["label"], "test_qwk": e["test"]["qwk"],
                             "val_qwk": e["val_qwk"]} for name, e in best.items()},
-            "quantum_vs_twin": pairs,
-            "verdict_counts": {v: sum(p["verdict"] == v for p in pairs)
-                               for v in (BETTER, WORSE, UNRESOLVED)},
+            **compared,
+            "verdict_counts": _counts(pairs),
+            "verdict_counts_by_comparison": {key: _counts(p) for key, p in compared.items()},
             "best_quantum_vs_twin": next(
                 (p for p in pairs if best_quantum and p["quantum"] == best_quantum["label"]), None),
         })
     return {"caveat": FEW_DATA_CAVEAT, "fractions": out, "headline": few_data_headline(out)}
+
+
+def _counts(pairs: list[dict[str, Any]]) -> dict[str, int]:
+    return {v: sum(p["verdict"] == v for p in pairs) for v in (BETTER, WORSE, UNRESOLVED)}
+
+
+# What each circuit verdict answers: its subject in the headline, and the other circuit.
+CIRCUIT_QUESTIONS = {
+    "quantum_vs_no_entanglement": ("entanglement", "the same circuit without entangling gates"),
+    "quantum_vs_frozen_circuit": ("training the circuit", "the frozen random circuit"),
+}
+
+
+def circuit_verdicts(fractions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does entanglement matter, does training the circuit matter: the quantum head's verdicts
+    against the no_entanglement and frozen circuits, counted over every setting and share."""
+    counts = {key: _counts([p for f in fractions for p in f[key]]) for key in CIRCUIT_QUESTIONS}
+    clauses = [_circuit_clause(key, counts[key]) for key in CIRCUIT_QUESTIONS]
+    sentence = " and ".join(clauses)
+    return {"verdict_counts": counts, "headline": sentence[0].upper() + sentence[1:] + "."}
+
+
+def _circuit_clause(key: str, counts: dict[str, int]) -> str:
+    subject, other = CIRCUIT_QUESTIONS[key]
+    total = sum(counts.values())
+    if total == 0:
+        return f"{subject} was not tested ({COMPARISONS[key]} is not among the contenders)"
+    detected = counts[BETTER] + counts[WORSE]
+    amount = (f"no detectable difference in any of the {total}" if detected == 0
+              else f"a detectable difference in {detected} of the {total}")
+    return (f"{subject} made {amount} (setting, training share) pairs (the quantum head against "
+            f"{other}: {counts[BETTER]} better, {counts[WORSE]} worse)")
 
 
 def few_data_headline(fractions: list[dict[str, Any]]) -> str:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.constants import NUM_GRADES
 from qsight_pipeline.models.fit_together import fit_together
+from qsight_pipeline.study.backends import RETURN_AS, study_backend
 from qsight_pipeline.study.contenders import build_estimator
 from qsight_pipeline.study.grid import Trial
 from qsight_pipeline.training.metrics import headline_metrics
@@ -190,23 +191,25 @@ def worker_count(n_jobs: int) -> int:
 
 def run_trials(trials: list[Trial], data: StudyData, params: QuantumStudyParams,
                progress: bool = True, vectorise: bool = True) -> list[dict[str, Any]]:
-    """All trials, in parallel processes (joblib's loky), with one progress bar; input order."""
+    """All trials, in parallel on ``quantum_study.backend`` (joblib's loky processes, or a Dask
+    or Ray cluster), with one progress bar; input order."""
     units = work_units(trials, params, vectorise)
-    jobs = min(worker_count(params.n_jobs), max(1, len(units)))
-    logger.info("Quantum study: %d trials in %d units of work on %d worker(s)", len(trials),
-                len(units), jobs)
-    # Workers get whole units and pin torch to one thread each, so cores are never shared by
-    # two thread pools; results come back as they finish and are put in trial order below.
-    parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-    done = parallel(delayed(_indexed_unit)(unit, [trials[i] for i in unit], data, params)
-                    for unit in units)
+    workers = min(worker_count(params.n_jobs), max(1, len(units)))
     results: list[Any] = [None] * len(trials)
-    with tqdm(total=len(trials), desc="quantum study", unit="trial",
-              disable=not progress) as bar:
-        for unit, unit_results in done:
-            for index, result in zip(unit, unit_results, strict=True):
-                results[index] = result
-            bar.update(len(unit))
+    with study_backend(params, workers) as n_jobs:
+        logger.info("Quantum study: %d trials in %d units of work on %s (n_jobs %d)",
+                    len(trials), len(units), params.backend, n_jobs)
+        # Workers get whole units and pin torch to one thread each, so cores are never shared by
+        # two thread pools; results come back as they finish and are put in trial order below.
+        parallel = Parallel(n_jobs=n_jobs, return_as=RETURN_AS[params.backend])
+        done = parallel(delayed(_indexed_unit)(unit, [trials[i] for i in unit], data, params)
+                        for unit in units)
+        with tqdm(total=len(trials), desc="quantum study", unit="trial",
+                  disable=not progress) as bar:
+            for unit, unit_results in done:
+                for index, result in zip(unit, unit_results, strict=True):
+                    results[index] = result
+                bar.update(len(unit))
     return results
 
 

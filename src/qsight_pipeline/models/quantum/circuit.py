@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qsight_pipeline.config.types import NO_ENTANGLEMENT
+
 from .availability import require_quantum_dependencies
 from .config import QuantumConfig
 
@@ -51,6 +53,9 @@ def build_circuit(config: QuantumConfig) -> QuantumCircuitSpec:
       between the pairs of the configured entanglement), ``encoding_reps`` times;
     - ansatz: qiskit's ``real_amplitudes(n_qubits, reps, entanglement)``;
     - readout: ``<Z_i>`` for every qubit.
+
+    Entanglement ``none`` hands qiskit's builders no pairs: the same rotations and width with
+    every two-qubit gate gone (the ansatz's CX and the feature map's ZZ terms), a product state.
     """
     require_quantum_dependencies("torch")  # qiskit itself; executors check their own extras
     # lazy: optional dependency
@@ -69,13 +74,14 @@ def build_circuit(config: QuantumConfig) -> QuantumCircuitSpec:
         encoding = zz_feature_map(
             n,
             reps=config.encoding_reps,
-            entanglement=config.entanglement,
+            entanglement=_feature_map_pairs(config.entanglement, n),
             parameter_prefix=INPUT_PREFIX,
         )
         input_params = tuple(sorted(encoding.parameters, key=lambda p: p.index))
 
     ansatz = real_amplitudes(
-        n, reps=config.reps, entanglement=config.entanglement, parameter_prefix=WEIGHT_PREFIX
+        n, reps=config.reps, entanglement=_ansatz_pairs(config.entanglement),
+        parameter_prefix=WEIGHT_PREFIX,
     )
     weight_params = tuple(sorted(ansatz.parameters, key=lambda p: p.index))
 
@@ -89,3 +95,16 @@ def build_circuit(config: QuantumConfig) -> QuantumCircuitSpec:
     if len(input_params) != n:
         raise RuntimeError(f"Expected {n} input parameters, the encoding has {len(input_params)}")
     return QuantumCircuitSpec(circuit, input_params, weight_params, observables)
+
+
+def _ansatz_pairs(entanglement: str) -> str | list:
+    """``real_amplitudes``' entanglement: qiskit's name, or no pairs for ``none``."""
+    return [] if entanglement == NO_ENTANGLEMENT else entanglement
+
+
+def _feature_map_pairs(entanglement: str, n: int) -> str | dict[int, list]:
+    """``zz_feature_map``'s entanglement: qiskit's name, or for ``none`` every single-qubit
+    ``Z`` term and no ``ZZ`` pair (qiskit's per-term form)."""
+    if entanglement != NO_ENTANGLEMENT:
+        return entanglement
+    return {1: [(qubit,) for qubit in range(n)], 2: []}

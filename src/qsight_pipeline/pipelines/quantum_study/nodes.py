@@ -24,7 +24,9 @@ def run_quantum_study(
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
     from qsight_pipeline.study import run_study
+    from qsight_pipeline.study.backends import check_backend
 
+    check_backend(quantum_study)  # before any work: quantum_study.backend's extra is installed
     check_feature_cache(quantum_training_data)
     return run_study(quantum_training_data, quantum_study)
 
