@@ -15,11 +15,12 @@ from scipy import ndimage
 
 from qsight_pipeline import load_model, predict_image, predict_images
 from qsight_pipeline.config import GateParams, PredictParams
-from qsight_pipeline.errors import UserError
+from qsight_pipeline.errors import ConfigError, UserError
 from qsight_pipeline.inference import gate as gating
-from qsight_pipeline.inference import gradability
+from qsight_pipeline.inference import gradability, ood
 from qsight_pipeline.inference.gate_eval import CORRUPTIONS, non_fundus_pictures
 from qsight_pipeline.inference.loading import load_checkpoint_file, loaded_from_checkpoint
+from qsight_pipeline.inference.ood import OodSplits
 from qsight_pipeline.inference.predict import gate_reasons
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data/01_raw/sample/resized_train/resized_train"
@@ -130,20 +131,80 @@ def test_the_measures_are_the_published_estimators():
     assert gradability.noise_sigma(flat) == pytest.approx(8.0, rel=0.03)
 
 
-def test_ood_threshold_lets_the_set_share_of_validation_pass():
-    rng = np.random.default_rng(0)
-    train, val = rng.normal(size=(300, 8)), rng.normal(size=(100, 8))
-    ood = gating.fit_ood(train, val, pass_rate=0.95)
-    assert ood["validation_pass_rate"] >= 0.95
-    assert np.asarray(ood["precision"]).shape == (8, 8)  # plain lists, no pickled estimator
-    far = gating.mahalanobis(np.full((1, 8), 6.0), ood)[0]
-    assert far > ood["threshold"]
+def _splits(logits: bool = True, seed: int = 0) -> OodSplits:
+    rng = np.random.default_rng(seed)  # features in one orthant, as after an activation
+    train, val = np.abs(rng.normal(size=(300, 8))), np.abs(rng.normal(size=(100, 8)))
+    weights = rng.normal(size=(8, 5))
+    return OodSplits(train, val, train @ weights if logits else None, val @ weights if logits else None)
+
+
+def test_every_detector_is_fitted_with_its_own_conformal_threshold():
+    fitted = gating.fit_ood(_splits(), "knn", pass_rate=0.95)
+    assert set(fitted["detectors"]) == {"mahalanobis", "knn", "energy", "vim"}
+    assert fitted["detector"] == "knn" and fitted["threshold"] == fitted["detectors"]["knn"]["threshold"]
+    for name, entry in fitted["detectors"].items():
+        assert entry["validation_pass_rate"] >= 0.95 and entry["guaranteed"], name
+    assert np.asarray(fitted["detectors"]["mahalanobis"]["params"]["precision"]).shape == (8, 8)  # plain lists
+    far = np.full((1, 8), -3.0)  # far away, and in no training feature's direction
+    for name in ("mahalanobis", "knn"):
+        assert ood.ood_score(far, fitted, detector=name)[0] > fitted["detectors"][name]["threshold"], name
+    # Without the heads' logits only the feature detectors are fitted; asking for energy is refused.
+    assert set(gating.fit_ood(_splits(logits=False))["detectors"]) == {"mahalanobis", "knn"}
+    with pytest.raises(ConfigError, match="needs the classical heads' logits.*mahalanobis, knn"):
+        gating.fit_ood(_splits(logits=False), "energy")
+    with pytest.raises(ConfigError, match="unknown detector 'odin'; the detectors are mahalanobis, knn"):
+        ood.get_detector("odin")
+
+
+def test_the_threshold_override_leaves_the_saved_gate_alone():
+    fitted = gating.fit_ood(_splits(), "mahalanobis")
     overridden = gating.effective_gates(
-        {"format": gating.GATES_FORMAT, "gradability": {"bounds": {}}, "ood": ood},
+        {"format": gating.GATES_FORMAT, "gradability": {"bounds": {}}, "ood": fitted},
         {"ood_threshold": 1e9, "blur_max": 0.9},
     )
     assert overridden["ood"]["threshold"] == 1e9 and overridden["gradability"]["bounds"]["blur"]["max"] == 0.9
-    assert ood["threshold"] != 1e9  # the saved gate is left alone
+    assert fitted["threshold"] != 1e9
+
+
+def test_the_scores_are_pytorch_oods():
+    pytorch_ood = pytest.importorskip("pytorch_ood.detector", reason="the inference extra is not installed")
+    import torch
+    from sklearn.covariance import LedoitWolf
+
+    splits, rng = _splits(), np.random.default_rng(1)
+    queries = rng.normal(size=(20, 8)) * 1.5
+    weights, bias = rng.normal(size=(5, 8)), rng.normal(size=5)
+    knn = ood.DETECTORS["knn"]
+    params = ood.NearestNeighbours.fit(splits.train_features, k=5)
+    theirs = pytorch_ood.KNN(None, k=5).fit_features(torch.tensor(splits.train_features), torch.zeros(300))
+    np.testing.assert_allclose(knn.score(queries, None, params),
+                               theirs.predict_features(torch.tensor(queries)).numpy(), rtol=1e-9)
+    logits = queries @ weights.T + bias
+    np.testing.assert_allclose(ood.DETECTORS["energy"].score(queries, logits, {}),
+                               pytorch_ood.EnergyBased.score(torch.tensor(logits)).numpy(), rtol=1e-12)
+    # ViM with a linear last layer and its origin -pinv(W) b is pytorch-ood's ViM.
+    vim = pytorch_ood.ViM(None, 4, torch.tensor(weights), torch.tensor(bias))
+    vim.fit_features(torch.tensor(splits.train_features).float(), torch.zeros(300))
+    origin = -(np.linalg.pinv(weights) @ bias)
+    ours = ood.fit_vim(splits.train_features, splits.train_features @ weights.T + bias, 4, origin)
+    np.testing.assert_allclose(ood.vim_score(queries, logits, ours),
+                               vim.predict_features(torch.tensor(queries).float()).numpy(), rtol=1e-3)  # float32
+    # Mahalanobis (class-agnostic, as before) is scikit-learn's Ledoit-Wolf distance.
+    estimator = LedoitWolf().fit(splits.train_features)
+    np.testing.assert_allclose(ood.Mahalanobis.score(queries, None, ood.Mahalanobis.fit(splits.train_features)),
+                               np.sqrt(estimator.mahalanobis(queries)), rtol=1e-9)
+
+
+def test_a_gate_of_the_previous_format_is_read_as_it_was_saved():
+    fitted = gating.fit_ood(_splits(), "mahalanobis")
+    entry = fitted["detectors"]["mahalanobis"]
+    old = {"format": "qsight.gates/2", "gradability": BOUNDS,
+           "ood": {"method": "Mahalanobis distance", "threshold": entry["threshold"], "rank": entry["rank"],
+                   **entry["params"]}}
+    gates = gating.effective_gates(old)
+    assert gates["ood"]["detector"] == "mahalanobis" and gates["ood"]["threshold"] == entry["threshold"]
+    queries = np.random.default_rng(2).normal(size=(5, 8))
+    np.testing.assert_allclose(gating.ood_score(queries, gates["ood"]), ood.ood_score(queries, fitted))
 
 
 @pytest.mark.parametrize("count, rank", [(46, 45), (39, 38), (19, 19), (5, 5), (100, 96)])
@@ -196,6 +257,15 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     assert evaluation["clean"]["pass_rate"] >= 0.9
     assert evaluation["corrupted"]["auroc"] >= 0.9
     assert evaluation["non_fundus"]["auroc"] >= 0.95
+    # The detector in use is saved by name; all four are compared on the test split's sets.
+    assert saved["ood"]["detector"] == GateParams().ood_detector == evaluation["detectors"]["in_use"]
+    results = evaluation["detectors"]["results"]
+    assert set(results) == {"mahalanobis", "knn", "energy", "vim"}
+    for name, by_set in results.items():
+        assert {"near_ood:shifted_camera", "non_fundus:photographs", "non_fundus:text"} <= set(by_set), name
+        assert all(0.0 <= v["auroc"] <= 1.0 and 0.0 <= v["fpr_at_95_tpr"] <= 1.0 for v in by_set.values())
+    photographs = evaluation["sets"]["non_fundus:photographs"]
+    assert photographs["images"] == 32 and photographs["pass_rate"] == 0.0
     assert "manual grading" in gate["rule"]
     from qsight_pipeline.reporting.tracking import summary_metrics  # what W&B and MLflow log
 
@@ -203,6 +273,7 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     # The report explains the rule and shows the figures.
     report = smoke_project.data("08_reporting/report.html").read_text(encoding="utf-8")
     assert "referred for manual grading" in report and "Gate" in report
+    assert 'id="gate-detectors"' in report and f"{saved['ood']['detector']} (in use)" in report
 
 
 def test_a_real_fundus_photograph_is_gradable_but_unlike_the_sample(smoke_project):

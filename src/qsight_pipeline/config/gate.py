@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from qsight_pipeline.config.base import ParamsBlock
@@ -31,6 +33,10 @@ class GateParams(ParamsBlock):
     """The gate saved with the model (ensemble pipeline).
 
     ``gradability``: the absolute image-quality bounds (:class:`GradabilityBounds`).
+    ``ood_detector``: the out-of-distribution score the gate uses (all four are fitted where
+    their inputs allow, and compared in the evaluation): ``mahalanobis``, ``knn``, ``energy``
+    or ``vim`` (the last two need the heads' logits). The default is the one that did best on
+    sets the tests never use (``benchmarks/ood_detectors.py``, README "Out of distribution").
     ``ood_pass_rate``: the share of new in-distribution photographs the out-of-distribution
     threshold lets pass, promised with probability ``ood_confidence`` over the draw of the
     validation split (a split-conformal rank of the validation scores; ``ood_confidence:
@@ -42,6 +48,7 @@ class GateParams(ParamsBlock):
     """
 
     gradability: GradabilityBounds = Field(default_factory=GradabilityBounds)
+    ood_detector: Literal["mahalanobis", "knn", "energy", "vim"] = "mahalanobis"
     ood_pass_rate: float = Field(0.95, gt=0.0, le=1.0)
     ood_confidence: float | None = Field(0.9, ge=0.0, lt=1.0)
     evaluate: bool = True

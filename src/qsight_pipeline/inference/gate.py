@@ -6,10 +6,11 @@ Two questions, kept apart:
 - **Gradability** (:mod:`qsight_pipeline.inference.gradability`): absolute image-quality bounds
   of a fundus photograph (``gate.gradability``), the same for every camera and every model. They
   are not fitted on the training photographs; they are saved with the model as plain numbers.
-- **Out of distribution**: the Mahalanobis distance of the model's compressed features from the
-  training split's (mean and Ledoit-Wolf shrunk covariance of the feature cache), with a
-  split-conformal threshold on the validation split. Everything particular to the training
-  photographs (their camera, their field size, their colours) is this check's business.
+- **Out of distribution** (:mod:`qsight_pipeline.inference.ood`): a detector's score of the
+  model's compressed features (``gate.ood_detector``, chosen by measurement among Mahalanobis,
+  k-NN, energy and ViM), fitted on the training split, with a split-conformal threshold on the
+  validation split. Everything particular to the training photographs (their camera, their
+  field size, their colours) is this check's business.
 
 An image outside any bound is *not* given a grade: it is referred for manual grading.
 :func:`gate_score` is one number per image, positive exactly when the image fails the gate (the
@@ -20,13 +21,10 @@ the gate can be scored with an ROC curve (:mod:`qsight_pipeline.inference.gate_e
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
-from sklearn.covariance import LedoitWolf
 
 from qsight_pipeline.config.gate import GateParams, GradabilityBounds
 from qsight_pipeline.errors import ArtifactError
@@ -40,17 +38,26 @@ from qsight_pipeline.inference.gradability import (
     photograph_measures,
     quality_measures,
 )
+from qsight_pipeline.inference.ood import (
+    OodSplits,
+    conformal_threshold,
+    fit_ood,
+    get_detector,
+    ood_score,
+)
 
 __all__ = [
-    "GATES_FORMAT", "MANUAL_GRADING", "OOD_REASON", "StaleGateError", "check_gradability",
-    "conformal_threshold", "effective_gates", "fit_gates", "fit_gradability", "fit_ood",
-    "gate_score", "gate_verdict", "gradability_picture", "mahalanobis", "original_size",
-    "original_sizes", "photograph_measures", "quality_measures", "verdict_for",
+    "GATES_FORMAT", "MANUAL_GRADING", "OOD_REASON", "OodSplits", "StaleGateError",
+    "check_gradability", "conformal_threshold", "effective_gates", "fit_gates", "fit_gradability",
+    "fit_ood", "gate_score", "gate_verdict", "get_detector", "gradability_picture", "ood_score",
+    "original_size", "original_sizes", "photograph_measures", "quality_measures", "verdict_for",
 ]
 
 logger = logging.getLogger(__name__)
 
-GATES_FORMAT = "qsight.gates/2"
+GATES_FORMAT = "qsight.gates/3"
+# Format 2 differs only in its out-of-distribution part (Mahalanobis alone): read as it was.
+READABLE_FORMATS = (GATES_FORMAT, "qsight.gates/2")
 MANUAL_GRADING = "refer for manual grading"
 OOD_REASON = "out of distribution (unlike the training photographs)"
 REFIT_COMMAND = (
@@ -126,93 +133,32 @@ def _training_check(
     return check
 
 
-def fit_ood(
-    train_features: np.ndarray, val_features: np.ndarray, pass_rate: float = 0.95,
-    confidence: float | None = 0.9,
-) -> dict[str, Any]:
-    """Mahalanobis distance from the training features; threshold so ``pass_rate`` of new
-    in-distribution photographs pass.
-
-    The covariance is scikit-learn's Ledoit-Wolf shrinkage estimate (well conditioned with few
-    images per feature). Saved as plain lists: ``mean``, ``precision`` (inverse covariance).
-    The threshold is a rank of the validation distances (:func:`conformal_threshold`).
-    """
-    train = np.asarray(train_features, dtype=np.float64)
-    estimator = LedoitWolf().fit(train)
-    ood = {
-        "method": "Mahalanobis distance, Ledoit-Wolf covariance of the training split's compressed features",
-        "mean": estimator.location_.tolist(),
-        "precision": estimator.precision_.tolist(),
-        "pass_rate": pass_rate,
-        "confidence": confidence,
-        "train_images": int(len(train)),
-    }
-    val = np.asarray(val_features, dtype=np.float64)
-    reference = val if len(val) else train
-    distances = mahalanobis(reference, ood)
-    ood["threshold"], ood["rank"], ood["guaranteed"] = conformal_threshold(distances, pass_rate, confidence)
-    if not ood["guaranteed"]:
-        logger.warning(
-            "With %d validation photographs the out-of-distribution threshold cannot promise that "
-            "%.0f%% of new in-distribution photographs pass (at %.0f%% confidence); it is the "
-            "largest validation score (about %.1f%% pass on average). More validation images, "
-            "or a lower gate.ood_pass_rate / gate.ood_confidence, make the promise possible.",
-            len(distances), 100 * pass_rate, 100 * (confidence or 0),
-            100 * len(distances) / (len(distances) + 1),
-        )
-    ood["validation_images"] = int(len(val))
-    ood["validation_pass_rate"] = float(np.mean(distances <= ood["threshold"]))
-    return ood
-
-
-def conformal_threshold(
-    scores: np.ndarray, pass_rate: float, confidence: float | None = None
-) -> tuple[float, int, bool]:
-    """``(threshold, rank, guaranteed)``: the ``rank``-th smallest of the ``n`` validation ``scores``.
-
-    The share of new photographs (exchangeable with the validation ones) whose score is at most
-    the ``k``-th smallest of ``n`` is Beta(k, n + 1 - k)-distributed (split conformal prediction).
-    With ``confidence`` None the rank is ``ceil((n + 1) * pass_rate)``: at least ``pass_rate`` pass
-    *on average*. With a ``confidence`` the rank is the smallest ``k`` with
-    ``P(share < pass_rate) <= 1 - confidence`` (Vovk's training-conditional guarantee): with that
-    probability over the draw of the validation split, at least ``pass_rate`` pass. A small split
-    needs a high rank; where even ``k = n`` cannot promise it, the largest score is used and
-    ``guaranteed`` is False. The plain ``pass_rate`` quantile of a small split lets fewer through.
-    """
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))
-    count = len(ordered)
-    if confidence is None:
-        rank = math.ceil((count + 1) * pass_rate - 1e-9)
-        guaranteed = rank <= count
-    else:
-        ranks = np.arange(1, count + 1)
-        promised = beta.cdf(pass_rate, ranks, count + 1 - ranks) <= 1.0 - confidence
-        guaranteed = bool(promised.any())
-        rank = int(ranks[promised][0]) if guaranteed else count
-    rank = max(1, min(rank, count))
-    return float(ordered[rank - 1]), rank, guaranteed
-
-
-def mahalanobis(features: np.ndarray, ood: Mapping[str, Any]) -> np.ndarray:
-    """Distance of each row of ``features`` ``(N, D)`` from the saved training mean."""
-    centred = np.asarray(features, dtype=np.float64) - np.asarray(ood["mean"], dtype=np.float64)
-    precision = np.asarray(ood["precision"], dtype=np.float64)
-    return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
-
-
 # --- applying ---------------------------------------------------------------------------------
 
 
 def check_format(gates: Mapping[str, Any]) -> None:
     """Refuse a gate this version does not read, naming the command that fits it again."""
     found = gates.get("format")
-    if found != GATES_FORMAT:
+    if found not in READABLE_FORMATS:
         raise StaleGateError(
             f"This model's gate was saved in format {found!r}, and this version reads "
-            f"{GATES_FORMAT!r}: its gradability bounds were fitted on the training photographs, "
-            "where they are now absolute bounds of a fundus photograph. Fit the gate again with "
-            f"{REFIT_COMMAND}; the model's weights are kept."
+            f"{', '.join(map(repr, READABLE_FORMATS))}: its gradability bounds were fitted on the "
+            "training photographs, where they are now absolute bounds of a fundus photograph. "
+            f"Fit the gate again with {REFIT_COMMAND}; the model's weights are kept."
         )
+
+
+def _as_current(ood: Mapping[str, Any]) -> dict[str, Any]:
+    """A format-2 out-of-distribution check (one Mahalanobis distance) in today's layout, with
+    its own threshold: the model's gate as it was saved."""
+    if "detectors" in ood:
+        return dict(ood)
+    kept = ("threshold", "rank", "guaranteed", "validation_pass_rate")
+    return {
+        **{k: v for k, v in ood.items() if k not in ("mean", "precision")}, "detector": "mahalanobis",
+        "detectors": {"mahalanobis": {"params": {"mean": ood["mean"], "precision": ood["precision"]},
+                                      **{k: ood.get(k) for k in kept}}},
+    }
 
 
 def effective_gates(gates: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> dict | None:
@@ -230,7 +176,7 @@ def effective_gates(gates: Mapping[str, Any] | None, overrides: Mapping[str, Any
         "gradability": {**gates["gradability"], "bounds": {
             name: dict(bound) for name, bound in gates["gradability"]["bounds"].items()
         }},
-        "ood": dict(gates["ood"]) if gates.get("ood") else None,
+        "ood": _as_current(gates["ood"]) if gates.get("ood") else None,
     }
     bounds = result["gradability"]["bounds"]
     for key, value in (overrides or {}).items():
@@ -248,21 +194,22 @@ def effective_gates(gates: Mapping[str, Any] | None, overrides: Mapping[str, Any
     return result
 
 
-def ood_violation(distance: float, ood: Mapping[str, Any]) -> float:
-    """How far past the threshold a distance is, in thresholds (> 0 fails)."""
+def ood_violation(score: float, ood: Mapping[str, Any]) -> float:
+    """How far past the threshold an out-of-distribution score is, in thresholds (> 0 fails)."""
     threshold = float(ood["threshold"])
-    return (distance - threshold) / max(abs(threshold), 1e-12)
+    return (score - threshold) / max(abs(threshold), 1e-12)
 
 
 def gate_verdict(
-    measures: Mapping[str, float], distance: float | None, gates: Mapping[str, Any]
+    measures: Mapping[str, float], ood_value: float | None, gates: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """``gradable``, ``gradability_reasons``, ``in_distribution``, ``gate_score`` of one image."""
+    """``gradable``, ``gradability_reasons``, ``in_distribution``, ``gate_score`` of one image
+    from its gradability ``measures`` and its out-of-distribution score ``ood_value``."""
     reasons, score = check_gradability(measures, gates["gradability"])
     ood = gates.get("ood")
     in_distribution = None
-    if ood is not None and distance is not None:
-        violation = ood_violation(distance, ood)
+    if ood is not None and ood_value is not None:
+        violation = ood_violation(ood_value, ood)
         in_distribution = bool(violation <= 0)
         score = max(score, violation)
     return {
@@ -273,9 +220,9 @@ def gate_verdict(
     }
 
 
-def gate_score(measures: Mapping[str, float], distance: float | None, gates: Mapping[str, Any]) -> float:
+def gate_score(measures: Mapping[str, float], ood_value: float | None, gates: Mapping[str, Any]) -> float:
     """One number, > 0 exactly when the image fails the gate (for ROC curves)."""
-    return gate_verdict(measures, distance, gates)["gate_score"]
+    return gate_verdict(measures, ood_value, gates)["gate_score"]
 
 
 # --- the whole gate ---------------------------------------------------------------------------
@@ -287,6 +234,7 @@ def fit_gates(
     train_features: np.ndarray,
     val_features: np.ndarray,
     params: GateParams | None = None,
+    logits: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The gate saved in ``model_info["gates"]``.
 
@@ -297,16 +245,24 @@ def fit_gates(
         train_sizes: ``(width, height)`` of the training split's original files (None where a
             file is unreadable), or None: the same check for the resolution bound.
         train_features, val_features: compressed features of the feature cache; the
-            out-of-distribution score is fitted on the first, its threshold on the second.
+            out-of-distribution detectors are fitted on the first, their thresholds ranked on
+            the second.
         params: the ``gate`` block; its defaults when None.
+        logits: ``{"train": (N, 5), "val": (M, 5)}``, the classical heads' mean logits, for the
+            detectors that need them (energy, ViM); without them only the others are fitted.
     """
     params = params or GateParams()
     gradability = fit_gradability(params.gradability, train_images, train_sizes)
-    ood = fit_ood(train_features, val_features, params.ood_pass_rate, params.ood_confidence)
+    splits = OodSplits(
+        np.asarray(train_features), np.asarray(val_features),
+        None if logits is None else np.asarray(logits["train"]),
+        None if logits is None else np.asarray(logits["val"]),
+    )
+    ood = fit_ood(splits, params.ood_detector, params.ood_pass_rate, params.ood_confidence)
     logger.info(
-        "Gate: absolute gradability bounds; out-of-distribution threshold %.3f (fitted on the "
-        "training split, ranked on validation) passes %.1f%% of validation images.",
-        ood["threshold"], 100 * ood["validation_pass_rate"],
+        "Gate: absolute gradability bounds; out-of-distribution score %s, threshold %.4g "
+        "(fitted on the training split, ranked on validation) passes %.1f%% of validation images.",
+        ood["detector"], ood["threshold"], 100 * ood["validation_pass_rate"],
     )
     return {"format": GATES_FORMAT, "gradability": gradability, "ood": ood}
 
@@ -321,16 +277,18 @@ def verdict_for(
     original: Sequence[int] | None,
     compressed_features: np.ndarray | None,
     gates: Mapping[str, Any],
+    logits: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The gate's verdict for one photograph from plain inputs: what a consumer of ``model.onnx``
     does with the photograph letterboxed to ``gates["gradability"]["analysis_size"]`` px (its
     own size when smaller; :func:`gradability_picture`), its original ``(width, height)``, the
-    graph's ``compressed_features`` row and ``gates`` from ``model_onnx_info.json`` (NumPy only)."""
-    check_format(gates)
-    distance = None
+    graph's ``compressed_features`` row and ``gates`` from ``model_onnx_info.json`` (NumPy and
+    SciPy only). ``logits``: the classical heads' mean logits, for a detector that needs them."""
+    gates = effective_gates(gates)
+    score = None
     if gates.get("ood") is not None and compressed_features is not None:
-        distance = float(mahalanobis(np.asarray(compressed_features)[None, :], gates["ood"])[0])
-    verdict = gate_verdict(quality_measures(picture, original), distance, gates)
-    verdict["ood_distance"] = distance
+        score = float(ood_score(np.asarray(compressed_features)[None, :], gates["ood"], logits)[0])
+    verdict = gate_verdict(quality_measures(picture, original), score, gates)
+    verdict["ood_distance"] = score
     verdict["decision_if_gated"] = MANUAL_GRADING
     return verdict

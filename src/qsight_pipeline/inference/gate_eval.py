@@ -1,11 +1,20 @@
-"""How well the gate works: clean test photographs against corrupted copies and non-fundus pictures.
+"""How well the gate works: clean test photographs against corrupted copies, another camera's
+photographs and non-fundus photographs, and how the out-of-distribution detectors compare.
 
-Nothing is downloaded: the corruptions are made from the test split's own cached pictures
-(:data:`CORRUPTIONS`) and the non-fundus pictures are drawn here (:func:`non_fundus_pictures`:
-gradients, checkerboards, noise, text-like shapes, blank frames). Each picture gets the gate's
-score (:func:`qsight_pipeline.inference.gate.gate_score`, > 0 when it fails); the AUROC says how
-well the score separates clean photographs (negatives) from each kind of bad picture (positives),
-and the pass rates say what share of each set the gate lets through at the saved bounds.
+Nothing is downloaded. The corruptions are made from the test split's own cached pictures
+(:data:`CORRUPTIONS`); the near out-of-distribution set is the same pictures through the sample
+generator's shifted camera (:data:`qsight_pipeline.data.sample.CAMERAS`); the far ones are
+photographs that ship with scikit-image (:data:`TEST_PHOTOGRAPHS`, whole and cropped; left out
+with a note when scikit-image is not installed) and pictures drawn here
+(:func:`non_fundus_pictures`). Each picture gets the gate's score
+(:func:`qsight_pipeline.inference.gate.gate_score`, > 0 when it fails); the AUROC says how well
+it separates clean photographs (negatives) from each kind of bad picture (positives), and the
+pass rates say what share of each set the gate lets through. Every detector of
+:mod:`qsight_pipeline.inference.ood` is also scored alone on the out-of-distribution sets: AUROC
+and FPR at 95% TPR (the share of a set that passes when 95% of the clean photographs do).
+
+:data:`SELECTION_PHOTOGRAPHS` are other photographs, never used here: ``benchmarks/ood_detectors.py``
+chooses the default detector on them, the validation split and its shifted-camera copies.
 
 The pictures here are already at the model's ``image_size``, so the ``resolution`` bound (which
 needs the original size) is not part of this evaluation, and focus is not judged below
@@ -14,7 +23,8 @@ needs the original size) is not part of this evaluation, and focus is not judged
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,8 +33,21 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from qsight_pipeline.data.image_cache import load_array
+from qsight_pipeline.data.sample import CAMERAS
 from qsight_pipeline.inference import gate as gating
+from qsight_pipeline.inference import ood
+from qsight_pipeline.inference.graph import OUTPUT_NAMES
 from qsight_pipeline.inference.predict import normalise
+
+logger = logging.getLogger(__name__)
+
+# scikit-image's bundled non-fundus photographs: those the test uses, and those the default
+# detector is chosen on (``benchmarks/ood_detectors.py``); no photograph is in both.
+TEST_PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "camera", "coins", "page",
+                    "immunohistochemistry", "rocket")
+SELECTION_PHOTOGRAPHS = ("moon", "brick", "grass", "gravel", "clock", "text", "hubble_deep_field",
+                         "colorwheel", "horse", "logo")
 
 
 def _blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -98,25 +121,117 @@ def non_fundus_pictures(count: int, size: int, seed: int = 0) -> dict[str, np.nd
     return {kind: np.stack(pictures) for kind, pictures in kinds.items()}
 
 
-def gate_results(loaded: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
-    """The gate's score, verdicts and reasons for uint8 pictures already at ``image_size``."""
-    gates = loaded.gates
-    scores, passed, reasons = [], [], []
+def non_fundus_photographs(
+    names: Sequence[str], size: int, crops: int = 3, seed: int = 0
+) -> np.ndarray | None:
+    """scikit-image's photographs called ``names``, each whole and as ``crops`` random crops
+    (half to four fifths of each side), letterboxed to ``size``: uint8 ``(N, size, size, 3)``.
+    None when scikit-image is not installed (they ship with it; nothing is downloaded)."""
+    try:
+        from skimage import data  # lazy: scikit-image is an optional (dev) dependency
+    except ImportError:
+        return None
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for name in names:
+        photograph = np.asarray(getattr(data, name)())
+        if photograph.dtype == bool:
+            photograph = photograph.astype(np.uint8) * 255
+        pictures.append(load_array(photograph, size))
+        height, width = photograph.shape[:2]
+        for _ in range(crops):
+            h, w = (int(side * rng.uniform(0.5, 0.8)) for side in (height, width))
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            pictures.append(load_array(np.ascontiguousarray(photograph[top : top + h, left : left + w]), size))
+    return np.stack(pictures)
+
+
+def shifted_camera(images: np.ndarray) -> np.ndarray:
+    """The pictures as the sample generator's other camera takes them (colour balance, tone
+    curve, softer lens; the eye is the same)."""
+    through = CAMERAS["shifted"]
+    return np.stack([np.asarray(through(Image.fromarray(np.asarray(p)))) for p in images])
+
+
+def model_outputs(loaded: Any, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The compressed features and the classical heads' mean logits (what the detectors score)
+    of uint8 pictures already at ``image_size``."""
+    index = OUTPUT_NAMES.index("compressed_features")
+    features, logits = [], []
     for start in range(0, len(images), batch_size):
         chunk = np.asarray(images[start : start + batch_size])
         with torch.no_grad():
             outputs = loaded.graph(normalise(chunk, loaded.preprocessing).to(loaded.device))
-        features = outputs[-1].float().cpu().numpy()
-        distances = gating.mahalanobis(features, gates["ood"]) if gates.get("ood") else [None] * len(chunk)
-        for picture, distance in zip(chunk, distances, strict=True):
-            verdict = gating.gate_verdict(gating.quality_measures(picture), distance, gates)
-            scores.append(verdict["gate_score"])
-            passed.append(verdict["gradable"] and verdict["in_distribution"] is not False)
-            why = list(verdict["gradability_reasons"])
-            if verdict["in_distribution"] is False:
-                why.append(gating.OOD_REASON)
-            reasons.append(why)
-    return {"scores": np.asarray(scores), "passed": np.asarray(passed, dtype=bool), "reasons": reasons}
+            compressed = outputs[index].float()
+            heads = torch.stack([loaded.model.head_a(compressed), loaded.model.head_b(compressed)])
+        features.append(compressed.cpu().numpy())
+        logits.append(heads.mean(dim=0).float().cpu().numpy())
+    if not features:
+        return np.zeros((0, 1)), np.zeros((0, 1))
+    return np.concatenate(features), np.concatenate(logits)
+
+
+def detector_params(loaded: Any) -> dict[str, Mapping[str, Any]]:
+    """Every detector's parameters for this model: those saved with the gate, energy's (it has
+    none to fit), and ViM fitted on the saved training features (the k-NN bank) with the
+    model's heads when the gate was fitted without the logits."""
+    saved = loaded.gates["ood"]["detectors"]
+    params = {name: fitted["params"] for name, fitted in saved.items()}
+    params.setdefault("energy", ood.DETECTORS["energy"].fit(np.zeros((1, 1))))
+    if "vim" not in params and "knn" in params:
+        bank = np.asarray(params["knn"]["bank"], dtype=np.float32)
+        with torch.no_grad():
+            compressed = torch.from_numpy(bank).to(loaded.device)
+            heads = torch.stack([loaded.model.head_a(compressed), loaded.model.head_b(compressed)])
+        params["vim"] = ood.fit_vim(bank, heads.mean(dim=0).float().cpu().numpy())
+    return params
+
+
+def detector_scores(
+    outputs: tuple[np.ndarray, np.ndarray], params: Mapping[str, Mapping[str, Any]]
+) -> dict[str, np.ndarray]:
+    """Each detector's score of ``(features, logits)``."""
+    features, logits = outputs
+    return {name: ood.get_detector(name).score(features, logits, p) for name, p in params.items()}
+
+
+def ood_metrics(inside: np.ndarray, outside: np.ndarray) -> dict[str, float | None]:
+    """AUROC of a score (higher: out of distribution) and its FPR at 95% TPR: the share of
+    ``outside`` at or below the score that 95% of ``inside`` stay at or below."""
+    if not len(inside) or not len(outside):
+        return {"auroc": None, "fpr_at_95_tpr": None}
+    cut = float(np.quantile(inside, 0.95, method="higher"))
+    return {"auroc": _auroc(inside, outside), "fpr_at_95_tpr": float(np.mean(outside <= cut))}
+
+
+def compare_detectors(
+    reference: Mapping[str, np.ndarray], sets: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{detector: {set: {auroc, fpr_at_95_tpr}}}`` of each set against the ``reference``
+    (in-distribution) scores."""
+    return {name: {label: ood_metrics(reference[name], scores[name]) for label, scores in sets.items()}
+            for name in reference}
+
+
+def gate_results(loaded: Any, images: np.ndarray, outputs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """The gate's score, verdicts and reasons for uint8 pictures already at ``image_size``
+    (``outputs``: their :func:`model_outputs`, computed when None)."""
+    gates = loaded.gates
+    features, logits = outputs if outputs is not None else model_outputs(loaded, images)
+    values = (gating.ood_score(features, gates["ood"], logits) if gates.get("ood") and len(features)
+              else [None] * len(images))
+    scores, passed, reasons, flagged = [], [], [], []
+    for picture, value in zip(images, values, strict=True):
+        verdict = gating.gate_verdict(gating.quality_measures(np.asarray(picture)), value, gates)
+        scores.append(verdict["gate_score"])
+        passed.append(verdict["gradable"] and verdict["in_distribution"] is not False)
+        flagged.append(verdict["in_distribution"] is False)
+        why = list(verdict["gradability_reasons"])
+        if verdict["in_distribution"] is False:
+            why.append(gating.OOD_REASON)
+        reasons.append(why)
+    return {"scores": np.asarray(scores), "passed": np.asarray(passed, dtype=bool), "reasons": reasons,
+            "flagged_by_score": np.asarray(flagged, dtype=bool)}
 
 
 def _auroc(clean: np.ndarray, bad: np.ndarray) -> float | None:
@@ -134,59 +249,89 @@ def _reason_counts(reasons: list[list[str]]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
-def evaluate_gate(loaded: Any, test_images: np.ndarray, limit: int = 64, seed: int = 0) -> dict[str, Any]:
-    """The gate on the clean test pictures, corrupted copies and non-fundus pictures.
+def _set_summary(result: dict[str, Any], clean_scores: np.ndarray, family: str) -> dict[str, Any]:
+    count = len(result["scores"])
+    return {
+        "family": family,
+        "images": int(count),
+        "pass_rate": float(result["passed"].mean()) if count else None,
+        "flagged_by_score": float(result["flagged_by_score"].mean()) if count else None,
+        "auroc": _auroc(clean_scores, result["scores"]),
+        "reasons": _reason_counts(result["reasons"]),
+    }
 
-    Returns ``{"clean": {...}, "corrupted": {...}, "non_fundus": {...}, "sets": {name: {...}}}``:
-    for each set the image count, ``pass_rate`` and the most common reasons; for the bad sets
-    the ``auroc`` against the clean pictures (and per kind under ``sets``).
+
+def _bad_sets(clean_images: np.ndarray, size: int, seed: int) -> dict[str, tuple[str, np.ndarray]]:
+    """``{set name: (family, pictures)}``: corrupted copies, the shifted camera's copies, the
+    test photographs and the drawn pictures."""
+    rng = np.random.default_rng(seed)
+    sets: dict[str, tuple[str, np.ndarray]] = {}
+    if len(clean_images):
+        for kind, corrupt in CORRUPTIONS.items():
+            sets[f"corrupted:{kind}"] = ("corrupted", np.stack([corrupt(p, rng) for p in clean_images]))
+        sets["near_ood:shifted_camera"] = ("near_ood", shifted_camera(clean_images))
+    photographs = non_fundus_photographs(TEST_PHOTOGRAPHS, size, seed=seed)
+    if photographs is not None:
+        sets["non_fundus:photographs"] = ("non_fundus", photographs)
+    for kind, pictures in non_fundus_pictures(max(1, len(clean_images) // 4), size, seed).items():
+        sets[f"non_fundus:{kind}"] = ("non_fundus", pictures)
+    return sets
+
+
+def evaluate_gate(loaded: Any, test_images: np.ndarray, limit: int = 64, seed: int = 0) -> dict[str, Any]:
+    """The gate on the clean test pictures, corrupted copies, the shifted camera's copies and
+    non-fundus pictures, and the detectors compared.
+
+    Returns ``{"clean", "corrupted", "near_ood", "non_fundus", "sets", "detectors", "note"}``:
+    for each set the image count, ``pass_rate``, ``flagged_by_score`` (share the
+    out-of-distribution score alone stops), the ``auroc`` of the gate's score against the clean
+    pictures and the most common reasons; pooled per family; and ``detectors``: each detector's
+    AUROC and FPR at 95% TPR on the out-of-distribution sets against the clean pictures.
     """
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(len(test_images))[: min(limit, len(test_images))])
     clean_images = np.asarray(test_images[rows]) if len(rows) else np.zeros((0, 1, 1, 3), np.uint8)
     size = int(loaded.preprocessing["image_size"])
-    clean = gate_results(loaded, clean_images)
-    sets: dict[str, dict[str, Any]] = {}
-
-    def summarise(name: str, result: dict[str, Any], family: str) -> None:
-        sets[name] = {
-            "family": family,
-            "images": int(len(result["scores"])),
-            "pass_rate": float(result["passed"].mean()) if len(result["scores"]) else None,
-            "auroc": _auroc(clean["scores"], result["scores"]),
-            "reasons": _reason_counts(result["reasons"]),
-        }
-
-    pooled: dict[str, list[dict[str, Any]]] = {"corrupted": [], "non_fundus": []}
-    for kind, corrupt in CORRUPTIONS.items():
-        result = gate_results(loaded, np.stack([corrupt(p, rng) for p in clean_images])) if len(clean_images) else None
-        if result is not None:
-            summarise(f"corrupted:{kind}", result, "corrupted")
-            pooled["corrupted"].append(result)
-    per_kind = max(1, len(clean_images) // 4)
-    for kind, pictures in non_fundus_pictures(per_kind, size, seed).items():
-        result = gate_results(loaded, pictures)
-        summarise(f"non_fundus:{kind}", result, "non_fundus")
-        pooled["non_fundus"].append(result)
-
+    params = detector_params(loaded) if loaded.gates.get("ood") else {}
+    clean_outputs = model_outputs(loaded, clean_images)
+    clean = gate_results(loaded, clean_images, clean_outputs)
+    sets, pooled, by_detector = {}, {}, {}
+    for name, (family, pictures) in _bad_sets(clean_images, size, seed).items():
+        outputs = model_outputs(loaded, pictures)
+        result = gate_results(loaded, pictures, outputs)
+        sets[name] = _set_summary(result, clean["scores"], family)
+        pooled.setdefault(family, []).append(result)
+        if family != "corrupted" and params:
+            by_detector[name] = detector_scores(outputs, params)
     summary: dict[str, Any] = {
-        "clean": {
-            "images": int(len(clean["scores"])),
-            "pass_rate": float(clean["passed"].mean()) if len(clean["scores"]) else None,
-            "reasons": _reason_counts(clean["reasons"]),
-        },
+        "clean": {"images": int(len(clean["scores"])),
+                  "pass_rate": float(clean["passed"].mean()) if len(clean["scores"]) else None,
+                  "reasons": _reason_counts(clean["reasons"])},
         "sets": sets,
+        "detectors": _detector_summary(loaded, params, clean_outputs, by_detector),
         "note": "pictures at the model's image_size: the resolution bound is not part of this evaluation",
     }
-    for family, results in pooled.items():
-        if not results:
-            summary[family] = None
-            continue
-        scores = np.concatenate([r["scores"] for r in results])
-        passed = np.concatenate([r["passed"] for r in results])
-        summary[family] = {
-            "images": int(len(scores)),
-            "pass_rate": float(passed.mean()),
-            "auroc": _auroc(clean["scores"], scores),
-        }
+    for family in ("corrupted", "near_ood", "non_fundus"):
+        results = pooled.get(family)
+        summary[family] = None if not results else _set_summary(
+            {key: (np.concatenate([r[key] for r in results]) if key != "reasons" else
+                   [why for r in results for why in r["reasons"]])
+             for key in ("scores", "passed", "flagged_by_score", "reasons")},
+            clean["scores"], family,
+        )
     return summary
+
+
+def _detector_summary(
+    loaded: Any, params: Mapping[str, Mapping[str, Any]], clean_outputs: tuple[np.ndarray, np.ndarray],
+    by_detector: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict[str, Any] | None:
+    if not params or not len(clean_outputs[0]):
+        return None
+    reference = detector_scores(clean_outputs, params)
+    return {
+        "in_use": loaded.gates["ood"]["detector"],
+        "reference": "the clean test pictures",
+        "results": compare_detectors(reference, by_detector),
+        "fitted_at_evaluation": sorted(set(params) - set(loaded.gates["ood"]["detectors"])),
+    }

@@ -181,7 +181,7 @@ def apply_gate(
     if gates is not None:
         distance = None
         if gates.get("ood") is not None and features is not None:
-            distance = float(gating.mahalanobis(np.asarray(features)[None, :], gates["ood"])[0])
+            distance = float(gating.ood_score(np.asarray(features)[None, :], gates["ood"])[0])
         verdict = gating.gate_verdict(quality, distance, gates)
         prediction.gradable = verdict["gradable"]
         prediction.gradability_reasons = verdict["gradability_reasons"]

@@ -437,11 +437,11 @@ def _page(headline: str, sections: list[str]) -> str:
 
 
 def _without_matrices(model_info: dict[str, Any]) -> dict[str, Any]:
-    """``model_info`` without the gate's feature mean and precision matrix (numbers, not reading)."""
+    """``model_info`` without the detectors' fitted arrays (numbers, not reading)."""
     gates = model_info.get("gates")
     if not gates or not gates.get("ood"):
         return model_info
-    ood = {k: v for k, v in gates["ood"].items() if k not in ("mean", "precision")}
+    ood = {k: v for k, v in gates["ood"].items() if k not in ("mean", "precision", "detectors")}
     return {**model_info, "gates": {**gates, "ood": ood}}
 
 
@@ -477,7 +477,7 @@ def gate_section_html(gate: dict[str, Any]) -> str:
         '<section id="gate"><h2>Gate: gradable photographs like the training ones</h2>',
         f"<p>{_esc(gate.get('rule', ''))}</p>",
         "<p>A photograph is graded only when every image-quality measure lies inside its bounds "
-        "and its out-of-distribution distance is at most the threshold. Otherwise its row says "
+        "and its out-of-distribution score is at most the threshold. Otherwise its row says "
         "<code>gradable: false</code> or <code>in_distribution: false</code> with the reason, "
         "<code>needs_review</code> is true and the decision is "
         "<strong>refer for manual grading</strong>.</p>",
@@ -490,33 +490,62 @@ def gate_section_html(gate: dict[str, Any]) -> str:
     ]
     evaluation = gate.get("evaluation")
     if evaluation:
-        rows = [("clean test photographs", evaluation["clean"].get("images"),
-                 evaluation["clean"].get("pass_rate"), None)]
+        rows = [("clean test photographs", evaluation["clean"], False)]
         for family, label in (("corrupted", "corrupted copies (all kinds)"),
+                              ("near_ood", "another camera's photographs"),
                               ("non_fundus", "non-fundus pictures (all kinds)")):
             if evaluation.get(family):
-                rows.append((label, evaluation[family]["images"], evaluation[family]["pass_rate"],
-                             evaluation[family]["auroc"]))
-        for name, result in evaluation.get("sets", {}).items():
-            rows.append((name, result["images"], result["pass_rate"], result["auroc"]))
+                rows.append((label, evaluation[family], True))
+        rows += [(name, result, True) for name, result in evaluation.get("sets", {}).items()]
         body = "".join(
-            f'<tr><td class="name">{_esc(name)}</td><td>{count}</td><td>{_share(rate)}</td>'
-            f"<td>{format_metric(auroc)}</td></tr>"
-            for name, count, rate, auroc in rows
+            f'<tr><td class="name">{_esc(name)}</td><td>{result.get("images")}</td>'
+            f"<td>{_share(result.get('pass_rate'))}</td>"
+            f"<td>{_share(result.get('flagged_by_score')) if bad else ''}</td>"
+            f"<td>{format_metric(result.get('auroc')) if bad else ''}</td></tr>"
+            for name, result, bad in rows
         )
         parts.append(
             "<h3>How well the gate works on the test split</h3>"
             "<p>Pass rate: the share of each set that the gate lets through to grading (high for "
-            "clean photographs, low for bad ones). AUROC: how well the gate's score separates "
-            "the clean test photographs from each set (1 is perfect, 0.5 is chance). "
-            f"{_esc(evaluation.get('note', ''))}.</p>"
+            "clean photographs, low for bad ones). Stopped by the score: the share that the "
+            "out-of-distribution score alone refers, whatever the quality checks say. AUROC: how "
+            "well the gate's score separates the clean test photographs from each set (1 is "
+            f"perfect, 0.5 is chance). {_esc(evaluation.get('note', ''))}.</p>"
             '<table id="gate-evaluation"><thead><tr><th>set</th><th>images</th><th>pass rate</th>'
-            f"<th>AUROC vs clean</th></tr></thead><tbody>{body}</tbody></table>"
+            "<th>stopped by the score</th><th>AUROC vs clean</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+            + detector_table_html(evaluation.get("detectors"))
         )
     else:
         parts.append("<p>The gate was not measured on the test split (no test image cache, or "
                      "<code>gate.evaluate: false</code>).</p>")
     return "".join(parts) + "</section>"
+
+
+def detector_table_html(detectors: dict[str, Any] | None) -> str:
+    """The out-of-distribution detectors compared on the test split's sets: AUROC and FPR at 95%
+    TPR of each, the one in use marked."""
+    if not detectors or not detectors.get("results"):
+        return ""
+    results = detectors["results"]
+    sets = list(next(iter(results.values())))
+    head = "".join(f"<th>{_esc(name)}</th>" for name in sets)
+    body = "".join(
+        f'<tr><td class="name">{_esc(name)}{" (in use)" if name == detectors.get("in_use") else ""}</td>'
+        + "".join(f"<td>{format_metric(by_set[s]['auroc'])} / {format_metric(by_set[s]['fpr_at_95_tpr'])}</td>"
+                  for s in sets)
+        + "</tr>"
+        for name, by_set in results.items()
+    )
+    return (
+        "<h3>Out-of-distribution detectors compared</h3>"
+        f"<p>Each detector's score alone, against {_esc(detectors.get('reference', ''))}: AUROC / "
+        "FPR at 95% TPR (the share of the set that passes when 95% of the clean photographs "
+        "do; lower is better). The detector in use was chosen on other sets (the validation "
+        "split, other photographs): README, \"Out of distribution\".</p>"
+        f'<table id="gate-detectors"><thead><tr><th>detector</th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 STUDY_START, STUDY_END = "<!-- quantum-study:start -->", "<!-- quantum-study:end -->"
