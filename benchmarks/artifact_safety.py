@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _smoke import parse_args
 from qsight_pipeline.files import lineage
 from qsight_pipeline.files.safe_pickle import safe_load
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--cache-mb", type=int, default=512, help="image cache size to digest")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(parser, images=300, cache_mb=4, repeats=1)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print("machine:", platform.machine(), os.cpu_count(), "CPUs,", platform.python_version())
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.data.device_augment import BatchAugmentation
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", default="auto", help="DataLoader workers (int or auto)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, images=64, size=32, batch=16)
     args.workers = args.workers if args.workers == "auto" else int(args.workers)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.config import DistributedParams
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64, help="the global batch")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", default=0, help="DataLoader workers per process (int or auto)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, nproc=[1], size=32, images=32, batch=16, epochs=1)
     args.workers = args.workers if args.workers == "auto" else int(args.workers)
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(0)

@@ -28,6 +28,7 @@ import sys
 import numpy as np
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", default="auto")
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, encoder="test_resnet", size=32, images=32, batch=16, epochs=1, only=["fp32", "bf16_cl"])
     args.workers = args.workers if args.workers == "auto" else int(args.workers)
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(0)

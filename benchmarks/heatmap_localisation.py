@@ -27,12 +27,10 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
 
-SIZE = 128
-PATIENTS = 40
-EPOCHS = 10
+from _smoke import parse_args
 
 
-def train_on_sample(folder: Path, seed: int):
+def train_on_sample(folder: Path, seed: int, args: argparse.Namespace):
     from qsight_pipeline import (
         DatasetConfig,
         TrainingConfig,
@@ -43,12 +41,13 @@ def train_on_sample(folder: Path, seed: int):
     )
     from qsight_pipeline.data.sample import generate_sample
 
-    generate_sample(folder / "sample", patients=PATIENTS, seed=0, size=SIZE)
+    generate_sample(folder / "sample", patients=args.patients, seed=0, size=args.size)
     train, val, classes = create_dataloaders(DatasetConfig(
-        root=folder / "sample", batch_size=16, image_size=SIZE, val_fraction=0.2, test_fraction=0.1,
+        root=folder / "sample", batch_size=16, image_size=args.size, val_fraction=0.2, test_fraction=0.1,
         seed=seed,
     ))
-    stage = {"name": "classical", "num_epochs": EPOCHS, "learning_rate": 2e-3, "patience": EPOCHS}
+    stage = {"name": "classical", "num_epochs": args.epochs, "learning_rate": 2e-3,
+             "patience": args.epochs}
     model, summary = train_hybrid_model(
         train, val, classes,
         config=TrainingConfig(
@@ -83,7 +82,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eyes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--patients", type=int, default=40, help="generated patients to train on")
+    parser.add_argument("--size", type=int, default=128, help="image side (px)")
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parse_args(parser, seeds=[0], eyes=2, patients=20, size=64, epochs=1)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     from qsight_pipeline.inference.heatmaps import grad_cam_maps
@@ -93,13 +95,13 @@ def main() -> None:
     print("machine:", platform.machine(), platform.processor() or "", f"torch {torch.__version__}")
     from qsight_pipeline.data.sample import planted_lesion_eye
 
-    eyes = [planted_lesion_eye(100 + i, SIZE) for i in range(args.eyes)]
+    eyes = [planted_lesion_eye(100 + i, args.size) for i in range(args.eyes)]
     masks = [lesions for _, lesions in eyes]
     rows = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            loaded, summary = train_on_sample(Path(tmp), seed)
+            loaded, summary = train_on_sample(Path(tmp), seed, args)
             seconds = time.perf_counter() - start
         images = normalise(np.stack([image for image, _ in eyes]), loaded.preprocessing)
         with torch.no_grad():

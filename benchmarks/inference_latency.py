@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.inference import load_model
 from qsight_pipeline.inference.export import INPUT_NAME, export_onnx_bytes
 from qsight_pipeline.inference.predict import decode, normalise
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both engines")
     parser.add_argument("--image-dir", default=str(SAMPLE))
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, images=4, repeats=1)
     logging.basicConfig(level=logging.WARNING)
     import onnxruntime as ort
 

@@ -14,6 +14,7 @@ same files in the same run:
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _smoke import parse_args
 from qsight_pipeline.data.image_cache import build_image_cache, default_workers, load_image
 from qsight_pipeline.data.sample import draw_fundus, make_anatomy
 
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="cache side length (image_size)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many passes")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(parser, images=4, size=64, repeats=1)
 
     with tempfile.TemporaryDirectory(prefix="qsight_bench_") as folder:
         paths = write_sources(Path(folder), args.images, args.seed)
@@ -82,6 +84,10 @@ def main() -> None:
     print(f"project (draft decode + resize):   {project:8.1f} images/s")
     print(f"ratio project / plain:             {project / plain:8.2f}x")
     print(f"project cache, {default_workers()} threads:        {cache:8.1f} images/s")
+    print(json.dumps({"images": args.images, "size": args.size, "megabytes": round(megabytes, 1),
+                      "plain_images_per_s": plain, "project_images_per_s": project,
+                      "ratio": project / plain, "project_cache_images_per_s": cache,
+                      "cache_threads": default_workers()}))
 
 
 if __name__ == "__main__":

@@ -21,13 +21,16 @@ import argparse
 import json
 import logging
 import platform
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from _smoke import parse_args
 from qsight_pipeline.inference import load_model
 from qsight_pipeline.inference.export import INPUT_NAME, export_onnx_bytes, quantize_int8
 from qsight_pipeline.inference.graph import OUTPUT_NAMES
@@ -58,7 +61,7 @@ def main() -> None:
                         help="no accuracy check on the validation cache (every layer int8)")
     parser.add_argument("--agreement", type=float, default=0.99)
     parser.add_argument("--max-difference", type=float, default=0.02)
-    args = parser.parse_args()
+    args = parse_args(parser, images=4, repeats=1)
     logging.basicConfig(level=logging.ERROR)
 
     loaded = load_model(args.output_dir)
@@ -108,6 +111,7 @@ def main() -> None:
         "left_float": [entry["node"] for entry in report["left_float"]],
         "machine": f"{platform.machine()}, onnxruntime {ort.__version__}, 1 thread",
     }
+    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(report["method"] + (f"; checked on {report['check']['pictures']} validation pictures, "
                               f"{len(report['check']['kept_float'])} of "
                               f"{report['check'].get('quantisable_nodes', 'the')} layers kept float"

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, epochs=1, images=32, size=32, repeats=1)
     logging.basicConfig(level=logging.WARNING)
 
     rng = np.random.default_rng(0)

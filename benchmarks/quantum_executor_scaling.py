@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.models.quantum import QuantumConfig
 from qsight_pipeline.models.quantum.circuit import build_circuit
 from qsight_pipeline.models.quantum.torch_executor import TorchStatevectorExecutor
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--qubits", type=int, nargs="+", default=[8, 12, 16, 20])
     parser.add_argument("--amplitudes", type=int, default=1 << 24)
     parser.add_argument("--min-seconds", type=float, default=2.0)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, qubits=[4], amplitudes=1 << 10, min_seconds=0.1)
     device = torch.device(args.device)
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

@@ -25,6 +25,8 @@ import time
 import numpy as np
 import torch
 
+from _smoke import parse_args
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +37,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-images", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(parser, shots=64, images=8, repeats=1)
 
     from qsight_pipeline.hardware import devices, estimation
     from qsight_pipeline.models.quantum.config import QuantumConfig

@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from _smoke import parse_args
 from qsight_pipeline.models.quantum import QuantumConfig
 from qsight_pipeline.models.quantum.circuit import build_circuit
 from qsight_pipeline.models.quantum.qiskit_executor import QiskitExecutor
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--qiskit-samples-8q", type=int, default=4)
     parser.add_argument("--min-seconds", type=float, default=3.0, help="torch timing per size")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, batch=16, qiskit_samples_4q=2, qiskit_samples_8q=1, min_seconds=0.1)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -28,8 +28,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from joblib import Parallel, delayed
 
+from _smoke import parse_args
 from qsight_pipeline.config.quantum_study import QuantumStudyParams
 from qsight_pipeline.study.grid import expand_grid
 from qsight_pipeline.study.summary import build_table, summarise
@@ -46,9 +48,12 @@ def main() -> None:
                         help="override quantum_study.train_fractions (default: the defaults)")
     parser.add_argument("--compare", action="store_true",
                         help="also run the same trials one by one and print the ratio")
-    args = parser.parse_args()
+    parser.add_argument("--env", default=None,
+                        help="a Kedro environment whose parameters_quantum_study.yml sets the grid "
+                             "(e.g. smoke); default: the defaults of QuantumStudyParams")
+    args = parse_args(parser, n_jobs=1, env="smoke", fractions=[1.0], epochs=1)
 
-    overrides: dict = {"n_jobs": args.n_jobs}
+    overrides: dict = {**environment_grid(args.env), "n_jobs": args.n_jobs}
     if args.fractions is not None:
         overrides["train_fractions"] = args.fractions
     if args.epochs is not None:
@@ -57,7 +62,7 @@ def main() -> None:
     # The project's own feature cache, written by `kedro run` on this machine.
     with open(args.cache, "rb") as handle:
         data = StudyData.from_feature_cache(pickle.load(handle), params.train_fractions,  # noqa: S301
-                                            params.train_trials_seed)
+                                            params.train_subset_seed)
     trials = expand_grid(params)
 
     # Start the workers (and their imports) first, so that both timings below exclude it.
@@ -109,6 +114,14 @@ def main() -> None:
         figures.update(one_by_one_wall_s=round(one_by_one, 1),
                        ratio=round(one_by_one / wall, 2), val_qwk_gap_low_rates=float(gap))
     print(json.dumps(figures))
+
+
+def environment_grid(env: str | None) -> dict:
+    """The ``quantum_study`` block of ``conf/<env>/parameters_quantum_study.yml`` ({} for none)."""
+    if env is None:
+        return {}
+    path = Path(__file__).resolve().parents[1] / "conf" / env / "parameters_quantum_study.yml"
+    return dict(yaml.safe_load(path.read_text())["quantum_study"])
 
 
 def _warm_up() -> None:

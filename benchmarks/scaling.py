@@ -42,6 +42,8 @@ import pandas as pd
 import psutil
 import yaml
 
+from _smoke import parse_args
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
           "06_models", "07_model_output", "08_reporting")  # fmt: skip
@@ -158,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 3000])
     parser.add_argument("--base", type=int, default=300, help="images drawn by the generator")
     parser.add_argument("--size", type=int, default=512, help="generated image side (px)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES),
+                        help="the commands to measure (default: all)")
+    args = parse_args(parser, argv, sizes=[40], base=40, size=64,
+                      stages=["startup", "ingestion", "ingestion+cache"])
     from qsight_pipeline.data.sample import generate_sample
 
     print("command:", " ".join([sys.executable, *sys.argv]))
@@ -175,16 +180,25 @@ def main(argv: list[str] | None = None) -> None:
             make_dataset(dataset, images, base)
             make_project(project, dataset)
             results[images] = {}
-            for stage, command in STAGES.items():
-                extra = ["--env", "scaling"] if command[0] == "run" else []
-                results[images][stage] = run_measured([*kedro, *command, *extra], project)
+            for stage in args.stages:
+                extra = ["--env", "scaling"] if STAGES[stage][0] == "run" else []
+                results[images][stage] = run_measured([*kedro, *STAGES[stage], *extra], project)
                 print(images, stage, results[images][stage], flush=True)
-            full, scan = results[images]["ingestion+cache"], results[images]["ingestion"]
-            results[images]["cache"] = {**full, "wall_s": round(full["wall_s"] - scan["wall_s"], 2)}
+            if {"ingestion", "ingestion+cache"} <= set(args.stages):
+                full, scan = results[images]["ingestion+cache"], results[images]["ingestion"]
+                results[images]["cache"] = {**full,
+                                            "wall_s": round(full["wall_s"] - scan["wall_s"], 2)}
             shutil.rmtree(project)
             shutil.rmtree(dataset)
+    print_table(results)
+    print(json.dumps({"scaling": results}))
 
-    stages = ["startup", "ingestion", "cache", "classical", "features", "quantum"]
+
+def print_table(results: dict[int, dict[str, dict[str, float]]]) -> None:
+    """One row per size, one column per measured stage (the cache: full ingestion minus scan)."""
+    measured = set().union(*results.values())
+    stages = [s for s in ("startup", "ingestion", "cache", "classical", "features", "quantum")
+              if s in measured]
     print("\n| images | " + " | ".join(stages) + " |")
     print("|---" * (len(stages) + 1) + "|")
     for images, row in results.items():
@@ -192,7 +206,6 @@ def main(argv: list[str] | None = None) -> None:
                  f"{row[s]['peak_anon_mib']:.0f} / {row[s]['peak_uss_mib']:.0f}" for s in stages]
         print(f"| {images} | " + " | ".join(cells) + " |")
     print("(each cell: wall / peak RSS / peak RssAnon / peak USS, MiB)")
-    print(json.dumps({"scaling": results}))
 
 
 if __name__ == "__main__":

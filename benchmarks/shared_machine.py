@@ -17,14 +17,18 @@ Prints one row per (condition, repeat) and the ratios, and the command that prod
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _smoke import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
@@ -55,7 +59,7 @@ def project_copy(base: Path) -> Path:
     return project
 
 
-def run_demo(policy: str, busy: int, image_size: int) -> float:
+def run_demo(policy: str, busy: int, args: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory(prefix="qsight-shared-") as folder:
         project = project_copy(Path(folder))
         env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
@@ -69,8 +73,8 @@ def run_demo(policy: str, busy: int, image_size: int) -> float:
             time.sleep(1.0 if busy else 0)  # the others are running before the run starts
             start = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "kedro", "run", "--params",
-                 f"run.image_size={image_size},tracking.wandb.enabled=false,"
+                [sys.executable, "-m", "kedro", "run", *shlex.split(args.run_args), "--params",
+                 f"run.image_size={args.image_size},tracking.wandb.enabled=false,"
                  "tracking.mlflow.enabled=false"],
                 cwd=project, env=env, check=True, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -87,14 +91,19 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--others", type=int, default=2, help="CPU-bound processes beside the run")
     parser.add_argument("--repeats", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--run-args", default="",
+                        help="more arguments for `kedro run`, e.g. '--pipelines ingestion' "
+                             "(default: none, the whole demo)")
+    args = parse_args(parser, others=1,
+                      run_args="--pipelines ingestion --to-nodes ingestion.split_by_patient")
     cores = len(os.sched_getaffinity(0))
-    print(f"# {platform.platform()}, {cores} cores; command: {' '.join(sys.argv)}")
+    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"machine: {platform.platform()}, {cores} cores")
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):
         for busy in (0, args.others):
             for policy in ("spin", "auto"):
-                seconds = run_demo(policy, busy, args.image_size)
+                seconds = run_demo(policy, busy, args)
                 label = "busy" if busy else "alone"
                 times.setdefault((policy, label), []).append(seconds)
                 print(f"{policy:>5} {label:>5}: {seconds:7.1f} s", flush=True)
@@ -106,6 +115,7 @@ def main() -> None:
               f"= {busy / (alone * fair):.2f}x the fair-share time ({fair:.1f}x alone)")
     print(f"auto vs spin: alone {best[('auto', 'alone')] / best[('spin', 'alone')]:.3f}x, "
           f"busy {best[('auto', 'busy')] / best[('spin', 'busy')]:.3f}x")
+    print(json.dumps({f"{policy}_{label}_s": seconds for (policy, label), seconds in best.items()}))
 
 
 if __name__ == "__main__":

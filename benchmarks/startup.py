@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _smoke import parse_args
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FEATURE_CACHE = "quantum_training_data.pkl"  # in output_dir (conf/base/globals.yml), under data/
 DATA_LAYERS = (
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--src", type=Path, default=None,
                         help="the src/ folder of another version of the code, e.g. a `git archive` "
                              "of the commit before a change, to time it on the same machine")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, repeats=1, env="smoke")
     global SOURCE
     SOURCE = (args.src or SOURCE).resolve()
     env_args = ["--env", args.env] if args.env else []

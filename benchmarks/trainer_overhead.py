@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _smoke import parse_args
 from qsight_pipeline.data.loaders import class_counts, loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, images=32, size=32, batch=16, repeats=1)
     device = torch.device(args.device)
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(0)
