@@ -33,6 +33,16 @@ os.environ.update(QUIET_ENV)
 # folder of the test session, not to the developer's ~/.local/state/qsight.
 os.environ.setdefault("QSIGHT_STATE_DIR", tempfile.mkdtemp(prefix="qsight-test-state-"))
 
+# Browser tests (pytest-playwright's ``page``) drive the system's Chromium, Debian's package,
+# never a browser Playwright would download: the machine may be offline.
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_FIXTURES = frozenset({"page", "context", "browser"})
+
 
 @pytest.fixture
 def make_sample(tmp_path: Path) -> Callable[..., Path]:
@@ -135,14 +145,37 @@ def smoke_copy(smoke_project: KedroProject, tmp_path: Path) -> KedroProject:
     return KedroProject(target)
 
 
-# Fixtures that run `kedro run` in a subprocess: every test that uses one (directly or through
-# another fixture) is `slow`, so `pytest -m "not slow"` is the quick in-process suite.
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """pytest-playwright's launch options: the system Chromium, headless, nothing fetched."""
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium on PATH or at /usr/bin/chromium: apt-get install chromium "
+                    "(.ci/run installs it)")
+    return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """No base URL: the browser tests open full URLs. (pytest-playwright's own fixture, a method
+    of a plugin object, is deprecated by pytest 9 and warns.)"""
+    return None
+
+
+@pytest.fixture
+def page(page):
+    """pytest-playwright's page, with waits long enough for a loaded 2-core machine."""
+    page.set_default_timeout(120_000)
+    return page
+
+
+# Fixtures that run `kedro run` in a subprocess or a browser: every test that uses one (directly or
+# through another fixture) is `slow`, so `pytest -m "not slow"` is the quick in-process suite.
 KEDRO_FIXTURES = frozenset({"smoke_project", "smoke_copy", "kedro_project"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if KEDRO_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (KEDRO_FIXTURES | BROWSER_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

@@ -394,32 +394,3 @@ def test_a_model_with_a_gate_of_the_old_format_is_refused_naming_the_command():
         gating.effective_gates(old)
     assert isinstance(caught.value, UserError) and "qsight.gates/1" in str(caught.value)
 
-
-def test_the_page_shows_no_grade_for_a_gated_photograph(smoke_project, monkeypatch):
-    """The page's own code, with Streamlit's calls recorded (the browser test needs chromium)."""
-    import importlib
-    import sys
-
-    st = pytest.importorskip("streamlit", reason="the inference extra (streamlit) is not installed")
-    shown: list[str] = []
-    for name in ("subheader", "markdown", "caption", "error"):
-        monkeypatch.setattr(st, name, lambda text, *a, **k: shown.append(str(text)))
-    monkeypatch.setattr(st, "file_uploader", lambda *a, **k: None)
-    monkeypatch.setattr(st, "table", lambda *a, **k: None)
-    monkeypatch.setattr(st, "image", lambda *a, **k: None)
-
-    class _Column:
-        def image(self, *a, **k):
-            return None
-
-    monkeypatch.setattr(st, "columns", lambda n: [_Column() for _ in range(n)])
-    monkeypatch.setattr(sys, "argv", ["page", "--output-dir", str(_model_dir(smoke_project))])
-    sys.modules.pop("qsight_pipeline.app.page", None)
-    page = importlib.import_module("qsight_pipeline.app.page")
-    loaded = load_model(_model_dir(smoke_project))
-    photograph = np.asarray(Image.open(next(SAMPLE.glob("*.jpeg"))).convert("RGB"))
-    shown.clear()
-    page._show(loaded, "dark.png", (photograph * 0.2).astype(np.uint8))
-    text = "\n".join(shown)
-    assert "Not graded: refer for manual grading" in text and "underexposed" in text
-    assert "Grade " not in text.split("\n")[0]

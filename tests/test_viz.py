@@ -1,6 +1,6 @@
 """Lineage: ``kedro viz build`` works offline; served over HTTP on localhost and loaded in headless
-Chromium, the built site shows the training stages as collapsed groups, and every training
-pipeline's nodes once they are expanded.
+Chromium (Playwright), the built site shows the training stages as collapsed groups, and every
+training pipeline's nodes once they are expanded.
 
 Set ``QSIGHT_UPDATE_LINEAGE_PNG=1`` to also refresh ``docs/img/lineage.png`` (the stages) and
 ``docs/img/lineage-datasets.png`` (the stages with their datasets) from the screenshots.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,31 +22,27 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 TRAINING_PIPELINES = ("ingestion", "classical", "features", "quantum", "ensemble")
 # The namespaces kedro-viz draws as collapsible groups: one per stage, and the report.
 STAGE_GROUPS = (*TRAINING_PIPELINES, "report")
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-# kedro-viz keeps its UI state in localStorage["KedroViz"]; this page (same origin as the site)
-# switches off the "new feature" hints that would cover the lineage, then opens the site.
-PRIME_PAGE = """<!DOCTYPE html><script>
-localStorage.setItem("KedroViz", JSON.stringify(
-  {showFeatureHints: false, theme: "light", visible: {sidebar: false, miniMap: false}}));
-location.replace("/" + location.search);
-</script>"""
+# kedro-viz keeps its UI state in localStorage["KedroViz"]; set before the site's own scripts run,
+# this switches off the "new feature" hints that would cover the lineage in the screenshots.
+QUIET_UI = """localStorage.setItem("KedroViz", JSON.stringify(
+  {showFeatureHints: false, theme: "light", visible: {sidebar: false, miniMap: false}}));"""
+# The labels of the nodes and groups drawn on the page.
+LABELS = "() => Array.from(document.querySelectorAll('.pipeline-node__text'), e => e.textContent)"
+# True once the drawn nodes have stayed where they are for one polling interval (layout done).
+SETTLED = """() => {
+  const now = Array.from(document.querySelectorAll('.pipeline-node'),
+                         n => n.getAttribute('transform')).join('|');
+  const settled = now !== '' && window.__qsightLayout === now;
+  window.__qsightLayout = now;
+  return settled;
+}"""
 
 KEDRO_VIZ_LAYERS = ("raw", "intermediate", "primary", "feature", "model_input", "models",
                     "model_output", "reporting")
-needs_chromium = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does it)",
-)
-
-
 def test_every_catalog_entry_has_a_kedro_viz_layer():
     entries = {}
     for path in sorted(REPO_ROOT.glob("conf/*/catalog*.yml")):
@@ -90,7 +85,6 @@ def viz_site(tmp_path_factory):
         assert exported.is_file(), f"kedro-viz exported no {pipeline!r} pipeline"
         nodes = json.loads(exported.read_text())["nodes"]
         expected[pipeline] = sorted(n["name"] for n in nodes if n["type"] == "task")
-    (site / "prime.html").write_text(PRIME_PAGE)
 
     handler = functools.partial(_QuietHandler, directory=str(site))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -108,14 +102,6 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=20000", "--window-size=1600,1000", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
-    )
-
-
 @pytest.mark.slow
 def test_kedro_viz_can_draw_the_layers(viz_site):
     _, _, project = viz_site
@@ -123,11 +109,12 @@ def test_kedro_viz_can_draw_the_layers(viz_site):
     assert main["layers"], "kedro-viz found no consistent layer order"
 
 
-def _flowchart(tmp_path: Path, url: str) -> set[str]:
-    """The labels of the nodes and groups drawn on the page at ``url``."""
-    result = _chromium(tmp_path, "--dump-dom", url)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return set(re.findall(r'class="pipeline-node__text"[^>]*>([^<]+)<', result.stdout))
+def _flowchart(page, url: str) -> set[str]:
+    """The labels of the nodes and groups drawn on the page at ``url``, once its layout is done."""
+    page.add_init_script(QUIET_UI)
+    page.goto(url)
+    page.wait_for_function(SETTLED, polling=500)
+    return set(page.evaluate(LABELS))
 
 
 @pytest.mark.slow
@@ -142,42 +129,39 @@ def test_every_training_stage_is_a_namespace(viz_site):
         assert tasks, f"the {stage!r} group holds no node"
 
 
-@needs_chromium
 @pytest.mark.slow
-def test_built_site_opens_with_the_stages_collapsed(viz_site, tmp_path):
+def test_built_site_opens_with_the_stages_collapsed(viz_site, page):
     url, expected, _ = viz_site
-    flowchart = _flowchart(tmp_path, f"{url}/")
+    flowchart = _flowchart(page, f"{url}/")
     assert set(STAGE_GROUPS) <= flowchart
     assert "train_quantum_head" not in flowchart  # inside the collapsed quantum group
     assert "quantum_training_data" in flowchart  # the datasets between the stages stay visible
 
 
-@needs_chromium
 @pytest.mark.slow
-def test_built_site_shows_every_training_pipelines_nodes_when_expanded(viz_site, tmp_path):
+def test_built_site_shows_every_training_pipelines_nodes_when_expanded(viz_site, page):
     url, expected, _ = viz_site
-    flowchart = _flowchart(tmp_path, f"{url}/?expandAllPipelines=true")
+    flowchart = _flowchart(page, f"{url}/?expandAllPipelines=true")
     assert flowchart, "no flowchart nodes rendered"
     for pipeline in TRAINING_PIPELINES:
         missing = sorted(set(expected[pipeline]) - flowchart)
         assert expected[pipeline] and not missing, f"{pipeline}: {missing} not on the page"
 
 
-@needs_chromium
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "query", "window", "least_bytes"),
     [
-        ("lineage.png", "?types=nodes", "900,620", 15_000),  # the stages at a glance
-        ("lineage-datasets.png", "", "1200,1500", 30_000),  # with the datasets between them
+        ("lineage.png", "?types=nodes", (900, 620), 15_000),  # the stages at a glance
+        ("lineage-datasets.png", "", (1200, 1500), 30_000),  # with the datasets between them
     ],
 )
-def test_lineage_screenshot(viz_site, tmp_path, name, query, window, least_bytes):
+def test_lineage_screenshot(viz_site, page, tmp_path, name, query, window, least_bytes):
     url, _, _ = viz_site
+    page.set_viewport_size({"width": window[0], "height": window[1]})
+    assert set(STAGE_GROUPS) <= _flowchart(page, f"{url}/{query}")
     screenshot = tmp_path / name
-    result = _chromium(tmp_path, f"--screenshot={screenshot}", f"--window-size={window}",
-                       f"{url}/prime.html{query}")
-    assert result.returncode == 0, result.stderr[-2000:]
+    page.screenshot(path=screenshot)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > least_bytes  # a drawn graph, not a blank page
     if os.environ.get("QSIGHT_UPDATE_LINEAGE_PNG") == "1":
