@@ -113,6 +113,21 @@ def test_the_gate_is_kept_only_when_it_beats_the_mean_on_validation(setting, gat
     assert weights["mean"]["head_a"] == pytest.approx(0.98)
 
 
+def test_a_gate_that_leads_by_less_than_its_interval_shows_gives_way_to_the_mean():
+    record = {
+        "setting": "auto", "rule": "mean", "winner": None, "seeds": [42, 43, 44, 45, 46],
+        "best_head": "quantum_head",
+        "validation": {"gated": {"mean": 0.874, "low": 0.859, "high": 0.888}, "mean": 0.861,
+                       "best_head": 0.848},
+        "gate_vs_mean": {"mean": 0.013, "low": -0.002, "high": 0.027},
+    }
+    assert fusion.fusion_sentence(record) == (
+        "On validation the gated ensemble leads with QWK 0.874 [0.859, 0.888] over 5 seeds, "
+        "against 0.861 for the mean of the heads' calibrated probabilities and 0.848 for the best "
+        "single head (the quantum head), but not detectably (+0.013 [-0.002, +0.027] QWK over the "
+        "mean), so the model fuses its heads by the simpler mean.")
+
+
 def test_the_gate_entropy_bonus_pays_a_gate_that_weighs_every_head():
     stage = parse_stages([{"name": "ensemble", "num_epochs": 1}])[0]
     assert stage.loss_weights["gate_entropy"] == 0.1

@@ -125,7 +125,8 @@ def compare_fusions(
         ``training_summary["ensemble"]``: ``rule`` (``gated`` or ``mean``), ``setting``,
         ``seeds``, QWK per contender on ``validation`` and ``test`` (the gate's as t-intervals
         over seeds), the paired differences ``gate_vs_mean`` and ``gate_vs_best_head``, the
-        ``winner`` on validation, the ``head_temperatures`` and one ``sentence``.
+        ``winner`` on validation (None when the gate leads by a margin its interval does not
+        show), the ``head_temperatures`` and one ``sentence``.
     """
     val = evaluation["val"]
     heads = active_heads(val)
@@ -183,12 +184,15 @@ def _contenders(
                 for split in qwk}
     val_scores = {GATED: qwk["val"][GATED]["mean"], MEAN: qwk["val"][MEAN],
                   "best_head": qwk["val"]["best_head"]}
+    gate_vs_mean = paired_difference(gated["val"], constant["val"][MEAN], confidence)
+    # The simpler contender wins a tie; the gate wins only by a margin its interval shows (else
+    # no one: ``winner`` is None).
+    top = max((MEAN, "best_head", GATED), key=lambda name: val_scores[name])
     return {
         "validation": qwk["val"], "test": qwk.get("test"), "best_head": best,
-        "gate_vs_mean": paired_difference(gated["val"], constant["val"][MEAN], confidence),
+        "gate_vs_mean": gate_vs_mean,
         "gate_vs_best_head": paired_difference(gated["val"], constant["val"]["best_head"], confidence),
-        # The simpler contender wins a tie.
-        "winner": max((MEAN, "best_head", GATED), key=lambda name: val_scores[name]),
+        "winner": None if top == GATED and gate_vs_mean["verdict"] != BETTER else top,
     }
 
 
@@ -202,16 +206,19 @@ def fusion_sentence(record: Mapping[str, Any]) -> str:
     scores = {GATED: f"{gate['mean']:.3f}{spread}",
               MEAN: f"{val[MEAN]:.3f}", "best_head": f"{val['best_head']:.3f}"}
     winner = record["winner"]
-    others = " and ".join(f"{scores[o]} for {names[o]}" for o in names if o != winner)
-    head = f"On validation {names[winner]} wins with QWK {scores[winner]}, against {others}"
+    first = winner or GATED
+    others = " and ".join(f"{scores[o]} for {names[o]}" for o in names if o != first)
+    verb = "leads" if winner is None else "wins"
+    head = f"On validation {names[first]} {verb} with QWK {scores[first]}, against {others}"
     difference = record["gate_vs_mean"]
     gap = f"{difference['mean']:+.3f}" + (
         f" [{difference['low']:+.3f}, {difference['high']:+.3f}]" if seeds > 1 else "")
-    if record["setting"] != "auto":
-        tail = f"ensemble.fusion is set to {record['rule']}"
-    elif record["rule"] == GATED:
-        tail = f"the gate beats the mean by {gap} QWK"
-    else:
-        tail = f"the gate does not beat the mean ({gap} QWK)"
     keeps = "keeps the gate" if record["rule"] == GATED else "fuses its heads by the mean"
-    return f"{head}; {tail}, so the model {keeps}."
+    if record["setting"] != "auto":
+        return f"{head}; ensemble.fusion is set to {record['rule']}, so the model {keeps}."
+    if record["rule"] == GATED:
+        return f"{head}; the gate beats the mean by {gap} QWK, so the model {keeps}."
+    if winner is None:
+        return (f"{head}, but not detectably ({gap} QWK over the mean), so the model fuses its "
+                "heads by the simpler mean.")
+    return f"{head}; the gate does not beat the mean ({gap} QWK), so the model {keeps}."
