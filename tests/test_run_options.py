@@ -153,7 +153,8 @@ def test_default_run_without_qiskit_continues_classical_only(smoke_copy, monkeyp
     for module in ("qiskit", "qiskit_machine_learning"):
         monkeypatch.setitem(sys.modules, module, None)  # "import qiskit" now fails
     run_session(smoke_copy, monkeypatch, output_dir=str(smoke_copy.path / "no_qiskit"))
-    log = " ".join(capfd.readouterr().out.split())  # Kedro's rich handler wraps long lines
+    captured = capfd.readouterr()  # the log goes to stderr (conf/logging.yml), one line a record
+    log = " ".join((captured.out + captured.err).split())
     assert "WARNING" in log and "qiskit" in log
     info = _json(smoke_copy.path / "no_qiskit" / "model_info.json")
     assert info["quantum_enabled"] is False and info["quantum_qubits"] is None
@@ -184,7 +185,8 @@ def test_guide_stage_files_load_in_both_shapes():
     assert [(s.name, s.num_epochs) for s in wrapped] == [("classical", 8), ("ensemble", 4)]
     # Missing loss weights inherit the defaults.
     assert wrapped[1].loss_weights["ensemble"] == 1.0
-    assert set(wrapped[1].loss_weights) == {"classical_a", "classical_b", "quantum", "ensemble"}
+    assert set(wrapped[1].loss_weights) == {"classical_a", "classical_b", "quantum", "ensemble",
+                                            "gate_entropy"}
 
 
 @pytest.mark.parametrize(
