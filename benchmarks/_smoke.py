@@ -1,4 +1,4 @@
-"""``--smoke`` for every benchmark: its smallest run, so that ``tests/test_benchmarks.py`` can run
+"""``--smoke`` for every benchmark: its smallest run, so that a test can run
 each script in seconds and a benchmark that no longer works fails a test instead of rotting.
 
 Not a benchmark itself (the leading underscore keeps it out of the test's glob). A script builds
