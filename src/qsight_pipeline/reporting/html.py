@@ -722,3 +722,38 @@ def add_external_section(report: str | None, result: dict[str, Any]) -> str:
     return _put_section(
         report, external_section_html(result), (EXTERNAL_START, EXTERNAL_END), "external validation"
     )
+
+
+ROBUSTNESS_START, ROBUSTNESS_END = "<!-- robustness:start -->", "<!-- robustness:end -->"
+
+
+def robustness_section_html(robustness: dict[str, Any]) -> str:
+    """Grades under benign changes to the photograph: the verdict in words, then per change the
+    share of test photographs whose grade and whose referral changed."""
+    rows = "".join(
+        f'<tr><td class="name">{_esc(change.get("description"))}</td>'
+        + f'<td id="robustness-{_esc(name)}-count">{_esc(change.get("grades_changed"))}</td>'
+        + f'<td id="robustness-{_esc(name)}-grade">{_share(change.get("grade_changed"))}</td>'
+        + f'<td id="robustness-{_esc(name)}-referral">{_share(change.get("referral_changed"))}</td>'
+        + "</tr>"
+        for name, change in (robustness.get("changes") or {}).items()
+    )
+    return (
+        f'{ROBUSTNESS_START}<section id="robustness"><h2>Robustness: grades under benign changes'
+        f'</h2><p id="robustness-verdict"><b>{_esc(robustness.get("verdict", ""))}</b></p>'
+        f"<p>The {_esc(robustness.get('images'))} test photographs (as the model sees them, from "
+        "the image cache) graded as they are and after each change below, which leaves the eye as "
+        "it was. A share is of the test photographs; a grade that moves here moves with how a "
+        "photograph was saved, not with the eye.</p>"
+        '<table id="robustness-changes"><thead><tr><th class="name">the photograph</th>'
+        "<th>grades changed</th><th>share of grades changed</th><th>share of referrals "
+        f"changed</th></tr></thead><tbody>{rows}</tbody></table></section>{ROBUSTNESS_END}"
+    )
+
+
+def add_robustness_section(report: str | None, robustness: dict[str, Any]) -> str:
+    """``report`` with its robustness section replaced or added."""
+    return _put_section(
+        report, robustness_section_html(robustness), (ROBUSTNESS_START, ROBUSTNESS_END),
+        "robustness",
+    )
