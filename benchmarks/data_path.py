@@ -61,7 +61,7 @@ def train_step_rate(cache: np.ndarray, grades: np.ndarray, args, device: torch.d
         ModelConfig.from_params({"encoder_type": "resnet", "encoder_name": "test_resnet",
                                  "pretrained": False}, None, args.size)
     )  # fmt: skip
-    dataset = CachedImageDataset(cache, grades, train=True, augment=AUGMENT, image_size=args.size)
+    dataset = CachedImageDataset(cache, grades, train=True, augment=AUGMENT, preprocessing=args.size)
     options = loader_options(args.workers, device)
     train = make_loader(dataset, args.batch, shuffle=True, seed=0, **options)
     val = make_loader(CachedImageDataset(cache[: args.batch], grades[: args.batch]), args.batch,
@@ -98,13 +98,14 @@ def main(argv: list[str] | None = None) -> None:
         def loader(augment, on_device=False):
             settings = None if augment is None else {**AUGMENT, "on_device": on_device}
             dataset = CachedImageDataset(cache, grades, train=augment is not None,
-                                         augment=settings, image_size=args.size)  # fmt: skip
+                                         augment=settings, preprocessing=args.size)  # fmt: skip
             return make_loader(dataset, args.batch, shuffle=True, seed=0, **options)
 
         results["loader"] = images_per_second(loader(None), device)
         results["augment_cpu"] = images_per_second(loader({}), device)
         results["augment_device"] = images_per_second(
-            loader({}, on_device=True), device, BatchAugmentation({**AUGMENT, "on_device": True})
+            loader({}, on_device=True), device,
+            BatchAugmentation({**AUGMENT, "on_device": True}, args.size),
         )
         results["train_step"] = train_step_rate(cache, grades, args, device)
     print("command:", " ".join([sys.executable, *sys.argv]))

@@ -61,7 +61,7 @@ def single_process(train, val, args) -> tuple[float, float]:
     started = time.perf_counter()
     train_stages(
         model, [_stage(args)],
-        make_loader(CachedImageDataset(train[0], train[1], train=True, image_size=args.size),
+        make_loader(CachedImageDataset(train[0], train[1], train=True, preprocessing=args.size),
                     args.batch, shuffle=True, seed=0, **options),
         make_loader(CachedImageDataset(val[0], val[1]), args.batch, shuffle=False, seed=0,
                     **options),

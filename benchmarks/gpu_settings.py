@@ -51,7 +51,7 @@ def rate(name: str, images: np.ndarray, grades: np.ndarray, args) -> float:
     device = torch.device(args.device)
     options = loader_options(args.workers, device)
     train = make_loader(CachedImageDataset(images, grades, train=True, augment=None,
-                                           image_size=args.size),
+                                           preprocessing=args.size),
                         args.batch, shuffle=True, seed=0, **options)  # fmt: skip
     val = make_loader(CachedImageDataset(images[: args.batch * 2], grades[: args.batch * 2]),
                       args.batch, shuffle=False, seed=0, **options)  # fmt: skip

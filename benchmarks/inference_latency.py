@@ -31,9 +31,8 @@ SAMPLE = Path("data/01_raw/sample/resized_train/resized_train")
 
 
 def _inputs(folder: Path, count: int, preprocessing: dict) -> list[np.ndarray]:
-    size = int(preprocessing["image_size"])
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
-    batch = normalise(np.stack([decode(p, size) for p in paths[:count]]), preprocessing)
+    batch = normalise(np.stack([decode(p, preprocessing) for p in paths[:count]]), preprocessing)
     return [batch[i : i + 1].numpy() for i in range(len(batch))]
 
 

@@ -84,7 +84,8 @@ def main() -> None:
                 for name, data in (("float", float_bytes), ("int8", int8_bytes))}
     paths = _paths(args.images)
     size = int(loaded.preprocessing["image_size"])
-    batch = normalise(np.stack([decode(p, size) for p in paths]), loaded.preprocessing).numpy()
+    batch = normalise(np.stack([decode(p, loaded.preprocessing) for p in paths]),
+                      loaded.preprocessing).numpy()
     outputs = {name: session.run(None, {INPUT_NAME: batch}) for name, session in sessions.items()}
     probs = {name: out[OUTPUT_NAMES.index("ensemble_probs")] for name, out in outputs.items()}
     referable = {name: out[OUTPUT_NAMES.index("referable_probability")] for name, out in outputs.items()}

@@ -35,7 +35,7 @@ def epoch_seconds(latency: bool, images: np.ndarray, grades: np.ndarray, epochs:
              "compressed_dim": 16}, None, images.shape[1],
         )
     )
-    dataset = CachedImageDataset(images, grades, train=False, image_size=images.shape[1])
+    dataset = CachedImageDataset(images, grades, train=False, preprocessing=images.shape[1])
     train = make_loader(dataset, 32, shuffle=True, seed=0)
     val = make_loader(dataset, 64, shuffle=False, seed=0)
     records: list[dict] = []

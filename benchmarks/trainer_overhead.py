@@ -47,8 +47,8 @@ def fresh_model(size: int) -> torch.nn.Module:
 
 def loaders(images: np.ndarray, grades: np.ndarray, batch: int, device: torch.device):
     options = loader_options(0, device)  # pinned memory on CUDA, as the pipeline loads
-    train = CachedImageDataset(images, grades, train=True, augment={}, image_size=images.shape[1])
-    val = CachedImageDataset(images, grades, train=False, image_size=images.shape[1])
+    train = CachedImageDataset(images, grades, train=True, augment={}, preprocessing=images.shape[1])
+    val = CachedImageDataset(images, grades, train=False, preprocessing=images.shape[1])
     return (make_loader(train, batch, shuffle=True, seed=0, **options),
             make_loader(val, batch, shuffle=False, seed=0, **options))  # fmt: skip
 

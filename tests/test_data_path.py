@@ -8,6 +8,7 @@ import torch
 
 from qsight_pipeline.data.device_augment import BatchAugmentation
 from qsight_pipeline.data.loaders import loader_options
+from qsight_pipeline.data.preprocessing import Preprocessing
 from qsight_pipeline.data.torch_data import CachedImageDataset
 
 
@@ -27,13 +28,14 @@ def test_on_device_augmentation_draws_per_image_and_normalises_like_the_loader()
     rng = np.random.default_rng(0)
     cache = rng.integers(0, 256, (16, 24, 24, 3), dtype=np.uint8)
     grades = np.zeros(16, dtype=np.int64)
-    raw = CachedImageDataset(cache, grades, train=True, augment={"on_device": True})
-    plain = CachedImageDataset(cache, grades, train=False)
+    pixels = Preprocessing(24, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))  # the encoder's own
+    raw = CachedImageDataset(cache, grades, train=True, augment={"on_device": True}, preprocessing=pixels)
+    plain = CachedImageDataset(cache, grades, train=False, preprocessing=pixels)
     batch = torch.stack([raw[i]["image"] for i in range(16)])
     assert batch.dtype == torch.uint8 and batch.shape == (16, 3, 24, 24)
 
-    transform = BatchAugmentation({"on_device": True})
-    # Evaluation: exactly the loader's own normalisation.
+    transform = BatchAugmentation({"on_device": True}, pixels)
+    # Evaluation: exactly the loader's own normalisation, with the encoder's mean and std.
     expected = torch.stack([plain[i]["image"] for i in range(16)])
     torch.testing.assert_close(transform(batch, False), expected, atol=1e-5, rtol=0)
     # Training: every image gets its own draw (flips with p=0.5 and a random rotation).

@@ -7,12 +7,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from qsight_pipeline.data.preprocessing import Preprocessing
 from qsight_pipeline.data.torch_data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CachedImageDataset,
     build_image_transform,
 )
+from qsight_pipeline.errors import ArtifactError
 
 
 @pytest.fixture
@@ -22,7 +24,7 @@ def cache():
 
 
 def test_items_are_normalised_float_images_and_int64_grades(cache):
-    dataset = CachedImageDataset(cache, np.arange(6) % 5, image_size=24)
+    dataset = CachedImageDataset(cache, np.arange(6) % 5, preprocessing=24)
     item = dataset[3]
     assert item["image"].shape == (3, 24, 24) and item["image"].dtype == torch.float32
     assert item["grade"].dtype == torch.int64 and item["grade"].item() == 3
@@ -30,14 +32,17 @@ def test_items_are_normalised_float_images_and_int64_grades(cache):
     assert item["image"][1, 5, 7].item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_resizes_to_the_requested_size_and_batches(cache):
-    dataset = CachedImageDataset(cache, np.zeros(6), image_size=16)
-    batch = next(iter(DataLoader(dataset, batch_size=4)))
-    assert batch["image"].shape == (4, 3, 16, 16) and batch["grade"].shape == (4,)
+def test_batches_and_refuses_a_cache_made_for_another_input_size(cache):
+    batch = next(iter(DataLoader(CachedImageDataset(cache, np.zeros(6)), batch_size=4)))
+    assert batch["image"].shape == (4, 3, 24, 24) and batch["grade"].shape == (4,)
+    # A cache at 24 px is not silently resized for a 16 px model: one pixel path.
+    with pytest.raises(ArtifactError, match=r"24 x 24 pictures but the model's input is 16 x 16.*"
+                                            r"kedro run --pipelines ingestion"):
+        CachedImageDataset(cache, np.zeros(6), preprocessing=16)
 
 
 def test_augmentation_is_random_but_repeatable_under_a_seed(cache):
-    dataset = CachedImageDataset(cache, np.zeros(6), train=True, augment={}, image_size=24)
+    dataset = CachedImageDataset(cache, np.zeros(6), train=True, augment={}, preprocessing=24)
     torch.manual_seed(0)
     first = [dataset[0]["image"] for _ in range(4)]
     torch.manual_seed(0)
@@ -59,11 +64,15 @@ def test_unknown_augmentation_key_is_named():
         build_image_transform(32, train=True, augment={"rotation": 10})
 
 
-def test_transform_accepts_an_image_of_any_size():
-    image = np.full((50, 70, 3), 255, dtype=np.uint8)
-    tensor = build_image_transform(32)(image)
+def test_transform_normalises_with_the_models_mean_and_std_and_refuses_other_sizes():
+    white = np.full((32, 32, 3), 255, dtype=np.uint8)
+    tensor = build_image_transform(32)(white)  # a side alone: the ImageNet statistics of before
     assert tensor.shape == (3, 32, 32)
     assert tensor[0].max().item() == pytest.approx((1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], abs=1e-5)
+    half = Preprocessing(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # e.g. a ViT's weights
+    assert build_image_transform(half)(white).unique().tolist() == [1.0]
+    with pytest.raises(ArtifactError, match=r"\(50, 70\) picture, but the model's input is 32 x 32"):
+        build_image_transform(32)(np.full((50, 70, 3), 255, dtype=np.uint8))
 
 
 def test_rejects_arrays_that_are_not_the_cache(cache):

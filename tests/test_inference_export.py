@@ -39,8 +39,7 @@ def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_co
     manifest = pd.read_csv(smoke_copy.data("03_primary/manifest.csv"))
     paths = manifest.loc[manifest["split"] == "test", "path"].tolist()
     assert len(paths) >= 10
-    size = loaded.preprocessing["image_size"]
-    images = normalise(np.stack([decode(p, size) for p in paths]), loaded.preprocessing)
+    images = normalise(np.stack([decode(p, loaded.preprocessing) for p in paths]), loaded.preprocessing)
     onnx_outputs = session.run(None, {"images": images.numpy()})
     with torch.no_grad():
         torch_outputs = loaded.graph(images)
@@ -57,7 +56,7 @@ def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_co
     gates = json.loads((output_dir / "model_onnx_info.json").read_text())["gates"]
     blank = np.zeros((512, 512, 3), np.uint8)
     features = session.run(["compressed_features"], {"images": normalise(
-        np.stack([decode(p, size) for p in [*paths, blank]]), loaded.preprocessing).numpy()})[0]
+        np.stack([decode(p, loaded.preprocessing) for p in [*paths, blank]]), loaded.preprocessing).numpy()})[0]
     measured = [gradability_picture(p) for p in [*paths, blank]]  # at the analysis size
     api = predict_images(loaded, [*paths, blank])
     for (picture, original), row, result in zip(measured, features, api, strict=True):

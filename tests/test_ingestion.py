@@ -10,8 +10,8 @@ import yaml
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
-from qsight_pipeline.config import DatasetParams, IngestionParams, validate_block
-from qsight_pipeline.data.image_cache import UnreadableImagesError, load_image
+from qsight_pipeline.config import DatasetParams, IngestionParams, ModelParams, validate_block
+from qsight_pipeline.data.image_cache import UnreadableImagesError, picture
 from qsight_pipeline.pipelines.ingestion import create_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,7 @@ def run_ingestion(tmp_path, root, dataset_type="tanlikesmath", seed=0, **ingesti
         ),
         "run.image_size": SIZE,
         "run.seed": seed,
+        "model": ModelParams(),  # the demo's test_resnet: its weights' preprocessing
     }
     for key, value in params.items():
         catalog[f"params:{key}"] = value
@@ -64,8 +65,14 @@ def test_tanlikesmath_manifest_caches_and_report(tmp_path, make_sample):
         assert cache.dtype == np.uint8 and cache.shape == (len(rows), SIZE, SIZE, 3)
         assert rows["cache_index"].tolist() == list(range(len(rows)))
         row = rows.iloc[-1]
-        np.testing.assert_array_equal(cache[row["cache_index"]], load_image(row["path"], SIZE))
+        np.testing.assert_array_equal(
+            cache[row["cache_index"]], picture(row["path"], out["ingestion_report"]["preprocessing"])
+        )
+        assert cache.lineage["pictures"]["crop_pct"] == 0.95  # recorded for the model to check
     report = out["ingestion_report"]
+    # The pictures follow test_resnet's own preprocessing (timm: bilinear, crop 0.95, mean 0.5).
+    assert {key: report["preprocessing"][key] for key in ("image_size", "interpolation", "crop_pct", "mean")} \
+        == {"image_size": SIZE, "interpolation": "bilinear", "crop_pct": 0.95, "mean": [0.5, 0.5, 0.5]}
     assert report["images"] == 30 and report["patients"] == 15
     assert sum(s["images"] for s in report["splits"].values()) == 30
     assert report["splits"]["val"]["grades"] == {

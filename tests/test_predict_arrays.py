@@ -96,7 +96,7 @@ def test_transparency_is_composited_onto_black_as_for_a_png(tmp_path):
 )
 def test_arrays_that_are_not_images_are_refused_with_the_reason(array, message):
     with pytest.raises(ImageArrayError, match=message) as info:
-        decode(array, SIZE)
+        decode(array, {"image_size": SIZE})
     assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
 
 

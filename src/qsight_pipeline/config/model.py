@@ -4,9 +4,37 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from qsight_pipeline.config.base import ParamsBlock
+
+
+class PreprocessingParams(ParamsBlock):
+    """``model.preprocessing``: the one place to override the encoder's own preprocessing.
+
+    Each key left null is the encoder's (timm's data config for its weights); the side is
+    ``run.image_size`` (null: the encoder's own). README, "One pixel path".
+    """
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: Literal["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"] | None = None
+    # The share of the letterboxed photograph's side kept by the centre crop; 1.0 keeps it all.
+    crop_pct: float | None = Field(None, gt=0, le=1)
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _three_channels(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and len(value) != 3:
+            raise ValueError(f"needs 3 values (R, G, B), got {value}")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(v > 0 for v in value):
+            raise ValueError(f"must be positive, got {value}")
+        return value
 
 
 class ModelParams(ParamsBlock):
@@ -20,6 +48,7 @@ class ModelParams(ParamsBlock):
     head_hidden_dim: int = Field(128, ge=1)
     gate_hidden_dim: int = Field(64, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    preprocessing: PreprocessingParams = Field(default_factory=PreprocessingParams)
 
 
 class AugmentationParams(ParamsBlock):

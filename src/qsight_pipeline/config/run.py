@@ -14,9 +14,10 @@ from qsight_pipeline.errors import ParameterError
 
 class RunSettings(ParamsBlock):
     """The ``run`` block: the old CLI's run-wide flags. Defaults are the bundled demo's
-    (``conf/base``)."""
+    (``conf/base``). ``image_size`` null is the encoder's own input size (timm's data config for
+    its weights), as in the Python API and the encoder factory."""
 
-    image_size: int = Field(128, ge=16, le=4096)
+    image_size: int | None = Field(None, ge=16, le=4096)
     seed: int = 42
     # auto | cpu | mps | cuda | cuda:<index>; without the hardware a logged fallback to CPU.
     device: str = "auto"

@@ -4,7 +4,8 @@ Per-image torchvision transforms in loader processes cost a few milliseconds per
 core; a large GPU trains thousands of images per second, so a few cores cannot feed it. With
 ``on_device: true`` the loader only hands over uint8 images (4x fewer bytes to copy than float)
 and :class:`BatchAugmentation` flips, rotates and colour-jitters every image of a batch with its
-own random parameters (kornia's batched augmentations), then normalises, on the device.
+own random parameters (kornia's batched augmentations), then normalises with the model's mean and
+std (``data.torch_data.normalise_unit``, the one normalisation), on the device.
 The settings mean what they mean for the per-image transforms (``data.torch_data``).
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 
 from qsight_pipeline.config import AugmentationParams
-from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD, _augmentation
+from qsight_pipeline.data.preprocessing import Preprocessing, from_saved
+from qsight_pipeline.data.torch_data import _augmentation, normalise_unit
 
 
 class BatchAugmentation:
@@ -26,8 +28,12 @@ class BatchAugmentation:
     (validation, or augmentation off).
     """
 
-    def __init__(self, augment: AugmentationParams | Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, augment: AugmentationParams | Mapping[str, Any] | None,
+        preprocessing: Preprocessing | Mapping[str, Any] | int,
+    ) -> None:
         self.settings = _augmentation(augment)
+        self.preprocessing = from_saved(preprocessing)
         self._pipeline: Any = None
 
     def _build(self) -> Any:
@@ -51,15 +57,15 @@ class BatchAugmentation:
             if self._pipeline is None:
                 self._pipeline = self._build().to(images.device)
             x = self._pipeline(x)
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return normalise_unit(x, self.preprocessing)
 
 
 def with_device_augmentation(
-    settings: Any, augment: AugmentationParams | Mapping[str, Any] | None
+    settings: Any, augment: AugmentationParams | Mapping[str, Any] | None,
+    preprocessing: Preprocessing | Mapping[str, Any] | int,
 ) -> Any:
-    """``settings`` (a TrainerSettings) with the batch augmentation when ``on_device`` is on."""
+    """``settings`` (a TrainerSettings) with the batch augmentation when ``on_device`` is on,
+    normalising with the model's ``preprocessing``."""
     if not augment or not augment.get("on_device"):
         return settings
-    return settings.model_copy(update={"image_transform": BatchAugmentation(augment)})
+    return settings.model_copy(update={"image_transform": BatchAugmentation(augment, preprocessing)})

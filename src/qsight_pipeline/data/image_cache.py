@@ -1,11 +1,15 @@
 """Decode every image once into a uint8 array that training reads instead of JPEG/PNG files.
 
-:func:`load_image` is the one way the project turns an image file into pixels: JPEGs are decoded
-at reduced size (Pillow ``draft``, which lets libjpeg skip most of the work for large sources),
-the picture is scaled so its longer side is ``size`` and centred on a black square, so the round
-fundus field stays round. Prediction on new images uses the same function, and
-:func:`load_array` the same steps for an in-memory array (the Python API), so a photograph gives
-the same pixels whether it is passed as a file or as the array of that file.
+This is the first half of the one pixel path (README, "One pixel path"): :func:`picture` turns a
+file or an in-memory array into the uint8 picture the model sees before normalisation. Every
+format and bit depth is decoded in full (EXIF orientation applied, 16-bit scaled, transparency
+composited onto black: :func:`decode_image`, :func:`image_from_array`), then scaled with the
+model's interpolation so its longer side fits, centred on a black square so the round fundus
+field stays round, and centre-cropped (:func:`letterbox`). Ingestion, training, ``predict``, the
+Python API and the page all call it, so a photograph gives the same pixels whether it arrives as
+a JPEG, a PNG or the array of its decoded pixels. (JPEGs were once decoded at reduced scale with
+Pillow's ``draft``; that changed the pixels, and grades, by format, so it is gone: see
+``benchmarks/ingestion.py`` for what it cost.)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from qsight_pipeline.data.preprocessing import Preprocessing, from_saved, scaled_side
 from qsight_pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +51,12 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # That limit decides (open_image), at every size: Pillow's warning from 89 megapixels up would
 # only repeat a refusal, or contradict an ingestion.max_pixels raised on purpose.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-_EXIF_ORIENTATION = 0x0112
+# Pillow's resampling filters by timm's names (data.preprocessing.INTERPOLATIONS).
+_RESAMPLING = {
+    "bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+}
 
 
 class ImageDecodeError(UserError, ValueError):
@@ -64,12 +74,23 @@ class ImageTooLargeError(ValueError):
 def load_image(
     path: str | os.PathLike, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
-    """Decode ``path`` into a uint8 RGB array of shape ``(size, size, 3)``.
+    """Decode ``path`` into a uint8 RGB array of shape ``(size, size, 3)``: :func:`picture` with
+    a bicubic letterbox and no crop (what the gradability measures and old models use).
+
+    Raises:
+        ImageDecodeError: the file is missing, not an image, too large, truncated or corrupt.
+    """
+    return letterbox(decode_image(path, max_pixels), size)
+
+
+def decode_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The whole photograph in ``path`` as an upright 8-bit RGB Pillow image.
 
     The EXIF orientation is applied, high-bit-depth pixels are scaled (not clipped) to 8 bits,
     transparency is composited onto black (the canvas colour) and CMYK, palette and grayscale
-    images become RGB. An image with more than ``max_pixels`` pixels is refused from its header,
-    before anything is decoded.
+    images become RGB. Every pixel is decoded, JPEG included, so the result equals what
+    :func:`image_from_array` makes of the decoded pixels. An image with more than ``max_pixels``
+    pixels is refused from its header, before anything is decoded.
 
     Raises:
         ImageDecodeError: the file is missing, not an image, too large, truncated or corrupt.
@@ -77,16 +98,10 @@ def load_image(
     path = Path(path)
     try:
         with open_image(path, max_pixels) as image:
-            upright = _upright_size(image)
-            scale = size / max(upright)
-            target = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
-            # For JPEG this picks the smallest DCT scale (1/2, 1/4, 1/8) still >= target; other
-            # formats ignore it. It works in stored (not upright) orientation.
-            stored = target if upright == image.size else (target[1], target[0])
-            if image.mode in ("RGB", "L", "YCbCr", "CMYK"):
-                image.draft(image.mode if image.mode == "CMYK" else "RGB", stored)
-            image = to_rgb8(ImageOps.exif_transpose(image))
-            return letterbox(image, size, target)
+            image.load()
+            # In place: no copy of a whole photograph (3 MB at 1024 px) when it is already upright.
+            ImageOps.exif_transpose(image, in_place=True)
+            return to_rgb8(image)
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found") from None
     except ImageTooLargeError as error:
@@ -95,24 +110,50 @@ def load_image(
         raise ImageDecodeError(f"{path}: {type(error).__name__}: {error}") from None
 
 
-def letterbox(
-    image: Image.Image, size: int, target: tuple[int, int] | None = None
+def picture(
+    source: str | os.PathLike | np.ndarray,
+    preprocessing: Preprocessing | int,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """An 8-bit RGB picture scaled so its longer side is ``size`` (bicubic), centred on black.
+    """A file path or an array -> the uint8 RGB ``(S, S, 3)`` picture the model normalises.
 
-    ``target`` is the scaled (width, height) when the caller knows it from the full-size
-    picture (a JPEG decoded at reduced size by ``draft``); by default it comes from ``image``.
+    Decoding (:func:`decode_image` for a file, :func:`image_from_array` for an array), then
+    :func:`letterbox` with the ``preprocessing``'s side, interpolation and crop (an ``int`` is a
+    side, with the bicubic letterbox and no crop). A file and the array of its decoded pixels
+    give the same picture.
+
+    Raises:
+        ImageDecodeError: a file that is empty, missing, not an image, truncated or corrupt.
+        ImageArrayError: an array whose dtype, shape or range is not an image's.
     """
-    if target is None:
-        width, height = image.size
-        scale = size / max(width, height)
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    settings = from_saved(preprocessing)
+    if isinstance(source, np.ndarray):
+        image = to_rgb8(image_from_array(source))
+    else:
+        image = decode_image(source, max_pixels)
+    return letterbox(image, settings.image_size, settings.interpolation, settings.crop_pct)
+
+
+def letterbox(
+    image: Image.Image, size: int, interpolation: str = "bicubic", crop_pct: float = 1.0
+) -> np.ndarray:
+    """An 8-bit RGB picture scaled (antialiased, with ``interpolation``) so its longer side is
+    ``floor(size / crop_pct)``, centred on a black square of that side, of which the centre
+    ``size`` square is kept (all of it when ``crop_pct`` is 1). For a square photograph this is
+    timm's eval transform (resize to ``floor(size / crop_pct)``, centre crop ``size``)."""
+    scaled = scaled_side(size, crop_pct)
+    width, height = image.size
+    scale = scaled / max(width, height)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
     if image.size != target:
-        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=None)
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - target[1]) // 2, (size - target[0]) // 2
+        image = image.resize(target, _RESAMPLING[interpolation], reducing_gap=None)
+    canvas = np.zeros((scaled, scaled, 3), dtype=np.uint8)
+    top, left = (scaled - target[1]) // 2, (scaled - target[0]) // 2
     canvas[top : top + target[1], left : left + target[0]] = np.asarray(image, dtype=np.uint8)
-    return canvas
+    if scaled == size:
+        return canvas
+    start = int(round((scaled - size) / 2.0))  # torchvision's CenterCrop, as timm crops
+    return np.ascontiguousarray(canvas[start : start + size, start : start + size])
 
 
 def load_array(array: np.ndarray, size: int) -> np.ndarray:
@@ -229,15 +270,8 @@ def _too_large_for_pillow(error: Exception, max_pixels: int | None) -> ImageTooL
     )
 
 
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    """(width, height) after the EXIF orientation is applied."""
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    width, height = image.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """An 8-bit RGB copy of ``image``, whatever its mode and bit depth.
+    """``image`` as 8-bit RGB, whatever its mode and bit depth (itself when it already is).
 
     Pillow's own ``convert("RGB")`` clips 16-bit and 32-bit grayscale at 255 (a 16-bit PNG comes
     out white), so those modes are rescaled through NumPy. 48/64-bit RGB(A) PNGs already open as
@@ -255,7 +289,7 @@ def to_rgb8(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _full_scale(mode: str, values: np.ndarray) -> float:
@@ -279,22 +313,24 @@ def default_workers() -> int:
 
 def build_image_cache(
     paths: Sequence[str | os.PathLike],
-    size: int,
+    preprocessing: Preprocessing | int,
     workers: int | None = None,
     description: str = "decoding images",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Decode ``paths`` into one uint8 array ``(len(paths), size, size, 3)`` in that order.
+    """Decode ``paths`` into one uint8 array ``(len(paths), S, S, 3)`` in that order, each row
+    the :func:`picture` of its file (``preprocessing``: the model's, or a side ``S``).
 
     Returns the array and ``{row: reason}`` for the images that failed to decode; their rows are
     left black. The caller decides whether a failure is fatal.
     """
-    cache = allocate_cache(len(paths), size)
+    settings = from_saved(preprocessing)
+    cache = allocate_cache(len(paths), settings.image_size)
     failures: dict[int, str] = {}
 
     def decode(row: int) -> tuple[int, str | None]:
         try:
-            cache[row] = load_image(paths[row], size, max_pixels)
+            cache[row] = picture(paths[row], settings, max_pixels)
         except ImageDecodeError as error:
             return row, str(error)
         return row, None

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import DatasetParams, IngestionParams
+from qsight_pipeline.config import DatasetParams, IngestionParams, ModelParams
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.layouts import RECORD_COLUMNS, get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
+from qsight_pipeline.data.preprocessing import PICTURES_KEY, Preprocessing, from_saved
 from qsight_pipeline.data.splits import assign_splits
 from qsight_pipeline.files import lineage
 from qsight_pipeline.files.plain import path_text
@@ -97,10 +98,23 @@ def _coverage_warnings(images: pd.DataFrame) -> list[str]:
     )
 
 
+def image_preprocessing(model: ModelParams, image_size: int | None) -> dict[str, Any]:
+    """``image_preprocessing``: the model's pixel path (its encoder's preprocessing, with
+    ``model.preprocessing`` and ``run.image_size``), which the image cache's pictures follow.
+    The classical pipeline resolves the same from the same parameters and checks the caches."""
+    # lazy: kept out of kedro start-up (timm and torch)
+    from qsight_pipeline.models.hybrid import model_preprocessing
+
+    return model_preprocessing(model, image_size).to_dict()
+
+
 def build_image_caches(
-    split_images: pd.DataFrame, image_size: int, ingestion: IngestionParams
+    split_images: pd.DataFrame, preprocessing: Preprocessing | dict[str, Any] | int,
+    ingestion: IngestionParams,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
-    """Decode every image once into a uint8 ``(N, image_size, image_size, 3)`` array per split.
+    """Decode every image once into a uint8 ``(N, S, S, 3)`` array per split: the pictures of
+    the one pixel path (``data.image_cache.picture``) with the model's ``preprocessing`` (an
+    ``int`` is a side, with the bicubic letterbox of before).
 
     Returns the manifest (with ``cache_index``, the row of each image in its split's cache), the
     train, val and test caches, and the images that failed to decode. With
@@ -108,11 +122,12 @@ def build_image_caches(
     ``skip`` those images are left out of the manifest and the caches.
     """
     settings = ingestion
+    pictures = from_saved(preprocessing)
     manifests, caches, unreadable = [], {}, []
     for split in SPLITS:
         rows = split_images[split_images["split"] == split].reset_index(drop=True)
         cache, failures = build_image_cache(
-            rows["path"].tolist(), int(image_size), settings.workers,
+            rows["path"].tolist(), pictures, settings.workers,
             description=f"caching {split}", max_pixels=settings.max_pixels,
         )
         unreadable += [
@@ -149,16 +164,18 @@ def build_image_caches(
     manifest[lineage.INGESTION_ID_COLUMN] = run_id
     for split in SPLITS:
         logger.info("image_cache_%s: %s uint8", split, tuple(caches[split].shape))
-        caches[split] = lineage.tag(caches[split], {"ingestion_id": run_id, "split": split})
+        caches[split] = lineage.tag(caches[split], {
+            "ingestion_id": run_id, "split": split, PICTURES_KEY: pictures.picture_settings(),
+        })
     return manifest, caches["train"], caches["val"], caches["test"], unreadable
 
 
 def build_image_caches_caches_first(
-    split_images: pd.DataFrame, image_size: int, ingestion: IngestionParams
+    split_images: pd.DataFrame, preprocessing: dict[str, Any] | int, ingestion: IngestionParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, list[dict[str, str]]]:
     """:func:`build_image_caches` with the caches first: Kedro saves outputs in this order, so the
     manifest, which readers take as the truth, is written last."""
-    manifest, train, val, test, unreadable = build_image_caches(split_images, image_size, ingestion)
+    manifest, train, val, test, unreadable = build_image_caches(split_images, preprocessing, ingestion)
     return train, val, test, manifest, unreadable
 
 
@@ -167,11 +184,13 @@ def summarise_ingestion(
     layout_findings: dict[str, Any],
     unreadable_images: list[dict[str, str]],
     ingestion: IngestionParams,
-    image_size: int,
+    preprocessing: dict[str, Any] | int,
     seed: int,
 ) -> dict[str, Any]:
-    """The ingestion report: counts per split and grade, and every file that was left out, with why."""
+    """The ingestion report: counts per split and grade, every file that was left out, with why,
+    and the preprocessing the cached pictures follow."""
     settings = ingestion
+    pictures = from_saved(preprocessing)
     splits = {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
@@ -185,7 +204,8 @@ def summarise_ingestion(
     skipped = (missing + unreadable_images) if settings.on_bad_image == "skip" else []
     report = {
         "dataset": {"type": layout_findings["dataset_type"], "root": layout_findings.get("root")},
-        "image_size": int(image_size),
+        "image_size": pictures.image_size,
+        "preprocessing": pictures.to_dict(),
         "seed": int(seed),
         "val_fraction": settings.val_fraction,
         "test_fraction": settings.test_fraction,

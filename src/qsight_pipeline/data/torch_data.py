@@ -1,15 +1,18 @@
-"""PyTorch view of the decode-once image cache, and the image transforms.
+"""PyTorch view of the decode-once image cache, and the second half of the one pixel path.
 
-The cache holds uint8 ``(N, H, W, 3)`` RGB arrays (see ``image_cache``). :class:`CachedImageDataset`
-turns a row into ``{"image": float32 (3, S, S) normalised with ImageNet statistics, "grade": int64}``.
-:func:`build_image_transform` is the same transform for a single decoded image, which prediction
-uses on new files (decode them with :func:`load_image`). All randomness comes from torch's RNG,
-so ``torch.manual_seed`` makes augmentation repeatable.
+The cache holds uint8 ``(N, S, S, 3)`` RGB pictures (:func:`~qsight_pipeline.data.image_cache.picture`).
+:func:`normalise` turns pictures into the model's input with the model's mean and std
+(:class:`~qsight_pipeline.data.preprocessing.Preprocessing`), and :func:`model_input` is the whole
+path from a file or an array in one call. :class:`CachedImageDataset` turns a row into
+``{"image": float32 (3, S, S), "grade": int64}`` through :func:`build_image_transform`: the
+training augmentation (training only), then the same :func:`normalise`. All randomness comes from
+torch's RNG, so ``torch.manual_seed`` makes augmentation repeatable.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from qsight_pipeline.config import AugmentationParams, validate_block
-from qsight_pipeline.data.image_cache import load_image
+from qsight_pipeline.data.image_cache import DEFAULT_MAX_PIXELS, load_image, picture
+from qsight_pipeline.data.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    from_saved,
+)
+from qsight_pipeline.errors import ArtifactError
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -28,10 +38,52 @@ __all__ = [
     "CachedImageDataset",
     "build_image_transform",
     "load_image",
+    "model_input",
+    "normalise",
 ]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+PreprocessingLike = Preprocessing | Mapping[str, Any] | int
+
+
+def normalise(pictures: np.ndarray | torch.Tensor, preprocessing: PreprocessingLike) -> torch.Tensor:
+    """uint8 pictures -> the model's float32 input: ``/ 255``, ``- mean``, ``/ std``.
+
+    ``pictures``: NumPy ``(B, S, S, 3)`` or ``(S, S, 3)`` (as the cache and :func:`picture`
+    give them; returns ``(B, 3, S, S)`` or ``(3, S, S)``), or a uint8 tensor already channels
+    first (``(..., 3, S, S)``, as the training transform has it). ``preprocessing``: the model's
+    (``loaded.preprocessing``, ``model.config.preprocessing``).
+    """
+    settings = from_saved(preprocessing)
+    if isinstance(pictures, torch.Tensor):
+        tensor = pictures
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(pictures))
+        tensor = tensor.permute(0, 3, 1, 2) if tensor.ndim == 4 else tensor.permute(2, 0, 1)
+    return normalise_unit(tensor.float() / 255.0, settings)
+
+
+def normalise_unit(images: torch.Tensor, preprocessing: PreprocessingLike) -> torch.Tensor:
+    """Float images in [0, 1], channels first -> ``(images - mean) / std`` (on their device)."""
+    settings = from_saved(preprocessing)
+    mean = torch.tensor(settings.mean, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    std = torch.tensor(settings.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    return (images - mean) / std
+
+
+def model_input(
+    source: str | os.PathLike | np.ndarray,
+    preprocessing: PreprocessingLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """The one pixel path: a photograph (file or array) -> float32 ``(3, S, S)`` model input.
+
+    :func:`~qsight_pipeline.data.image_cache.picture` (decode, 8-bit RGB, letterbox, crop), then
+    :func:`normalise`. Training reads the pictures from the image cache and normalises them the
+    same way; ``predict`` batches the same two steps.
+    """
+    settings = from_saved(preprocessing)
+    return normalise(picture(source, settings, max_pixels), settings)
+
 
 def _augmentation(augment: AugmentationParams | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The full augmentation settings (defaults from ``config.AugmentationParams``), or ``None``
@@ -44,42 +96,64 @@ def _augmentation(augment: AugmentationParams | Mapping[str, Any] | None) -> dic
 
 
 def build_image_transform(
-    image_size: int, train: bool = False, augment: AugmentationParams | Mapping[str, Any] | None = None
+    preprocessing: PreprocessingLike, train: bool = False,
+    augment: AugmentationParams | Mapping[str, Any] | None = None,
 ) -> Callable[[Any], torch.Tensor]:
-    """A transform from a uint8 ``(H, W, 3)`` array (or a PIL image) to a normalised tensor.
+    """A transform from a uint8 ``(S, S, 3)`` picture (a cache row) to the model's input.
 
-    Returns float32 ``(3, image_size, image_size)``. With ``train=True`` and ``augment`` not
-    ``None`` (and ``augment["enabled"]`` not false) it adds random flips, a small rotation and
-    colour jitter. Unknown ``augment`` keys raise ``ValueError``, so a typo is not ignored.
-    With ``augment["on_device"]`` a training transform stops at uint8 ``(3, S, S)``.
+    Returns float32 ``(3, S, S)``, normalised by :func:`normalise` with ``preprocessing``'s mean
+    and std. A picture of another side is refused: it did not come through the model's pixel
+    path. With ``train=True`` and ``augment`` not ``None`` (and ``augment["enabled"]`` not false)
+    it adds random flips, a small rotation and colour jitter first. Unknown ``augment`` keys
+    raise ``ValueError``, so a typo is not ignored. With ``augment["on_device"]`` a training
+    transform stops at uint8 ``(3, S, S)``: the trainer augments and normalises on the device.
     """
-    settings = _augmentation(augment)
-    steps: list[Callable] = [
-        v2.ToImage(),
-        # A no-op for cache rows, which already have the size; needed for other inputs.
-        v2.Resize((image_size, image_size), antialias=True),
-    ]
-    if train and settings is not None and settings["on_device"]:
+    settings = from_saved(preprocessing)
+    augmentation = _augmentation(augment)
+    steps: list[Callable] = [v2.ToImage(), _SideCheck(settings.image_size)]
+    if train and augmentation is not None and augmentation["on_device"]:
         # The trainer augments and normalises whole batches on the device (data.device_augment).
         return v2.Compose([*steps, v2.ToPureTensor()])
-    if train and settings is not None:
+    if train and augmentation is not None:
         steps += [
-            v2.RandomHorizontalFlip(settings["horizontal_flip"]),
-            v2.RandomVerticalFlip(settings["vertical_flip"]),
-            v2.RandomRotation(settings["rotation_degrees"]),
+            v2.RandomHorizontalFlip(augmentation["horizontal_flip"]),
+            v2.RandomVerticalFlip(augmentation["vertical_flip"]),
+            v2.RandomRotation(augmentation["rotation_degrees"]),
             v2.ColorJitter(
-                brightness=settings["brightness"],
-                contrast=settings["contrast"],
-                saturation=settings["saturation"],
-                hue=settings["hue"],
+                brightness=augmentation["brightness"],
+                contrast=augmentation["contrast"],
+                saturation=augmentation["saturation"],
+                hue=augmentation["hue"],
             ),
         ]
-    steps += [
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        v2.ToPureTensor(),
-    ]
+    steps += [v2.ToPureTensor(), _Normalise(settings)]
     return v2.Compose(steps)
+
+
+class _SideCheck:
+    """Refuses a picture whose side is not the model's: the cache was made for another model."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if tuple(image.shape[-2:]) != (self.size, self.size):
+            raise ArtifactError(
+                f"A {tuple(image.shape[-2:])} picture, but the model's input is {self.size} x "
+                f"{self.size} (its preprocessing). Rebuild the image cache with `kedro run "
+                "--pipelines ingestion` (or create_dataloaders again) for this model."
+            )
+        return image
+
+
+class _Normalise:
+    """:func:`normalise` as the last step of a transform (picklable, for loader processes)."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        self.preprocessing = preprocessing
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return normalise(image, self.preprocessing)
 
 
 @dataclass(frozen=True)
@@ -110,7 +184,11 @@ def memmap_reference(array: np.ndarray) -> MemmapReference | None:
 
 
 class CachedImageDataset(Dataset):
-    """Rows of the image cache with their grades, as ``{"image", "grade"}`` dicts."""
+    """Rows of the image cache with their grades, as ``{"image", "grade"}`` dicts.
+
+    ``preprocessing``: the model's (its side must be the cache's); a side ``int`` or None (the
+    cache's side) means the ImageNet letterbox of models saved before it was recorded.
+    """
 
     def __init__(
         self,
@@ -118,7 +196,7 @@ class CachedImageDataset(Dataset):
         grades: np.ndarray,
         train: bool = False,
         augment: AugmentationParams | Mapping[str, Any] | None = None,
-        image_size: int | None = None,
+        preprocessing: PreprocessingLike | None = None,
     ):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(
@@ -129,8 +207,22 @@ class CachedImageDataset(Dataset):
             raise ValueError(f"{len(images)} images but {len(grades)} grades")
         self.images = images
         self.grades = grades
-        self.image_size = int(image_size or images.shape[1])
-        self.transform = build_image_transform(self.image_size, train=train, augment=augment)
+        self.preprocessing = from_saved(preprocessing, image_size=images.shape[1])
+        self.image_size = self.preprocessing.image_size
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            raise ArtifactError(
+                f"The image cache holds {images.shape[1]} x {images.shape[2]} pictures but the "
+                f"model's input is {self.image_size} x {self.image_size} (its preprocessing: "
+                "run.image_size or the encoder's own size). Rebuild the cache with `kedro run "
+                "--pipelines ingestion` (or create_dataloaders again) for this model."
+            )
+        self.train, self.augment = train, augment
+        self.transform = build_image_transform(self.preprocessing, train=train, augment=augment)
+
+    def use_pictures(self, images: np.ndarray, preprocessing: PreprocessingLike) -> None:
+        """The same rows as ``images`` made with another ``preprocessing`` (the model's), with
+        the same grades and augmentation; other attributes (``image_ids``) are kept."""
+        self.__init__(images, self.grades, self.train, self.augment, preprocessing)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,10 @@ from qsight_pipeline.config import (
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
+from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.ingest import build_image_caches, scan_dataset, split_by_patient
 from qsight_pipeline.data.loaders import make_loader
+from qsight_pipeline.data.preprocessing import Preprocessing, from_saved
 from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.errors import ConfigError
@@ -63,7 +65,7 @@ from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
 from qsight_pipeline.inference import operating_point
 from qsight_pipeline.inference.gate import fit_gates
 from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
-from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model
+from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model, model_preprocessing
 from qsight_pipeline.training import fusion, workflow
 from qsight_pipeline.training.stages import (
     Stage,
@@ -86,20 +88,40 @@ __all__ = [
 ]
 
 
+_MODEL_DEFAULTS = ModelParams()
+
+
 @dataclass
 class DatasetConfig:
-    """Where the photographs are and how to load them (the guide's ``DatasetConfig``)."""
+    """Where the photographs are and how to load them (the guide's ``DatasetConfig``).
+
+    The loaders hold the pictures of the one pixel path, made for the encoder named by
+    ``encoder_type`` and ``encoder_name`` (its preprocessing: timm's data config for its weights;
+    by default the ``model`` block's default encoder) at ``image_size`` (None: the encoder's own
+    input size). ``train_hybrid_model`` makes them again, once and saying so, when the model's
+    encoder or ``TrainingConfig.model["preprocessing"]`` wants other pictures; naming the
+    model's encoder here saves that second decode.
+    """
 
     root: str | Path
     dataset_type: str = "tanlikesmath"
     batch_size: int = 32
-    image_size: int = 224
+    image_size: int | None = None
+    encoder_type: str = _MODEL_DEFAULTS.encoder_type
+    encoder_name: str | None = _MODEL_DEFAULTS.encoder_name
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
     num_workers: int = 0
     on_bad_image: str = "fail"
     augment: Mapping[str, Any] | None = field(default_factory=lambda: AugmentationParams().to_dict())
+
+    def pixel_path(self) -> Preprocessing:
+        """The preprocessing the loaders' pictures follow (a ConfigError names a bad key)."""
+        model = validate_block(ModelParams, {
+            "encoder_type": self.encoder_type, "encoder_name": self.encoder_name,
+        }, "DatasetConfig")
+        return model_preprocessing(model, self.image_size)
 
     def blocks(self) -> tuple[DatasetParams, IngestionParams]:
         """The ``dataset`` and ``ingestion`` blocks these fields set (a ConfigError names each
@@ -202,14 +224,12 @@ def _mapping(block: Mapping[str, Any] | ParamsBlock | None) -> dict[str, Any]:
     return block.model_dump() if isinstance(block, ParamsBlock) else dict(block or {})
 
 
-def _ingest(config: DatasetConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _ingest(config: DatasetConfig, pixels: Preprocessing) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The ingestion pipeline's steps, in memory, on the same typed blocks as ``kedro run``."""
     dataset, ingestion = config.blocks()
     images, _findings = scan_dataset(dataset, ingestion)
     split_images = split_by_patient(images, ingestion, config.seed)
-    manifest, train, val, test, _unreadable = build_image_caches(
-        split_images, config.image_size, ingestion
-    )
+    manifest, train, val, test, _unreadable = build_image_caches(split_images, pixels, ingestion)
     return manifest, {"train": train, "val": val, "test": test}
 
 
@@ -220,9 +240,12 @@ def create_dataloaders(
 
     Returns ``(train_loader, val_loader, classes)`` as in the guide, or with ``with_test=True``
     ``(train_loader, val_loader, test_loader, classes)``. The training loader augments; the
-    others do not. Each loader's dataset carries ``image_ids``.
+    others do not. Each loader's dataset carries ``image_ids``, its ``preprocessing``, and the
+    ``paths`` and ``size_setting`` (``DatasetConfig.image_size``) to make its pictures again for
+    the model's encoder (:func:`fit_pictures`).
     """
-    manifest, caches = _ingest(config)
+    pixels = config.pixel_path()
+    manifest, caches = _ingest(config, pixels)
     loaders = {}
     for split, images in caches.items():
         rows = split_rows(manifest, split)
@@ -231,9 +254,11 @@ def create_dataloaders(
             rows["grade"].to_numpy(dtype=np.int64),
             train=split == "train",
             augment=config.augment if split == "train" else None,
-            image_size=config.image_size,
+            preprocessing=pixels,
         )
         dataset.image_ids = rows["image_id"].astype(str).tolist()
+        dataset.paths = rows["path"].astype(str).tolist()
+        dataset.size_setting = config.image_size
         loaders[split] = make_loader(
             dataset, config.batch_size, shuffle=split == "train", seed=config.seed,
             num_workers=config.num_workers,
@@ -248,7 +273,8 @@ def _unaugmented(loader: DataLoader) -> DataLoader:
     """The same images as ``loader`` without augmentation or shuffling, for the feature export."""
     dataset = loader.dataset
     plain = CachedImageDataset(
-        dataset.images, dataset.grades, train=False, augment=None, image_size=dataset.image_size
+        dataset.images, dataset.grades, train=False, augment=None,
+        preprocessing=dataset.preprocessing,
     )
     plain.image_ids = getattr(dataset, "image_ids", None)
     return make_loader(plain, loader.batch_size or 32, shuffle=False, seed=0)
@@ -292,9 +318,9 @@ def train_hybrid_model(
     model_params, quantum_params, referral = config.blocks(encoder_type, quantum_enabled)
     seed_everything(settings.seed)
     stages = split_schedule(parse_stages(list(config.stages)))
-    model_config = ModelConfig.from_params(
-        model_params, quantum_params, train_loader.dataset.image_size
-    )
+    pixels = model_preprocessing(model_params, _size_setting(train_loader.dataset))
+    fit_pictures(pixels, train_loader, val_loader)
+    model_config = ModelConfig.from_params(model_params, quantum_params, pixels.image_size, pixels)
     model = build_model(model_config)
     batch_size = train_loader.batch_size or 32
 
@@ -329,6 +355,44 @@ def _fusion(
                               for split, result in evaluation.items()}
 
 
+def _size_setting(dataset: Any) -> int | None:
+    """The side the model's pictures take: ``DatasetConfig.image_size`` as given (None: the
+    model's encoder's own), or the side of a dataset made some other way."""
+    return dataset.size_setting if hasattr(dataset, "size_setting") else dataset.image_size
+
+
+def fit_pictures(preprocessing: Preprocessing | Mapping[str, Any], *loaders: DataLoader) -> None:
+    """Make each loader's pictures the ones ``preprocessing`` (the model's) makes, in place: its
+    own normalisation when only ``mean``/``std`` differ; otherwise its photographs decoded again
+    (logged), which needs the ``paths`` :func:`create_dataloaders` keeps.
+
+    Raises:
+        ConfigError: the pictures differ and the loader's dataset has no ``paths``.
+    """
+    wanted = from_saved(preprocessing)
+    for loader in loaders:
+        dataset = loader.dataset
+        if replace(dataset.preprocessing, source="") == replace(wanted, source=""):
+            continue
+        if dataset.preprocessing.picture_settings() == wanted.picture_settings():
+            dataset.use_pictures(dataset.images, wanted)
+            continue
+        if getattr(dataset, "paths", None) is None:
+            raise ConfigError(
+                f"The loader's pictures were made with {dataset.preprocessing.to_dict()}; the "
+                f"model needs {wanted.to_dict()}: make the loaders with create_dataloaders."
+            )
+        logger.info("The loaders' pictures were made for %s; decoding the %d photographs again "
+                    "for the model's (%s). Name the model's encoder in DatasetConfig(encoder_type, "
+                    "encoder_name) to decode them once.", dataset.preprocessing.source,
+                    len(dataset.paths), wanted.source)
+        images, failures = build_image_cache(dataset.paths, wanted)
+        if failures:
+            raise UnreadableImagesError(f"{len(failures)} photographs no longer decode, e.g. "
+                                        f"{next(iter(failures.values()))}")
+        dataset.use_pictures(images, wanted)
+
+
 def evaluate_hybrid_model(
     model: HybridModel,
     test_loader: DataLoader,
@@ -351,6 +415,7 @@ def evaluate_hybrid_model(
         validation-chosen threshold's sensitivity and specificity on test) and ``test_roc``.
     """
     settings = (config or TrainingConfig()).trainer_settings()
+    fit_pictures(model.config.preprocessing, test_loader)
     cache = workflow.export_features(
         model, {"test": test_loader}, {"test": _image_ids(test_loader)}, settings
     )

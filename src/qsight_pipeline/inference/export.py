@@ -5,11 +5,18 @@ The exported graph is :class:`~qsight_pipeline.inference.graph.InferenceGraph`: 
 axis. The quantum head exports through the torch executor (a real statevector for the angle
 encoding); the ZZ encoding's complex state has no ONNX operator and is refused with a message.
 The exporter is torch's TorchScript-based one (``dynamo=False``), which needs no onnxscript.
+
+The graph starts after the one pixel path's pictures are normalised, so the preprocessing that
+makes its input is recorded beside it, for a consumer who calls onnxruntime directly: in
+``model_onnx_info.json`` (``preprocessing``, as ``model_info.json`` saves it, and
+``preprocessing_steps`` in words) and in the ``.onnx`` file's own metadata
+(``qsight.preprocessing`` as JSON, ``qsight.preprocessing_steps``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import tempfile
@@ -19,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qsight_pipeline.data.preprocessing import from_saved
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
 from qsight_pipeline.inference.loading import LoadedModel
@@ -80,7 +88,24 @@ def export_onnx_bytes(loaded: LoadedModel, batch: int = 2) -> bytes:
         ) from None
     finally:
         loaded.model.to(loaded.device)
-    return buffer.getvalue()
+    return with_preprocessing_metadata(buffer.getvalue(), loaded.preprocessing)
+
+
+def with_preprocessing_metadata(onnx_bytes: bytes, preprocessing: dict[str, Any]) -> bytes:
+    """``onnx_bytes`` with the preprocessing in the model's metadata (``metadata_props``):
+    ``qsight.preprocessing`` (JSON) and ``qsight.preprocessing_steps`` (the steps in words)."""
+    try:
+        # lazy: optional dependency
+        import onnx
+    except ImportError:  # the graph is still right; model_onnx_info.json records the same
+        return onnx_bytes
+    model = onnx.load_from_string(onnx_bytes)
+    settings = from_saved(preprocessing)
+    onnx.helper.set_model_props(model, {
+        "qsight.preprocessing": json.dumps(settings.to_dict()),
+        "qsight.preprocessing_steps": "\n".join(settings.recipe()),
+    })
+    return model.SerializeToString()
 
 
 def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
@@ -90,6 +115,8 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
                                                 loaded.preprocessing["image_size"]]},
         "outputs": list(OUTPUT_NAMES),
         "preprocessing": loaded.preprocessing,
+        # The same, as steps to follow without this package (also in model.onnx's metadata).
+        "preprocessing_steps": from_saved(loaded.preprocessing).recipe(),
         "referral": loaded.referral,
         "temperatures": loaded.temperatures,
         "fusion": loaded.graph.fusion,  # how the graph fuses the heads: gated or mean

@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from qsight_pipeline.constants import HEADS, NUM_GRADES
+from qsight_pipeline.data.preprocessing import Preprocessing, from_saved, scaled_side
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import InferenceGraph
 
@@ -111,6 +112,25 @@ def grad_cam_maps(graph: InferenceGraph, images: torch.Tensor, grades: list[int]
     with HiResCAM(model=_GatedLogits(graph), target_layers=layers, reshape_transform=reshape) as cam:
         maps = cam(input_tensor=images, targets=[grade_target(int(g)) for g in grades])
     return np.asarray(maps, dtype=np.float32)
+
+
+def in_letterbox_frame(maps: np.ndarray, preprocessing: Preprocessing | dict) -> np.ndarray:
+    """``(B, S, S)`` maps of the model's pictures, moved into the frame of the whole letterboxed
+    photograph at the same side (what :func:`overlay` and the lesion masks use): the model saw the
+    centre ``crop_pct`` of it, and the cropped-off border gets 0. Unchanged without a crop."""
+    settings = from_saved(preprocessing)
+    size = settings.image_size
+    scaled = scaled_side(size, settings.crop_pct)
+    if scaled == size:
+        return maps
+    inner = max(1, round(size * size / scaled))
+    offset = round(round((scaled - size) / 2.0) * size / scaled)
+    framed = np.zeros_like(maps)
+    for index, heatmap in enumerate(maps):
+        shrunk = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize(
+            (inner, inner), Image.Resampling.BILINEAR)
+        framed[index, offset : offset + inner, offset : offset + inner] = np.asarray(shrunk)
+    return framed
 
 
 def overlay(photograph: np.ndarray, heatmap: np.ndarray) -> np.ndarray:

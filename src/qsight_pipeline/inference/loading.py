@@ -1,7 +1,8 @@
 """Load a trained model from its output folder, with the metadata it was trained with.
 
-The preprocessing (image size, letterbox resize, normalisation), the temperatures and the
-referral operating point all come from what training saved (``model_info.json`` and
+The preprocessing (image size, letterbox resize, interpolation, crop, normalisation: the one
+pixel path's settings, ``data.preprocessing``), the temperatures and the referral operating point
+all come from what training saved (``model_info.json`` and
 ``complete_checkpoint.pth``), never from the current parameters: a model is graded the way it
 was trained, whatever ``conf/`` says today.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 
 from qsight_pipeline.constants import ENSEMBLE, HEADS
-from qsight_pipeline.data.torch_data import IMAGENET_MEAN, IMAGENET_STD
+from qsight_pipeline.data.preprocessing import Preprocessing, PreprocessingError, from_saved
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files.artifacts import load_complete_checkpoint
 from qsight_pipeline.files.plain import json_default
@@ -45,7 +47,10 @@ class LoadedModel:
             (:class:`InferenceGraph`; ``graph.fusion`` is ``gated`` or ``mean``).
         model_info: ``model_info.json`` (with ``preprocessing`` and ``calibration``).
         training_summary: ``training_summary.json``.
-        preprocessing: ``image_size``, ``resize`` and the normalisation ``mean`` / ``std``.
+        preprocessing: the one pixel path's settings as saved (``image_size``, ``resize``,
+            ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean``, ``std``, ``source``;
+            ``data.preprocessing.Preprocessing``); a model saved before interpolation and crop
+            were recorded reads as what it was trained with (bicubic letterbox, no crop).
         temperatures: per head and ``ensemble``.
         referral: ``threshold`` on P(grade >= 2), ``review_entropy_threshold`` and their
             validation figures.
@@ -67,14 +72,23 @@ class LoadedModel:
     gates: dict[str, Any] | None = None
 
 
-def preprocessing_metadata(image_size: int) -> dict[str, Any]:
-    """What prediction must do to a photograph to feed the model (saved in ``model_info.json``)."""
-    return {
-        "image_size": int(image_size),
-        "resize": "letterbox",  # longer side to image_size, centred on black, as the image cache
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-    }
+def preprocessing_metadata(
+    source: Preprocessing | Mapping[str, Any] | int, image_size: int | None = None
+) -> dict[str, Any]:
+    """What prediction must do to a photograph to feed the model (saved in ``model_info.json``):
+    a :class:`Preprocessing` or its dict (``model.config.preprocessing``); an ``int`` is the
+    ImageNet letterbox of before at that side.
+
+    Raises:
+        PreprocessingError: ``image_size`` is given and is not the preprocessing's.
+    """
+    settings = from_saved(source)
+    if image_size is not None and int(image_size) != settings.image_size:
+        raise PreprocessingError(
+            f"The model's image_size {image_size} is not its preprocessing's "
+            f"{settings.image_size}. Rebuild the model with `kedro run`."
+        )
+    return settings.to_dict()
 
 
 def default_operating_point() -> dict[str, Any]:
@@ -129,7 +143,7 @@ def loaded_from_checkpoint(
     info = dict(model_info or checkpoint.get("model_info") or {})
     model = load_complete_checkpoint(checkpoint)
     target = resolve_device(device)
-    preprocessing = info.get("preprocessing") or preprocessing_metadata(model.config.image_size)
+    preprocessing = _saved_preprocessing(info, model)
     operating_point = info.get("calibration")
     if not operating_point:
         logger.warning(
@@ -160,6 +174,19 @@ def loaded_from_checkpoint(
         active_heads=tuple(h for h, on in zip(HEADS, graph.active, strict=True) if on),
         gates=gates,
     )
+
+
+def _saved_preprocessing(info: Mapping[str, Any], model: HybridModel) -> dict[str, Any]:
+    """The preprocessing ``model_info`` saved (the model config's when it has none), checked
+    against the model config's: the model is fed the way it was trained."""
+    saved = preprocessing_metadata(info.get("preprocessing") or model.config.preprocessing)
+    trained = preprocessing_metadata(model.config.preprocessing)
+    if {k: v for k, v in saved.items() if k != "source"} != {k: v for k, v in trained.items() if k != "source"}:
+        raise PreprocessingError(
+            f"model_info's preprocessing {saved} is not the one the model was trained with "
+            f"({trained}). {_REBUILD_FROM_PYTHON} rebuilds the model's files."
+        )
+    return saved
 
 
 def _canonical(value: Any) -> str:

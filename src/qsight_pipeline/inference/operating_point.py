@@ -129,9 +129,12 @@ SAVED_KEYS = ("format", "method", "temperatures", "referral")
 def model_info_with_operating_point(
     model_info: Mapping[str, Any], image_size: int, calibration: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """``model_info`` plus what inference repeats: the ``preprocessing`` and, when fitted, the
-    ``calibration`` (temperatures, referral and review thresholds) that ``load_model`` reads."""
-    info = {**model_info, "preprocessing": preprocessing_metadata(image_size)}
+    """``model_info`` plus what inference repeats: the ``preprocessing`` (the model config's, in
+    ``model_info["model_config"]``, at ``image_size``) and, when fitted, the ``calibration``
+    (temperatures, referral and review thresholds) that ``load_model`` reads."""
+    config = model_info.get("model_config") or {}
+    info = {**model_info, "preprocessing": preprocessing_metadata(
+        config.get("preprocessing") or int(image_size), image_size)}
     if calibration:
         info["calibration"] = {key: calibration[key] for key in SAVED_KEYS}
     return info

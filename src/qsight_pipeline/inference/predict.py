@@ -32,11 +32,12 @@ from qsight_pipeline.data.image_cache import (
     ImageArrayError,
     ImageDecodeError,
     check_image_array,
-    load_array,
-    load_image,
+    picture,
 )
+from qsight_pipeline.data.preprocessing import Preprocessing
+from qsight_pipeline.data.torch_data import normalise
 from qsight_pipeline.inference import gate as gating
-from qsight_pipeline.inference.heatmaps import grad_cam_maps, overlay
+from qsight_pipeline.inference.heatmaps import grad_cam_maps, in_letterbox_frame, overlay
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.training.latency import LatencyTracker, track_latency
 
@@ -89,20 +90,25 @@ class Prediction:
         return {k: v for k, v in asdict(self).items() if k != "heatmap"}
 
 
-def decode(image: ImageInput, size: int) -> np.ndarray:
-    """A file path or an array -> uint8 ``(size, size, 3)``, both through the ingestion decoder.
+def decode(image: ImageInput, preprocessing: Preprocessing | dict[str, Any]) -> np.ndarray:
+    """A file path or an array -> the uint8 ``(S, S, 3)`` picture of the one pixel path
+    (:func:`~qsight_pipeline.data.image_cache.picture`, as ingestion decodes) with the model's
+    ``preprocessing`` (``loaded.preprocessing``; a bare size is refused: it would drop the
+    model's interpolation and crop).
 
     Raises:
         ImageDecodeError: a file that is empty, missing, not an image, truncated or corrupt.
         ImageArrayError: an array whose dtype, shape or range is not an image's
             (:func:`~qsight_pipeline.data.image_cache.image_from_array`).
     """
+    if isinstance(preprocessing, int):
+        raise TypeError("decode() takes the model's preprocessing (loaded.preprocessing), not a size")
     if isinstance(image, np.ndarray):
-        return load_array(image, size)
+        return picture(image, preprocessing)
     path = Path(image)
     if path.is_file() and path.stat().st_size == 0:
         raise ImageDecodeError(f"{path}: empty file (0 bytes)")
-    return load_image(path, size)
+    return picture(path, preprocessing)
 
 
 def _check_arrays(images: Sequence[ImageInput]) -> None:
@@ -114,14 +120,6 @@ def _check_arrays(images: Sequence[ImageInput]) -> None:
             except ImageArrayError as error:
                 where = "image" if len(images) == 1 else f"images[{index}]"
                 raise ImageArrayError(f"{where}: {error}") from None
-
-
-def normalise(images: np.ndarray, preprocessing: dict[str, Any]) -> torch.Tensor:
-    """uint8 ``(B, S, S, 3)`` -> float32 ``(B, 3, S, S)`` with the saved mean and std."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    return (tensor - mean) / std
 
 
 def _source_name(image: ImageInput, index: int) -> str:
@@ -205,13 +203,13 @@ def gate_reasons(prediction: Prediction) -> list[str]:
 
 
 def _decode_all(
-    images: Sequence[ImageInput], size: int, start: int, measure: bool = True
+    images: Sequence[ImageInput], preprocessing: dict[str, Any], start: int, measure: bool = True
 ) -> tuple[list[tuple[int, np.ndarray, dict[str, float]]], dict[int, str], float]:
     decoded, errors = [], {}
     began = time.perf_counter()
     for offset, image in enumerate(images):
         try:
-            array = decode(image, size)
+            array = decode(image, preprocessing)
         except (ImageDecodeError, OSError) as error:
             errors[start + offset] = str(error)
             continue
@@ -239,7 +237,9 @@ def predict_images(
             RGB order (convert OpenCV's BGR with ``array[..., ::-1]``), ``(H, W)``,
             ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha composited onto black), dtype
             ``uint8``, ``uint16`` (scaled like a 16-bit PNG) or float in ``[0, 1]``.
-        heatmaps: also compute a Grad-CAM map per image (``Prediction.heatmap``, ``(S, S)``).
+        heatmaps: also compute a Grad-CAM map per image (``Prediction.heatmap``, ``(S, S)``,
+            over the whole letterboxed photograph as :func:`overlay_image` draws it: the border
+            the model's centre crop left out is 0).
         progress: show a progress bar (default: when there are more than ``batch_size`` images).
 
     Returns:
@@ -251,13 +251,14 @@ def predict_images(
     """
     images = list(images)
     _check_arrays(images)
-    size = int(loaded.preprocessing["image_size"])
     results: list[Prediction | None] = [None] * len(images)
     show = progress if progress is not None else len(images) > batch_size
     with tqdm(total=len(images), desc="predict", unit="image", disable=not show) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            decoded, errors, decode_ms = _decode_all(chunk, size, start, loaded.gates is not None)
+            decoded, errors, decode_ms = _decode_all(
+                chunk, loaded.preprocessing, start, loaded.gates is not None
+            )
             for index, message in errors.items():
                 results[index] = Prediction(source=_source_name(images[index], index), error=message)
             if decoded:
@@ -283,7 +284,9 @@ def _grade_batch(
     maps = None
     if heatmaps:
         grades = [int(np.argmax(p)) for p in outputs[0]]
-        maps = grad_cam_maps(loaded.graph, batch.to(loaded.device), grades)
+        maps = in_letterbox_frame(
+            grad_cam_maps(loaded.graph, batch.to(loaded.device), grades), loaded.preprocessing
+        )
     for row, (index, _, quality) in enumerate(decoded):
         prediction = _prediction(loaded, _source_name(images[index], index), outputs, row, quality)
         prediction.latency_ms = dict(latency)
@@ -306,4 +309,6 @@ def predict_image(loaded: LoadedModel, image: ImageInput, *, heatmap: bool = Fal
 def overlay_image(image: ImageInput, heatmap: np.ndarray, size: int | None = None) -> np.ndarray:
     """The photograph letterboxed to ``size`` (default ``max(map size, 256)``) under its heatmap."""
     size = size or max(int(heatmap.shape[0]), OVERLAY_MIN_SIZE)
-    return overlay(decode(image, size), heatmap)
+    if isinstance(image, np.ndarray):
+        return overlay(picture(image, size), heatmap)
+    return overlay(picture(Path(image), size), heatmap)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import logging
 from pathlib import Path
+from typing import Any
 
 import timm
 from torch import nn
@@ -45,20 +46,36 @@ def resolve_encoder_name(encoder_type: str = "vit", encoder_name: str | None = N
     return name
 
 
+def encoder_data_config(name: str) -> dict[str, Any]:
+    """timm's data configuration for the weights of encoder ``name`` (a timm name, with a
+    ``.tag`` to pick other weights), read from its ``pretrained_cfg`` without building the model
+    or downloading anything: what ``timm.data.resolve_model_data_config`` gives for it
+    (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``), plus
+    ``weights`` (``name.tag``) and ``fixed_input_size``."""
+    pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    cfg = pretrained_cfg.to_dict() if pretrained_cfg is not None else {}
+    config = dict(timm.data.resolve_data_config({}, pretrained_cfg=cfg))
+    base = name.split(".", 1)[0]
+    tag = getattr(pretrained_cfg, "tag", None)
+    config["weights"] = f"{base}.{tag}" if tag else base
+    config["fixed_input_size"] = bool(cfg.get("fixed_input_size", False))
+    return config
+
+
 def create_encoder(
     encoder_type: str = "vit",
     encoder_name: str | None = None,
-    image_size: int = 224,
+    image_size: int | None = None,
     pretrained: bool = True,
     pretrained_weights: str | Path | None = None,
 ) -> nn.Module:
     """Build a timm encoder that maps ``(B, 3, image_size, image_size)`` to ``(B, num_features)``.
 
     Args:
-        encoder_type: ``vit`` or ``resnet``. Picks the default timm name and, for ``vit``,
-            passes ``img_size=image_size`` so the patch grid and position embeddings fit.
+        encoder_type: ``vit`` or ``resnet``: the default timm name; ``img_size`` is passed for
+            ``vit`` and any fixed-size encoder, so the patch grid and position embeddings fit.
         encoder_name: any timm model name; overrides the type's default.
-        image_size: input side in pixels.
+        image_size: input side in pixels; None (the default everywhere): the encoder's own.
         pretrained: download ImageNet weights through timm.
         pretrained_weights: a local weights file (``.pth``/``.bin``/``.safetensors``): timm's
             layout or RETFound's / RETFound-Green's published one (``models.encoder_weights``).
@@ -71,9 +88,10 @@ def create_encoder(
             the encoder. The message names ``model.pretrained`` and ``model.pretrained_weights``.
     """
     name = resolve_encoder_name(encoder_type, encoder_name)
+    data_config = encoder_data_config(name)
     kwargs: dict = {"num_classes": 0}
-    if encoder_type == "vit":
-        kwargs["img_size"] = image_size
+    if encoder_type == "vit" or data_config["fixed_input_size"]:
+        kwargs["img_size"] = image_size or int(data_config["input_size"][-1])
 
     if pretrained_weights:
         weights_path = Path(pretrained_weights).expanduser()

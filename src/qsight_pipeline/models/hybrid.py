@@ -22,7 +22,17 @@ from torch import nn
 
 from qsight_pipeline.config import ModelParams, QuantumConfig, validate_block
 from qsight_pipeline.constants import HEADS, NUM_GRADES
-from qsight_pipeline.models.encoders import create_encoder, resolve_encoder_name
+from qsight_pipeline.data.preprocessing import (
+    Preprocessing,
+    PreprocessingError,
+    from_encoder,
+    from_saved,
+)
+from qsight_pipeline.models.encoders import (
+    create_encoder,
+    encoder_data_config,
+    resolve_encoder_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +48,10 @@ class ModelConfig:
     ``quantum`` blocks (``config.ModelParams``, ``config.QuantumConfig``, where the defaults
     live) and the run-wide ``image_size``; a saved model's ``ModelConfig(**saved)`` rebuilds it.
     ``quantum`` is the ``quantum`` block as a plain dict, kept plain so the config survives JSON
-    and ``torch.load(weights_only=True)``.
+    and ``torch.load(weights_only=True)``. ``preprocessing`` is the one pixel path's settings
+    (``data.preprocessing.Preprocessing`` as a dict), resolved from the encoder when the model is
+    configured; a config saved before it was recorded gets what its training used (ImageNet
+    mean and std, bicubic letterbox at ``image_size``, no crop).
     """
 
     encoder_type: str
@@ -52,8 +65,16 @@ class ModelConfig:
     dropout: float
     num_classes: int
     quantum: dict[str, Any]
+    preprocessing: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        settings = from_saved(self.preprocessing, image_size=self.image_size)
+        if settings.image_size != self.image_size:
+            raise PreprocessingError(
+                f"The model config's image_size {self.image_size} is not its preprocessing's "
+                f"{settings.image_size}. Rebuild the model with `kedro run`."
+            )
+        self.preprocessing = settings.to_dict()
         if not isinstance(self.quantum, Mapping):
             # A QuantumConfig (or anything with to_dict) is accepted and stored plain.
             to_dict = getattr(self.quantum, "to_dict", None)
@@ -65,10 +86,13 @@ class ModelConfig:
         cls,
         model_params: Any,
         quantum_params: Any,
-        image_size: int,
+        image_size: int | None,
+        preprocessing: Preprocessing | None = None,
     ) -> ModelConfig:
         """Build from the typed ``model`` and ``quantum`` blocks (or their plain dicts) and the
-        run-wide ``image_size``. ``quantum_params=None`` means the quantum head is off.
+        run-wide ``image_size`` (None: the encoder's own). ``quantum_params=None`` means the
+        quantum head is off. The preprocessing is the encoder's (:func:`model_preprocessing`),
+        or ``preprocessing`` when given (the Python API's loaders already hold its pictures).
 
         Raises:
             ConfigError: naming every bad ``model.*`` or ``quantum.*`` key.
@@ -79,13 +103,35 @@ class ModelConfig:
             if quantum_params is not None
             else {"enabled": False}
         )
+        settings = preprocessing or model_preprocessing(model, image_size)
+        fields = {key: value for key, value in model.model_dump().items() if key != "preprocessing"}
         return cls(
-            **model.model_dump(), image_size=int(image_size), num_classes=NUM_GRADES, quantum=quantum
+            **fields, image_size=settings.image_size, num_classes=NUM_GRADES, quantum=quantum,
+            preprocessing=settings.to_dict(),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; ``ModelConfig(**config.to_dict())`` rebuilds the same config."""
         return dataclasses.asdict(self)
+
+
+def model_preprocessing(model_params: Any, image_size: int | None) -> Preprocessing:
+    """The one pixel path's settings for the ``model`` block's encoder: timm's data config for
+    its weights, ``model.preprocessing``'s overrides, and ``image_size`` (``run.image_size``;
+    None: the encoder's own). Logs which size wins when both are given and differ."""
+    model = validate_block(ModelParams, model_params, "model")
+    name = resolve_encoder_name(model.encoder_type, model.encoder_name)
+    data_config = encoder_data_config(name)
+    own = int(data_config["input_size"][-1])
+    if image_size is not None and int(image_size) != own:
+        weights = model.pretrained or model.pretrained_weights
+        fixed = data_config["fixed_input_size"]
+        (logger.warning if fixed and weights else logger.info)(
+            "run.image_size %d wins over %s's own input size %d%s. Set run.image_size: null to "
+            "use %d.", image_size, data_config["weights"], own,
+            ": its patch grid and position embeddings are resized to it" if fixed else "", own,
+        )
+    return from_encoder(data_config, name, image_size, model.preprocessing.model_dump())
 
 
 class CompressionModule(nn.Module):

@@ -147,20 +147,20 @@ def classical_worker(
         settings = _worker_settings(job.settings, rank.is_writer)
         seed_everything(settings.seed)
         model = build_model(job.config)
-        size = job.config.image_size
+        preprocessing = job.config.preprocessing
         train_set = CachedImageDataset(
             safe_npy_load(files["train"], mmap_mode="r"),
             job.train_grades,
             train=True,
             augment=job.augment,
-            image_size=size,
+            preprocessing=preprocessing,
         )
         val_set = CachedImageDataset(
             safe_npy_load(files["val"], mmap_mode="r"),
             job.val_grades,
             train=False,
             augment=None,
-            image_size=size,
+            preprocessing=preprocessing,
         )
         options = loader_options(job.num_workers, rank.device)
         train_loader = sharded_loader(
@@ -225,7 +225,7 @@ def feature_worker(
                 job.grades[split],
                 train=False,
                 augment=None,
-                image_size=model.config.image_size,
+                preprocessing=model.config.preprocessing,
             )
             part = shard_range(len(dataset), rank)
             ids[split] = [job.image_ids[split][i] for i in part]

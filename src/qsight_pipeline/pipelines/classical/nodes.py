@@ -13,6 +13,7 @@ from qsight_pipeline.config import (
     ModelParams,
     QuantumConfig,
 )
+from qsight_pipeline.data.preprocessing import check_pictures
 from qsight_pipeline.data.splits import split_grades
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files import lineage
@@ -32,7 +33,7 @@ def _check_cache(images: np.ndarray, grades: np.ndarray, split: str) -> None:
 
 def classical_model_config(run_config: RunConfig, model: ModelParams, quantum: QuantumConfig) -> Any:
     """``model_config``: the hybrid model to build, from the ``model`` and ``quantum`` blocks and
-    the run-wide ``image_size`` (``models.hybrid.ModelConfig``)."""
+    the run-wide ``image_size`` (``models.hybrid.ModelConfig``, with the encoder's preprocessing)."""
     # lazy: kept out of kedro start-up
     from qsight_pipeline.models.hybrid import ModelConfig
 
@@ -70,10 +71,10 @@ def train_classical_model(
     from qsight_pipeline.training.trainer import seed_everything
 
     augment = augmentation.to_dict()  # for the fingerprint; the typed block travels on
-    settings = with_device_augmentation(run_config.trainer_settings(), augmentation)
+    settings = with_device_augmentation(run_config.trainer_settings(), augmentation,
+                                        model_config.preprocessing)
     seed_everything(settings.seed)
-
-    ingestion, grades = _checked_grades(manifest, image_cache_train, image_cache_val)
+    ingestion, grades = _checked_grades(manifest, image_cache_train, image_cache_val, model_config)
     data = manifest[["image_id", "grade", "split"]].to_dict("list")
     run_fingerprint = fingerprint("classical", artifacts.model_config_dict(model_config),
                                   settings.batch_size, augment, data)
@@ -91,7 +92,7 @@ def train_classical_model(
 
     hybrid = build_model(model_config)
     train_loader, val_loader = _image_loaders(
-        (image_cache_train, image_cache_val), grades, augmentation, settings, model_config.image_size
+        (image_cache_train, image_cache_val), grades, augmentation, settings, model_config
     )
     history = workflow.train_image_stages(
         hybrid, run_config.schedule["classical"], train_loader, val_loader,
@@ -102,13 +103,15 @@ def train_classical_model(
 
 
 def _checked_grades(
-    manifest: pd.DataFrame, image_cache_train: np.ndarray, image_cache_val: np.ndarray
+    manifest: pd.DataFrame, image_cache_train: np.ndarray, image_cache_val: np.ndarray,
+    model_config: Any,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The caches' ingestion record (they must belong to ``manifest``) and the grades of their
-    rows, per split; a cache of the wrong length is refused."""
-    ingestion = lineage.check_image_caches(
-        manifest, {"train": image_cache_train, "val": image_cache_val}
-    )
+    """The caches' ingestion record (they must belong to ``manifest`` and hold the pictures of
+    the model's preprocessing) and the grades of their rows, per split; a cache of the wrong
+    length is refused."""
+    caches = {"train": image_cache_train, "val": image_cache_val}
+    ingestion = lineage.check_image_caches(manifest, caches)
+    check_pictures(caches, model_config.preprocessing)
     grades = {split: split_grades(manifest, split) for split in ("train", "val")}
     _check_cache(image_cache_train, grades["train"], "train")
     _check_cache(image_cache_val, grades["val"], "val")
@@ -117,19 +120,22 @@ def _checked_grades(
 
 def _image_loaders(
     caches: tuple[np.ndarray, np.ndarray], grades: dict[str, np.ndarray], augment: AugmentationParams,
-    settings: Any, image_size: int,
+    settings: Any, model_config: Any,
 ) -> tuple[Any, Any]:
-    """The shuffled, augmented training loader and the plain validation loader."""
+    """The shuffled, augmented training loader and the plain validation loader, with the model's
+    preprocessing."""
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data.loaders import loader_options, make_loader
     from qsight_pipeline.data.torch_data import CachedImageDataset
     from qsight_pipeline.training.devices import resolve_device
 
     train_set = CachedImageDataset(
-        caches[0], grades["train"], train=True, augment=augment, image_size=image_size
+        caches[0], grades["train"], train=True, augment=augment,
+        preprocessing=model_config.preprocessing,
     )
     val_set = CachedImageDataset(
-        caches[1], grades["val"], train=False, augment=None, image_size=image_size
+        caches[1], grades["val"], train=False, augment=None,
+        preprocessing=model_config.preprocessing,
     )
     options = {
         "seed": settings.seed, **loader_options(settings.num_workers, resolve_device(settings.device)),

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qsight_pipeline.data.preprocessing import check_pictures
 from qsight_pipeline.data.splits import split_grades, split_image_ids
 from qsight_pipeline.files import lineage
 from qsight_pipeline.kedro_app.run_config import RunConfig
@@ -39,6 +40,7 @@ def export_quantum_training_data(
         phase1_classical_model, manifest, run_config.settings.output_dir
     )
     model = artifacts.load_classical_checkpoint(phase1_classical_model)
+    check_pictures(caches, model.config.preprocessing)
     batch_size = run_config.batch_size
     settings = run_config.trainer_settings()
     plan = worker_plan(run_config.distributed, settings).local_only()
@@ -56,7 +58,7 @@ def export_quantum_training_data(
         cache = export_features_ddp(plan, phase1_classical_model, caches, job)
         cache["metadata"][lineage.LINEAGE_KEY] = record
         return cache
-    loaders = _plain_loaders(caches, manifest, model.config.image_size, settings)
+    loaders = _plain_loaders(caches, manifest, model.config.preprocessing, settings)
     image_ids = {split: split_image_ids(manifest, split) for split in caches}
     cache = workflow.export_features(model, loaders, image_ids, settings)
     cache["metadata"][lineage.LINEAGE_KEY] = record
@@ -64,7 +66,8 @@ def export_quantum_training_data(
 
 
 def _plain_loaders(
-    caches: dict[str, np.ndarray], manifest: pd.DataFrame, image_size: int, settings: Any
+    caches: dict[str, np.ndarray], manifest: pd.DataFrame, preprocessing: dict[str, Any],
+    settings: Any,
 ) -> dict[str, Any]:
     """One unshuffled, unaugmented loader per split, in cache order."""
     # lazy: kept out of kedro start-up
@@ -75,7 +78,7 @@ def _plain_loaders(
         split: make_loader(
             CachedImageDataset(
                 images, split_grades(manifest, split), train=False, augment=None,
-                image_size=image_size,
+                preprocessing=preprocessing,
             ),
             settings.batch_size,
             shuffle=False,

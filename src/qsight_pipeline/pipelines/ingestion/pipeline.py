@@ -6,6 +6,7 @@ from kedro.pipeline import Node, Pipeline
 
 from qsight_pipeline.pipelines.ingestion.nodes import (
     build_image_caches_caches_first,
+    image_preprocessing,
     scan_dataset,
     split_by_patient,
     summarise_ingestion,
@@ -30,8 +31,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 namespace="ingestion",
             ),
             Node(
+                func=image_preprocessing,
+                inputs=["params:model", "params:run.image_size"],
+                outputs="image_preprocessing",
+                name="image_preprocessing",
+                namespace="ingestion",
+            ),
+            Node(
                 func=build_image_caches_caches_first,
-                inputs=["split_images", "params:run.image_size", "params:ingestion"],
+                inputs=["split_images", "image_preprocessing", "params:ingestion"],
                 outputs=[
                     "image_cache_train",
                     "image_cache_val",
@@ -49,7 +57,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "layout_findings",
                     "unreadable_images",
                     "params:ingestion",
-                    "params:run.image_size",
+                    "image_preprocessing",
                     "params:run.seed",
                 ],
                 outputs="ingestion_report",
