@@ -48,6 +48,9 @@ class ModelParams(ParamsBlock):
     head_hidden_dim: int = Field(128, ge=1)
     gate_hidden_dim: int = Field(64, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    # Never train the encoder: each picture is embedded once and the rest trains from the
+    # embedding table (README, "A frozen encoder runs once per image").
+    freeze_encoder: bool = False
     preprocessing: PreprocessingParams = Field(default_factory=PreprocessingParams)
 
 

@@ -136,6 +136,28 @@ class OptionalNpyDataset(_NoneWhenAbsent, NpyDataset):
         raise DatasetError(f"{self._filepath} is read-only here (an optional input).")
 
 
+class EmbeddingTableDataset(NpyDataset):
+    """A frozen encoder's embedding table (``data.embedding_cache``), with its lineage sidecar.
+
+    Saving an empty array (``embedding_cache.no_table()``: this run trains its encoder) writes no
+    array: an older table stays on disk, its record replaced by "no record". Loading gives that
+    empty array when there is no file or no record, so a step never takes a stale table for this
+    run's.
+    """
+
+    def load(self) -> np.ndarray:
+        path = readable_path(self._filepath)
+        if not path.is_file() or lineage.read_sidecar(Path(self._filepath)) is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        return super().load()
+
+    def save(self, data: np.ndarray) -> None:
+        if np.asarray(data).size == 0:
+            lineage.write_sidecar(Path(self._filepath), None)
+            return
+        super().save(data)
+
+
 class TorchDataset(AbstractDataset[Any, Any]):
     """A file written by ``torch.save``, always loaded with ``weights_only=True``.
 

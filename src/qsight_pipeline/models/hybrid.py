@@ -66,6 +66,9 @@ class ModelConfig:
     num_classes: int
     quantum: dict[str, Any]
     preprocessing: dict[str, Any] | None = None
+    # Keep the encoder as built for the whole schedule (``model.freeze_encoder``); a config saved
+    # before the setting existed trained its encoder as its stages said.
+    freeze_encoder: bool = False
 
     def __post_init__(self) -> None:
         settings = from_saved(self.preprocessing, image_size=self.image_size)
@@ -347,6 +350,7 @@ class HybridModel(nn.Module):
         self,
         images: torch.Tensor | None = None,
         *,
+        embeddings: torch.Tensor | None = None,
         compressed: torch.Tensor | None = None,
         head_logits: Mapping[str, torch.Tensor] | None = None,
         active_mask: Sequence[int | bool] = (1, 1, 1),
@@ -355,6 +359,8 @@ class HybridModel(nn.Module):
 
         Args:
             images: normalised float images (B, 3, H, W); runs the encoder and compression.
+            embeddings: (B, encoder.num_features) outputs of the frozen encoder (the embedding
+                table, ``data.embedding_cache``), to start at the compression module.
             compressed: (B, compressed_dim) features, to start after the compression module.
             head_logits: precomputed logits of frozen heads (``{"head_a": (B, 5), ...}``), used
                 instead of running those heads.
@@ -365,10 +371,12 @@ class HybridModel(nn.Module):
             ``compressed``, ``logits_<head>`` for each active head, ``fused_probs``,
             ``head_weights``, ``entropy``, ``disagreement`` (docs/architecture.md).
         """
-        if (images is None) == (compressed is None):
-            raise ValueError("pass exactly one of `images` or `compressed`")
+        if sum(given is not None for given in (images, embeddings, compressed)) != 1:
+            raise ValueError("pass exactly one of `images`, `embeddings` or `compressed`")
         if images is not None:
-            compressed = self.compression(self.encoder(images))
+            embeddings = self.encoder(images)
+        if embeddings is not None:
+            compressed = self.compression(embeddings)
         active = self.effective_mask(active_mask)
         given = head_logits or {}
 

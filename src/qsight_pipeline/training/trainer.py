@@ -38,7 +38,15 @@ from tqdm.auto import tqdm
 
 from qsight_pipeline.config import validate_block
 from qsight_pipeline.config.run import RunSettings
-from qsight_pipeline.constants import ENSEMBLE, HEAD_A, HEAD_B, HEADS, MODEL_PARTS, NUM_GRADES
+from qsight_pipeline.constants import (
+    ENCODER,
+    ENSEMBLE,
+    HEAD_A,
+    HEAD_B,
+    HEADS,
+    MODEL_PARTS,
+    NUM_GRADES,
+)
 from qsight_pipeline.training.checkpoints import (
     capture_rng_state,
     find_resume_checkpoint,
@@ -226,9 +234,11 @@ def train_stages(
     "history", "latency_samples_ms"}`` (docs/architecture.md). After each stage the model holds the
     weights of that stage's best validation epoch (ensemble QWK, ties -> lower ensemble loss).
 
-    Loader batches are either images (``{"image", "grade"}``) or cached features
+    Loader batches are either images (``{"image", "grade"}``), a frozen encoder's embeddings
+    (``{"embedding", "grade"}``, for stages that do not train the encoder) or cached features
     (``{"compressed", "grade"}`` with optional ``logits_head_a``/``logits_head_b``, used for the
-    heads a stage keeps frozen). A stage that trains the encoder or compression needs images.
+    heads a stage keeps frozen). A stage that trains the encoder needs images; one that trains
+    the compression module needs images or embeddings.
 
     Args:
         class_counts: training-set count per grade, for ``class_balanced_loss``; when ``None``
@@ -699,6 +709,13 @@ def _model_inputs(batch: Mapping[str, Any], stage: Stage | None, device: torch.d
     """Model keyword arguments for an image batch or a feature-cache batch."""
     if "image" in batch:
         return {"images": batch["image"].to(device, non_blocking=True)}
+    if "embedding" in batch:  # the frozen encoder's rows (data.embedding_cache)
+        if stage is not None and ENCODER in stage.trainable:
+            raise ValueError(
+                f"stage {stage.name!r} trains the encoder, which needs image batches, but the "
+                "loader yields the frozen encoder's embeddings"
+            )
+        return {"embeddings": batch["embedding"].to(device, non_blocking=True)}
     if "compressed" not in batch:
         raise ValueError(
             f"a batch must hold `image` or `compressed` (and `grade`); got keys {sorted(batch)}"

@@ -39,6 +39,7 @@ from qsight_pipeline.files.artifacts import (
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.models.hybrid import HybridModel
 from qsight_pipeline.training.checkpoints import fingerprint
+from qsight_pipeline.training.frozen_encoder import without_encoder
 from qsight_pipeline.training.stages import Stage
 from qsight_pipeline.training.trainer import TrainerSettings, evaluate, train_stages
 
@@ -58,7 +59,13 @@ def train_image_stages(
     *,
     train_labels: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """Run the stages that train the encoder or the compression module, on images."""
+    """Run the stages that train the encoder or the compression module, on images.
+
+    With ``model.freeze_encoder`` the encoder is kept out of every stage (the Python API's way;
+    the ``classical`` pipeline embeds the pictures once instead: ``training.frozen_encoder``).
+    """
+    if stages and model.config.freeze_encoder:
+        stages = without_encoder(stages)
     if not stages:
         logger.warning(
             "The stage schedule has no stage that trains the encoder or the compression module; "

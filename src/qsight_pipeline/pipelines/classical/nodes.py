@@ -40,18 +40,42 @@ def classical_model_config(run_config: RunConfig, model: ModelParams, quantum: Q
     return ModelConfig.from_params(model, quantum, run_config.settings.image_size)
 
 
-def train_classical_model(
+def embed_frozen_encoder(
     image_cache_train: np.ndarray,
     image_cache_val: np.ndarray,
+    image_cache_test: np.ndarray,
+    run_config: RunConfig,
+    model_config: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``embedding_cache_train``, ``_val``, ``_test``: when no stage trains the encoder
+    (``model.freeze_encoder``, or image stages that never list it), every cached picture through
+    the encoder once, with its lineage (``training.frozen_encoder``); otherwise an empty table
+    each, which writes nothing (``data.embedding_cache.no_table``)."""
+    # lazy: kept out of kedro start-up
+    from qsight_pipeline.data.embedding_cache import no_table
+    from qsight_pipeline.training import frozen_encoder
+
+    caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
+    if not frozen_encoder.encoder_frozen(model_config.freeze_encoder, run_config.schedule["classical"]):
+        return no_table(), no_table(), no_table()
+    check_pictures(caches, model_config.preprocessing)
+    tables = frozen_encoder.embed_image_caches(caches, model_config, run_config.trainer_settings())
+    return tables["train"], tables["val"], tables["test"]
+
+
+def train_classical_model(
+    model_inputs: dict[str, Any],
     manifest: pd.DataFrame,
     run_config: RunConfig,
     model_config: Any,
     augmentation: AugmentationParams,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train the schedule's image stages on the decode-once image cache.
+    """Train the schedule's image stages on the decode-once image cache, or, when the encoder is
+    frozen, on its embedding table (without augmentation, and said so).
 
     Args:
-        image_cache_train, image_cache_val: uint8 (N, S, S, 3) images in ``cache_index`` order.
+        model_inputs: per split the uint8 (N, S, S, 3) image cache and the embedding table or None
+            (``kedro_app.model_inputs``), rows in ``cache_index`` order.
         manifest: the ingestion manifest (grades and split of every image).
         run_config: the ``run`` block, the schedule and ``distributed`` (more than one process: DDP).
         model_config: the model to build (:func:`classical_model_config`).
@@ -63,19 +87,44 @@ def train_classical_model(
     """
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data.device_augment import with_device_augmentation
+    from qsight_pipeline.training.frozen_encoder import EMBEDDED_ONLY, encoder_frozen
+    from qsight_pipeline.training.trainer import seed_everything
+
+    images = model_inputs["images"]
+    settings = with_device_augmentation(
+        run_config.trainer_settings(), augmentation, model_config.preprocessing
+    )
+    seed_everything(settings.seed)
+
+    ingestion, grades = _checked_grades(manifest, images["train"], images["val"], model_config)
+    data = manifest[["image_id", "grade", "split"]].to_dict("list")
+    if encoder_frozen(model_config.freeze_encoder, run_config.schedule["classical"]):
+        if augmentation.enabled:
+            logger.info(EMBEDDED_ONLY)
+        checkpoint, history = _train_frozen(
+            model_inputs["embeddings"], (grades, data), ingestion, run_config, model_config, settings
+        )
+    else:
+        checkpoint, history = _train_on_images(
+            images, (grades, data), run_config, model_config, augmentation, settings
+        )
+    return lineage.stamp_classical(checkpoint, ingestion), history
+
+
+def _train_on_images(
+    images: dict[str, np.ndarray], labels: tuple[dict[str, np.ndarray], dict[str, list]],
+    run_config: RunConfig, model_config: Any, augmentation: AugmentationParams, settings: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The image stages on the image cache (DDP when ``distributed`` asks for it)."""
+    # lazy: kept out of kedro start-up
     from qsight_pipeline.files import artifacts
     from qsight_pipeline.models.hybrid import build_model
     from qsight_pipeline.training import workflow
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
-    from qsight_pipeline.training.trainer import seed_everything
 
+    grades, data = labels
     augment = augmentation.to_dict()  # for the fingerprint; the typed block travels on
-    settings = with_device_augmentation(run_config.trainer_settings(), augmentation,
-                                        model_config.preprocessing)
-    seed_everything(settings.seed)
-    ingestion, grades = _checked_grades(manifest, image_cache_train, image_cache_val, model_config)
-    data = manifest[["image_id", "grade", "split"]].to_dict("list")
     run_fingerprint = fingerprint("classical", artifacts.model_config_dict(model_config),
                                   settings.batch_size, augment, data)
     plan = worker_plan(run_config.distributed, settings)
@@ -85,21 +134,50 @@ def train_classical_model(
             batch_size=settings.batch_size, augment=augmentation, num_workers=settings.num_workers,
             train_grades=grades["train"], val_grades=grades["val"], fingerprint=run_fingerprint,
         )
-        checkpoint, history = _only_machine_zero_returns(
-            train_classical_ddp(plan, job, image_cache_train, image_cache_val), plan
+        return _only_machine_zero_returns(
+            train_classical_ddp(plan, job, images["train"], images["val"]), plan
         )
-        return lineage.stamp_classical(checkpoint, ingestion), history
 
     hybrid = build_model(model_config)
     train_loader, val_loader = _image_loaders(
-        (image_cache_train, image_cache_val), grades, augmentation, settings, model_config
+        (images["train"], images["val"]), grades, augmentation, settings, model_config
     )
     history = workflow.train_image_stages(
         hybrid, run_config.schedule["classical"], train_loader, val_loader,
         settings.model_copy(update={"run_fingerprint": run_fingerprint}), train_labels=grades["train"],
     )
-    checkpoint = artifacts.classical_checkpoint(hybrid, history)
-    return lineage.stamp_classical(checkpoint, ingestion), history
+    return artifacts.classical_checkpoint(hybrid, history), history
+
+
+def _train_frozen(
+    tables: dict[str, Any], labels: tuple[dict[str, np.ndarray], dict[str, list]], ingestion: str,
+    run_config: RunConfig, model_config: Any, settings: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The image stages, encoder frozen, from its embedding table: in this process (a few MLPs
+    on rows of numbers need no DDP workers); machines other than 0 stop here."""
+    # lazy: kept out of kedro start-up
+    from qsight_pipeline.files import artifacts
+    from qsight_pipeline.models.hybrid import build_model
+    from qsight_pipeline.training.checkpoints import fingerprint
+    from qsight_pipeline.training.frozen_encoder import train_on_embeddings
+
+    plan = worker_plan(run_config.distributed, settings)
+    if plan.enabled and plan.node_rank > 0:
+        _only_machine_zero_returns(None, plan)
+    if plan.enabled:
+        logger.info("The encoder is frozen: training from its embedding table in this process "
+                    "(the distributed workers serve image stages)")
+    grades, data = labels
+    hybrid = build_model(model_config)  # the same seed as the embedding step: the same encoder
+    run_fingerprint = fingerprint(
+        "classical-embeddings", artifacts.model_config_dict(model_config), settings.batch_size,
+        (lineage.of(tables["train"]) or {}).get("encoder_id"), data,
+    )
+    history = train_on_embeddings(
+        hybrid, run_config.schedule["classical"], tables, grades, ingestion,
+        settings.model_copy(update={"run_fingerprint": run_fingerprint}),
+    )
+    return artifacts.classical_checkpoint(hybrid, history), history
 
 
 def _checked_grades(

@@ -2,9 +2,10 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from qsight_pipeline.kedro_app.model_inputs import model_inputs_node
 from qsight_pipeline.kedro_app.run_config import run_settings_node
 
-from .nodes import classical_model_config, train_classical_model
+from .nodes import classical_model_config, embed_frozen_encoder, train_classical_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,10 +20,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 namespace="classical",
             ),
             Node(
-                func=train_classical_model,
+                func=embed_frozen_encoder,
                 inputs=[
                     "image_cache_train",
                     "image_cache_val",
+                    "image_cache_test",
+                    "run_config",
+                    "model_config",
+                ],
+                outputs=["embedding_cache_train", "embedding_cache_val", "embedding_cache_test"],
+                name="embed_frozen_encoder",
+                namespace="classical",
+            ),
+            model_inputs_node(),
+            Node(
+                func=train_classical_model,
+                inputs=[
+                    "model_inputs",
                     "manifest",
                     "run_config",
                     "model_config",
