@@ -357,8 +357,9 @@ def test_forged_and_stale_file_indexes_delete_nothing_in_predict_export_and_a_fu
     result = smoke_copy.run(env="smoke")
     assert survived()
     assert "cannot be proven" in _output(result)  # the entries left alone are logged
-    assert (folders["figures"] / "confusion_matrix.png").is_file() or any(
-        folders["figures"].glob("*.png"))
+    written = json.loads((folders["figures"] / ".qsight-files.json").read_text())["files"]
+    assert written and all(_sha256(folders["figures"] / name) == digest  # the proof of the
+                           for name, digest in written.items())      # next run's clean-up
 
 
 @pytest.mark.slow
