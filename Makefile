@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export WANDB_MODE := offline
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install run test lint viz app
+.PHONY: install run test lint viz app docs docs-serve
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +38,15 @@ viz: install
 OUTPUT_DIR ?= data/06_models/trained_model
 app: install
 	$(BIN)/python -m qsight_pipeline.app --output-dir $(OUTPUT_DIR)
+
+# The documentation site (mkdocs.yml): `docs` builds it into site/ in strict mode (a broken link,
+# a missing page or a page outside the nav fails), `docs-serve` serves it on http://127.0.0.1:8000.
+$(VENV)/.docs-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.docs-installed
+	$(BIN)/mkdocs serve
