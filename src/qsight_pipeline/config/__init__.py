@@ -1,9 +1,11 @@
 """Typed parameter blocks: one pydantic model per block of ``conf/*/parameters*.yml``.
 
-Each block's model holds that block's defaults (the one source of them). Nodes take
+Each block's model holds the defaults ``kedro run`` uses for that block. Nodes take
 ``params:<block>`` inputs annotated with these models, so Kedro validates them before the first
 node runs (``kedro.validation``); ``validate_parameters`` checks every block and the run-wide keys
-at once before that. This package imports only pydantic: no torch, no qiskit.
+at once before that. Importing this package loads pydantic and ``qsight_pipeline.errors``: no
+torch, no qiskit. ``DatasetParams`` imports ``data.layouts`` (the registered layouts) only when
+it checks a ``dataset.type``.
 """
 
 from qsight_pipeline.config.base import ParamsBlock, format_validation_error
