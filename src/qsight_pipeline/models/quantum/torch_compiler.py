@@ -1,6 +1,12 @@
 """The torch executor's compiler: the head's qiskit circuit as a short plan of batched tensor
-operations (``_Plan(spec)``). Steps 1-4 of :mod:`.torch_executor`'s description happen here; the
+operations (``Plan(spec)``). Steps 1-4 of :mod:`.torch_executor`'s description happen here; the
 executor (the runtime) only applies the plan to a batch of angles and weights.
+
+The executor imports only the names in ``__all__``, this module's public interface: the plan
+(:class:`Plan`) and the step types it holds (:class:`Program`, :class:`GateRef`, :class:`Block`,
+:class:`Layer`), :func:`sympy_to_torch` for the angle expressions, and the constants the runtime
+shares with the compiler (:data:`CONSTANT_1Q`, :data:`SQRT_HALF`,
+:data:`MAX_SHOT_SAMPLES_PER_CHUNK`). Everything with a leading underscore is the compiler's own.
 """
 
 from __future__ import annotations
@@ -17,6 +23,19 @@ import torch
 
 from .circuit import QuantumCircuitSpec
 
+__all__ = [
+    "BASIS_GATES",
+    "CONSTANT_1Q",
+    "MAX_SHOT_SAMPLES_PER_CHUNK",
+    "SQRT_HALF",
+    "Block",
+    "GateRef",
+    "Layer",
+    "Plan",
+    "Program",
+    "sympy_to_torch",
+]
+
 logger = logging.getLogger(__name__)
 
 BASIS_GATES: tuple[str, ...] = ("rx", "ry", "rz", "p", "h", "x", "cx")
@@ -24,10 +43,10 @@ _ROTATIONS = ("rx", "ry", "rz", "p")  # one angle each; same-axis rotations add 
 _COMPLEX_GATES = ("rx", "rz", "p")
 _DIAGONAL_1Q = ("rz", "p")
 _PERMUTATION_1Q = ("x",)
-_CONSTANT_1Q = ("h", "x")
+CONSTANT_1Q = ("h", "x")
 _MAX_GROUP_QUBITS = 5
-_MAX_SHOT_SAMPLES_PER_CHUNK = 1 << 22
-_SQRT_HALF = 1.0 / math.sqrt(2.0)
+MAX_SHOT_SAMPLES_PER_CHUNK = 1 << 22
+SQRT_HALF = 1.0 / math.sqrt(2.0)
 
 
 # ----------------------------------------------------------------------------- gate list
@@ -127,7 +146,7 @@ class _Variables:
     """Maps sympy expressions to linear forms over monomials of the variables.
 
     Variables ``0..n_inputs-1`` are the inputs, then the weights; a non-polynomial expression
-    becomes an extra (pseudo) variable computed by :func:`_sympy_to_torch`.
+    becomes an extra (pseudo) variable computed by :func:`sympy_to_torch`.
     """
 
     def __init__(self, symbols: dict[Any, int], n_inputs: int) -> None:
@@ -162,7 +181,7 @@ class _Variables:
         return any(index < self.n_inputs or index >= self.n_base for m in form.terms for index in m)
 
 
-class _Program:
+class Program:
     """Evaluates ``K`` outputs that are linear in the monomials of the variables.
 
     ``outputs = const + monomials(V) @ coeffs``, computed with one gather (and one product per
@@ -249,13 +268,13 @@ _SYMPY_FUNCTIONS = {
 }
 
 
-def _sympy_to_torch(expr: Any, variables: torch.Tensor, symbols: dict[Any, int]) -> Any:
+def sympy_to_torch(expr: Any, variables: torch.Tensor, symbols: dict[Any, int]) -> Any:
     """Evaluate a sympy expression with torch ops; symbols index columns of ``variables``."""
     if expr.is_Symbol:
         return variables[:, symbols[expr]]
     if expr.is_Number or expr in (sympy.pi, sympy.E):
         return float(expr)
-    args = [_sympy_to_torch(arg, variables, symbols) for arg in expr.args]
+    args = [sympy_to_torch(arg, variables, symbols) for arg in expr.args]
     if expr.is_Add:
         total = args[0]
         for arg in args[1:]:
@@ -280,7 +299,7 @@ def _sympy_to_torch(expr: Any, variables: torch.Tensor, symbols: dict[Any, int])
 
 
 @dataclass
-class _GateRef:
+class GateRef:
     """Where a single-qubit gate's 2x2 matrix comes from at run time."""
 
     kind: str
@@ -290,23 +309,27 @@ class _GateRef:
 
 @dataclass
 class _Prefix:
-    columns: list[list[_GateRef]] | None  # vectorised over qubits, or None -> per qubit
-    per_qubit: list[list[_GateRef]]
+    columns: list[list[GateRef]] | None  # vectorised over qubits, or None -> per qubit
+    per_qubit: list[list[GateRef]]
 
 
 @dataclass
-class _Block:
+class Block:
+    """A phase/permutation block: ``state[:, gather] * exp(i * phase)``."""
+
     gather: np.ndarray | None  # new_state = state[:, gather]
     phase_program: int | None  # index into plan.phase_programs
     phase_batched: bool = False
 
 
 @dataclass
-class _Layer:
-    groups: list[tuple[int, int, list[list[_GateRef]]]]  # (first qubit, width, gates per qubit)
+class Layer:
+    """A layer of single-qubit gates, grouped into blocks of adjacent qubits."""
+
+    groups: list[tuple[int, int, list[list[GateRef]]]]  # (first qubit, width, gates per qubit)
 
 
-class _Plan:
+class Plan:
     """Everything the executor precomputes from the circuit (device-independent)."""
 
     def __init__(self, spec: QuantumCircuitSpec) -> None:
@@ -331,7 +354,7 @@ class _Plan:
         self.prefix = self._vectorise_prefix(prefix)
         self.steps = self._schedule(gates, queues)
         readout_gather = np.arange(self.dim)
-        if self.steps and isinstance(self.steps[-1], _Block):
+        if self.steps and isinstance(self.steps[-1], Block):
             # |state[:, g]|^2 @ signs == |state|^2 @ signs[inverse(g)]: fold the last block.
             last = self.steps.pop()
             readout_gather = np.argsort(last.gather) if last.gather is not None else readout_gather
@@ -342,11 +365,11 @@ class _Plan:
 
         offset = n  # shared programs see only the weights
         self.angle_programs = {
-            key: _Program(forms, None, 0 if key[0] else offset)
+            key: Program(forms, None, 0 if key[0] else offset)
             for key, forms in self.angle_forms.items()
         }
         self.phase_programs = [
-            _Program(forms, masks, 0 if batched else offset)
+            Program(forms, masks, 0 if batched else offset)
             for (forms, masks), batched in zip(self.phase_forms, self.phase_batched, strict=True)
         ]
         # Pseudo variables (non-polynomial angles) are computed per sample from all variables.
@@ -354,22 +377,22 @@ class _Plan:
 
     # -- gate references
 
-    def _ref(self, gate: _Gate) -> _GateRef:
-        if gate.kind in _CONSTANT_1Q:
-            return _GateRef(gate.kind)
+    def _ref(self, gate: _Gate) -> GateRef:
+        if gate.kind in CONSTANT_1Q:
+            return GateRef(gate.kind)
         form = self.variables.form(gate.expr)
         batched = self.variables.depends_on_inputs(form)
         forms = self.angle_forms.setdefault((batched, gate.kind), [])
         forms.append(form)
-        return _GateRef(gate.kind, batched, len(forms) - 1)
+        return GateRef(gate.kind, batched, len(forms) - 1)
 
-    def _take_prefix(self, gates: list[_Gate], queue: deque[int]) -> list[_GateRef]:
+    def _take_prefix(self, gates: list[_Gate], queue: deque[int]) -> list[GateRef]:
         refs = []
         while queue and gates[queue[0]].is_single:
             refs.append(self._ref(gates[queue.popleft()]))
         return refs
 
-    def _vectorise_prefix(self, prefix: list[list[_GateRef]]) -> _Prefix:
+    def _vectorise_prefix(self, prefix: list[list[GateRef]]) -> _Prefix:
         depth = len(prefix[0])
         same_shape = all(
             len(refs) == depth
@@ -384,14 +407,14 @@ class _Plan:
 
     # -- scheduling of the remaining gates into blocks and layers
 
-    def _schedule(self, gates: list[_Gate], queues: list[deque[int]]) -> list[_Block | _Layer]:
+    def _schedule(self, gates: list[_Gate], queues: list[deque[int]]) -> list[Block | Layer]:
         def ready() -> list[int]:
             fronts = {queue[0] for queue in queues if queue}
             return sorted(
                 index for index in fronts if all(queues[q][0] == index for q in gates[index].qubits)
             )
 
-        steps: list[_Block | _Layer] = []
+        steps: list[Block | Layer] = []
         mode = None
         pending: list[_Gate] = []
         while True:
@@ -421,10 +444,10 @@ class _Plan:
             steps.append(self._make_step(mode, pending))
         return steps
 
-    def _make_step(self, mode: str | None, gates: list[_Gate]) -> _Block | _Layer:
+    def _make_step(self, mode: str | None, gates: list[_Gate]) -> Block | Layer:
         return self._make_block(gates) if mode == "block" else self._make_layer(gates)
 
-    def _make_block(self, gates: list[_Gate]) -> _Block:
+    def _make_block(self, gates: list[_Gate]) -> Block:
         # Output frame: new_state[b] = exp(i * phase[b]) * state[gather[b]].
         gather = np.arange(self.dim)
         masks: list[np.ndarray] = []
@@ -444,14 +467,14 @@ class _Plan:
                 forms.append(self.variables.form(gate.expr))
         identity = np.array_equal(gather, np.arange(self.dim))
         if not forms:
-            return _Block(None if identity else gather, None)
+            return Block(None if identity else gather, None)
         batched = any(self.variables.depends_on_inputs(form) for form in forms)
         self.phase_forms.append((forms, np.stack(masks)))
         self.phase_batched.append(batched)
-        return _Block(None if identity else gather, len(self.phase_forms) - 1, batched)
+        return Block(None if identity else gather, len(self.phase_forms) - 1, batched)
 
-    def _make_layer(self, gates: list[_Gate]) -> _Layer:
-        per_qubit: dict[int, list[_GateRef]] = {}
+    def _make_layer(self, gates: list[_Gate]) -> Layer:
+        per_qubit: dict[int, list[GateRef]] = {}
         for gate in gates:
             per_qubit.setdefault(gate.qubits[0], []).append(self._ref(gate))
         n = self.n_qubits
@@ -462,4 +485,4 @@ class _Plan:
             members = [per_qubit.get(q, []) for q in range(first, stop)]
             if any(members):
                 groups.append((int(first), int(stop - first), members))
-        return _Layer(groups)
+        return Layer(groups)

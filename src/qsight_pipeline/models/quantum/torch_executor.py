@@ -1,7 +1,7 @@
 """Fast executor: the head's qiskit circuit simulated as batched PyTorch statevector operations.
 
 The circuit is never written out a second time. The compiler (:mod:`.torch_compiler`,
-``_Plan(spec)``) transpiles the qiskit circuit once to a small gate basis (``rx ry rz p h x cx``) and turns the gate list into a short plan of
+``Plan(spec)``) transpiles the qiskit circuit once to a small gate basis (``rx ry rz p h x cx``) and turns the gate list into a short plan of
 batched tensor operations on a state of shape ``(B, 2**n)``:
 
 1. **Product-state prefix.** Single-qubit gates that act on a qubit before its first two-qubit
@@ -48,15 +48,15 @@ import torch
 from .availability import require_quantum_dependencies
 from .circuit import QuantumCircuitSpec
 from .torch_compiler import (
-    _CONSTANT_1Q,
-    _MAX_SHOT_SAMPLES_PER_CHUNK,
-    _SQRT_HALF,
-    _Block,
-    _GateRef,
-    _Layer,
-    _Plan,
-    _Program,
-    _sympy_to_torch,
+    CONSTANT_1Q,
+    MAX_SHOT_SAMPLES_PER_CHUNK,
+    SQRT_HALF,
+    Block,
+    GateRef,
+    Layer,
+    Plan,
+    Program,
+    sympy_to_torch,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _rotation_matrices(kind: str, angles: torch.Tensor, complex_dtype: Any) -> t
 
 def _constant_matrix(kind: str) -> np.ndarray:
     if kind == "h":
-        return np.array([[1.0, 1.0], [1.0, -1.0]]) * _SQRT_HALF
+        return np.array([[1.0, 1.0], [1.0, -1.0]]) * SQRT_HALF
     if kind == "x":
         return np.array([[0.0, 1.0], [1.0, 0.0]])
     raise NotImplementedError(kind)
@@ -115,14 +115,14 @@ def _kron_pair(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
 # Compiled plans by circuit object: heads built from one spec (the study builds 15 per setting
 # from a cached spec) share one compilation, which costs more than a small training step. A plan
 # is read-only once built; the entry goes when the spec is garbage-collected.
-_PLANS: dict[int, _Plan] = {}
+_PLANS: dict[int, Plan] = {}
 
 
-def _plan_for(spec: QuantumCircuitSpec) -> _Plan:
+def _plan_for(spec: QuantumCircuitSpec) -> Plan:
     key = id(spec)
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _PLANS[key] = _Plan(spec)
+        plan = _PLANS[key] = Plan(spec)
         weakref.finalize(spec, _PLANS.pop, key, None)
     return plan
 
@@ -176,12 +176,12 @@ class TorchStatevectorExecutor:
                 "complex_dtype": state_dtype if plan.is_complex else None,
                 "angles": {k: p.materialise(device, real) for k, p in plan.angle_programs.items()},
                 "phases": [p.materialise(device, real) for p in plan.phase_programs],
-                "constant_matrices": {kind: matrix(kind) for kind in _CONSTANT_1Q},
+                "constant_matrices": {kind: matrix(kind) for kind in CONSTANT_1Q},
                 "identity": torch.eye(2, dtype=state_dtype, device=device),
                 "ket_zero": torch.eye(2, dtype=state_dtype, device=device)[:1],  # (1, 2) = |0>
                 "gathers": [
                     None
-                    if not isinstance(step, _Block) or step.gather is None
+                    if not isinstance(step, Block) or step.gather is None
                     else torch.as_tensor(step.gather, dtype=torch.long, device=device)
                     for step in plan.steps
                 ],
@@ -233,7 +233,7 @@ class TorchStatevectorExecutor:
         if plan.pseudo:
             extra = []
             for expr in plan.pseudo:
-                value = _sympy_to_torch(expr, batch_vars, plan.symbols)
+                value = sympy_to_torch(expr, batch_vars, plan.symbols)
                 if not isinstance(value, torch.Tensor):
                     value = batch_vars.new_full((batch,), float(value))
                 extra.append(value)
@@ -242,25 +242,25 @@ class TorchStatevectorExecutor:
         matrices = {
             (batched, kind): _rotation_matrices(
                 kind,
-                _Program.evaluate(program, batch_vars if batched else shared_vars),
+                Program.evaluate(program, batch_vars if batched else shared_vars),
                 constants["complex_dtype"],
             )
             for (batched, kind), program in constants["angles"].items()
         }
 
-        def gate_matrix(ref: _GateRef) -> torch.Tensor:  # (b, 2, 2)
+        def gate_matrix(ref: GateRef) -> torch.Tensor:  # (b, 2, 2)
             if ref.column < 0:
                 return constants["constant_matrices"][ref.kind].unsqueeze(0)
             return matrices[(ref.batched, ref.kind)][:, ref.column]
 
         state = self._prefix_state(batch, gate_matrix, matrices, constants)
         for index, step in enumerate(plan.steps):
-            if isinstance(step, _Block):
+            if isinstance(step, Block):
                 gather = constants["gathers"][index]
                 if gather is not None:
                     state = state.index_select(1, gather)
                 if step.phase_program is not None:
-                    phase = _Program.evaluate(
+                    phase = Program.evaluate(
                         constants["phases"][step.phase_program],
                         batch_vars if step.phase_batched else shared_vars,
                     )
@@ -311,7 +311,7 @@ class TorchStatevectorExecutor:
         return state
 
     def _apply_layer(
-        self, state: torch.Tensor, layer: _Layer, gate_matrix: Any, constants: dict[str, Any]
+        self, state: torch.Tensor, layer: Layer, gate_matrix: Any, constants: dict[str, Any]
     ) -> torch.Tensor:
         batch = state.shape[0]
         n = self.plan.n_qubits
@@ -361,7 +361,7 @@ class TorchStatevectorExecutor:
         batch, dim = probabilities.shape
         generator = self._generator(probabilities.device)
         counts = torch.zeros(batch, dim, dtype=probabilities.dtype, device=probabilities.device)
-        chunk = max(1, _MAX_SHOT_SAMPLES_PER_CHUNK // max(batch, 1))
+        chunk = max(1, MAX_SHOT_SAMPLES_PER_CHUNK // max(batch, 1))
         remaining = self.shots
         weights = probabilities.clamp_min(0)
         while remaining > 0:
