@@ -26,14 +26,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from qsight_pipeline.models.class_weights import balanced_class_weights
 from qsight_pipeline.models.hybrid import ClassicalHead
 from qsight_pipeline.models.quantum import QuantumConfig, QuantumHead
 from qsight_pipeline.models.quantum.circuit import build_circuit
-from qsight_pipeline.training.class_weights import balanced_class_weights
 
 
 def class_balanced_weights(y_encoded: np.ndarray, n_classes: int) -> np.ndarray:
-    """The trainer's class-balanced loss weights (``training.class_weights``) from encoded labels."""
+    """The trainer's class-balanced loss weights (``models.class_weights``) from encoded labels."""
     return balanced_class_weights(np.bincount(np.asarray(y_encoded), minlength=n_classes))
 
 

@@ -47,6 +47,7 @@ from qsight_pipeline.constants import (
     MODEL_PARTS,
     NUM_GRADES,
 )
+from qsight_pipeline.models.class_weights import balanced_class_weights
 from qsight_pipeline.training.checkpoints import (
     capture_rng_state,
     find_resume_checkpoint,
@@ -54,7 +55,6 @@ from qsight_pipeline.training.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from qsight_pipeline.training.class_weights import balanced_class_weights
 from qsight_pipeline.training.devices import (
     autocast_dtype,
     autocast_enabled,
