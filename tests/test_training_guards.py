@@ -8,14 +8,10 @@ import pytest
 from torch.utils.data import DataLoader
 
 from qsight_pipeline.config import IngestionParams
+from qsight_pipeline.data.guards import check_finite_features, grade_coverage
 from qsight_pipeline.errors import ArtifactError, UserError
 from qsight_pipeline.pipelines.ingestion.nodes import split_by_patient, summarise_ingestion
-from qsight_pipeline.training.guards import (
-    LossGuard,
-    TrainingDivergedError,
-    check_finite_features,
-    grade_coverage,
-)
+from qsight_pipeline.training.guards import LossGuard, TrainingDivergedError
 from qsight_pipeline.training.trainer import train_stages
 from tests.test_trainer import CLASSICAL, LesionImages, settings, tiny_model
 

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from qsight_pipeline.constants import HEAD_A, HEAD_B, NUM_GRADES, SPLITS
+from qsight_pipeline.data.guards import check_finite_features
 from qsight_pipeline.errors import ArtifactError
-from qsight_pipeline.training.guards import check_finite_features
 
 FEATURE_CACHE_FILE = "quantum_training_data.pkl"
 SPLIT_FIELDS: tuple[str, ...] = (

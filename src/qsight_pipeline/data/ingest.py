@@ -15,6 +15,7 @@ import pandas as pd
 
 from qsight_pipeline.config import DatasetParams, IngestionParams, ModelParams
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
+from qsight_pipeline.data.guards import grade_coverage
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.layouts import RECORD_COLUMNS, get_layout
 from qsight_pipeline.data.layouts import scan_dataset as scan_layout
@@ -22,7 +23,6 @@ from qsight_pipeline.data.preprocessing import PICTURES_KEY, Preprocessing, from
 from qsight_pipeline.data.splits import assign_splits
 from qsight_pipeline.files import lineage
 from qsight_pipeline.files.plain import path_text
-from qsight_pipeline.training.guards import grade_coverage
 
 logger = logging.getLogger(__name__)
 
