@@ -17,8 +17,8 @@ from qsight_pipeline.data.preprocessing import check_pictures
 from qsight_pipeline.data.splits import split_grades
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files import lineage
-from qsight_pipeline.kedro_app.run_config import RunConfig
 from qsight_pipeline.training.distributed_plan import worker_plan
+from qsight_pipeline.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from qsight_pipeline.config import EnsembleParams, GateParams, QuantumConfig
 from qsight_pipeline.config.referral import ReferralParams
 from qsight_pipeline.files import lineage
 from qsight_pipeline.files.plain import to_plain
-from qsight_pipeline.kedro_app.run_config import RunConfig
+from qsight_pipeline.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 

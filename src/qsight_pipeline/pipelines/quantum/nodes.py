@@ -8,7 +8,7 @@ from typing import Any
 from qsight_pipeline.config import QuantumConfig
 from qsight_pipeline.constants import QUANTUM_HEAD
 from qsight_pipeline.files import lineage
-from qsight_pipeline.kedro_app.run_config import RunConfig
+from qsight_pipeline.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
