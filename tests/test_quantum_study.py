@@ -434,7 +434,7 @@ def test_the_chosen_quantum_heads_are_scored_on_a_device_and_the_twin_verdict_is
 def test_study_hardware_with_an_unknown_device_is_refused_before_any_training():
     pytest.importorskip("qiskit_ibm_runtime")
     from qsight_pipeline.errors import ConfigError
-    from qsight_pipeline.hardware.study_noise import check_study_hardware
+    from qsight_pipeline.study.noise import check_study_hardware
 
     params = QuantumStudyParams(**{**TINY, "hardware": {"device": "fake_nowhere"}})
     with pytest.raises(ConfigError, match=r"quantum_study.hardware.device: unknown device "

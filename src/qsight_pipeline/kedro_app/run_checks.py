@@ -72,7 +72,7 @@ def check_pipelines(
         check_hardware_pipeline(parameters, catalog)
     if "quantum_study" in pipeline_names and parameters.quantum_study.hardware is not None:
         # lazy: kept out of kedro start-up
-        from qsight_pipeline.hardware.study_noise import check_study_hardware
+        from qsight_pipeline.study.noise import check_study_hardware
 
         check_study_hardware(parameters.quantum_study)
     if "quantum" not in pipeline_names:
