@@ -193,7 +193,7 @@ def fit_on_cache(
     if part == "ensemble" and stages:
         # Every head is frozen here: the gate starts afresh, so that a gate the earlier stages
         # left saturated on one head (a saturated softmax has no gradient to leave it) is not
-        # kept, and so that another seed fits it again the same way (``training.fusion``).
+        # kept, and so that another seed fits it again the same way (``inference.fusion``).
         fresh_gate(model.ensemble, settings.seed)
     run_fingerprint = fingerprint(
         part, feature_cache.cache_metadata(cache), to_plain(model.config.quantum), batch_size,

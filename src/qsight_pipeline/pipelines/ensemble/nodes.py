@@ -60,7 +60,7 @@ def choose_fusion(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The gated ensemble against the mean of the heads' calibrated probabilities and the best
     single head, on validation with intervals over the gate's seeds, and the fusion the model
-    keeps (see :func:`qsight_pipeline.training.fusion.compare_fusions`).
+    keeps (see :func:`qsight_pipeline.inference.fusion.compare_fusions`).
 
     Returns:
         ``fusion`` (``training_summary["fusion"]``, with the distribution of the gate's weights
@@ -68,7 +68,7 @@ def choose_fusion(
         chosen fusion, which the calibration, the summary and the report read.
     """
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.training import fusion
+    from qsight_pipeline.inference import fusion
 
     record = fusion.compare_fusions(
         post_cache_model, quantum_training_data, run_config.schedule["ensemble"],
