@@ -5,7 +5,7 @@ Both runs train the same model from the same seed — timm's ``vit_small_patch14
 randomly initialised (nothing is downloaded), compression, heads A and B and the ensemble — with
 the same stage (the encoder frozen, no augmentation), on the sample's pictures: 210 for training,
 45 for validation, as many as the demo's split has. **Uncached** feeds images, so the frozen encoder runs
-on every picture in every epoch; **cached** embeds each picture once (``data.embedding_cache``,
+on every picture in every epoch; **cached** embeds each picture once (``training.embedding_cache``,
 timed apart) and trains from the rows. The figure is the mean of the epochs after the first.
 
     .venv/bin/python benchmarks/frozen_encoder_cache.py [--image-size 224] [--epochs 3] [--threads N]
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from _smoke import parse_args
-from qsight_pipeline.data.embedding_cache import EmbeddingDataset, embed
 from qsight_pipeline.data.image_cache import picture
 from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
+from qsight_pipeline.training.embedding_cache import EmbeddingDataset, embed
 from qsight_pipeline.training.trainer import TrainerSettings, train_stages
 
 SAMPLE = Path("data/01_raw/sample/resized_train")

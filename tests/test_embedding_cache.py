@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from qsight_pipeline.data.embedding_cache import EmbeddingDataset, embed, is_table, no_table
 from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.files import lineage
 from qsight_pipeline.kedro_app.datasets import EmbeddingTableDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training import workflow
+from qsight_pipeline.training.embedding_cache import EmbeddingDataset, embed, is_table, no_table
 from qsight_pipeline.training.frozen_encoder import (
     embed_image_caches,
     encoder_frozen,

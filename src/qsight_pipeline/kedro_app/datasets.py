@@ -137,7 +137,7 @@ class OptionalNpyDataset(_NoneWhenAbsent, NpyDataset):
 
 
 class EmbeddingTableDataset(NpyDataset):
-    """A frozen encoder's embedding table (``data.embedding_cache``), with its lineage sidecar.
+    """A frozen encoder's embedding table (``training.embedding_cache``), with its lineage sidecar.
 
     Saving an empty array (``embedding_cache.no_table()``: this run trains its encoder) writes no
     array: an older table stays on disk, its record replaced by "no record". Loading gives that

@@ -1,5 +1,5 @@
 """What the classical and features nodes read per split: the image cache, and the frozen
-encoder's embedding table when this run has one (``data.embedding_cache``).
+encoder's embedding table when this run has one (``training.embedding_cache``).
 
 One node, shared by both pipelines (Kedro runs it once when they combine), hands them over as one
 ``model_inputs`` dict, so a node's arguments stay few and it never opens a file itself.

@@ -360,7 +360,7 @@ class HybridModel(nn.Module):
         Args:
             images: normalised float images (B, 3, H, W); runs the encoder and compression.
             embeddings: (B, encoder.num_features) outputs of the frozen encoder (the embedding
-                table, ``data.embedding_cache``), to start at the compression module.
+                table, ``training.embedding_cache``), to start at the compression module.
             compressed: (B, compressed_dim) features, to start after the compression module.
             head_logits: precomputed logits of frozen heads (``{"head_a": (B, 5), ...}``), used
                 instead of running those heads.

@@ -2,7 +2,7 @@
 
 The encoder is frozen when ``model.freeze_encoder`` is true, or when no image stage lists
 ``encoder`` in ``trainable``. Such a run embeds each picture of the image cache once
-(:func:`embed_image_caches`, into ``data.embedding_cache`` tables) and trains the compression
+(:func:`embed_image_caches`, into ``training.embedding_cache`` tables) and trains the compression
 module and the heads from the rows (:func:`train_on_embeddings`); ``model.freeze_encoder`` takes
 ``encoder`` out of every stage that lists it (the guide's ``classical`` stage does, by name).
 """
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from qsight_pipeline.constants import ENCODER
-from qsight_pipeline.data import embedding_cache
 from qsight_pipeline.data.loaders import class_counts, loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files import lineage
 from qsight_pipeline.models.hybrid import HybridModel, build_model
+from qsight_pipeline.training import embedding_cache
 from qsight_pipeline.training.devices import resolve_device
 from qsight_pipeline.training.stages import ScheduleError, Stage, parse_stages
 from qsight_pipeline.training.trainer import TrainerSettings, seed_everything, train_stages

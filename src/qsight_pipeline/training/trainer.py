@@ -709,7 +709,7 @@ def _model_inputs(batch: Mapping[str, Any], stage: Stage | None, device: torch.d
     """Model keyword arguments for an image batch or a feature-cache batch."""
     if "image" in batch:
         return {"images": batch["image"].to(device, non_blocking=True)}
-    if "embedding" in batch:  # the frozen encoder's rows (data.embedding_cache)
+    if "embedding" in batch:  # the frozen encoder's rows (training.embedding_cache)
         if stage is not None and ENCODER in stage.trainable:
             raise ValueError(
                 f"stage {stage.name!r} trains the encoder, which needs image batches, but the "

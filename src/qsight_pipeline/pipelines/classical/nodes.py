@@ -50,10 +50,10 @@ def embed_frozen_encoder(
     """``embedding_cache_train``, ``_val``, ``_test``: when no stage trains the encoder
     (``model.freeze_encoder``, or image stages that never list it), every cached picture through
     the encoder once, with its lineage (``training.frozen_encoder``); otherwise an empty table
-    each, which writes nothing (``data.embedding_cache.no_table``)."""
+    each, which writes nothing (``training.embedding_cache.no_table``)."""
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.data.embedding_cache import no_table
     from qsight_pipeline.training import frozen_encoder
+    from qsight_pipeline.training.embedding_cache import no_table
 
     caches = {"train": image_cache_train, "val": image_cache_val, "test": image_cache_test}
     if not frozen_encoder.encoder_frozen(model_config.freeze_encoder, run_config.schedule["classical"]):

@@ -87,8 +87,8 @@ def _table_loaders(
 ) -> dict[str, Any]:
     """One unshuffled loader per split over the embedding table's rows, in cache order."""
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.data.embedding_cache import EmbeddingDataset
     from qsight_pipeline.data.loaders import make_loader
+    from qsight_pipeline.training.embedding_cache import EmbeddingDataset
 
     return {
         split: make_loader(
