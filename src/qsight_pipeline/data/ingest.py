@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qsight_pipeline.config import DatasetParams, IngestionParams, ModelParams
+from qsight_pipeline.config import DatasetParams, IngestionParams
 from qsight_pipeline.constants import NUM_GRADES, SPLITS
 from qsight_pipeline.data.guards import grade_coverage
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
@@ -96,16 +96,6 @@ def _coverage_warnings(images: pd.DataFrame) -> list[str]:
     return grade_coverage(
         {split: images.loc[images["split"] == split, "grade"] for split in SPLITS}
     )
-
-
-def image_preprocessing(model: ModelParams, image_size: int | None) -> dict[str, Any]:
-    """``image_preprocessing``: the model's pixel path (its encoder's preprocessing, with
-    ``model.preprocessing`` and ``run.image_size``), which the image cache's pictures follow.
-    The classical pipeline resolves the same from the same parameters and checks the caches."""
-    # lazy: kept out of kedro start-up (timm and torch)
-    from qsight_pipeline.models.hybrid import model_preprocessing
-
-    return model_preprocessing(model, image_size).to_dict()
 
 
 def build_image_caches(
