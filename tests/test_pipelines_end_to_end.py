@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from qsight_pipeline.constants import GRADE_NAMES, NUM_GRADES, SPLITS
-from qsight_pipeline.files.artifacts import load_complete_checkpoint
 from qsight_pipeline.pipelines.predict.nodes import list_images
+from qsight_pipeline.training.artifacts import load_complete_checkpoint
 
 ARTIFACTS = (
     "phase1_classical_model.pth",

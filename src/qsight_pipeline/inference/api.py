@@ -59,14 +59,13 @@ from qsight_pipeline.data.preprocessing import Preprocessing, from_saved
 from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
 from qsight_pipeline.errors import ConfigError
-from qsight_pipeline.files import artifacts
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
 from qsight_pipeline.inference import fusion, operating_point
 from qsight_pipeline.inference.gate import fit_gates
 from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model, model_preprocessing
-from qsight_pipeline.training import workflow
+from qsight_pipeline.training import artifacts, workflow
 from qsight_pipeline.training.stages import (
     Stage,
     default_stage_schedule,

@@ -25,10 +25,9 @@ from qsight_pipeline.config import AugmentationParams
 from qsight_pipeline.constants import SPLITS
 from qsight_pipeline.data.loaders import loader_options, make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
-from qsight_pipeline.files import artifacts
 from qsight_pipeline.files.safe_files import safe_npy_load, safe_torch_load
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
-from qsight_pipeline.training import workflow
+from qsight_pipeline.training import artifacts, workflow
 from qsight_pipeline.training.distributed import (
     WorkerPlan,
     close_worker,

@@ -5,7 +5,7 @@ functions, so a run through ``kedro run`` and a run through ``train_hybrid_model
 
 The flow: train the image stages on the decode-once cache, export the compressed features and the
 classical heads' logits once, then run the quantum and ensemble stages on that feature cache alone.
-The artifact formats live in ``files/artifacts.py``, the feature-cache format in ``data/feature_cache.py``,
+The artifact formats live in ``training/artifacts.py``, the feature-cache format in ``data/feature_cache.py``,
 the loaders in ``data/loaders.py``.
 """
 
@@ -33,11 +33,11 @@ from qsight_pipeline.data.feature_cache import (
     feature_datasets,
 )
 from qsight_pipeline.data.loaders import class_counts, make_loader
-from qsight_pipeline.files.artifacts import (
-    model_config_dict,
-)
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.models.hybrid import HybridModel
+from qsight_pipeline.training.artifacts import (
+    model_config_dict,
+)
 from qsight_pipeline.training.checkpoints import fingerprint
 from qsight_pipeline.training.frozen_encoder import without_encoder
 from qsight_pipeline.training.stages import Stage

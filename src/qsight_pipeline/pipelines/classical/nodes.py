@@ -117,9 +117,8 @@ def _train_on_images(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The image stages on the image cache (DDP when ``distributed`` asks for it)."""
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.files import artifacts
     from qsight_pipeline.models.hybrid import build_model
-    from qsight_pipeline.training import workflow
+    from qsight_pipeline.training import artifacts, workflow
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.ddp_jobs import ClassicalJob, train_classical_ddp
 
@@ -156,8 +155,8 @@ def _train_frozen(
     """The image stages, encoder frozen, from its embedding table: in this process (a few MLPs
     on rows of numbers need no DDP workers); machines other than 0 stop here."""
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.files import artifacts
     from qsight_pipeline.models.hybrid import build_model
+    from qsight_pipeline.training import artifacts
     from qsight_pipeline.training.checkpoints import fingerprint
     from qsight_pipeline.training.frozen_encoder import train_on_embeddings
 

@@ -29,8 +29,7 @@ def finetune_ensemble(
     """
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
-    from qsight_pipeline.files import artifacts
-    from qsight_pipeline.training import workflow
+    from qsight_pipeline.training import artifacts, workflow
     from qsight_pipeline.training.trainer import seed_everything
 
     check_feature_cache(quantum_training_data)
@@ -174,8 +173,8 @@ def describe_model(
     ``sentence``), which every entry point that grades applies."""
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data import feature_cache
-    from qsight_pipeline.files import artifacts
     from qsight_pipeline.inference import operating_point
+    from qsight_pipeline.training import artifacts
 
     model_info = operating_point.model_info_with_operating_point(
         artifacts.build_model_info(post_cache_model, feature_cache.cache_metadata(quantum_training_data)),
@@ -205,8 +204,8 @@ def summarise_training(
     run's nodes take with its defaults filled in (Kedro has typed them; nothing validates again).
     """
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.files import artifacts
     from qsight_pipeline.inference import operating_point
+    from qsight_pipeline.training import artifacts
 
     summary = operating_point.summary_with_operating_point(
         artifacts.build_training_summary(
@@ -231,7 +230,7 @@ def build_checkpoint(
     """``complete_checkpoint_draft``: every weight, the model's description and the summary, and
     the lineage of the classical model and the feature cache it was trained from."""
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.files import artifacts
+    from qsight_pipeline.training import artifacts
 
     record = lineage.classical_for_feature_cache(
         phase1_classical_model, quantum_training_data, run_config.settings.output_dir

@@ -37,8 +37,7 @@ def export_quantum_training_data(
         every split (DDP workers, no gradients), and the slices are joined in order.
     """
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.files import artifacts
-    from qsight_pipeline.training import workflow
+    from qsight_pipeline.training import artifacts, workflow
     from qsight_pipeline.training.frozen_encoder import usable_tables
 
     caches = dict(model_inputs["images"])

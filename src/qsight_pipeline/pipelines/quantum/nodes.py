@@ -30,8 +30,7 @@ def train_quantum_head(
     """
     # lazy: kept out of kedro start-up
     from qsight_pipeline.data.feature_cache import check_feature_cache
-    from qsight_pipeline.files import artifacts
-    from qsight_pipeline.training import workflow
+    from qsight_pipeline.training import artifacts, workflow
     from qsight_pipeline.training.trainer import seed_everything
 
     check_feature_cache(quantum_training_data)
