@@ -32,7 +32,7 @@ OUTPUT_NAMES: tuple[str, ...] = (
 
 
 # How the heads are fused (``model_info["fusion"]["rule"]``, chosen on validation by
-# ``training.fusion``): the learned gate, or the mean of the heads' calibrated probabilities.
+# ``inference.fusion``): the learned gate, or the mean of the heads' calibrated probabilities.
 GATED, MEAN = "gated", "mean"
 FUSIONS: tuple[str, ...] = (GATED, MEAN)
 
