@@ -38,7 +38,7 @@ def run_study(cache: dict[str, Any], params: QuantumStudyParams,
     results = run_trials(trials, data, params, progress=progress)
     table = build_table(trials, results, data)
     if params.hardware is not None:
-        # lazy: qiskit and the device snapshots load only when quantum_study.hardware is set
+        # lazy: import cycle (study.noise imports qsight_pipeline.study.trials)
         from qsight_pipeline.study.noise import score_under_noise
 
         table = score_under_noise(table, results, data, params)
