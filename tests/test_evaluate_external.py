@@ -81,6 +81,13 @@ def test_a_shifted_camera_says_what_changed_against_the_own_test_split(smoke_pro
     assert result["comparison"]["gate_pass_rate"]["external"] == pytest.approx(1 - gated)
     assert result["gate"]["gradable_rate"] == pytest.approx(table["gradable"].astype(bool).mean())
     assert result["gate"]["in_distribution_rate"] == pytest.approx(table["in_distribution"].astype(bool).mean())
+    clean = summary["gate"]["evaluation"]["clean"]  # the gate's shares on the model's own test split
+    for rate in ("gradable_rate", "in_distribution_rate"):
+        side = result["comparison"][rate]
+        assert side["internal_test"] == clean[rate] and 0.0 <= clean[rate] <= 1.0
+        assert side["external"] == result["gate"][rate]
+        assert side["change"] == pytest.approx(side["external"] - side["internal_test"])
+    assert clean["pass_rate"] <= min(clean["gradable_rate"], clean["in_distribution_rate"])
 
     # The verdict: one sentence with the two QWKs and the rule's answer.
     transfers = qwk["external"] >= qwk["internal_test"] - params.transfer_tolerance

@@ -28,6 +28,9 @@ SIDE_BY_SIDE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("referral_sensitivity", ("calibration", "test_operating_point", "sensitivity")),
     ("referral_specificity", ("calibration", "test_operating_point", "specificity")),
     ("gate_pass_rate", ("gate", "evaluation", "clean", "pass_rate")),
+    # A model saved before these two were recorded has None here (its training summary lacks them).
+    ("gradable_rate", ("gate", "evaluation", "clean", "gradable_rate")),
+    ("in_distribution_rate", ("gate", "evaluation", "clean", "in_distribution_rate")),
 )
 
 
@@ -89,8 +92,6 @@ def side_by_side(external: Mapping[str, Any], training_summary: Mapping[str, Any
         internal, outside = _dig(training_summary, path), external.get(name)
         change = None if internal is None or outside is None else float(outside) - float(internal)
         table[name] = {"internal_test": internal, "external": outside, "change": change}
-    for name in ("gradable_rate", "in_distribution_rate"):
-        table[name] = {"internal_test": None, "external": external.get(name), "change": None}
     return table
 
 

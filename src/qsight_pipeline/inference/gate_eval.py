@@ -220,10 +220,11 @@ def gate_results(loaded: Any, images: np.ndarray, outputs: tuple[np.ndarray, np.
     features, logits = outputs if outputs is not None else model_outputs(loaded, images)
     values = (gating.ood_score(features, gates["ood"], logits) if gates.get("ood") and len(features)
               else [None] * len(images))
-    scores, passed, reasons, flagged = [], [], [], []
+    scores, passed, reasons, flagged, gradable = [], [], [], [], []
     for picture, value in zip(images, values, strict=True):
         verdict = gating.gate_verdict(gating.quality_measures(np.asarray(picture)), value, gates)
         scores.append(verdict["gate_score"])
+        gradable.append(bool(verdict["gradable"]))
         passed.append(verdict["gradable"] and verdict["in_distribution"] is not False)
         flagged.append(verdict["in_distribution"] is False)
         why = list(verdict["gradability_reasons"])
@@ -231,7 +232,8 @@ def gate_results(loaded: Any, images: np.ndarray, outputs: tuple[np.ndarray, np.
             why.append(gating.OOD_REASON)
         reasons.append(why)
     return {"scores": np.asarray(scores), "passed": np.asarray(passed, dtype=bool), "reasons": reasons,
-            "flagged_by_score": np.asarray(flagged, dtype=bool)}
+            "flagged_by_score": np.asarray(flagged, dtype=bool),
+            "gradable": np.asarray(gradable, dtype=bool)}
 
 
 def _auroc(clean: np.ndarray, bad: np.ndarray) -> float | None:
@@ -306,6 +308,10 @@ def evaluate_gate(loaded: Any, test_images: np.ndarray, limit: int = 64, seed: i
     summary: dict[str, Any] = {
         "clean": {"images": int(len(clean["scores"])),
                   "pass_rate": float(clean["passed"].mean()) if len(clean["scores"]) else None,
+                  # The shares external validation compares its own with (inference.external).
+                  "gradable_rate": float(clean["gradable"].mean()) if len(clean["scores"]) else None,
+                  "in_distribution_rate": (float(1.0 - clean["flagged_by_score"].mean())
+                                           if len(clean["scores"]) else None),
                   "reasons": _reason_counts(clean["reasons"])},
         "sets": sets,
         "detectors": _detector_summary(loaded, params, clean_outputs, by_detector),
