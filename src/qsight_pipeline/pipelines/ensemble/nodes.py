@@ -292,12 +292,14 @@ def _gate_summary(
 
 
 GATE_RULE = (
-    "Before a photograph is graded, the gate checks that it is gradable (a round fundus field "
-    "covering enough of the frame, neither too dark nor too bright, in focus, and of enough "
-    "resolution, with bounds fitted on the training photographs) and that the model's features "
-    "for it lie as close to the training photographs' as 95% of the validation photographs do. "
-    "A photograph that fails either check gets no grading: it is referred for manual grading, "
-    "with the reason."
+    "Before a photograph is graded, the gate checks that it is gradable (a round, lit fundus "
+    "field covering enough of the frame, neither too dark nor burnt out, evenly enough lit, in "
+    "focus, and of enough resolution, by absolute bounds that hold for any fundus camera: "
+    "gate.gradability) and that it is like the training photographs (its out-of-distribution "
+    "score below a threshold set on the validation photographs so that at least "
+    "gate.ood_pass_rate of new photographs like them pass, with probability "
+    "gate.ood_confidence). A photograph that fails either check gets no grading: it is "
+    "referred for manual grading, with the reason."
 )
 
 
