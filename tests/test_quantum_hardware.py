@@ -565,3 +565,33 @@ def test_the_outputs_are_tracked_through_the_catalog():
     assert kinds["quantum_hardware_summary"] == "json"
     assert kinds["quantum_hardware_figures"] == kinds["quantum_hardware_circuits"] == "figures"
     assert catalog["quantum_hardware_jobs"]["staged"] is False  # survives a stopped run
+
+
+def test_the_ensemble_columns_fuse_the_heads_as_the_saved_model_does(smoke_project):
+    """A model that fuses by the mean of its calibrated heads (its gate did not beat that mean on
+    validation) is evaluated on hardware by that mean, not by its gate."""
+    import copy
+
+    from qsight_pipeline.files.safe_files import safe_torch_load
+    from qsight_pipeline.files.safe_pickle import safe_load
+    from qsight_pipeline.inference.calibration import calibrated_probs
+
+    folder = smoke_project.data("06_models/trained_model")
+    cache = safe_load(folder / "quantum_training_data.pkl")
+    head = safe_torch_load(folder / "quantum_head.pth")
+    checkpoint = safe_torch_load(folder / "complete_checkpoint.pth")
+    gated = HeadOnCache(cache, head, complete_checkpoint=checkpoint)
+    assert gated.fusion == checkpoint["model_info"]["fusion"]["rule"] == "gated"  # the smoke run's
+
+    by_mean = copy.deepcopy(checkpoint)
+    by_mean["model_info"]["fusion"]["rule"] = "mean"
+    data = HeadOnCache(cache, head, complete_checkpoint=by_mean)
+    temperatures = checkpoint["model_info"]["calibration"]["temperatures"]
+    quantum_logits = np.log(data.predict(data.exact_z))  # log-softmax: the same calibrated probs
+    expected = np.mean([calibrated_probs(data.classical_logits["head_a"], temperatures["head_a"]),
+                        calibrated_probs(data.classical_logits["head_b"], temperatures["head_b"]),
+                        calibrated_probs(quantum_logits, temperatures["quantum_head"])], axis=0)
+    fused = data.ensemble_probabilities(data.exact_z)
+    assert fused.shape == (len(data.labels), 5)
+    np.testing.assert_allclose(fused, expected, atol=1e-5)
+    assert not np.allclose(fused, gated.ensemble_probabilities(gated.exact_z), atol=1e-3)

@@ -30,6 +30,7 @@ from qsight_pipeline.constants import NUM_GRADES, REFERABLE_GRADE
 from qsight_pipeline.data import feature_cache
 from qsight_pipeline.files import lineage
 from qsight_pipeline.hardware import devices, estimation
+from qsight_pipeline.inference.graph import MEAN, saved_fusion
 from qsight_pipeline.models.hybrid import GatedEnsemble
 from qsight_pipeline.models.quantum.config import QuantumConfig
 from qsight_pipeline.models.quantum.head import QuantumHead
@@ -83,6 +84,9 @@ class HeadOnCache:
             self.exact_z = self.head.executor(angles, self.head.circuit_weights).numpy()
         self.exact_pred = self.predict(self.exact_z).argmax(axis=1)
         self.ensemble = _ensemble_from_checkpoint(complete_checkpoint, cache)
+        # The model fuses its heads as it was saved to (gated, or the mean of the calibrated
+        # heads when its gate did not beat that mean on validation): the same here.
+        self.fusion, self.head_temperatures = _fusion_from_checkpoint(complete_checkpoint)
         self.classical_logits = {
             head: np.asarray(cache[f"{split}_logits_{head}"])[: len(self.labels)]
             for head in ("head_a", "head_b")
@@ -112,6 +116,11 @@ class HeadOnCache:
                 "head_b": torch.as_tensor(self.classical_logits["head_b"]).float(),
                 "quantum_head": quantum_logits,
             }
+            if self.fusion == MEAN:
+                return torch.stack([
+                    torch.softmax(logits[head] / self.head_temperatures.get(head, 1.0), dim=1)
+                    for head in ("head_a", "head_b", "quantum_head")
+                ]).mean(dim=0).numpy()
             out = self.ensemble(self.features.float(), logits, (True, True, True))
             return out["fused_probs"].numpy()
 
@@ -146,6 +155,13 @@ def ensemble_metrics(labels: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
         "ensemble_referral_specificity": float((~referred & ~truth).sum() / (~truth).sum())
         if (~truth).any() else None,
     }
+
+
+def _fusion_from_checkpoint(checkpoint: dict[str, Any] | None) -> tuple[str, dict[str, float]]:
+    """The saved fusion rule of ``complete_checkpoint.pth`` and its heads' temperatures."""
+    info = (checkpoint or {}).get("model_info") or {}
+    temperatures = ((info.get("calibration") or {}).get("temperatures")) or {}
+    return saved_fusion(info), {head: float(t) for head, t in temperatures.items()}
 
 
 def _ensemble_from_checkpoint(checkpoint: dict[str, Any] | None, cache: dict[str, Any]) -> Any:
