@@ -25,7 +25,7 @@ class ParamsBlock(BaseModel):
 def _describe(error: dict[str, Any]) -> str:
     message = error["msg"]
     if error["type"] == "extra_forbidden":
-        return "unknown key (check its spelling; the README's configuration table lists the keys)"
+        return "unknown key (check its spelling; docs/configuration.md lists every key)"
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     if error["type"] not in ("missing",) and "input" in error and not isinstance(

@@ -2,7 +2,7 @@
 
 With ``nproc_per_node * nnodes > 1`` the ``classical`` node (and, on the first machine, the
 feature export) start their own worker processes with PyTorch's elastic launcher, one per device;
-Kedro still sees one node with one output. See the README, "Distributed training".
+Kedro still sees one node with one output. See docs/distributed.md.
 """
 
 from __future__ import annotations

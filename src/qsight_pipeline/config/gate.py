@@ -12,7 +12,7 @@ from qsight_pipeline.config.base import ParamsBlock
 class GradabilityBounds(ParamsBlock):
     """``gate.gradability``: absolute bounds on the image-quality measures of a fundus photograph
     (:mod:`qsight_pipeline.inference.gradability`). They hold for any fundus camera and are not
-    fitted on the training photographs; README "Gradability" says where each comes from.
+    fitted on the training photographs; docs/grading.md, "Gradable?" says where each comes from.
     A photograph outside any bound is referred for manual grading, with the reason.
     """
 
@@ -36,7 +36,7 @@ class GateParams(ParamsBlock):
     ``ood_detector``: the out-of-distribution score the gate uses (all four are fitted where
     their inputs allow, and compared in the evaluation): ``mahalanobis``, ``knn``, ``energy``
     or ``vim`` (the last two need the heads' logits). The default is the one that did best on
-    sets the tests never use (``benchmarks/ood_detectors.py``, README "Out of distribution").
+    sets the tests never use (``benchmarks/ood_detectors.py``, docs/grading.md, "Like the training photographs?").
     ``ood_pass_rate``: the share of new in-distribution photographs the out-of-distribution
     threshold lets pass, promised with probability ``ood_confidence`` over the draw of the
     validation split (a split-conformal rank of the validation scores; ``ood_confidence:

@@ -13,7 +13,7 @@ class PreprocessingParams(ParamsBlock):
     """``model.preprocessing``: the one place to override the encoder's own preprocessing.
 
     Each key left null is the encoder's (timm's data config for its weights); the side is
-    ``run.image_size`` (null: the encoder's own). README, "One pixel path".
+    ``run.image_size`` (null: the encoder's own). docs/your-own-data.md, "One pixel path".
     """
 
     mean: list[float] | None = None
@@ -49,7 +49,7 @@ class ModelParams(ParamsBlock):
     gate_hidden_dim: int = Field(64, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     # Never train the encoder: each picture is embedded once and the rest trains from the
-    # embedding table (README, "A frozen encoder runs once per image").
+    # embedding table (docs/your-own-data.md, "A frozen encoder runs once per image").
     freeze_encoder: bool = False
     preprocessing: PreprocessingParams = Field(default_factory=PreprocessingParams)
 

@@ -11,7 +11,7 @@ from qsight_pipeline.config.devices import parse_device
 class GradabilityOverrides(ParamsBlock):
     """``predict.gradability``: replace bounds of the gate saved with the model for this run
     (null keeps the saved one). ``<measure>_min`` / ``<measure>_max`` for the gradability
-    measures (README, "Gradability"), ``ood_threshold`` for the out-of-distribution score."""
+    measures (docs/grading.md, "Gradable?"), ``ood_threshold`` for the out-of-distribution score."""
 
     field_fraction_min: float | None = None
     field_side_height_max: float | None = None

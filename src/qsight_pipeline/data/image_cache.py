@@ -1,6 +1,6 @@
 """Decode every image once into a uint8 array that training reads instead of JPEG/PNG files.
 
-This is the first half of the one pixel path (README, "One pixel path"): :func:`picture` turns a
+This is the first half of the one pixel path (docs/your-own-data.md, "One pixel path"): :func:`picture` turns a
 file or an in-memory array into the uint8 picture the model sees before normalisation. Every
 format and bit depth is decoded in full (EXIF orientation applied, 16-bit scaled, transparency
 composited onto black: :func:`decode_image`, :func:`image_from_array`), then scaled with the

@@ -6,7 +6,7 @@ Simulating the whole 133- or 156-qubit device for a 4-qubit head wastes nearly a
 :func:`prepare_circuit` also builds the transpiled circuit reduced to the physical qubits it uses,
 and :func:`noise_model` takes the noise of exactly those qubits from the snapshot's target.
 
-Noise model (documented in the README): every gate of the snapshot's target on the active qubits
+Noise model (documented in docs/hardware.md): every gate of the snapshot's target on the active qubits
 gets a depolarizing error whose average gate infidelity equals the snapshot's reported gate error
 (randomized-benchmarking numbers already include decoherence during the gate); every measured
 qubit gets the snapshot's asymmetric readout error (``prob_meas1_prep0``, ``prob_meas0_prep1``,

@@ -11,7 +11,7 @@ have shape ``(images, 1, parameters)``.
 
 ``resilience_level`` is 0 (no twirling, no mitigation: the estimator's default, level 1, would
 add measurement twirling and TREX). Mitigation is done here, the same way in local mode and on
-hardware; README "On quantum hardware" compares it with the estimator's own TREX and ZNE:
+hardware; docs/hardware.md compares it with the estimator's own TREX and ZNE:
 
 - ``readout``: two calibration circuits (all measured qubits in ``|0>``, all in ``|1>``) give each
   qubit's ``P(1|0)`` and ``P(0|1)``; ``<Z>`` is corrected as

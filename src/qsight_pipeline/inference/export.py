@@ -121,7 +121,7 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
         "temperatures": loaded.temperatures,
         "fusion": loaded.graph.fusion,  # how the graph fuses the heads: gated or mean
         # The gradability bounds and the out-of-distribution model (mean, precision, threshold)
-        # that a consumer applies before trusting a grade (README, "Grading new photographs").
+        # that a consumer applies before trusting a grade (docs/grading.md).
         "gates": loaded.gates,
         "opset": OPSET,
     }

@@ -89,7 +89,7 @@ def fit_gradability(
     bounds = bounds or GradabilityBounds()
     gradability = {
         "bounds": bounds_from(bounds.to_dict()),
-        "fitted_on": "absolute bounds (gate.gradability, README \"Gradability\"): not fitted on training data",
+        "fitted_on": "absolute bounds (gate.gradability, docs/grading.md, \"Gradable?\"): not fitted on training data",
         "analysis_size": ANALYSIS_SIZE,
         "field_level": FIELD_LEVEL,
         "quantile": None,  # the bounds of format 1 were quantiles of the training split
@@ -127,7 +127,7 @@ def _training_check(
             "gradability bounds (most often: %s). The bounds describe fundus photographs as a "
             "camera takes them; if this data set's pictures are processed (cropped, filtered, "
             "small), photographs like them will be referred for manual grading. Adjust "
-            "gate.gradability.* (README, \"Gradability\") only if that is wrong for your camera.",
+            "gate.gradability.* (docs/grading.md, \"Gradable?\") only if that is wrong for your camera.",
             failing, len(rows), small, len(shorter), next(iter(reasons), "resolution"),
         )
     return check

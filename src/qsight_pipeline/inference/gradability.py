@@ -1,7 +1,7 @@
 """Could a human grade this photograph? Absolute image-quality measures of a fundus photograph.
 
 Nothing here is fitted on training data: the bounds (``gate.gradability`` in
-``parameters_referral.yml``, README "Gradability") say what a gradable fundus photograph is for
+``parameters_referral.yml``, docs/grading.md, "Gradable?") say what a gradable fundus photograph is for
 any camera, and are saved with the model. What is particular to the training photographs belongs
 to the out-of-distribution check (:mod:`qsight_pipeline.inference.ood`).
 

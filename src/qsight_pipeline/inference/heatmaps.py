@@ -15,7 +15,7 @@ rather than healthy", i.e. the lesions. The plain logit of a grade also carries 
 shares (the fundus itself), which spreads the map over the whole field. For a "No DR" prediction
 the contrast is with the other grades, weighted by their probabilities. Logits rather than
 probabilities, as Grad-CAM intends: a confident probability saturates and its gradient vanishes.
-Figures: README, "Heatmaps"; test: tests/test_inference_heatmaps.py.
+Figures: docs/grading.md, "Heatmaps"; test: tests/test_inference_heatmaps.py.
 """
 
 from __future__ import annotations

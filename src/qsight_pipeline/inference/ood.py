@@ -22,7 +22,7 @@ pytorch-ood's detector classes hold torch tensors and an optional dependency; th
 plain numbers in ``model_info.json`` that a consumer of ``model.onnx`` can apply with NumPy, so the
 scores are computed here and the tests check them against pytorch-ood's on the same features.
 Which detector a model uses is ``gate.ood_detector``, chosen by ``benchmarks/ood_detectors.py``
-on sets the test never uses (README, "Out of distribution"); its name is saved with the gate.
+on sets the test never uses (docs/grading.md, "Like the training photographs?"); its name is saved with the gate.
 """
 
 from __future__ import annotations

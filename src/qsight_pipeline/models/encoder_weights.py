@@ -61,7 +61,7 @@ def read_state_dict(weights_path: Path) -> dict[str, Any]:
         try:
             loaded = safe_torch_load(
                 weights_path, "weights file",
-                rebuild="a fresh download from its publisher (README, 'Retinal foundation encoders')",
+                rebuild="a fresh download from its publisher (docs/your-own-data.md, 'Retinal foundation encoders')",
             )
         except CorruptArtifactError as error:
             raise EncoderWeightsError(f"`model.pretrained_weights`: {error}") from error

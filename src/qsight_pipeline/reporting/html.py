@@ -542,7 +542,7 @@ def detector_table_html(detectors: dict[str, Any] | None) -> str:
         f"<p>Each detector's score alone, against {_esc(detectors.get('reference', ''))}: AUROC / "
         "FPR at 95% TPR (the share of the set that passes when 95% of the clean photographs "
         "do; lower is better). The detector in use was chosen on other sets (the validation "
-        "split, other photographs): README, \"Out of distribution\".</p>"
+        "split, other photographs): docs/grading.md, \"Like the training photographs?\".</p>"
         f'<table id="gate-detectors"><thead><tr><th>detector</th>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table>"
     )

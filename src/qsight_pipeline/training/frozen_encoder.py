@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_ONLY = (
     "Augmentation is off for this run: the frozen encoder's embedding table holds one view of "
-    "each picture, without augmentation (augmentation.* is not applied; README, 'A frozen "
+    "each picture, without augmentation (augmentation.* is not applied; docs/your-own-data.md, 'A frozen "
     "encoder runs once per image')"
 )
 

@@ -3,7 +3,7 @@
 ``dataset.type`` names a layout; :func:`scan_dataset` finds its labelled images, and the sample
 generator writes synthetic data in it. The two Kaggle layouts ship here (``tanlikesmath``,
 ``sovitrath``); a new one is one class in one new file of this folder, decorated with
-``@register_layout("name")`` (see :mod:`.base` and the README). Every module of this package is
+``@register_layout("name")`` (see :mod:`.base` and docs/your-own-data.md). Every module of this package is
 imported on first use, so such a file needs no other edit.
 
 A layout that does not match raises :class:`DatasetLayoutError` with a message that names the path

@@ -152,7 +152,7 @@ def get_layout(name: str) -> DatasetLayout:
     if name not in _REGISTRY:
         raise DatasetLayoutError(
             f"Unknown dataset.type {name!r}; expected one of {', '.join(_REGISTRY)}. "
-            "A new layout is one class in src/qsight_pipeline/data/layouts/ (see the README)."
+            "A new layout is one class in src/qsight_pipeline/data/layouts/ (see docs/your-own-data.md)."
         )
     return _REGISTRY[name]()
 

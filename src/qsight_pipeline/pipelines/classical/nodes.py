@@ -232,5 +232,5 @@ def _only_machine_zero_returns(result: Any, plan: Any) -> Any:
         plan.node_rank, plan.nnodes,
     )
     # Kedro has no "no output" for a node: ending the process is the honest way out on a
-    # machine that must not write (README, "Distributed training").
+    # machine that must not write (docs/distributed.md).
     raise SystemExit(0)
