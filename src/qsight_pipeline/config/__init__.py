@@ -15,6 +15,7 @@ from qsight_pipeline.config.ensemble import EnsembleParams
 from qsight_pipeline.config.evaluate import EvaluateParams
 from qsight_pipeline.config.export import ExportParams
 from qsight_pipeline.config.gate import GateParams
+from qsight_pipeline.config.mlflow import MlflowConfig
 from qsight_pipeline.config.model import AugmentationParams, ModelParams
 from qsight_pipeline.config.predict import PredictParams
 from qsight_pipeline.config.quantum import QuantumConfig
@@ -34,6 +35,7 @@ __all__ = [
     "ExportParams",
     "GateParams",
     "IngestionParams",
+    "MlflowConfig",
     "MlflowParams",
     "ModelParams",
     "ParamsBlock",

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from qsight_pipeline.config import IngestionParams
 from qsight_pipeline.data.preprocessing import Preprocessing, from_saved, scaled_side
 from qsight_pipeline.errors import UserError
 
@@ -45,9 +46,10 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image
 _IN_MEMORY_LIMIT_BYTES = 64 * 1024**2
 
 
-# Refuse images larger than this before decoding them (``ingestion.max_pixels``): 50 MP is well
-# above any fundus camera, and a 33 KB PNG can otherwise claim 12,000 x 12,000 pixels.
-DEFAULT_MAX_PIXELS = 50_000_000
+# Refuse images larger than this before decoding them: ``ingestion.max_pixels``'s default
+# (``config.IngestionParams``, 50 MP, well above any fundus camera; a 33 KB PNG can otherwise
+# claim 12,000 x 12,000 pixels).
+DEFAULT_MAX_PIXELS: int = IngestionParams.model_fields["max_pixels"].default
 # That limit decides (open_image), at every size: Pillow's warning from 89 megapixels up would
 # only repeat a refusal, or contradict an ingestion.max_pixels raised on purpose.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

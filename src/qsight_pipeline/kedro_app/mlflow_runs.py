@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from qsight_pipeline.config.base import format_validation_error
+from qsight_pipeline.config.mlflow import MlflowConfig
 from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.files.plain import to_plain
 
@@ -33,22 +34,6 @@ PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
 # The run start_run opened, until it ends: only that one is ever ended here, never a run the
 # caller opened around a session (a notebook's ``with mlflow.start_run():``).
 _opened_run_id: str | None = None
-
-
-class MlflowConfig(BaseModel):
-    """``conf/<env>/mlflow.yml``: where the runs of this project are recorded."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    tracking_uri: str = Field(
-        "sqlite:///mlflow.db",
-        description="an MLflow tracking URI; a relative sqlite:/// path is taken from the project root",
-    )
-    experiment: str = Field("qsight", min_length=1)
-    artifact_location: str | None = Field(
-        "mlruns", description="where a new experiment keeps its artifacts; relative = project root"
-    )
-    run_name: str | None = Field(None, description="null = the names of the pipelines run")
 
 
 def load_mlflow_config(raw: Mapping[str, Any] | None) -> MlflowConfig:

@@ -13,13 +13,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from qsight_pipeline.config import RunSettings
 from qsight_pipeline.config import devices as rules
 from qsight_pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+def resolve_device(
+    device: str | torch.device | None = RunSettings.model_fields["device"].default,
+) -> torch.device:
     """Turn the ``device`` setting into a usable ``torch.device``.
 
     ``auto`` (or None) picks ``cuda`` when available, else ``cpu``. ``cuda`` / ``cuda:N`` without
