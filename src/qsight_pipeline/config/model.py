@@ -37,9 +37,15 @@ class PreprocessingParams(ParamsBlock):
         return value
 
 
+# The timm model an encoder type builds when ``model.encoder_name`` is null (the guide's encoders,
+# ``--encoder-type vit|resnet``); ``models.encoders`` resolves names with it.
+DEFAULT_ENCODER_NAMES: dict[str, str] = {"vit": "vit_base_patch16_224", "resnet": "resnet50"}
+
+
 class ModelParams(ParamsBlock):
     """The hybrid model's classical parts; the input size is the run-wide ``image_size``."""
 
+    # The keys of DEFAULT_ENCODER_NAMES (a test keeps the two equal).
     encoder_type: Literal["vit", "resnet"] = "resnet"
     encoder_name: str | None = "test_resnet"
     pretrained: bool = False

@@ -23,7 +23,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from qsight_pipeline.config import QSightParameters
+from qsight_pipeline.config import ModelParams, QSightParameters
+from qsight_pipeline.config.model import DEFAULT_ENCODER_NAMES
 from qsight_pipeline.errors import ConfigError
 
 # Pipelines that write the guide's artifacts into output_dir / train with checkpoint_dir.
@@ -118,10 +119,8 @@ def check_pretrained_weights(model: Mapping[str, Any]) -> str:
 
 
 def _encoder_name(model: Mapping[str, Any]) -> str | None:
-    # lazy: kept out of kedro start-up
-    from qsight_pipeline.models.encoders import DEFAULT_ENCODER_NAMES
-
-    name = model.get("encoder_name") or DEFAULT_ENCODER_NAMES.get(model.get("encoder_type", "vit"))
+    encoder_type = model.get("encoder_type", ModelParams.model_fields["encoder_type"].default)
+    name = model.get("encoder_name") or DEFAULT_ENCODER_NAMES.get(encoder_type)
     return str(name) if name else None
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import timm
 from torch import nn
 
+from qsight_pipeline.config.model import DEFAULT_ENCODER_NAMES, ModelParams
+from qsight_pipeline.config.run import RunSettings
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.models.encoder_weights import EncoderWeightsError, load_weights_file
 
@@ -24,16 +26,27 @@ __all__ = ["EncoderError", "EncoderWeightsError", "create_encoder", "resolve_enc
 
 logger = logging.getLogger(__name__)
 
-# The guide's encoders: `--encoder-type vit|resnet`.
-DEFAULT_ENCODER_NAMES: dict[str, str] = {"vit": "vit_base_patch16_224", "resnet": "resnet50"}
+# The factory's defaults are the ``model`` block's (``config.ModelParams``), read, never repeated;
+# the default timm name per encoder type is ``config.model.DEFAULT_ENCODER_NAMES``.
+_MODEL = ModelParams.model_fields
 
 
 class EncoderError(UserError, ValueError):
     """An encoder setting that cannot be used (unknown type or timm name)."""
 
 
-def resolve_encoder_name(encoder_type: str = "vit", encoder_name: str | None = None) -> str:
-    """The timm name to build: ``encoder_name`` if given, else the default for ``encoder_type``."""
+def _block_default(encoder_type: str | None, encoder_name: str | None) -> tuple[str, str | None]:
+    """No encoder type: the ``model`` block's default encoder (type, and name unless given)."""
+    if encoder_type is None:
+        return _MODEL["encoder_type"].default, encoder_name or _MODEL["encoder_name"].default
+    return encoder_type, encoder_name
+
+
+def resolve_encoder_name(encoder_type: str | None = None, encoder_name: str | None = None) -> str:
+    """The timm name to build: ``encoder_name`` if given, else the default for ``encoder_type``
+    (``config.model.DEFAULT_ENCODER_NAMES``). Both None: the ``model`` block's default encoder
+    (``ModelParams``' ``encoder_type`` and ``encoder_name``)."""
+    encoder_type, encoder_name = _block_default(encoder_type, encoder_name)
     if encoder_type not in DEFAULT_ENCODER_NAMES:
         raise EncoderError(
             f"`model.encoder_type` must be one of {', '.join(DEFAULT_ENCODER_NAMES)}, got {encoder_type!r}"
@@ -63,18 +76,22 @@ def encoder_data_config(name: str) -> dict[str, Any]:
 
 
 def create_encoder(
-    encoder_type: str = "vit",
+    encoder_type: str | None = None,
     encoder_name: str | None = None,
-    image_size: int | None = None,
-    pretrained: bool = True,
-    pretrained_weights: str | Path | None = None,
+    image_size: int | None = RunSettings.model_fields["image_size"].default,
+    pretrained: bool = _MODEL["pretrained"].default,
+    pretrained_weights: str | Path | None = _MODEL["pretrained_weights"].default,
 ) -> nn.Module:
     """Build a timm encoder that maps ``(B, 3, image_size, image_size)`` to ``(B, num_features)``.
+
+    Every default is the ``model`` block's (``config.ModelParams``) or ``run.image_size``'s.
 
     Args:
         encoder_type: ``vit`` or ``resnet``: the default timm name; ``img_size`` is passed for
             ``vit`` and any fixed-size encoder, so the patch grid and position embeddings fit.
-        encoder_name: any timm model name; overrides the type's default.
+            None, with ``encoder_name`` None too: the ``model`` block's default encoder.
+        encoder_name: any timm model name; overrides the type's default. None: the type's
+            default (``config.model.DEFAULT_ENCODER_NAMES``).
         image_size: input side in pixels; None (the default everywhere): the encoder's own.
         pretrained: download ImageNet weights through timm.
         pretrained_weights: a local weights file (``.pth``/``.bin``/``.safetensors``): timm's
@@ -87,6 +104,7 @@ def create_encoder(
         EncoderWeightsError: the download failed, the file is missing, or the file does not fit
             the encoder. The message names ``model.pretrained`` and ``model.pretrained_weights``.
     """
+    encoder_type, encoder_name = _block_default(encoder_type, encoder_name)
     name = resolve_encoder_name(encoder_type, encoder_name)
     data_config = encoder_data_config(name)
     kwargs: dict = {"num_classes": 0}
