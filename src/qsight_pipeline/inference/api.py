@@ -54,7 +54,7 @@ from qsight_pipeline.constants import GRADE_NAMES
 from qsight_pipeline.data import feature_cache
 from qsight_pipeline.data.image_cache import UnreadableImagesError, build_image_cache
 from qsight_pipeline.data.ingest import build_image_caches, scan_dataset, split_by_patient
-from qsight_pipeline.data.loaders import make_loader
+from qsight_pipeline.data.loaders import loader_workers, make_loader
 from qsight_pipeline.data.preprocessing import Preprocessing, from_saved
 from qsight_pipeline.data.splits import split_rows
 from qsight_pipeline.data.torch_data import CachedImageDataset
@@ -66,6 +66,7 @@ from qsight_pipeline.inference.gate import fit_gates
 from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model, model_preprocessing
 from qsight_pipeline.training import artifacts, workflow
+from qsight_pipeline.training.devices import resolve_device
 from qsight_pipeline.training.stages import (
     Stage,
     default_stage_schedule,
@@ -87,12 +88,19 @@ __all__ = [
 ]
 
 
-_MODEL_DEFAULTS = ModelParams()
+def _default(block: type[ParamsBlock], name: str) -> Any:
+    """A setting's default, read from its typed block (``config/``), the one place it is set."""
+    return block.model_fields[name].default
 
 
 @dataclass
 class DatasetConfig:
     """Where the photographs are and how to load them (the guide's ``DatasetConfig``).
+
+    A view of the ``dataset``, ``ingestion`` and ``run`` blocks: every default is theirs
+    (``DatasetParams``, ``IngestionParams``, ``RunSettings``, ``ModelParams``,
+    ``AugmentationParams``), as in ``kedro run``; ``num_workers: "auto"`` is resolved for the
+    device ``auto`` picks.
 
     The loaders hold the pictures of the one pixel path, made for the encoder named by
     ``encoder_type`` and ``encoder_name`` (its preprocessing: timm's data config for its weights;
@@ -103,16 +111,16 @@ class DatasetConfig:
     """
 
     root: str | Path
-    dataset_type: str = "tanlikesmath"
-    batch_size: int = 32
-    image_size: int | None = None
-    encoder_type: str = _MODEL_DEFAULTS.encoder_type
-    encoder_name: str | None = _MODEL_DEFAULTS.encoder_name
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 42
-    num_workers: int = 0
-    on_bad_image: str = "fail"
+    dataset_type: str = _default(DatasetParams, "type")
+    batch_size: int = _default(RunSettings, "batch_size")
+    image_size: int | None = _default(RunSettings, "image_size")
+    encoder_type: str = _default(ModelParams, "encoder_type")
+    encoder_name: str | None = _default(ModelParams, "encoder_name")
+    val_fraction: float = _default(IngestionParams, "val_fraction")
+    test_fraction: float = _default(IngestionParams, "test_fraction")
+    seed: int = _default(RunSettings, "seed")
+    num_workers: int | str = _default(RunSettings, "num_workers")
+    on_bad_image: str = _default(IngestionParams, "on_bad_image")
     augment: Mapping[str, Any] | None = field(default_factory=lambda: AugmentationParams().to_dict())
 
     def pixel_path(self) -> Preprocessing:
@@ -146,19 +154,25 @@ _SET_ELSEWHERE = {
 
 @dataclass
 class TrainingConfig:
-    """How to train (the guide's ``TrainingConfig``); the fields mirror conf/base/parameters.yml."""
+    """How to train (the guide's ``TrainingConfig``): a view of the ``run`` block.
+
+    The guide's named fields are ``RunSettings`` keys and take their defaults from it (one place:
+    ``config/run.py``; ``tests/test_defaults.py`` checks it); ``stages`` defaults to the guide's
+    schedule (``training.stages.default_stage_schedule``), the Python API having no
+    ``conf/`` for ``run.stages_config`` to name.
+    """
 
     stages: Sequence[Stage | Mapping[str, Any]] = field(default_factory=default_stage_schedule)
-    checkpoint_dir: str | Path | None = None
-    grad_clip: float = 1.0
-    mixed_precision: bool | None = None
-    device: str = "auto"
-    multi_gpu: bool = False
-    device_ids: Sequence[int] | None = None
-    seed: int = 42
-    latency_tracking: bool = True
-    class_balanced_loss: bool = True
-    resume: bool = True
+    checkpoint_dir: str | Path | None = _default(RunSettings, "checkpoint_dir")
+    grad_clip: float = _default(RunSettings, "grad_clip")
+    mixed_precision: bool | None = _default(RunSettings, "mixed_precision")
+    device: str = _default(RunSettings, "device")
+    multi_gpu: bool = _default(RunSettings, "multi_gpu")
+    device_ids: Sequence[int] | None = _default(RunSettings, "device_ids")
+    seed: int = _default(RunSettings, "seed")
+    latency_tracking: bool = _default(RunSettings, "latency_tracking")
+    class_balanced_loss: bool = _default(RunSettings, "class_balanced_loss")
+    resume: bool = _default(RunSettings, "resume")
     # The blocks of conf/base/parameters*.yml, as mappings or typed blocks (their defaults when
     # omitted): `model` (encoder_name, pretrained, pretrained_weights, compressed_dim, ...; the
     # encoder_type and quantum_enabled arguments of train_hybrid_model set `model.encoder_type`
@@ -245,6 +259,8 @@ def create_dataloaders(
     """
     pixels = config.pixel_path()
     manifest, caches = _ingest(config, pixels)
+    # `auto`, the run block's default, as kedro run resolves it for the device `auto` picks.
+    workers = loader_workers(config.num_workers, resolve_device(_default(RunSettings, "device")))
     loaders = {}
     for split, images in caches.items():
         rows = split_rows(manifest, split)
@@ -260,7 +276,7 @@ def create_dataloaders(
         dataset.size_setting = config.image_size
         loaders[split] = make_loader(
             dataset, config.batch_size, shuffle=split == "train", seed=config.seed,
-            num_workers=config.num_workers,
+            num_workers=workers,
         )
     classes = list(GRADE_NAMES)
     if with_test:
@@ -276,7 +292,7 @@ def _unaugmented(loader: DataLoader) -> DataLoader:
         preprocessing=dataset.preprocessing,
     )
     plain.image_ids = getattr(dataset, "image_ids", None)
-    return make_loader(plain, loader.batch_size or 32, shuffle=False, seed=0)
+    return make_loader(plain, loader.batch_size or _default(RunSettings, "batch_size"), shuffle=False, seed=0)
 
 
 def _image_ids(loader: DataLoader) -> list[str]:
@@ -289,8 +305,8 @@ def train_hybrid_model(
     val_loader: DataLoader,
     classes: Sequence[str] = GRADE_NAMES,
     config: TrainingConfig | None = None,
-    encoder_type: str = "vit",
-    quantum_enabled: bool = True,
+    encoder_type: str = _default(ModelParams, "encoder_type"),
+    quantum_enabled: bool = _default(QuantumConfig, "enabled"),
 ) -> tuple[HybridModel, dict[str, Any]]:
     """Train the hybrid model through every stage of ``config.stages``.
 
@@ -298,8 +314,8 @@ def train_hybrid_model(
         train_loader, val_loader: from :func:`create_dataloaders` (image batches).
         classes: grade names; must be the five DR grades in clinical order.
         config: stages and run settings; ``TrainingConfig()`` when omitted.
-        encoder_type: the timm encoder family (``model.encoder_type``); ``config.model`` holds the
-            other ``model.*`` settings (``encoder_name``, ``pretrained``, ...).
+        encoder_type: the timm encoder family (``model.encoder_type``, whose default it takes);
+            ``config.model`` holds the other ``model.*`` settings (``encoder_name``, ...).
         quantum_enabled: build the quantum head (a warning and classical-only when qiskit is
             missing); ``config.quantum`` holds the other ``quantum.*`` settings.
 
@@ -321,7 +337,7 @@ def train_hybrid_model(
     fit_pictures(pixels, train_loader, val_loader)
     model_config = ModelConfig.from_params(model_params, quantum_params, pixels.image_size, pixels)
     model = build_model(model_config)
-    batch_size = train_loader.batch_size or 32
+    batch_size = train_loader.batch_size or _default(RunSettings, "batch_size")
 
     history = workflow.train_image_stages(
         model, stages["classical"], train_loader, val_loader, settings,
@@ -419,7 +435,7 @@ def evaluate_hybrid_model(
         model, {"test": test_loader}, {"test": _image_ids(test_loader)}, settings
     )
     test = workflow.evaluate_on_cache(
-        model, cache, settings, batch_size=test_loader.batch_size or 32, splits=("test",)
+        model, cache, settings, batch_size=test_loader.batch_size or _default(RunSettings, "batch_size"), splits=("test",)
     )["test"]
     chosen = summary.get("fusion") or {}
     fused = fusion.with_fusion(test, chosen.get("rule", "gated"), chosen.get("head_temperatures", {}))

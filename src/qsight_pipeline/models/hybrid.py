@@ -42,7 +42,9 @@ _EPS = 1e-8
 
 @dataclass
 class ModelConfig:
-    """Everything needed to build (and later rebuild) a :class:`HybridModel`.
+    """Everything needed to build (and later rebuild) a :class:`HybridModel`: a view of the typed
+    ``model`` block (its fields, ``preprocessing`` apart, are ``ModelParams``'s; a test keeps them
+    equal) plus what the model is built with (``image_size``, ``num_classes``, ``quantum``).
 
     It holds no defaults of its own: :meth:`from_params` builds it from the typed ``model`` and
     ``quantum`` blocks (``config.ModelParams``, ``config.QuantumConfig``, where the defaults
@@ -67,8 +69,9 @@ class ModelConfig:
     quantum: dict[str, Any]
     preprocessing: dict[str, Any] | None = None
     # Keep the encoder as built for the whole schedule (``model.freeze_encoder``); a config saved
-    # before the setting existed trained its encoder as its stages said.
-    freeze_encoder: bool = False
+    # before the setting existed gets the block's default (off: it trained its encoder as its
+    # stages said).
+    freeze_encoder: bool = ModelParams.model_fields["freeze_encoder"].default
 
     def __post_init__(self) -> None:
         settings = from_saved(self.preprocessing, image_size=self.image_size)
