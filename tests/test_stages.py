@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from qsight_pipeline.training.stages import (
+    DEMO_SCHEDULE_FILE,
     ScheduleError,
     Stage,
     default_stage_schedule,
+    demo_schedule_json,
+    load_stages_file,
     parse_stages,
     resolve_schedule,
     split_schedule,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The guide's two JSON examples (section 3 "Optional local config file" and section 4 "Custom
 # Stage Schedules"), copied verbatim.
@@ -54,6 +60,21 @@ GUIDE_STAGES_CONFIG_EXAMPLE = """
   }
 ]
 """
+
+
+def test_demo_stage_file_is_generated_from_the_one_definition():
+    """conf/base/stages.demo.json is the text ``training.stages`` generates: one source."""
+    demo_file = ROOT / DEMO_SCHEDULE_FILE
+    assert demo_file.read_text(encoding="utf-8") == demo_schedule_json(), (
+        "conf/base/stages.demo.json differs from training/stages.py; regenerate it with "
+        "`python -m qsight_pipeline.training.stages`"
+    )
+    guide, demo = default_stage_schedule(), load_stages_file(demo_file)
+    # The demo is the guide's schedule but for the quantum stage: the study's recipe.
+    assert [s.name for s in demo] == [s.name for s in guide]
+    assert [s for s in demo if s.name != "quantum"] == [s for s in guide if s.name != "quantum"]
+    quantum = {s.name: s for s in demo}["quantum"]
+    assert (quantum.num_epochs, quantum.learning_rate, quantum.patience) == (40, 3e-3, 10)
 
 
 def test_default_schedule_is_the_guides_three_stages():
