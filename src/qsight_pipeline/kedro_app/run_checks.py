@@ -28,26 +28,37 @@ class QuantumUnavailableError(UserError, RuntimeError):
     """``kedro run --pipelines quantum`` was asked for, but there is no quantum head to train."""
 
 
-def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
-    """Every parameter and the stage schedule; all problems in one ConfigError."""
+def check_run(parameters: dict[str, Any]) -> tuple[QSightParameters, list[Any]]:
+    """Every parameter and the stage schedule; all problems in one ConfigError.
+
+    Returns:
+        The typed parameters and the schedule (``training.stages.Stage`` list), resolved here
+        once for the checks: :func:`check_pipelines` takes it instead of resolving it again.
+    """
     # lazy: kept out of kedro start-up
     from qsight_pipeline.training.stages import ScheduleError, resolve_schedule
 
     problems: list[str] = []
     typed: QSightParameters | None = None
+    schedule: list[Any] = []
     try:
         typed = validate_parameters(parameters)
     except ConfigError as error:
         problems.append(str(error))
     run = run_block(parameters)
     try:
-        resolve_schedule(run.get("stages"), run.get("stages_config"))
+        schedule = resolve_schedule(run.get("stages"), run.get("stages_config"))
     except ScheduleError as error:
         problems.append(f"stage schedule: {error}")
     if problems:
         raise ConfigError("\n".join(problems))
     assert typed is not None
-    return typed
+    return typed, schedule
+
+
+def check_parameters(parameters: dict[str, Any]) -> QSightParameters:
+    """Every parameter and the stage schedule (:func:`check_run`); the typed parameters."""
+    return check_run(parameters)[0]
 
 
 def check_hardware_pipeline(parameters: QSightParameters, catalog: Any) -> None:
@@ -65,9 +76,11 @@ def check_hardware_pipeline(parameters: QSightParameters, catalog: Any) -> None:
 
 
 def check_pipelines(
-    parameters: QSightParameters, pipeline_names: list[str], catalog: Any = None
+    parameters: QSightParameters, pipeline_names: list[str], catalog: Any = None,
+    schedule: list[Any] | None = None,
 ) -> None:
-    """Checks that depend on the pipelines about to run."""
+    """Checks that depend on the pipelines about to run; ``schedule`` is the one
+    :func:`check_run` resolved (None: resolved from ``parameters.run`` here)."""
     if "quantum_hardware" in pipeline_names:
         check_hardware_pipeline(parameters, catalog)
     if "quantum_study" in pipeline_names and parameters.quantum_study.hardware is not None:
@@ -93,8 +106,9 @@ def check_pipelines(
             "`kedro run --pipelines quantum` needs " + ", ".join(missing) + ", which cannot be "
             "imported. Install it with `pip install 'qsight_pipeline[quantum]'`."
         )
-    run = parameters.run
-    if not split_schedule(resolve_schedule(run.stages, run.stages_config))["quantum"]:
+    if schedule is None:
+        schedule = resolve_schedule(parameters.run.stages, parameters.run.stages_config)
+    if not split_schedule(schedule)["quantum"]:
         logger.warning(
             "The stage schedule has no stage that trains the quantum head; the quantum pipeline "
             "will only evaluate it."
@@ -108,7 +122,7 @@ def _refuse(error: BaseException) -> None:
     abandon_run()
 
 
-_LAST_CHECKED: list[Any] = [None, None]  # [context, its typed parameters]
+_LAST_CHECKED: list[Any] = [None, None, None]  # [context, its typed parameters, its schedule]
 
 
 def parameters_of(context: Any) -> QSightParameters:
@@ -118,11 +132,16 @@ def parameters_of(context: Any) -> QSightParameters:
     hooks run (``settings.RUN_ORDER``); the trackers read that result here instead of validating
     their blocks again. A context the hook did not see (a bare hook in a test) is validated now.
     """
+    return _checked_run(context)[0]
+
+
+def _checked_run(context: Any) -> tuple[QSightParameters, list[Any]]:
+    """:func:`check_run` of ``context``'s parameters, once per context."""
     if _LAST_CHECKED[0] is not context:
         loader = getattr(context, "config_loader", None)
         raw = loader["parameters"] if loader is not None else dict(context.params)
-        _LAST_CHECKED[:] = [context, check_parameters(raw)]
-    return _LAST_CHECKED[1]
+        _LAST_CHECKED[:] = [context, *check_run(raw)]
+    return _LAST_CHECKED[1], _LAST_CHECKED[2]
 
 
 class RunChecksHook:
@@ -133,7 +152,7 @@ class RunChecksHook:
     """
 
     def __init__(self) -> None:
-        self._checked: QSightParameters | None = None
+        self._checked: tuple[QSightParameters, list[Any]] | None = None
         self._project = Path.cwd()
 
     @hook_impl
@@ -142,24 +161,25 @@ class RunChecksHook:
         self._checked = None
         self._project = Path(getattr(context, "project_path", None) or Path.cwd())
         try:
-            self._checked = parameters_of(context)
+            self._checked = _checked_run(context)
             # Before the run locks write into them (RunLockHook, at before_pipeline_run).
-            run_folders.check_output_folders(self._checked, self._project)
+            run_folders.check_output_folders(self._checked[0], self._project)
         except UserError as error:
             logger.error("Run refused before it started: %s", error)
             raise
 
-    def _typed(self, raw: dict[str, Any]) -> QSightParameters:
-        """The parameters of this run, typed: Kedro creates the run's context just before the run,
-        so they were validated then (``after_context_created``); else they are validated now."""
-        return self._checked if self._checked is not None else check_parameters(raw)
+    def _typed(self, raw: dict[str, Any]) -> tuple[QSightParameters, list[Any]]:
+        """The parameters of this run, typed, and its schedule: Kedro creates the run's context
+        just before the run, so they were checked then (``after_context_created``); else they
+        are checked now."""
+        return self._checked if self._checked is not None else check_run(raw)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         names = run_params.get("pipeline_names") or ["__default__"]
         try:
-            typed = self._typed(catalog.load("parameters"))
-            check_pipelines(typed, list(names), catalog)
+            typed, schedule = self._typed(catalog.load("parameters"))
+            check_pipelines(typed, list(names), catalog, schedule)
             run_folders.check_output_folders(typed, self._project)  # a bare hook's run too
             run_folders.check_run_folders(typed, pipeline, catalog, self._project)  # kept apart
             preflight.check_run_environment(typed, list(names))  # folders writable, weights at hand
