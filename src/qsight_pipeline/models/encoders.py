@@ -76,22 +76,18 @@ def encoder_data_config(name: str) -> dict[str, Any]:
 
 
 def create_encoder(
-    encoder_type: str | None = None,
-    encoder_name: str | None = None,
+    encoder_type: str | None = None, encoder_name: str | None = None,
     image_size: int | None = RunSettings.model_fields["image_size"].default,
     pretrained: bool = _MODEL["pretrained"].default,
     pretrained_weights: str | Path | None = _MODEL["pretrained_weights"].default,
 ) -> nn.Module:
     """Build a timm encoder that maps ``(B, 3, image_size, image_size)`` to ``(B, num_features)``.
 
-    Every default is the ``model`` block's (``config.ModelParams``) or ``run.image_size``'s.
-
     Args:
         encoder_type: ``vit`` or ``resnet``: the default timm name; ``img_size`` is passed for
             ``vit`` and any fixed-size encoder, so the patch grid and position embeddings fit.
-            None, with ``encoder_name`` None too: the ``model`` block's default encoder.
-        encoder_name: any timm model name; overrides the type's default. None: the type's
-            default (``config.model.DEFAULT_ENCODER_NAMES``).
+            None: the ``model`` block's default encoder (every default here is the block's).
+        encoder_name: any timm model name; overrides the type's default.
         image_size: input side in pixels; None (the default everywhere): the encoder's own.
         pretrained: download ImageNet weights through timm.
         pretrained_weights: a local weights file (``.pth``/``.bin``/``.safetensors``): timm's
@@ -106,8 +102,7 @@ def create_encoder(
     """
     encoder_type, encoder_name = _block_default(encoder_type, encoder_name)
     name = resolve_encoder_name(encoder_type, encoder_name)
-    data_config = encoder_data_config(name)
-    kwargs: dict = {"num_classes": 0}
+    data_config, kwargs = encoder_data_config(name), {"num_classes": 0}
     if encoder_type == "vit" or data_config["fixed_input_size"]:
         kwargs["img_size"] = image_size or int(data_config["input_size"][-1])
 
@@ -116,9 +111,9 @@ def create_encoder(
         if not weights_path.is_file():
             raise EncoderWeightsError(
                 f"`model.pretrained_weights` points to {str(weights_path)!r}, which does not exist. "
-                "Point it at a weights file for "
-                f"{name!r}, or set `model.pretrained_weights: null` (and `model.pretrained: true` to "
-                "download from timm, or `model.pretrained: false` for a random init)."
+                f"Point it at a weights file for {name!r}, or set `model.pretrained_weights: null` "
+                "(and `model.pretrained: true` to download from timm, or `model.pretrained: false` "
+                "for a random init)."
             )
         encoder = timm.create_model(name, pretrained=False, **kwargs)
         load_weights_file(encoder, name, weights_path)  # logs what it loaded and dropped
