@@ -64,7 +64,9 @@ def test_a_shifted_camera_says_what_changed_against_the_own_test_split(smoke_pro
     shown = table[[f"prob_grade_{g}" for g in range(5)]].to_numpy()
     assert result["calibration"]["ensemble"]["after"] == pytest.approx(_ece(shown, table["true_grade"]), abs=1e-6)
     loaded = loaded_from_checkpoint(checkpoint)
-    loaded.graph = InferenceGraph(loaded.model, {}).eval()
+    # every temperature at 1, the heads fused by the model's own rule (the smoke model's rule
+    # depends on its training: gated or the mean of the heads)
+    loaded.graph = InferenceGraph(loaded.model, {}, loaded.graph.fusion).eval()
     raw = [p.ensemble_probabilities for p in predict_images(loaded, list(table["path"]))]
     assert result["calibration"]["ensemble"]["before"] == pytest.approx(_ece(raw, table["true_grade"]), abs=1e-4)
 
@@ -122,3 +124,30 @@ def test_the_verdict_names_the_drop_and_what_the_gate_does():
     assert transfer_verdict(comparison(0.95, 0.88, None), 0.05).startswith("The model does not transfer")
     assert transfer_verdict(comparison(0.95, 0.88, None), 0.05).endswith("and the model has no gate.")
     assert transfer_verdict(comparison(None, None, None), 0.1).startswith("Nothing to judge")
+
+
+def test_ece_before_the_temperatures_undoes_each_heads_for_a_model_that_fuses_by_the_mean():
+    from types import SimpleNamespace
+
+    from scipy.special import softmax
+
+    from qsight_pipeline.inference.external import calibration_change
+
+    rng = np.random.default_rng(0)
+    logits = {head: rng.normal(size=(40, 5)) * 3 for head in ("head_a", "head_b", "quantum_head")}
+    temperatures = {"head_a": 2.0, "head_b": 0.7, "quantum_head": 1.5, "ensemble": 1.3}
+    calibrated = {h: softmax(z / temperatures[h], axis=1) for h, z in logits.items()}
+    mean = np.mean(list(calibrated.values()), axis=0)
+    ensemble = softmax(np.log(mean) / temperatures["ensemble"], axis=1)  # as the graph fuses
+    gradings = [SimpleNamespace(ensemble_probabilities=ensemble[i],
+                                head_probabilities={h: p[i] for h, p in calibrated.items()})
+                for i in range(40)]
+    labels = rng.integers(0, 5, size=40)
+    ece = calibration_change(gradings, labels, temperatures, fusion="mean")
+    raw_mean = np.mean([softmax(z, axis=1) for z in logits.values()], axis=0)
+    assert ece["ensemble"]["before"] == pytest.approx(_ece(raw_mean, labels), abs=1e-9)
+    assert ece["ensemble"]["after"] == pytest.approx(_ece(ensemble, labels), abs=1e-9)
+    for head, z in logits.items():
+        assert ece[head]["before"] == pytest.approx(_ece(softmax(z, axis=1), labels), abs=1e-9)
+    gated = calibration_change(gradings, labels, temperatures, fusion="gated")
+    assert gated["ensemble"]["before"] == pytest.approx(_ece(mean, labels), abs=1e-9)

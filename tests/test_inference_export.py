@@ -119,18 +119,25 @@ def test_int8_keeps_the_layers_that_move_the_grades_float_until_they_agree(smoke
     checkpoint = load_checkpoint_file(smoke_project.data("06_models/trained_model/complete_checkpoint.pth"))
     train = np.load(smoke_project.data("05_model_input/image_cache_train.npy"), mmap_mode="r")
     val = np.load(smoke_project.data("05_model_input/image_cache_val.npy"), mmap_mode="r")
-    strict = ExportParams(quantize="int8", int8_agreement=1.0, int8_max_difference=0.002)
+    # How far this model's probabilities move with every layer in int8 depends on its training
+    # (the shared smoke run's), so the bound is set below that: half of it.
+    loose = ExportParams(quantize="int8", int8_agreement=0.0, int8_max_difference=1.0)
+    _, measured, _ = export_onnx(checkpoint, loose, train, val)
+    moved = measured["int8"]["check"]["all_quantised"]["max_probability_difference"]
+    assert moved > 0 and measured["int8"]["check"]["kept_float"] == []  # met at once: none kept
+    bound = moved / 2
+    strict = ExportParams(quantize="int8", int8_agreement=1.0, int8_max_difference=bound)
     float_bytes, info, int8 = export_onnx(checkpoint, strict, train, val)
     check = info["int8"]["check"]
-    assert check["pictures"] == len(val) and check["all_quantised"]["max_probability_difference"] > 0.002
-    assert check["kept_float"] and check["max_probability_difference"] <= 0.002
+    assert check["pictures"] == len(val) and check["all_quantised"]["max_probability_difference"] == moved
+    assert check["kept_float"] and check["max_probability_difference"] <= bound
     kept = [e for e in info["int8"]["left_float"] if "kept float for accuracy" in e["reason"]]
     assert [e["node"] for e in kept] == check["kept_float"]
     # Measured again here, on the same validation pictures: the promise holds.
     images = normalise(np.asarray(val), info["preprocessing"]).numpy()
     ours = ort.InferenceSession(int8["model.int8"], providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]
     theirs = ort.InferenceSession(float_bytes, providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]
-    assert np.abs(ours - theirs).max() <= 0.002 and (ours.argmax(1) == theirs.argmax(1)).all()
+    assert np.abs(ours - theirs).max() <= bound and (ours.argmax(1) == theirs.argmax(1)).all()
     # Targets nothing short of all-float meets: the float model only, the settings named.
     monkeypatch.setattr(exporting, "_meets", lambda measured, targets: False)
     _, info, int8 = export_onnx(checkpoint, strict, train, val)

@@ -42,24 +42,33 @@ def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def calibration_change(
-    gradings: Sequence[Any], labels: np.ndarray, temperatures: Mapping[str, float]
+    gradings: Sequence[Any], labels: np.ndarray, temperatures: Mapping[str, float],
+    fusion: str = "gated",
 ) -> dict[str, dict[str, float | None]]:
     """Top-label ECE of the ensemble and of each head, before and after the saved temperatures.
 
     ``gradings`` are readable :class:`~qsight_pipeline.inference.predict.Prediction` objects,
-    whose probabilities are the calibrated ones; ``labels`` their true grades.
+    whose probabilities are the calibrated ones; ``labels`` their true grades; ``fusion`` the
+    model's rule. "Before" is the model with every temperature at 1: for a model that fuses by
+    the gate, its fused probabilities without the ensemble's temperature; for one that fuses by
+    the mean of its calibrated heads, the mean of the heads without theirs.
     """
     probabilities = {ENSEMBLE: [g.ensemble_probabilities for g in gradings]}
     for head in HEADS:
         if gradings and head in gradings[0].head_probabilities:
             probabilities[head] = [g.head_probabilities[head] for g in gradings]
-    ece: dict[str, dict[str, float | None]] = {}
+    before: dict[str, np.ndarray] = {}
+    after: dict[str, np.ndarray] = {}
     for model, rows in probabilities.items():
-        after = np.asarray(rows, dtype=np.float64).reshape(-1, NUM_GRADES)
-        before = uncalibrated(after, temperatures.get(model, 1.0)) if len(after) else after
-        ece[model] = {"before": expected_calibration_error(before, labels),
-                      "after": expected_calibration_error(after, labels)}
-    return ece
+        after[model] = np.asarray(rows, dtype=np.float64).reshape(-1, NUM_GRADES)
+        before[model] = (uncalibrated(after[model], temperatures.get(model, 1.0))
+                         if len(after[model]) else after[model])
+    heads = [head for head in HEADS if head in before]
+    if fusion == "mean" and heads and len(after[ENSEMBLE]):
+        before[ENSEMBLE] = np.mean([before[head] for head in heads], axis=0)
+    return {model: {"before": expected_calibration_error(before[model], labels),
+                    "after": expected_calibration_error(after[model], labels)}
+            for model in probabilities}
 
 
 def gate_rates(gradings: Sequence[Any]) -> dict[str, float | None]:

@@ -98,7 +98,7 @@ def _what_changed(
     # lazy: kept out of kedro start-up
     from qsight_pipeline.inference import external
 
-    calibration = external.calibration_change(good, labels, loaded.temperatures)
+    calibration = external.calibration_change(good, labels, loaded.temperatures, loaded.graph.fusion)
     result["gate"].update(external.gate_rates(good))
     model, referral = result["model"] or {}, result["model_referral"] or {}
     figures = {
