@@ -183,14 +183,19 @@ def readout_errors(backend: Any, physical: int) -> tuple[float, float]:
         return error, error
 
 
-def _instruction_error(backend: Any, name: str, qargs: tuple[int, ...]) -> float:
+def _instruction_property(backend: Any, name: str, qargs: tuple[int, ...], field: str) -> float:
+    """The snapshot's ``error`` or ``duration`` of one instruction on ``qargs``; 0 where the
+    target lacks the instruction, those qubits or the number."""
     target = backend.target
     if name not in target.operation_names:
         return 0.0
     properties = target[name].get(qargs)
-    if properties is None or properties.error is None:
-        return 0.0
-    return float(properties.error)
+    value = None if properties is None else getattr(properties, field)
+    return 0.0 if value is None else float(value)
+
+
+def _instruction_error(backend: Any, name: str, qargs: tuple[int, ...]) -> float:
+    return _instruction_property(backend, name, qargs, "error")
 
 
 def noise_model(
@@ -333,13 +338,7 @@ def circuit_statistics(prepared: DeviceCircuit) -> dict[str, Any]:
 
 
 def _instruction_duration(backend: Any, name: str, qargs: tuple[int, ...]) -> float:
-    target = backend.target
-    if name not in target.operation_names:
-        return 0.0
-    properties = target[name].get(qargs)
-    if properties is None or properties.duration is None:
-        return 0.0
-    return float(properties.duration)
+    return _instruction_property(backend, name, qargs, "duration")
 
 
 def rep_delay(backend: Any) -> float:

@@ -25,7 +25,7 @@ import io
 import json
 import logging
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -80,6 +80,15 @@ def _missing_artifact_message(path: Path) -> str:
         f"{path} does not exist. Run the pipeline that writes it first (`kedro run` runs them "
         "all), or point `run.output_dir` at the folder of an earlier run."
     )
+
+
+def _load_artifact(filepath: PurePosixPath, read: Callable[[Path], Any]) -> Any:
+    """``read`` of the file, or one line saying it is missing or damaged (an artifact error)."""
+    path = readable_path(filepath)
+    if not path.is_file():
+        raise MissingArtifactError(_missing_artifact_message(path))
+    with _one_line_errors():
+        return read(path)
 
 
 class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
@@ -180,11 +189,8 @@ class TorchDataset(AbstractDataset[Any, Any]):
         self.metadata = metadata
 
     def load(self) -> Any:
-        path = readable_path(self._filepath)
-        if not path.is_file():
-            raise MissingArtifactError(_missing_artifact_message(path))
-        with _one_line_errors():
-            return safe_torch_load(path, required_keys=self._required_keys)
+        return _load_artifact(
+            self._filepath, lambda path: safe_torch_load(path, required_keys=self._required_keys))
 
     def save(self, data: Any) -> None:
         atomic_torch_save(data, self._filepath, self._staged)
@@ -229,11 +235,7 @@ class SafePickleDataset(AbstractDataset[Any, Any]):
         self.metadata = metadata
 
     def load(self) -> Any:
-        path = readable_path(self._filepath)
-        if not path.is_file():
-            raise MissingArtifactError(_missing_artifact_message(path))
-        with _one_line_errors():
-            return safe_load(path)
+        return _load_artifact(self._filepath, safe_load)
 
     def save(self, data: Any) -> None:
         atomic_write(

@@ -24,6 +24,23 @@ def _per_width(entries: list[dict[str, Any]], contender: str) -> list[dict[str, 
     return chosen
 
 
+def _band(axes: Any, contender: str, x: list[Any], qwk: list[dict[str, float]],
+          alpha: float) -> None:
+    """The contender's mean test QWK as a line through ``x``, with its interval as a band."""
+    colour = COLOURS[contender]
+    axes.plot(x, [q["mean"] for q in qwk], "o-", color=colour, label=contender)
+    axes.fill_between(x, [q["low"] for q in qwk], [q["high"] for q in qwk],
+                      color=colour, alpha=alpha)
+
+
+def _finish(axes: Any, title: str) -> None:
+    """What both figures share: the QWK axis label, the small title, the legend and the grid."""
+    axes.set_ylabel("test quadratic weighted kappa")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+
+
 def qwk_vs_qubits(summary: dict[str, Any]) -> Figure:
     """Lines with confidence bands for the circuit-shaped contenders; the baselines, which have
     no qubit count, as horizontal bands."""
@@ -35,12 +52,8 @@ def qwk_vs_qubits(summary: dict[str, Any]) -> Figure:
         points = _per_width(entries, contender)
         if not points:
             continue
-        x = [p["n_qubits"] for p in points]
-        qwk = [p["test"]["qwk"] for p in points]
-        colour = COLOURS[contender]
-        axes.plot(x, [q["mean"] for q in qwk], "o-", color=colour, label=contender)
-        axes.fill_between(x, [q["low"] for q in qwk], [q["high"] for q in qwk],
-                          color=colour, alpha=0.2)
+        _band(axes, contender, [p["n_qubits"] for p in points],
+              [p["test"]["qwk"] for p in points], alpha=0.2)
     for contender in ("head_b", "logistic"):
         entry = best_by_validation([e for e in entries if e["contender"] == contender])
         if contender in entry:
@@ -50,12 +63,8 @@ def qwk_vs_qubits(summary: dict[str, Any]) -> Figure:
             axes.axhspan(qwk["low"], qwk["high"], color=colour, alpha=0.12)
     axes.set_xticks(widths)
     axes.set_xlabel("qubits (width of the projection)")
-    axes.set_ylabel("test quadratic weighted kappa")
-    axes.set_title(f"Test QWK, mean and {summary['confidence']:.0%} interval over "
-                   f"{len(summary['seeds'])} seeds (setting and learning rate chosen on validation)",
-                   fontsize=9)
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
+    _finish(axes, f"Test QWK, mean and {summary['confidence']:.0%} interval over "
+            f"{len(summary['seeds'])} seeds (setting and learning rate chosen on validation)")
     return figure
 
 
@@ -69,11 +78,7 @@ def qwk_vs_training_images(summary: dict[str, Any]) -> Figure:
     for contender in contenders:
         points = [(f["n_train"], f["best"][contender]["test_qwk"]) for f in fractions
                   if contender in f["best"]]
-        x = [n for n, _ in points]
-        colour = COLOURS[contender]
-        axes.plot(x, [q["mean"] for _, q in points], "o-", color=colour, label=contender)
-        axes.fill_between(x, [q["low"] for _, q in points], [q["high"] for _, q in points],
-                          color=colour, alpha=0.15)
+        _band(axes, contender, [n for n, _ in points], [q for _, q in points], alpha=0.15)
     axes.set_xscale("log")
     ticks = [f["n_train"] for f in fractions]
     axes.set_xticks(ticks, [f"{n}\n({f['train_fraction']:.0%})" for n, f in zip(ticks, fractions,
@@ -82,12 +87,8 @@ def qwk_vs_training_images(summary: dict[str, Any]) -> Figure:
     axes.set_xlabel("training images seen by the head (share of the training split)\n"
                     "cached features: the encoder saw the whole training split; only the head "
                     "sees fewer images", fontsize=9)
-    axes.set_ylabel("test quadratic weighted kappa")
-    axes.set_title(f"Test QWK against training-set size, mean and {summary['confidence']:.0%} "
-                   f"interval over {len(summary['seeds'])} seeds (best setting on validation)",
-                   fontsize=9)
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
+    _finish(axes, f"Test QWK against training-set size, mean and {summary['confidence']:.0%} "
+            f"interval over {len(summary['seeds'])} seeds (best setting on validation)")
     return figure
 
 
