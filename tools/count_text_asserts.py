@@ -4,12 +4,15 @@ Free text is a string literal of two or more words (it holds white space once re
 undone): a sentence or a fragment of one, as opposed to a key name, file name or value. Counted:
 
 - ``pytest.raises(..., match=TEXT)``, ``pytest.warns(..., match=TEXT)``, ``excinfo.match(TEXT)``;
-- in an ``assert``: ``TEXT in x`` / ``TEXT not in x``; ``x.startswith(TEXT)`` / ``.endswith``;
-  ``re.search(TEXT, x)`` / ``re.match``; ``x == TEXT`` where TEXT has four words or more.
+- in an ``assert``, where ``x`` is a message, a log or a command's output (its source names
+  ``str(...)``, ``message``, ``caplog``, ``stderr``, ``output``, ``error``, ``reasons``, ...: see
+  ``MESSAGE``; a report page, a table or a returned value is not counted): ``TEXT in x`` /
+  ``TEXT not in x``; ``x.startswith(TEXT)`` / ``.endswith``; ``x == TEXT`` where TEXT has four
+  words or more; ``re.search(TEXT, ...)`` / ``re.match``.
 
 A check on a key name (``match="dataset.root"``, ``"run.seed" in str(err)``) is not counted.
 
-    python tools/count_text_asserts.py [tests] [--list]
+    python tools/count_text_asserts.py [tests or files ...] [--list]
 """
 
 from __future__ import annotations
@@ -40,20 +43,32 @@ def _free(node: ast.AST, words: int = 2) -> bool:
     return text is not None and _words(text) >= words
 
 
+# The other side is a message, a log or a command's output (not a page, a table or a value).
+MESSAGE = re.compile(r"str\(|repr\(|messages?\b|msg|caplog|\.text\b|std(err|out)|output|\bout\b|"
+                     r"\berr\b|error|\.value\b|caught|excinfo|records?\b|getMessage|\blog|lines?\b|"
+                     r"\.args\b|warn|reasons?\b|_chain")
+
+
+def _message(node: ast.AST) -> bool:
+    return bool(MESSAGE.search(ast.unparse(node)))
+
+
 def _in_assert(node: ast.AST) -> list[ast.AST]:
     hits = []
     for sub in ast.walk(node):
         if isinstance(sub, ast.Compare):
             left = sub.left
             for op, right in zip(sub.ops, sub.comparators, strict=True):
-                if isinstance(op, (ast.In, ast.NotIn)) and _free(left):
+                if isinstance(op, (ast.In, ast.NotIn)) and _free(left) and _message(right):
                     hits.append(sub)
-                elif isinstance(op, (ast.Eq, ast.NotEq)) and (_free(left, 4) or _free(right, 4)):
+                elif isinstance(op, (ast.Eq, ast.NotEq)) and (
+                        (_free(left, 4) and _message(right)) or (_free(right, 4) and _message(left))):
                     hits.append(sub)
                 left = right
         elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
             name = sub.func.attr
-            if name in ("startswith", "endswith") and sub.args and _free(sub.args[0]):
+            if (name in ("startswith", "endswith") and sub.args and _free(sub.args[0])
+                    and _message(sub.func.value)):
                 hits.append(sub)
             elif (name in ("search", "match", "fullmatch") and isinstance(sub.func.value, ast.Name)
                   and sub.func.value.id == "re" and sub.args and _free(sub.args[0])):
@@ -85,20 +100,22 @@ def count(path: Path) -> list[tuple[int, str]]:
 
 
 def main(argv: list[str]) -> int:
-    root = Path(next((a for a in argv if not a.startswith("--")), "tests"))
+    roots = [Path(a) for a in argv if not a.startswith("--")] or [Path("tests")]
+    paths = [p for r in roots for p in ([r] if r.is_file() else sorted(r.rglob("*.py")))]
     total = 0
     per_file = []
-    for path in sorted(root.rglob("*.py")):
+    for path in paths:
         hits = count(path)
         total += len(hits)
         if hits:
             per_file.append((len(hits), path, hits))
     for n, path, hits in sorted(per_file, reverse=True):
-        print(f"{n:4d} {path}")
+        sys.stdout.write(f"{n:4d} {path}\n")
         if "--list" in argv:
             for line, kind in hits:
-                print(f"       {path}:{line} {kind}")
-    print(f"total {total}")
+                text = path.read_text(encoding="utf-8").splitlines()[line - 1].strip()
+                sys.stdout.write(f"       {path}:{line} {kind}: {text[:150]}\n")
+    sys.stdout.write(f"total {total}\n")
     return 0
 
 
