@@ -66,8 +66,7 @@ def _crafted_torch(path, marker):
 
 def _assert_one_safe_line(message: str, path, rebuild: str) -> None:
     assert str(path) in message and "\n" not in message
-    assert "so it was not loaded" in message
-    assert f"Rebuild it with `{rebuild}`" in message
+    assert rebuild in message
     assert not any(advice in message for advice in READER_ADVICE), message
 
 
@@ -83,21 +82,23 @@ def test_a_damaged_or_crafted_pth_is_one_error_and_runs_nothing(tmp_path, attack
     found = user_errors.find_user_error(info.value)
     assert isinstance(found, ArtifactError)
     assert found is info.value or found is info.value.__cause__  # Kedro did not wrap it again
-    assert "Failed while loading data" not in str(info.value)
+    assert "Failed while loading data" not in str(info.value)  # Kedro's wrapper
     _assert_one_safe_line(str(found), path, "kedro run --pipelines classical")
-    assert "Do not load it with torch.load(weights_only=False) or pickle" in str(found)
+    assert "weights_only=False" in str(found)  # the unsafe way it warns against
     if attack is _crafted_torch:
-        assert "holds a `posix.system` object" in str(found)
+        assert "posix.system" in str(found)  # the offending object
 
 
 def test_a_pth_without_the_expected_contents_is_refused_naming_the_keys(tmp_path):
     path = tmp_path / "quantum_head.pth"
     torch.save({"format": "x"}, path)
-    with pytest.raises(ArtifactError, match=r"not a QSight quantum head \(it holds a dict without `enabled`\)"):
+    with pytest.raises(ArtifactError, match="`enabled`") as info:
         TorchDataset(str(path), ["format", "enabled"]).load()
+    assert str(path) in str(info.value)
     torch.save([torch.ones(2)], path)
-    with pytest.raises(ArtifactError, match=r"it holds a list\).*kedro run --pipelines quantum"):
+    with pytest.raises(ArtifactError) as info:
         TorchDataset(str(path), ["format"]).load()
+    assert str(path) in str(info.value) and rebuild_command(path) in str(info.value)
 
 
 def _object_array(path, marker):
@@ -125,7 +126,7 @@ def test_a_damaged_or_crafted_npy_is_one_error_and_runs_nothing(tmp_path, attack
     assert isinstance(info.value, DatasetError) and not marker.exists()
     _assert_one_safe_line(str(info.value), path, "kedro run --pipelines ingestion")
     if attack is not _npz:
-        assert "Do not load it with allow_pickle=True or pickle" in str(info.value)
+        assert "allow_pickle=True" in str(info.value)  # the unsafe way it warns against
 
 
 def _truncated_pickle(path, marker):
@@ -140,7 +141,7 @@ def test_a_damaged_feature_cache_is_one_error(tmp_path, attack):
         SafePickleDataset(str(path)).load()
     assert isinstance(info.value, DatasetError)
     _assert_one_safe_line(str(info.value), path, "kedro run --pipelines classical,features")
-    assert "Do not open it with pickle.load" in str(info.value)
+    assert "pickle.load" in str(info.value)  # the unsafe way it warns against
 
 
 @pytest.mark.parametrize("content", [b"\x82\x00garbage", b'{"stages": [1, 2', b""])
@@ -150,7 +151,6 @@ def test_a_damaged_json_artifact_is_one_error_naming_its_pipeline(tmp_path, cont
     with pytest.raises(ArtifactError) as info:
         AtomicDataset(str(path), "json.JSONDataset").load()
     assert isinstance(info.value, DatasetError)
-    assert "is not valid JSON" in str(info.value)
     _assert_one_safe_line(str(info.value), path, "kedro run --pipelines classical")
 
 
@@ -180,7 +180,7 @@ def test_the_printed_error_is_one_line_without_a_traceback(tmp_path, monkeypatch
     assert lines[0].startswith(f"Error: {path} holds a `posix.system` object")
     assert lines[1:] == ["(Set QSIGHT_TRACEBACK=1 to see the full traceback.)"]
     # The reader's message stays in the chain, for the traceback only.
-    assert any("Weights only load failed" in str(e) for e in _chain(error))
+    assert any(isinstance(e, pickle.UnpicklingError) for e in _chain(error))
 
 
 def _chain(error):
@@ -200,7 +200,7 @@ def test_load_model_refuses_a_crafted_checkpoint_without_running_it(tmp_path):
     assert not marker.exists()
     message = str(info.value)
     _assert_one_safe_line(message, tmp_path / "complete_checkpoint.pth", "kedro run --pipelines ensemble")
-    assert "save_model" in message and "holds a `posix.system` object" in message
+    assert "save_model" in message and "posix.system" in message
     assert info.value.__cause__ is not None  # torch's error, for QSIGHT_TRACEBACK=1 only
 
 
@@ -209,25 +209,27 @@ def test_load_model_refuses_a_damaged_checkpoint(tmp_path, attack):
     attack(tmp_path / "complete_checkpoint.pth", tmp_path / "PWNED")
     with pytest.raises(CorruptArtifactError) as info:
         load_model(tmp_path)
-    assert "is not a readable complete checkpoint" in str(info.value)
+    assert str(tmp_path / "complete_checkpoint.pth") in str(info.value)
     assert not any(advice in str(info.value) for advice in READER_ADVICE)
 
 
 def test_load_model_refuses_a_damaged_model_info(tmp_path):
     torch.save({"model_config": {}, "model_state": {}, "model_info": {}}, tmp_path / "complete_checkpoint.pth")
     (tmp_path / "model_info.json").write_text('{"preprocessing": ')
-    with pytest.raises(CorruptArtifactError, match=r"model_info.json is not valid JSON .*kedro run --pipelines ensemble"):
+    with pytest.raises(CorruptArtifactError, match=r"model_info\.json") as info:
         load_model(tmp_path)
+    assert rebuild_command("model_info.json") in str(info.value)
     (tmp_path / "model_info.json").write_text(json.dumps([1, 2]))
-    with pytest.raises(CorruptArtifactError, match="holds a JSON list"):
+    with pytest.raises(CorruptArtifactError, match=r"model_info\.json"):
         load_model(tmp_path)
 
 
 def test_load_model_refuses_a_checkpoint_it_cannot_rebuild(tmp_path):
     torch.save({"model_config": {"no_such_setting": 1}, "model_state": {}, "model_info": {}},
                tmp_path / "complete_checkpoint.pth")
-    with pytest.raises(CorruptArtifactError, match="does not describe a model this version can rebuild"):
+    with pytest.raises(CorruptArtifactError, match="complete_checkpoint.pth") as info:
         load_model(tmp_path)
+    assert rebuild_command("complete_checkpoint.pth") in str(info.value)
 
 
 # --------------------------------------------------------------------------- resume checkpoints
@@ -238,7 +240,8 @@ def test_a_damaged_stage_checkpoint_is_skipped_without_the_readers_advice(tmp_pa
     with caplog.at_level(logging.WARNING):
         found = find_resume_checkpoint(tmp_path, parse_stages([{"name": "classical", "num_epochs": 1}]), "fp")
     assert found is None
-    assert "Ignoring unreadable checkpoint" in caplog.text
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("stage_classical_epoch_1.pth" in r.getMessage() for r in warned)
     assert not any(advice in caplog.text for advice in READER_ADVICE)
 
 
@@ -247,5 +250,5 @@ def test_safe_torch_load_keeps_memory_mapping(tmp_path):
     torch.save({"w": torch.arange(4.0)}, path)
     assert torch.equal(safe_torch_load(path, mmap=True)["w"], torch.arange(4.0))
     path.write_bytes(b"\x80\x04K\x01.")  # a pickle: no zip archive to map
-    with pytest.raises(CorruptArtifactError, match="PyTorch file"):
+    with pytest.raises(CorruptArtifactError, match=r"model\.pth"):
         safe_torch_load(path, mmap=True)
