@@ -104,32 +104,34 @@ def layout_error(root, dataset_type) -> str:
 
 def test_unknown_dataset_type(make_sample):
     message = layout_error(make_sample(patients=5), "eyepacs")
-    assert "Unknown dataset.type 'eyepacs'" in message and "tanlikesmath, sovitrath" in message
+    assert "dataset.type" in message and "'eyepacs'" in message
+    assert all(known in message for known in ("tanlikesmath", "sovitrath"))
 
 
 def test_missing_root(tmp_path):
     message = layout_error(tmp_path / "nowhere", "tanlikesmath")
-    assert str(tmp_path / "nowhere") in message and "found nothing there" in message
+    assert str(tmp_path / "nowhere") in message
 
 
 def test_tanlikesmath_without_image_folder_names_path_and_contents(tmp_path):
     (tmp_path / "resized_train").mkdir()
     (tmp_path / "readme.md").write_text("")
     message = layout_error(tmp_path, "tanlikesmath")
-    assert f"expects the images in {tmp_path / TANLIKESMATH_IMAGE_DIR}" in message
-    assert "1 folders (resized_train)" in message and "1 files (1 .md)" in message
+    assert str(tmp_path / TANLIKESMATH_IMAGE_DIR) in message
+    assert "(resized_train)" in message and "(1 .md)" in message  # what it found there
 
 
 def test_tanlikesmath_on_sovitrath_data_suggests_the_other_type(make_sample):
-    message = layout_error(make_sample("sovitrath", patients=5), "tanlikesmath")
-    assert "does not exist" in message
-    assert "did you mean dataset.type=sovitrath?" in message
+    root = make_sample("sovitrath", patients=5)
+    message = layout_error(root, "tanlikesmath")
+    assert str(root / TANLIKESMATH_IMAGE_DIR) in message
+    assert "dataset.type=sovitrath?" in message
 
 
 def test_sovitrath_on_tanlikesmath_data_suggests_the_other_type(make_sample):
     message = layout_error(make_sample("tanlikesmath", patients=5), "sovitrath")
     assert str(SOVITRATH_IMAGE_DIR) in message
-    assert "did you mean dataset.type=tanlikesmath?" in message
+    assert "dataset.type=tanlikesmath?" in message
 
 
 def test_tanlikesmath_folder_without_images_counts_what_is_there(tmp_path):
@@ -138,19 +140,24 @@ def test_tanlikesmath_folder_without_images_counts_what_is_there(tmp_path):
     for i in range(3):
         (image_dir / f"{i}_left.tif").write_bytes(b"\0")
     message = layout_error(tmp_path, "tanlikesmath")
-    assert "found 0 image files (.jpeg/.jpg/.png)" in message and "3 files (3 .tif)" in message
+    assert "(.jpeg/.jpg/.png)" in message and "(3 .tif)" in message  # sought and found
 
 
 def test_tanlikesmath_images_in_class_folders_suggests_sovitrath(tmp_path):
     (tmp_path / TANLIKESMATH_IMAGE_DIR / "No_DR").mkdir(parents=True)
     message = layout_error(tmp_path, "tanlikesmath")
-    assert "did you mean dataset.type=sovitrath?" in message
+    assert "dataset.type=sovitrath?" in message
 
 
 def test_root_one_level_too_deep_says_where_to_point(make_sample):
     root = make_sample("tanlikesmath", patients=5)
     message = layout_error(root / "resized_train", "tanlikesmath")
-    assert f"dataset.root should be the folder above it: {root}" in message
+    # Pinned in full: the most common mistake with one's own data, and its fix.
+    deep = root / "resized_train"
+    assert message == (
+        f"dataset.type=tanlikesmath expects the images in {deep / TANLIKESMATH_IMAGE_DIR}, but "
+        f"that folder does not exist. Found in {deep}: 1 folders (resized_train) and 1 files "
+        f"(1 .csv). dataset.root should be the folder above it: {root}.")
 
 
 def test_missing_labels_csv_names_both_places(make_sample):
@@ -158,28 +165,30 @@ def test_missing_labels_csv_names_both_places(make_sample):
     (root / LABELS).rename(root / "labels_old.csv")
     message = layout_error(root, "tanlikesmath")
     assert str(root / LABELS) in message and str(root / "trainLabels.csv") in message
-    assert "CSV files found: labels_old.csv" in message
+    assert "labels_old.csv" in message
 
 
 def test_labels_csv_with_wrong_columns(make_sample):
     root = make_sample("tanlikesmath", patients=5)
     (root / LABELS).write_text("id_code,diagnosis\n10_left,0\n")
     message = layout_error(root, "tanlikesmath")
-    assert "lacks image,level" in message and "found columns: id_code, diagnosis" in message
+    assert str(root / LABELS) in message
+    assert all(column in message for column in ("image,level", "id_code", "diagnosis"))
 
 
 def test_labels_csv_with_bad_levels(make_sample):
     root = make_sample("tanlikesmath", patients=5)
     (root / LABELS).write_text("image,level\n10_left,7\n10_right,severe\n")
     message = layout_error(root, "tanlikesmath")
-    assert "2 rows whose level is not a grade 0..4" in message and "10_left='7'" in message
+    assert str(root / LABELS) in message
+    assert "10_left='7'" in message and "10_right='severe'" in message
 
 
 def test_labels_that_match_no_file(make_sample):
     root = make_sample("tanlikesmath", patients=5)
     (root / LABELS).write_text("image,level\nfoo,0\nbar,1\n")
     message = layout_error(root, "tanlikesmath")
-    assert "None of the 2 labels" in message and "'bar'" in message and "_left'" in message
+    assert "'bar'" in message and "_left'" in message
 
 
 def test_sovitrath_without_class_folders_lists_what_it_found(tmp_path):
@@ -187,12 +196,12 @@ def test_sovitrath_without_class_folders_lists_what_it_found(tmp_path):
     for name in ("0", "1", "2"):
         (image_dir / name).mkdir(parents=True)
     message = layout_error(tmp_path, "sovitrath")
-    assert "No_DR, Mild, Moderate, Severe, Proliferate_DR" in message
-    assert "3 folders (0, 1, 2)" in message
+    assert all(name in message for name in SOVITRATH_CLASS_FOLDERS)
+    assert str(image_dir) in message and "(0, 1, 2)" in message  # the folders it found
 
 
 def test_sovitrath_with_empty_class_folders(tmp_path):
     for name in SOVITRATH_CLASS_FOLDERS:
         (tmp_path / SOVITRATH_IMAGE_DIR / name).mkdir(parents=True)
     message = layout_error(tmp_path, "sovitrath")
-    assert "0 image files" in message
+    assert str(tmp_path / SOVITRATH_IMAGE_DIR / "No_DR") in message  # an empty class folder
