@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import pytest
 import torch
 from torch import nn
 
+from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.training.devices import (
     autocast_enabled,
     maybe_data_parallel,
@@ -18,13 +18,25 @@ from qsight_pipeline.training.devices import (
 from qsight_pipeline.training.trainer import TrainerSettings
 
 
+def _warnings(caplog) -> list[tuple]:
+    """The arguments of the records logged, which must all be warnings of the devices module."""
+    records = [r for r in caplog.records if r.name == "qsight_pipeline.training.devices"]
+    assert len(records) == len(caplog.records) and {r.levelno for r in records} == {logging.WARNING}
+    return [r.args for r in records]
+
+
+def _one_warning(caplog) -> tuple:
+    (args,) = _warnings(caplog)
+    return args
+
+
 def test_device_strings(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cpu")
     with caplog.at_level(logging.WARNING):
         assert resolve_device("cuda:1") == torch.device("cpu")
-    assert "'cuda:1'" in caplog.text and "CUDA is not available" in caplog.text
+    assert _one_warning(caplog) == ("cuda:1",)
     with pytest.raises(ValueError, match="`device`"):
         resolve_device("gpu1")
 
@@ -36,7 +48,7 @@ def test_cuda_index_is_kept_or_clamped_when_gpus_exist(monkeypatch, caplog):
     assert resolve_device("CUDA") == torch.device("cuda")
     with caplog.at_level(logging.WARNING):
         assert resolve_device("cuda:3") == torch.device("cuda", 0)
-    assert "only 2 GPU(s)" in caplog.text
+    assert _one_warning(caplog) == ("cuda:3", 2, 1)
 
 
 def test_device_ids_forms():
@@ -53,7 +65,7 @@ def test_data_parallel_on_cpu_warns_and_returns_the_model(caplog):
     with caplog.at_level(logging.WARNING):
         wrapped = maybe_data_parallel(model, True, [0, 1], torch.device("cpu"))
     assert wrapped is model
-    assert "multi_gpu" in caplog.text and "DataParallel skipped" in caplog.text
+    assert _one_warning(caplog) == (torch.device("cpu"),)
     assert maybe_data_parallel(model, False, None, torch.device("cpu")) is model
 
 
@@ -63,13 +75,13 @@ def test_data_parallel_with_fewer_gpus_than_asked(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         wrapped = maybe_data_parallel(model, True, "0,1,2", torch.device("cuda", 0))
     assert wrapped is model
-    assert "[1, 2]" in caplog.text and "only 1 usable GPU" in caplog.text
+    assert _warnings(caplog) == [([1, 2], 1, [0]), (1,)]  # the GPUs dropped, then the fallback
 
 
 def test_mixed_precision_on_cpu_is_logged_off(caplog):
     with caplog.at_level(logging.WARNING):
         assert autocast_enabled(True, torch.device("cpu")) is False
-    assert "autocast is off on CPU" in caplog.text
+    assert _one_warning(caplog) == (torch.device("cpu"),)
     caplog.clear()
     assert autocast_enabled(None, torch.device("cpu")) is False
     assert caplog.text == ""  # the default is quiet
@@ -93,9 +105,9 @@ def test_trainer_settings_from_run_parameters():
     assert (settings.seed, settings.grad_clip, settings.device) == (7, 0, "cuda:1")
     assert settings.multi_gpu and settings.device_ids == [0, 1]
     assert settings.mixed_precision is False and settings.latency_tracking is False
-    with pytest.raises(ValueError, match="run.grad_clip: Input should be greater than or equal to 0"):
+    with pytest.raises(ConfigError, match=r"run\.grad_clip"):
         TrainerSettings.from_params({"grad_clip": -1})
-    with pytest.raises(ValueError, match="run.optimizer: unknown key"):
+    with pytest.raises(ConfigError, match=r"run\.optimizer"):
         TrainerSettings.from_params({"optimizer": "adam"})
 
 
@@ -130,13 +142,15 @@ def test_a_malformed_device_is_refused_by_the_run_checks_and_by_resolve_device(d
     from qsight_pipeline.config import validate_parameters
     from qsight_pipeline.errors import ConfigError, UserError
 
-    forms = "must be auto, cpu, mps, cuda or cuda:<index> (e.g. cuda:1)"
     with pytest.raises(ConfigError) as caught:
         validate_parameters({"run": {"device": device}, "predict": {"device": device}})
-    assert f"\n  run.device: {forms}, got {device!r}" in str(caught.value)
-    assert f"\n  predict.device: {forms}, got {device!r}" in str(caught.value)
-    with pytest.raises(UserError, match=rf"^`device` {re.escape(forms)}, got {re.escape(repr(device))}$"):
+    lines = str(caught.value).splitlines()
+    for key in ("run.device", "predict.device"):  # one line each, naming the value given
+        named = [line for line in lines if line.startswith(f"  {key}:")]
+        assert len(named) == 1 and repr(device) in named[0]
+    with pytest.raises(UserError, match="^`device`") as caught:
         resolve_device(device)
+    assert repr(device) in str(caught.value)
 
 
 def test_resolve_device_takes_torch_devices():
@@ -165,8 +179,6 @@ def test_malformed_device_ids_are_refused_by_the_run_checks_and_by_the_parser(de
 
     with pytest.raises(ConfigError) as caught:
         validate_parameters({"run": {"device_ids": device_ids}})
-    message = str(caught.value)
-    assert "\n  run.device_ids: must be " in message and "GPU indices" in message
-    assert "[0, 1]" in message and "run.device_ids=0 1" in message
-    with pytest.raises(ConfigError, match="^`device_ids` must be "):
+    assert "\n  run.device_ids:" in str(caught.value)
+    with pytest.raises(ConfigError, match="^`device_ids`"):
         parse_device_ids(device_ids)
