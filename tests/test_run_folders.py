@@ -4,6 +4,7 @@ tests/test_refusals_end_to_end.py."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,8 @@ def test_system_folders_are_never_output_folders(folder, relation, tmp_path):
         with pytest.raises(PreflightError) as info:
             check_output_folders(_typed(run={setting: folder}), tmp_path)
         message = str(info.value)
-        assert f"`run.{setting}` is {folder!r}, which {relation}" in message
-        assert f"`kedro run --params run.{setting}=outputs/my_run`" in message
+        assert f"`run.{setting}`" in message and repr(folder) in message
+        assert f"run.{setting}=outputs/my_run" in message  # the way out
         assert "\n" not in message and isinstance(info.value, UserError)
 
 
@@ -55,15 +56,16 @@ def test_a_users_folders_are_accepted_a_link_into_the_system_is_not(tmp_path):
     # A project under a system tree (a container's /usr/src/app) keeps its own output folders.
     check_output_folders(_typed(run={"output_dir": "data/06_models/x"}), Path("/usr/src/app"))
     (tmp_path / "etc_link").symlink_to("/etc")
-    with pytest.raises(PreflightError, match="which is the system folder /etc"):
+    with pytest.raises(PreflightError, match=r"`run\.output_dir`") as info:
         check_output_folders(_typed(run={"output_dir": str(tmp_path / "etc_link")}), tmp_path)
+    assert "/etc" in str(info.value)
 
 
 def test_an_output_folder_that_is_a_file_is_refused_whichever_pipeline_runs(tmp_path):
     (tmp_path / "results.txt").write_text("mine")
-    with pytest.raises(PreflightError, match="`run.output_dir` is .*results.txt', which is a file"):
+    with pytest.raises(PreflightError, match=r"`run\.output_dir`.*results\.txt"):
         check_output_folders(_typed(run={"output_dir": "results.txt"}), tmp_path)
-    with pytest.raises(PreflightError, match="lies under .*results.txt, which is a file"):
+    with pytest.raises(PreflightError, match=r"`run\.checkpoint_dir`.*results\.txt"):
         check_output_folders(_typed(run={"checkpoint_dir": "results.txt/ckpt"}), tmp_path)
     assert (tmp_path / "results.txt").read_text() == "mine"
 
@@ -92,14 +94,13 @@ def test_an_input_folder_that_overlaps_an_output_folder_is_refused_naming_both(t
     heatmaps.mkdir(parents=True)
     with pytest.raises(PreflightError) as info:
         _check_predict(tmp_path, "data/07_model_output/heatmaps/left")
+    # Pinned in full: the refusal that keeps a run from writing over the photographs it reads.
     assert (f"`predict.input_dir` is 'data/07_model_output/heatmaps/left' ({heatmaps}/left), "
             f"which lies inside {heatmaps}, where this run writes `prediction_heatmaps`"
             in str(info.value))
-    assert "point predict.input_dir at a folder outside the run's output folders" in str(info.value)
-    with pytest.raises(PreflightError, match=f"which holds {tmp_path}/data/06_models/trained_model,"):
+    with pytest.raises(PreflightError, match=re.escape(f"{tmp_path}/data/06_models/trained_model")):
         _check_predict(tmp_path, str(tmp_path))
-    with pytest.raises(PreflightError, match=r"where this run writes `run.output_dir`: .*"
-                                             r"\(or change `run.output_dir`\)"):
+    with pytest.raises(PreflightError, match=r"`predict\.input_dir`.*`run\.output_dir`"):
         _check_predict(tmp_path, str(tmp_path / "photos"), output_dir=str(tmp_path / "photos"))
     # A folder beside the outputs is fine, also when its name starts like one of them.
     (tmp_path / "data/07_model_output_photos").mkdir()
@@ -112,7 +113,7 @@ def test_only_the_folders_the_running_pipelines_read_are_checked(tmp_path):
     # predict reads neither dataset.root nor evaluate.dataset.root
     check_run_folders(typed, _predict_pipeline(), DataCatalog.from_config(CATALOG), tmp_path)
     evaluate = Pipeline([Node(lambda *a: None, ["params:evaluate"], "external_validation")])
-    with pytest.raises(PreflightError, match="`evaluate.dataset.root` is '/proc', which is /proc"):
+    with pytest.raises(PreflightError, match=r"`evaluate\.dataset\.root`.*'/proc'"):
         check_run_folders(typed, evaluate, DataCatalog.from_config(CATALOG), tmp_path)
 
 
@@ -124,6 +125,7 @@ def test_an_unknown_pipeline_is_a_user_error_listing_the_known_ones():
     with pytest.raises(KeyError) as info:  # Kedro's session catches a KeyError of the registry
         _Pipelines({})["nosuchpipe"]
     assert isinstance(info.value, UnknownPipelineError) and isinstance(info.value, UserError)
+    # Pinned: the first words a user sees after a mistyped --pipelines.
     assert str(info.value).startswith("There is no pipeline named 'nosuchpipe'. The project's "
                                       "pipelines are: __default__, classical,")
 
@@ -140,9 +142,8 @@ def test_an_environment_variable_outside_credentials_names_the_file_and_the_way_
     with pytest.raises(ParameterError) as info:
         loader["parameters"]
     message = str(info.value)
-    assert f"{tmp_path}/local/parameters.yml: `predict.input_dir` is " in message
-    assert "only in credentials files" in message
-    assert "`kedro run --params predict.input_dir=$PHOTOS/new`" in message
+    assert f"{tmp_path}/local/parameters.yml" in message and "`predict.input_dir`" in message
+    assert "predict.input_dir=$PHOTOS/new" in message  # the way out
 
 
 def test_an_output_dir_the_catalog_does_not_follow_is_refused(tmp_path):
@@ -153,8 +154,8 @@ def test_an_output_dir_the_catalog_does_not_follow_is_refused(tmp_path):
     with pytest.raises(PreflightError) as info:
         check_run_folders(_typed(run={"output_dir": "data/mine"}), _predict_pipeline(), catalog,
                           tmp_path)
-    assert ("`run.output_dir` is 'data/mine', but the catalog writes the model to "
-            "data/06_models/trained_model" in str(info.value))
+    assert all(named in str(info.value) for named in ("`run.output_dir`", "'data/mine'",
+                                                      "data/06_models/trained_model"))
     assert "conf/local/globals.yml" in str(info.value)
     check_run_folders(_typed(run={"output_dir": str(tmp_path / "data/06_models/trained_model")}),
                       _predict_pipeline(), catalog, tmp_path)  # the same folder: accepted
