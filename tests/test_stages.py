@@ -125,6 +125,11 @@ def test_stage_round_trips_through_to_dict():
     assert parse_stages(default_stage_schedule()) == default_stage_schedule()
 
 
+def _stage(index: int, name: str) -> str:
+    """How every schedule error locates a stage (its place and name), like a key name."""
+    return f"stage {index} ('{name}')"
+
+
 def _error(raw) -> str:
     with pytest.raises(ScheduleError) as info:
         parse_stages(raw)
@@ -152,18 +157,18 @@ def _error(raw) -> str:
 def test_field_errors_name_the_stage_and_the_field(change, field, words):
     good = {"name": "warmup", "num_epochs": 2, "trainable": ["head_a", "head_b", "ensemble"]}
     message = _error([{"name": "classical", "num_epochs": 1}, {**good, **change}])
-    assert "stage 1 ('warmup')" in message
+    assert _stage(1, "warmup") in message
     assert f"`{field}`" in message
     assert words in message
 
 
 def test_unknown_and_old_system_keys_are_rejected_by_name():
     message = _error([{"name": "classical", "num_epochs": 1, "lr_warmup": 3}])
-    assert "stage 0 ('classical')" in message and "lr_warmup" in message
+    assert _stage(0, "classical") in message and "lr_warmup" in message
 
     for key in ("grad_accum_steps", "annealing_schedule"):
         message = _error([{"name": "classical", "num_epochs": 1, key: 4}])
-        assert key in message and "not supported" in message and "stage 0 ('classical')" in message
+        assert key in message and _stage(0, "classical") in message
 
 
 def test_every_problem_of_every_stage_is_reported_at_once():
@@ -173,9 +178,9 @@ def test_every_problem_of_every_stage_is_reported_at_once():
             {"name": "ensemble", "num_epochs": 1, "patience": -2},
         ]
     )
-    assert "stage 0 ('classical'): field `num_epochs`" in message
-    assert "stage 0 ('classical'): field `learning_rate`" in message
-    assert "stage 1 ('ensemble'): field `patience`" in message
+    assert f"{_stage(0, 'classical')}: field `num_epochs`" in message
+    assert f"{_stage(0, 'classical')}: field `learning_rate`" in message
+    assert f"{_stage(1, 'ensemble')}: field `patience`" in message
 
 
 def test_image_stage_after_cache_stage_is_rejected():
@@ -185,15 +190,15 @@ def test_image_stage_after_cache_stage_is_rejected():
             {"name": "finetune", "num_epochs": 1, "trainable": ["encoder", "head_a"]},
         ]
     )
-    assert "stage 1 ('finetune')" in message and "stage 0 ('quantum')" in message
+    assert _stage(1, "finetune") in message and _stage(0, "quantum") in message
     assert "`trainable`" in message
 
 
 def test_other_schedule_errors():
     assert "`name`" in _error([{"num_epochs": 1}])
-    assert "`num_epochs` is required" in _error([{"name": "classical"}])
-    assert "repeats stage 0" in _error([{"name": "classical", "num_epochs": 1}] * 2)
-    assert "`trainable` is required" in _error([{"name": "probe", "num_epochs": 1}])
+    assert "`num_epochs`" in _error([{"name": "classical"}])
+    assert _stage(1, "classical") in _error([{"name": "classical", "num_epochs": 1}] * 2)
+    assert "`trainable`" in _error([{"name": "probe", "num_epochs": 1}])
     assert "empty" in _error([])
     assert "`stages`" in _error({"stage": []})
 
@@ -221,9 +226,9 @@ def test_bad_stages_config_file_names_the_setting_and_path(tmp_path):
 
     broken = tmp_path / "broken.json"
     broken.write_text("[{'name': 'classical'}]")
-    with pytest.raises(ScheduleError, match="not valid JSON") as info:
+    with pytest.raises(ScheduleError, match="stages_config") as info:
         resolve_schedule(None, str(broken))
-    assert "stages_config" in str(info.value) and str(broken) in str(info.value)
+    assert str(broken) in str(info.value)
 
     bad = tmp_path / "bad.json"
     bad.write_text('[{"name": "classical", "num_epochs": 1, "grad_accum_steps": 2}]')
@@ -231,7 +236,7 @@ def test_bad_stages_config_file_names_the_setting_and_path(tmp_path):
         resolve_schedule(None, str(bad))
     assert str(bad) in str(info.value)
 
-    with pytest.raises(ScheduleError, match="`run.stages` parameter"):
+    with pytest.raises(ScheduleError, match=r"`run\.stages`"):
         resolve_schedule([{"name": "classical", "num_epochs": -1}], None)
 
 
