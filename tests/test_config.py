@@ -91,6 +91,7 @@ def test_every_problem_in_every_block_is_reported_at_once():
         "predict.batch_size: Input should be greater than or equal to 1, got 0",
     ):
         assert line in message
+    # Pinned: the opening of the list of every invalid parameter (the lines above are pinned too).
     assert message.startswith("8 invalid parameter(s)")
 
 
@@ -153,7 +154,7 @@ def test_a_params_override_sets_one_field_of_one_stage_and_the_schema_checks_it(
     check_parameters(parameters)  # a large rate, but a valid one
 
     bad = load_parameters("smoke", {"run": {"stages": {"0": {"learning_rate": -1}}}})
-    with pytest.raises(ConfigError, match=r"stage 0 \('classical'\): field `learning_rate`"):
+    with pytest.raises(ConfigError, match="`learning_rate`"):
         check_parameters(bad)
     nested = load_parameters("smoke", {"run": {"stages": {"1": {"loss_weights": {"quantum": 0.5}}}},
                                        "quantum_study": {"n_qubits": {"1": 4}}})
@@ -187,8 +188,8 @@ def test_a_params_override_that_cannot_be_applied_is_an_error_that_says_how(
     message = str(caught.value)
     assert message.startswith(why)
     if "stages." in why:
-        assert "a `run.stages` list in conf/local/parameters.yml" in message
-        assert "--params run.stages_config=FILE" in message
+        assert "`run.stages`" in message and "conf/local/parameters.yml" in message
+        assert "run.stages_config=FILE" in message  # the other way out
 
 
 # --- the `run` block and the old top-level names of its keys ---------------------------------
@@ -207,9 +208,8 @@ def test_the_old_top_level_names_still_work_on_the_command_line_and_in_files(tmp
     assert parameters["run"]["seed"] == 7 and parameters["run"]["output_dir"] == "out/x"
     assert parameters["run"]["stages"][0]["learning_rate"] == 0.5
     assert parameters["run"]["batch_size"] == 32  # conf/smoke's, kept
-    told = [r.getMessage() for r in caplog.records if "old top-level name" in r.getMessage()]
-    assert len(told) == 1 and told[0].startswith("--params: `seed`, `output_dir`, `stages` are")
-    assert "`run.seed`" in told[0] and "`--params run.seed=...`" in told[0]
+    told = _moved_names(caplog)
+    assert told == [("--params", "`seed`, `output_dir`, `stages`")]
 
     # A conf/local file in the old form wins over conf/base, and the command line's run.* wins
     # over both; the catalog's artifact folder follows the old --params output_dir too.
@@ -228,9 +228,15 @@ def test_the_old_top_level_names_still_work_on_the_command_line_and_in_files(tmp
     assert parameters["run"]["seed"] == 9 and parameters["run"]["batch_size"] == 4
     assert "seed" not in parameters and "batch_size" not in parameters
     assert catalog["complete_checkpoint"]["filepath"] == "out/y/complete_checkpoint.pth"
-    told = [r.getMessage() for r in caplog.records if "old top-level name" in r.getMessage()]
-    assert any("local/parameters.yml: `seed`, `batch_size` are" in m for m in told)
+    assert any(where.endswith("local/parameters.yml") and names == "`seed`, `batch_size`"
+               for where, names in _moved_names(caplog))
     validate_parameters(parameters)  # the moved keys are valid keys of the run block
+
+
+def _moved_names(caplog) -> list[tuple[str, str]]:
+    """(where, the old names) of each warning the config loader logged about old names."""
+    return [r.args[:2] for r in caplog.records
+            if r.name == "qsight_pipeline.kedro_app.config_loader" and r.levelno == logging.WARNING]
 
 
 def _local_conf(tmp_path, files: dict[str, str]):
@@ -248,16 +254,15 @@ def test_a_run_key_given_both_ways_in_one_source_is_refused(tmp_path):
     from qsight_pipeline.errors import ParameterError
     from qsight_pipeline.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
-    with pytest.raises(ParameterError, match=r"--params sets `seed` both by the old top-level name "
-                                             r"and as `run.seed`"):
+    with pytest.raises(ParameterError, match=r"^--params.*`seed`.*`run\.seed`"):
         load_parameters("smoke", {"seed": 7, "run": {"seed": 8}})
     conf = _local_conf(tmp_path, {"parameters.yml": "seed: 2\nrun:\n  seed: 1\n"})
-    with pytest.raises(ParameterError, match=r"local/parameters.yml sets `seed` both"):
+    with pytest.raises(ParameterError, match=r"local/parameters\.yml.*`seed`"):
         CONFIG_LOADER_CLASS(str(conf), env="local", **CONFIG_LOADER_ARGS)["parameters"]
     # In two files of one environment it is the same key twice, as Kedro refuses any other.
     conf = _local_conf(tmp_path / "two", {"parameters.yml": "batch_size: 4\n",
                                           "parameters_more.yml": "run:\n  batch_size: 8\n"})
-    with pytest.raises(ValueError, match=r"Duplicate keys found in .*: run.batch_size"):
+    with pytest.raises(ValueError, match=r"run\.batch_size"):
         CONFIG_LOADER_CLASS(str(conf), env="local", **CONFIG_LOADER_ARGS)["parameters"]
 
 
@@ -274,7 +279,7 @@ def test_an_old_file_that_interpolates_a_run_key_still_resolves(tmp_path):
 
 def test_a_run_key_at_the_top_level_of_the_typed_model_is_unknown():
     # The loader moves the old names; the typed model itself knows only the `run` block.
-    with pytest.raises(ConfigError, match=r"\n  seed: unknown key"):
+    with pytest.raises(ConfigError, match=r"\n  seed:"):
         validate_parameters({"seed": 3})
     assert validate_parameters({"run": {"seed": 3}}).run.seed == 3
 
@@ -284,11 +289,11 @@ def test_a_bad_value_is_named_once_with_its_value_once():
         validate_parameters({"referral": {"target_sensitivity": 1.5}})
     line = next(row for row in str(error.value).splitlines() if "target_sensitivity" in row)
     assert line.count("referral.target_sensitivity") == 1 and line.count("got 1.5") == 1
-    assert line.strip() == "referral.target_sensitivity: Input should be less than or equal to 1, got 1.5"
+    assert line.strip().startswith("referral.target_sensitivity:")  # the key first
     with pytest.raises(ConfigError) as error:  # pydantic's own bound: the key is put first
         validate_parameters({"quantum_study": {"hardware": {"device": "fake_torino", "shots": 0}}})
-    assert "quantum_study.hardware.shots: Input should be greater than or equal to 1, got 0" in str(
-        error.value)
+    (line,) = [row for row in str(error.value).splitlines() if "shots" in row]
+    assert line.strip().startswith("quantum_study.hardware.shots:") and line.endswith("got 0")
 
 
 def test_every_rule_is_one_pydantic_message_per_key_and_allowed_values_are_shared():
