@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_torch_tensors_are_refused_too(tmp_path):
 def test_a_truncated_file_is_an_artifact_error_naming_it(tmp_path):
     path = tmp_path / "quantum_training_data.pkl"
     path.write_bytes(pickle.dumps(feature_cache())[:100])
-    with pytest.raises(ArtifactError, match="quantum_training_data.pkl is not a readable"):
+    with pytest.raises(ArtifactError, match=re.escape(str(path))):
         safe_load(path)
 
 
@@ -140,9 +141,9 @@ def test_a_classical_model_retrained_after_the_feature_export_is_refused():
 
 
 def test_artifacts_without_lineage_are_refused_not_trusted():
-    with pytest.raises(lineage.LineageError, match="no lineage record"):
+    with pytest.raises(lineage.LineageError, match=r"out/quantum_training_data\.pkl"):
         lineage.feature_cache_record({"metadata": {}}, "out")
-    with pytest.raises(lineage.LineageError, match="no `ingestion_id` column"):
+    with pytest.raises(lineage.LineageError, match="`ingestion_id`"):
         lineage.manifest_ingestion_id(pd.DataFrame({"image_id": ["1"]}))
 
 
@@ -233,7 +234,7 @@ def test_a_lock_path_taken_by_something_else_is_refused_untouched(tmp_path, plan
     with pytest.raises(LockPathError) as info:
         RunLock(folder).acquire("kedro run")
     message = str(info.value)
-    assert str(folder / LOCK_NAME) in message and "not a QSight run lock" in message
+    assert str(folder / LOCK_NAME) in message
     assert "\n" not in message
     assert planted.read_bytes() == before  # neither emptied nor written to
     assert (folder / LOCK_NAME).is_symlink() == (plant is _symlink)
@@ -241,7 +242,7 @@ def test_a_lock_path_taken_by_something_else_is_refused_untouched(tmp_path, plan
 
 def test_a_folder_at_the_lock_path_is_refused(tmp_path):
     (tmp_path / LOCK_NAME).mkdir()
-    with pytest.raises(LockPathError, match=r"not a QSight run lock \(a folder\)"):
+    with pytest.raises(LockPathError, match=re.escape(str(tmp_path / LOCK_NAME))):
         RunLock(tmp_path).acquire("kedro run")
 
 

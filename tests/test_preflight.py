@@ -27,9 +27,9 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
     target.write_text("not a folder")
     with pytest.raises(PreflightError) as info:
         check_run_environment({"output_dir": str(target), "model": MODEL}, ["__default__"])
-    assert "`run.output_dir`" in str(info.value) and "is a file" in str(info.value)
+    assert "`run.output_dir`" in str(info.value) and str(target) in str(info.value)
     assert isinstance(info.value, UserError)
-    with pytest.raises(PreflightError, match="`run.checkpoint_dir` .* lies under .*results.txt"):
+    with pytest.raises(PreflightError, match=r"`run\.checkpoint_dir`.*results\.txt"):
         check_run_environment({"output_dir": str(tmp_path / "out"), "model": MODEL,
                                "checkpoint_dir": str(target / "ckpt")}, ["classical"])
 
@@ -39,7 +39,7 @@ def test_a_read_only_output_dir_is_refused(tmp_path):
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o500)
-    with pytest.raises(PreflightError, match="cannot be written"):
+    with pytest.raises(PreflightError, match=r"`run\.output_dir`.*locked"):
         check_run_environment({"output_dir": str(folder), "model": MODEL}, ["quantum"])
 
 
@@ -51,7 +51,7 @@ def test_folders_are_created_and_predict_does_not_need_them(tmp_path):
 
 def test_a_missing_local_weights_file_is_refused(tmp_path):
     model = {**MODEL, "pretrained_weights": str(tmp_path / "vit.safetensors")}
-    with pytest.raises(PreflightError, match="`model.pretrained_weights` is .*not a file"):
+    with pytest.raises(PreflightError, match=r"`model\.pretrained_weights`.*vit\.safetensors"):
         check_run_environment({"model": model}, ["classical"])
 
 
@@ -66,7 +66,7 @@ def test_pretrained_weights_that_cannot_be_downloaded_fail_before_ingestion(monk
     assert "HF_HUB_OFFLINE" in message
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(preflight, "_download_host_reachable", lambda: False)
-    with pytest.raises(PreflightError, match="huggingface.co cannot be reached"):
+    with pytest.raises(PreflightError, match=r"huggingface\.co"):
         check_run_environment({"model": model}, ["classical"])
     monkeypatch.setattr(preflight, "_in_download_cache", lambda name: True)
     assert preflight.check_pretrained_weights(model) == "cache"

@@ -29,6 +29,7 @@ def test_a_nan_loss_stops_the_stage_at_its_first_batch_and_writes_no_checkpoint(
     with pytest.raises(TrainingDivergedError) as info:
         train_stages(tiny_model(encoder_type="resnet", encoder_name="test_resnet"), [CLASSICAL],
                      train, val, settings(checkpoint_dir=str(tmp_path)))
+    # Pinned: where training stopped (stage, epoch, batch) and why, as the user reads it.
     assert "Stage 'classical', epoch 1/2, batch 1: the loss is nan" in str(info.value)
     assert isinstance(info.value, UserError)
     assert list(tmp_path.iterdir()) == []
@@ -41,7 +42,7 @@ def test_a_huge_learning_rate_is_reported_as_divergence():
         train_stages(tiny_model(encoder_type="resnet", encoder_name="test_resnet"), [stage],
                      train, val, settings(grad_clip=0))
     message = str(info.value)
-    assert "Stage 'classical', epoch" in message and "batch" in message
+    assert "'classical'" in message and "batch" in message
     assert "diverging" in message or "nan" in message or "inf" in message
     assert "learning_rate" in message
 
@@ -50,9 +51,9 @@ def test_loss_guard_thresholds():
     guard = LossGuard("quantum")
     for batch, loss in enumerate([1.6, 1.5, 1.7, 40.0, 900.0], 1):
         guard.check("quantum 1/8", batch, loss, grad_norm=3.0)  # large but honest
-    with pytest.raises(TrainingDivergedError, match="batch 6: the loss reached 2e\\+03"):
+    with pytest.raises(TrainingDivergedError, match=r"2/8.*6.*2e\+03"):  # epoch, batch, loss
         guard.check("quantum 2/8", 6, 2000.0)
-    with pytest.raises(TrainingDivergedError, match="epoch 2/8, batch 7: the gradient norm is inf"):
+    with pytest.raises(TrainingDivergedError, match=r"2/8.*7.*inf"):  # epoch, batch, norm
         LossGuard("quantum").check("quantum 2/8", 7, 1.0, grad_norm=float("inf"))
 
 
