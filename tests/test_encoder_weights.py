@@ -48,8 +48,8 @@ def test_retfound_mae_layout_loads_and_says_what_it_dropped(tmp_path, caplog):
         assert torch.allclose(encoder(image), source(image), atol=1e-6)
     lines = [r.getMessage() for r in caplog.records if "loaded from" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert "RETFound MAE layout" in lines[0]
-    assert "7 key(s) of the file not used by the encoder, dropped (mask_token, decoder_embed" in lines[0]
+    assert "RETFound" in lines[0]  # the layout it recognised
+    assert "mask_token" in lines[0] and "decoder_embed" in lines[0]  # the keys it dropped
 
 
 def test_a_file_that_does_not_fill_the_encoder_is_refused_in_one_line(tmp_path):
@@ -64,15 +64,15 @@ def test_a_file_that_does_not_fill_the_encoder_is_refused_in_one_line(tmp_path):
         create_encoder("vit", "test_vit", pretrained_weights=weights)
     message = str(info.value)
     assert "\n" not in message and "model.pretrained_weights" in message
-    assert "2 encoder weight(s) missing from the file (blocks.0.attn.qkv.weight, norm.weight)" in message
-    assert "1 key(s) of the file unknown to the encoder (fc_norm_of_another_model.weight)" in message
+    assert all(key in message for key in ("blocks.0.attn.qkv.weight", "norm.weight",
+                                          "fc_norm_of_another_model.weight"))
 
 
 def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
     weights = tmp_path / "crafted.pth"
     torch.save({"model": timm.create_model("test_vit", num_classes=0).state_dict(),
                 "args": logging.Formatter()}, weights)
-    with pytest.raises(EncoderWeightsError, match="holds a `logging.Formatter` object") as info:
+    with pytest.raises(EncoderWeightsError, match=r"`logging\.Formatter`") as info:
         create_encoder("vit", "test_vit", pretrained_weights=weights)
     assert "model.pretrained_weights" in str(info.value)
 

@@ -43,6 +43,11 @@ def _reasons(photograph: np.ndarray) -> list[str]:
     return gating.check_gradability(gating.photograph_measures(photograph), BOUNDS)[0]
 
 
+def _failed(reasons: list[str]) -> list[str]:
+    """The measures named by the reasons (each ends ``[measure value < bound]``), in order."""
+    return [reason.rsplit("[", 1)[1].split()[0] for reason in reasons]
+
+
 def test_the_bounds_are_absolute_not_fitted_on_the_training_photographs():
     rng = np.random.default_rng(0)
     dark = rng.integers(0, 40, (4, 32, 32, 3), dtype=np.uint8)
@@ -107,14 +112,14 @@ def test_a_corrupted_photograph_is_not_gradable_with_the_right_reason(kind, phot
 def test_a_photograph_that_is_no_fundus_photograph_is_not_gradable(name):
     data = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) is not installed")
     reasons = _reasons(getattr(data, name)())
-    assert any(r.startswith("no round field edge") for r in reasons), reasons
+    assert "field_side_height" in _failed(reasons), reasons
 
 
 def test_drawn_pictures_and_a_small_photograph_are_not_gradable():
     drawn = non_fundus_pictures(1, 256)
-    assert _reasons(np.zeros((256, 256, 3), np.uint8))[0].startswith("no fundus field found")
+    assert _failed(_reasons(np.zeros((256, 256, 3), np.uint8)))[0] == "field_fraction"
     assert all(_reasons(pictures[0]) for pictures in drawn.values())
-    assert any(r.startswith("no round field edge") for r in _reasons(drawn["text"][0]))
+    assert "field_side_height" in _failed(_reasons(drawn["text"][0]))
     reasons = _reasons(_retina(150))
     assert [r.split(" [")[0] for r in reasons] == [gradability.REASONS[("resolution", "min")]]
 
@@ -150,9 +155,9 @@ def test_every_detector_is_fitted_with_its_own_conformal_threshold():
         assert ood.ood_score(far, fitted, detector=name)[0] > fitted["detectors"][name]["threshold"], name
     # Without the heads' logits only the feature detectors are fitted; asking for energy is refused.
     assert set(gating.fit_ood(_splits(logits=False))["detectors"]) == {"mahalanobis", "knn"}
-    with pytest.raises(ConfigError, match="needs the classical heads' logits.*mahalanobis, knn"):
+    with pytest.raises(ConfigError, match="'?energy'?.*mahalanobis.*knn"):  # what is available
         gating.fit_ood(_splits(logits=False), "energy")
-    with pytest.raises(ConfigError, match="unknown detector 'odin'; the detectors are mahalanobis, knn"):
+    with pytest.raises(ConfigError, match="'odin'.*mahalanobis.*knn"):
         ood.get_detector("odin")
 
 
