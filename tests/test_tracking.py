@@ -92,8 +92,14 @@ def test_tracking_parameters_file_has_the_documented_keys():
     assert params["tracking"]["mlflow"]["enabled"] is True
 
 
+def _hook_warnings(caplog) -> list[str]:
+    """The warnings the tracking hooks logged."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "qsight_pipeline.kedro_app.hooks" and r.levelno == logging.WARNING]
+
+
 def test_bad_wandb_mode_names_the_parameter():
-    with pytest.raises(ValueError, match=r"tracking\.wandb\.mode: Input should be 'online', 'offline' or 'disabled'"):
+    with pytest.raises(ConfigError, match=r"tracking\.wandb\.mode.*'online'.*'offline'.*'disabled'"):
         wandb_settings({"tracking": {"wandb": {"mode": "cloud"}}})
 
 
@@ -118,7 +124,8 @@ def test_missing_wandb_is_a_warning_and_the_run_goes_on(tmp_path, summary, monke
     monkeypatch.setitem(sys.modules, "wandb", None)
     with caplog.at_level(logging.WARNING, logger="qsight_pipeline.kedro_app.hooks"):
         drive(WandbHook(), fake_context(tmp_path, {"wandb": {"enabled": True}}), summary)
-    assert "wandb is not installed" in caplog.text
+    (warning,) = _hook_warnings(caplog)
+    assert "wandb" in warning
 
 
 # --- which outputs are tracked: catalog metadata, not names ----------------------------------
@@ -172,7 +179,7 @@ def test_a_bad_track_kind_stops_the_run_before_the_first_node(tmp_path):
     pipeline = Pipeline([Node(lambda: 1, None, "history_typo", name="make")])
     hook = MlflowTrackingHook()
     hook.after_context_created(context=fake_context(tmp_path, {"mlflow": {"enabled": True}}))
-    with pytest.raises(ConfigError, match=r"'history_typo'.*track='histories'.*history, summary"):
+    with pytest.raises(ConfigError, match=r"'history_typo'.*track='histories'.*history.*summary"):
         hook.before_pipeline_run(run_params={}, pipeline=pipeline, catalog=catalog)
 
 
@@ -405,7 +412,9 @@ def test_mlflow_failure_mid_run_is_a_warning_not_a_lost_run(tmp_path, summary, m
     monkeypatch.setattr(hook, "_active_run", lambda: (_BrokenClient(), "run-id"))
     with caplog.at_level(logging.WARNING, logger="qsight_pipeline.kedro_app.hooks"):
         drive(hook, fake_context(tmp_path, {"mlflow": {"enabled": True}}), summary)
-    assert "MLflow logging after node train_classical failed; the run goes on" in caplog.text
+    warnings = _hook_warnings(caplog)
+    assert warnings and all("MLflow" in w for w in warnings)
+    assert any("train_classical" in w for w in warnings)  # the node whose logging failed
 
 
 def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
@@ -428,7 +437,7 @@ def test_wandb_that_cannot_start_stops_before_any_work(tmp_path, monkeypatch):
 
         run_id = start_run(MlflowConfig(tracking_uri=mlflow.get_tracking_uri(), experiment="refused"),
                            tmp_path, "__default__", {})
-        with pytest.raises(RuntimeError, match=r"wandb login.*tracking\.wandb\.mode=offline"):
+        with pytest.raises(RuntimeError, match=r"login.*tracking\.wandb\.mode=offline"):
             hook.before_pipeline_run(run_params={}, pipeline=None, catalog=project_catalog())
         assert mlflow.active_run() is None
         return run_id
@@ -453,7 +462,7 @@ def test_mlflow_config_uses_sqlite_inside_the_project_and_names_bad_keys(tmp_pat
     with pytest.raises(ConfigError) as error:
         load_mlflow_config({"tracking_url": "sqlite:///x.db", "experiment": ""})
     assert "conf/base/mlflow.yml" in str(error.value)
-    assert "tracking_url: unknown key" in str(error.value)
+    assert "tracking_url:" in str(error.value)
     assert "experiment:" in str(error.value)
 
 
