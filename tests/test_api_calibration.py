@@ -149,9 +149,9 @@ def test_the_api_builds_the_same_typed_blocks_as_kedro_run():
     assert quantum == QuantumConfig(n_qubits=3, enabled=False)
     settings = config.trainer_settings()
     assert isinstance(settings, RunSettings) and (settings.seed, settings.grad_clip) == (7, 0.5)
-    with pytest.raises(ConfigError, match=r"model\.encoder_nme: unknown key"):
+    with pytest.raises(ConfigError, match=r"model\.encoder_nme"):
         TrainingConfig(model={"encoder_nme": "x"}).blocks("resnet", quantum_enabled=False)
-    with pytest.raises(ConfigError, match=r"run\.grad_clip: Input should be greater than"):
+    with pytest.raises(ConfigError, match=r"run\.grad_clip"):
         TrainingConfig(grad_clip=-1).trainer_settings()
 
 
@@ -169,10 +169,9 @@ def test_every_run_key_is_settable_from_the_api_without_a_field_of_its_own():
     assert set(others) <= set(values), f"add a test value for {set(others) - set(values)}"
     settings = TrainingConfig(run={key: values[key] for key in others}).trainer_settings()
     assert all(getattr(settings, key) == values[key] for key in others)
-    with pytest.raises(ConfigError, match=r"run\.num_wrkers: unknown key"):
+    with pytest.raises(ConfigError, match=r"run\.num_wrkers"):
         TrainingConfig(run={"num_wrkers": 2}).trainer_settings()
-    with pytest.raises(ConfigError, match=r"sets image_size, which the Python API takes from "
-                                          r"DatasetConfig\.image_size"):
+    with pytest.raises(ConfigError, match=r"image_size.*DatasetConfig\.image_size"):
         TrainingConfig(run={"image_size": 64}).trainer_settings()
-    with pytest.raises(ConfigError, match=r"TrainingConfig\.run sets seed, which TrainingConfig"):
+    with pytest.raises(ConfigError, match=r"TrainingConfig\.run.*seed.*TrainingConfig\(seed="):
         TrainingConfig(seed=3, run={"seed": 4}).trainer_settings()

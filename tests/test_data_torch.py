@@ -36,9 +36,9 @@ def test_batches_and_refuses_a_cache_made_for_another_input_size(cache):
     batch = next(iter(DataLoader(CachedImageDataset(cache, np.zeros(6)), batch_size=4)))
     assert batch["image"].shape == (4, 3, 24, 24) and batch["grade"].shape == (4,)
     # A cache at 24 px is not silently resized for a 16 px model: one pixel path.
-    with pytest.raises(ArtifactError, match=r"24 x 24 pictures but the model's input is 16 x 16.*"
-                                            r"kedro run --pipelines ingestion"):
+    with pytest.raises(ArtifactError, match=r"24.*16") as info:  # the cache's size, the model's
         CachedImageDataset(cache, np.zeros(6), preprocessing=16)
+    assert "kedro run --pipelines ingestion" in str(info.value)  # the way out
 
 
 def test_augmentation_is_random_but_repeatable_under_a_seed(cache):
@@ -71,12 +71,12 @@ def test_transform_normalises_with_the_models_mean_and_std_and_refuses_other_siz
     assert tensor[0].max().item() == pytest.approx((1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], abs=1e-5)
     half = Preprocessing(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # e.g. a ViT's weights
     assert build_image_transform(half)(white).unique().tolist() == [1.0]
-    with pytest.raises(ArtifactError, match=r"\(50, 70\) picture, but the model's input is 32 x 32"):
+    with pytest.raises(ArtifactError, match=r"\(50, 70\).*32"):  # the picture's size, the model's
         build_image_transform(32)(np.full((50, 70, 3), 255, dtype=np.uint8))
 
 
 def test_rejects_arrays_that_are_not_the_cache(cache):
-    with pytest.raises(ValueError, match="uint8 \\(N, H, W, 3\\)"):
+    with pytest.raises(ValueError, match="uint8"):
         CachedImageDataset(cache.astype(np.float32), np.zeros(6))
-    with pytest.raises(ValueError, match="6 images but 5 grades"):
+    with pytest.raises(ValueError, match=r"\b6\b.*\b5\b"):  # the two lengths
         CachedImageDataset(cache, np.zeros(5))

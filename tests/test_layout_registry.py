@@ -67,14 +67,14 @@ def test_an_unknown_layout_name_lists_every_registered_one(toy_layout):
     with pytest.raises(DatasetLayoutError) as caught:
         get_layout("eyepacs")
     message = str(caught.value)
-    assert "Unknown dataset.type 'eyepacs'" in message
-    assert "expected one of tanlikesmath, sovitrath, toy_flat" in message
-    with pytest.raises(DatasetLayoutError, match="expected one of tanlikesmath, sovitrath, toy_flat"):
+    assert "dataset.type" in message and "'eyepacs'" in message
+    assert all(name in message for name in ("tanlikesmath", "sovitrath", "toy_flat"))
+    with pytest.raises(DatasetLayoutError, match="tanlikesmath.*sovitrath.*toy_flat"):
         generate_sample(Path("/nonexistent"), layout="eyepacs")
 
 
 def test_a_layout_name_cannot_be_taken_twice(toy_layout):
-    with pytest.raises(ValueError, match="'toy_flat' is already registered"):
+    with pytest.raises(ValueError, match="'toy_flat'"):
         @register_layout("toy_flat")
         class Other(DatasetLayout):  # noqa: F841 - registering is the point
             pass
