@@ -136,6 +136,12 @@ def test_sigkilled_run_resumes_to_the_same_final_metrics(tmp_path, caplog):
     assert weights_digest(model) == plain["weights"]
 
 
+def _checkpoint_warnings(caplog) -> list[tuple]:
+    """The arguments of each warning the checkpoint finder logged."""
+    return [r.args for r in caplog.records
+            if r.name == "qsight_pipeline.training.checkpoints" and r.levelno == logging.WARNING]
+
+
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path, caplog):
     stage = [{**CLASSICAL, "num_epochs": 1}]
     train, val = loaders(n_train=32, n_val=32)
@@ -153,7 +159,8 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, caplog):
             settings(checkpoint_dir=tmp_path, epoch_callback=epochs.append, run_fingerprint="b"),
         )
     assert len(epochs) == 1  # trained from scratch
-    assert "different run" in caplog.text and "starting fresh" in caplog.text
+    # One warning naming the folder and the other run's checkpoint it did not resume from.
+    assert _checkpoint_warnings(caplog) == [(tmp_path, "stage_classical_epoch_1.pth")]
 
 
 def test_damaged_checkpoint_is_skipped(tmp_path, caplog):
@@ -173,5 +180,5 @@ def test_damaged_checkpoint_is_skipped(tmp_path, caplog):
             val,
             settings(checkpoint_dir=tmp_path, epoch_callback=epochs.append),
         )
-    assert "unreadable checkpoint" in caplog.text
+    assert [args[0] for args in _checkpoint_warnings(caplog)] == [newest]  # the damaged file
     assert [r["epoch"] for r in epochs] == [2]  # resumed after epoch 1
