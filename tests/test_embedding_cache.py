@@ -12,6 +12,7 @@ import torch
 
 from qsight_pipeline.data.loaders import make_loader
 from qsight_pipeline.data.torch_data import CachedImageDataset
+from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files import lineage
 from qsight_pipeline.kedro_app.datasets import EmbeddingTableDataset
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
@@ -69,7 +70,7 @@ def test_the_model_from_its_embeddings_gives_what_it_gives_from_images():
         from_images = model(images, active_mask=(1, 1, 0))
         from_rows = model(embeddings=model.encoder(images), active_mask=(1, 1, 0))
     assert torch.allclose(from_images["fused_probs"], from_rows["fused_probs"], atol=1e-6)
-    with pytest.raises(ValueError, match="exactly one of"):
+    with pytest.raises(ValueError, match="`images`.*`embeddings`.*`compressed`"):
         model(images, embeddings=model.encoder(images))
 
 
@@ -131,9 +132,10 @@ def test_a_table_of_another_encoder_is_refused(tmp_path):
     settings = TrainerSettings(seed=3, progress=False, batch_size=8)
     tables = embed_image_caches(_caches(config), config, settings)
     torch.manual_seed(99)  # another random init: another encoder
-    with pytest.raises(Exception, match="were not made by this model's encoder"):
+    with pytest.raises(ArtifactError, match=r"embedding_cache_<split>\.npy") as info:
         train_on_embeddings(build_model(config), parse_stages([FROZEN_STAGE]), tables,
                             {"train": np.zeros(24), "val": np.zeros(8)}, "ing-test", settings)
+    assert "kedro run --pipelines classical" in str(info.value)  # the way out
 
 
 def test_the_table_file_keeps_its_lineage_and_a_trained_encoder_marks_it_stale(tmp_path):
