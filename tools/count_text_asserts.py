@@ -13,6 +13,8 @@ undone): a sentence or a fragment of one, as opposed to a key name, file name or
 A check on a key name (``match="dataset.root"``, ``"run.seed" in str(err)``) is not counted.
 
     python tools/count_text_asserts.py [tests or files ...] [--list]
+
+Issue 32, item 6: 277 before (at tip bf58f2b), 136 after (branch asserts).
 """
 
 from __future__ import annotations
