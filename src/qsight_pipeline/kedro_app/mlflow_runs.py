@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kedro.config import MissingConfigException
 from pydantic import ValidationError
 
 from qsight_pipeline.config.base import format_validation_error
@@ -132,3 +133,15 @@ def close_mlflow_run_as_failed() -> None:
 
 def project_root(context: Any) -> Path:
     return Path(getattr(context, "project_path", None) or os.getcwd())
+
+
+def tracking_of(context: Any) -> tuple[str, str]:
+    """The tracking URI and experiment ``kedro run`` records this context's runs in
+    (``conf/<env>/mlflow.yml``, its defaults where absent), whatever ``MLFLOW_TRACKING_URI`` the
+    shell has: a notebook reads the project's runs with them."""
+    try:
+        raw = context.config_loader["mlflow"]
+    except MissingConfigException:
+        raw = {}
+    config = load_mlflow_config(raw)
+    return resolve_tracking_uri(config.tracking_uri, project_root(context)), config.experiment

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from qsight_pipeline.errors import UserError
 
 # A loss this many times its reference is divergence: cross-entropy at chance is ln(5) = 1.6,
@@ -79,8 +81,5 @@ class LossGuard:
 
 def gradient_norm(parameters: Sequence[Any]) -> float:
     """The global L2 norm of the parameters' gradients (0 when none has a gradient)."""
-    # lazy: kept out of kedro start-up
-    import torch
-
     norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
