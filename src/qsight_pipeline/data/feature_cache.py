@@ -21,6 +21,10 @@ FEATURE_CACHE_FILE = "quantum_training_data.pkl"
 SPLIT_FIELDS: tuple[str, ...] = (
     "features", "labels", f"logits_{HEAD_A}", f"logits_{HEAD_B}", "image_ids",
 )
+# Stored when the export ran the encoder (or read its embedding table): the encoder's pooled
+# features, float32 (N, encoder.num_features), what the gate's out-of-distribution score measures
+# (inference.ood). A cache written before they were stored lacks them and still loads.
+OPTIONAL_SPLIT_FIELDS: tuple[str, ...] = ("encoder_features",)
 REQUIRED_FEATURE_KEYS: tuple[str, ...] = tuple(
     f"{split}_{field}" for split in SPLITS for field in SPLIT_FIELDS
 ) + ("metadata", "post_compression_state")
@@ -46,7 +50,8 @@ def build_feature_cache(
     metadata: dict[str, Any],
     post_compression_state: dict[str, Any],
 ) -> dict[str, Any]:
-    """The cache dict from per-split arrays (``{split: {field: array}}`` with ``SPLIT_FIELDS``)."""
+    """The cache dict from per-split arrays (``{split: {field: array}}`` with ``SPLIT_FIELDS``,
+    and ``OPTIONAL_SPLIT_FIELDS`` where given)."""
     cache: dict[str, Any] = {}
     for split in SPLITS:
         fields = splits[split]
@@ -56,6 +61,9 @@ def build_feature_cache(
             )
         for field in SPLIT_FIELDS:
             cache[f"{split}_{field}"] = fields[field]
+        for field in OPTIONAL_SPLIT_FIELDS:
+            if fields.get(field) is not None:
+                cache[f"{split}_{field}"] = np.asarray(fields[field], dtype=np.float32)
     cache["metadata"] = metadata
     cache["post_compression_state"] = post_compression_state
     return cache
@@ -77,6 +85,18 @@ def split_labels(cache: dict[str, Any], split: str) -> np.ndarray:
 
 def split_features(cache: dict[str, Any], split: str) -> np.ndarray:
     return np.asarray(cache[f"{split}_features"])
+
+
+def split_encoder_features(cache: dict[str, Any], split: str) -> np.ndarray | None:
+    """The encoder's pooled features of ``split``, or None in a cache written before they were
+    stored (the gate then falls back to the compressed features)."""
+    value = cache.get(f"{split}_encoder_features")
+    return None if value is None else np.asarray(value, dtype=np.float32)
+
+
+def has_encoder_features(cache: dict[str, Any]) -> bool:
+    """Whether every split's encoder features are in the cache."""
+    return all(f"{split}_encoder_features" in cache for split in SPLITS)
 
 
 def split_image_ids(cache: dict[str, Any], split: str) -> list[str]:

@@ -62,7 +62,7 @@ from qsight_pipeline.errors import ConfigError
 from qsight_pipeline.files.plain import to_plain
 from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
 from qsight_pipeline.inference import fusion, operating_point
-from qsight_pipeline.inference.gate import fit_gates
+from qsight_pipeline.inference.gate import fit_gates, ood_splits
 from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model, model_preprocessing
 from qsight_pipeline.training import artifacts, workflow
@@ -467,13 +467,11 @@ def _cache_stages(
 
 def _fit_gates(train_loader: DataLoader, cache: dict[str, Any]) -> dict[str, Any]:
     """The gate, as the ensemble pipeline fits it, from the training loader's image cache (no
-    resolution bound: the loader does not know the original files); ``save_model`` moves it into
+    resolution bound: the loader does not know the original files), its out-of-distribution
+    score on the encoder's features of the feature export; ``save_model`` moves it into
     ``model_info["gates"]``."""
     images = getattr(train_loader.dataset, "images", None)
-    return to_plain(fit_gates(
-        images, None, feature_cache.split_features(cache, "train"),
-        feature_cache.split_features(cache, "val"),
-    ))
+    return to_plain(fit_gates(images, None, ood_splits(cache)))
 
 
 def _training_summary(

@@ -10,7 +10,10 @@ The graph starts after the one pixel path's pictures are normalised, so the prep
 makes its input is recorded beside it, for a consumer who calls onnxruntime directly: in
 ``model_onnx_info.json`` (``preprocessing``, as ``model_info.json`` saves it, and
 ``preprocessing_steps`` in words) and in the ``.onnx`` file's own metadata
-(``qsight.preprocessing`` as JSON, ``qsight.preprocessing_steps``).
+(``qsight.preprocessing`` as JSON, ``qsight.preprocessing_steps``). Which output the gate's
+out-of-distribution score reads (``encoder_features``, the last; ``compressed_features`` for a
+gate saved before its space was recorded) is ``gate_features_output`` in ``model_onnx_info.json``
+and ``qsight.gate_features_output`` in the file's metadata.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from qsight_pipeline.data.preprocessing import from_saved
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
 from qsight_pipeline.inference.loading import LoadedModel
+from qsight_pipeline.inference.ood import SPACE_OUTPUTS, ood_space
 from qsight_pipeline.inference.predict import normalise
 
 logger = logging.getLogger(__name__)
@@ -88,12 +92,23 @@ def export_onnx_bytes(loaded: LoadedModel, batch: int = 2) -> bytes:
         ) from None
     finally:
         loaded.model.to(loaded.device)
-    return with_preprocessing_metadata(buffer.getvalue(), loaded.preprocessing)
+    return with_preprocessing_metadata(buffer.getvalue(), loaded.preprocessing, gate_features_output(loaded))
 
 
-def with_preprocessing_metadata(onnx_bytes: bytes, preprocessing: dict[str, Any]) -> bytes:
+def gate_features_output(loaded: LoadedModel) -> str | None:
+    """The graph output whose row the gate's out-of-distribution score reads
+    (``encoder_features``; ``compressed_features`` for a gate saved before the space was
+    recorded), or None for a model without that gate."""
+    ood_gate = (loaded.gates or {}).get("ood")
+    return None if ood_gate is None else SPACE_OUTPUTS[ood_space(ood_gate)]
+
+
+def with_preprocessing_metadata(
+    onnx_bytes: bytes, preprocessing: dict[str, Any], gate_output: str | None = None
+) -> bytes:
     """``onnx_bytes`` with the preprocessing in the model's metadata (``metadata_props``):
-    ``qsight.preprocessing`` (JSON) and ``qsight.preprocessing_steps`` (the steps in words)."""
+    ``qsight.preprocessing`` (JSON) and ``qsight.preprocessing_steps`` (the steps in words), and
+    ``qsight.gate_features_output``, the output the gate scores (``gate_output``, when given)."""
     try:
         # lazy: optional dependency
         import onnx
@@ -101,10 +116,13 @@ def with_preprocessing_metadata(onnx_bytes: bytes, preprocessing: dict[str, Any]
         return onnx_bytes
     model = onnx.load_from_string(onnx_bytes)
     settings = from_saved(preprocessing)
-    onnx.helper.set_model_props(model, {
+    props = {
         "qsight.preprocessing": json.dumps(settings.to_dict()),
         "qsight.preprocessing_steps": "\n".join(settings.recipe()),
-    })
+    }
+    if gate_output is not None:
+        props["qsight.gate_features_output"] = gate_output
+    onnx.helper.set_model_props(model, props)
     return model.SerializeToString()
 
 
@@ -114,13 +132,15 @@ def onnx_metadata(loaded: LoadedModel) -> dict[str, Any]:
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, loaded.preprocessing["image_size"],
                                                 loaded.preprocessing["image_size"]]},
         "outputs": list(OUTPUT_NAMES),
+        # The output whose row the gate's out-of-distribution score reads (gates.ood.space).
+        "gate_features_output": gate_features_output(loaded),
         "preprocessing": loaded.preprocessing,
         # The same, as steps to follow without this package (also in model.onnx's metadata).
         "preprocessing_steps": from_saved(loaded.preprocessing).recipe(),
         "referral": loaded.referral,
         "temperatures": loaded.temperatures,
         "fusion": loaded.graph.fusion,  # how the graph fuses the heads: gated or mean
-        # The gradability bounds and the out-of-distribution model (mean, precision, threshold)
+        # The gradability bounds and the out-of-distribution model (its detectors, threshold, space)
         # that a consumer applies before trusting a grade (docs/grading.md).
         "gates": loaded.gates,
         "opset": OPSET,

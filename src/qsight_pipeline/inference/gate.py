@@ -7,8 +7,9 @@ Two questions, kept apart:
   of a fundus photograph (``gate.gradability``), the same for every camera and every model. They
   are not fitted on the training photographs; they are saved with the model as plain numbers.
 - **Out of distribution** (:mod:`qsight_pipeline.inference.ood`): a detector's score of the
-  model's compressed features (``gate.ood_detector``, chosen by measurement among Mahalanobis,
-  k-NN, energy and ViM), fitted on the training split, with a split-conformal threshold on the
+  encoder's pooled features (``gate.ood_detector``, chosen by measurement among Mahalanobis,
+  k-NN, energy and ViM; ``ood["space"]``, the compressed features for a gate saved before the
+  space was recorded), fitted on the training split, with a split-conformal threshold on the
   validation split. Everything particular to the training photographs (their camera, their
   field size, their colours) is this check's business.
 
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from qsight_pipeline.config.gate import GateParams, GradabilityBounds
+from qsight_pipeline.constants import HEAD_A, HEAD_B
+from qsight_pipeline.data import feature_cache
 from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.inference.gradability import (
     ANALYSIS_SIZE,
@@ -39,18 +42,23 @@ from qsight_pipeline.inference.gradability import (
     quality_measures,
 )
 from qsight_pipeline.inference.ood import (
+    COMPRESSED_SPACE,
+    ENCODER_SPACE,
+    SPACE_OUTPUTS,
     OodSplits,
     conformal_threshold,
     fit_ood,
     get_detector,
     ood_score,
+    ood_space,
 )
 
 __all__ = [
     "GATES_FORMAT", "MANUAL_GRADING", "OOD_REASON", "OodSplits", "StaleGateError",
     "check_gradability", "conformal_threshold", "effective_gates", "fit_gates", "fit_gradability",
     "fit_ood", "gate_score", "gate_verdict", "get_detector", "gradability_picture", "ood_score",
-    "original_size", "original_sizes", "photograph_measures", "quality_measures", "verdict_for",
+    "ood_space", "ood_splits", "original_size", "original_sizes", "photograph_measures",
+    "quality_measures", "space_features", "verdict_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,13 +236,51 @@ def gate_score(measures: Mapping[str, float], ood_value: float | None, gates: Ma
 # --- the whole gate ---------------------------------------------------------------------------
 
 
+def ood_splits(cache: Mapping[str, Any]) -> OodSplits:
+    """What the out-of-distribution detectors are fitted on, from the feature cache: the training
+    and validation splits' encoder features (``space`` ``encoder``) and the classical heads' mean
+    cached logits. A cache written before the encoder features were stored gives the compressed
+    features (``space`` ``compressed``, as gates were fitted then), with a warning."""
+    space = ENCODER_SPACE if feature_cache.has_encoder_features(dict(cache)) else COMPRESSED_SPACE
+    if space == COMPRESSED_SPACE:
+        logger.warning(
+            "The feature cache holds no encoder features (written before they were stored): the "
+            "out-of-distribution gate is fitted on the compressed features, which tell non-fundus "
+            "photographs apart less well. `kedro run --pipelines features` rewrites the cache."
+        )
+
+    def rows(split: str) -> np.ndarray:
+        if space == ENCODER_SPACE:
+            return feature_cache.split_encoder_features(dict(cache), split)
+        return feature_cache.split_features(dict(cache), split)
+
+    def logits(split: str) -> np.ndarray | None:
+        heads = [cache.get(f"{split}_logits_{head}") for head in (HEAD_A, HEAD_B)]
+        if any(h is None for h in heads):
+            return None
+        return (np.asarray(heads[0], dtype=np.float64) + np.asarray(heads[1], dtype=np.float64)) / 2
+
+    train_logits, val_logits = logits("train"), logits("val")
+    if train_logits is None or val_logits is None:
+        train_logits = val_logits = None
+    return OodSplits(rows("train"), rows("val"), train_logits, val_logits, space)
+
+
+def space_features(
+    outputs: Mapping[str, Any], gates: Mapping[str, Any] | None
+) -> Any:
+    """The features the saved gate scores, from the graph's outputs by name
+    (``{"compressed_features": ..., "encoder_features": ...}``); None without an OOD gate."""
+    if not gates or gates.get("ood") is None:
+        return None
+    return outputs.get(SPACE_OUTPUTS[ood_space(gates["ood"])])
+
+
 def fit_gates(
     train_images: np.ndarray | None,
     train_sizes: Sequence[Sequence[int] | None] | None,
-    train_features: np.ndarray,
-    val_features: np.ndarray,
+    splits: OodSplits,
     params: GateParams | None = None,
-    logits: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The gate saved in ``model_info["gates"]``.
 
@@ -244,25 +290,20 @@ def fit_gates(
             fail), never fitted on.
         train_sizes: ``(width, height)`` of the training split's original files (None where a
             file is unreadable), or None: the same check for the resolution bound.
-        train_features, val_features: compressed features of the feature cache; the
-            out-of-distribution detectors are fitted on the first, their thresholds ranked on
-            the second.
+        splits: the features the out-of-distribution detectors are fitted on (the training
+            split) and their thresholds ranked on (validation), in ``splits.space``, with the
+            classical heads' mean logits for the detectors that need them (energy, ViM; without
+            them only the others are fitted). :func:`ood_splits` makes them from the feature cache.
         params: the ``gate`` block; its defaults when None.
-        logits: ``{"train": (N, 5), "val": (M, 5)}``, the classical heads' mean logits, for the
-            detectors that need them (energy, ViM); without them only the others are fitted.
     """
     params = params or GateParams()
     gradability = fit_gradability(params.gradability, train_images, train_sizes)
-    splits = OodSplits(
-        np.asarray(train_features), np.asarray(val_features),
-        None if logits is None else np.asarray(logits["train"]),
-        None if logits is None else np.asarray(logits["val"]),
-    )
     ood = fit_ood(splits, params.ood_detector, params.ood_pass_rate, params.ood_confidence)
     logger.info(
-        "Gate: absolute gradability bounds; out-of-distribution score %s, threshold %.4g "
-        "(fitted on the training split, ranked on validation) passes %.1f%% of validation images.",
-        ood["detector"], ood["threshold"], 100 * ood["validation_pass_rate"],
+        "Gate: absolute gradability bounds; out-of-distribution score %s on the %s features, "
+        "threshold %.4g (fitted on the training split, ranked on validation) passes %.1f%% of "
+        "validation images.",
+        ood["detector"], ood["space"], ood["threshold"], 100 * ood["validation_pass_rate"],
     )
     return {"format": GATES_FORMAT, "gradability": gradability, "ood": ood}
 
@@ -275,19 +316,21 @@ def original_sizes(paths: Iterable[Any]) -> list[tuple[int, int] | None]:
 def verdict_for(
     picture: np.ndarray,
     original: Sequence[int] | None,
-    compressed_features: np.ndarray | None,
+    features: np.ndarray | None,
     gates: Mapping[str, Any],
     logits: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The gate's verdict for one photograph from plain inputs: what a consumer of ``model.onnx``
     does with the photograph letterboxed to ``gates["gradability"]["analysis_size"]`` px (its
     own size when smaller; :func:`gradability_picture`), its original ``(width, height)``, the
-    graph's ``compressed_features`` row and ``gates`` from ``model_onnx_info.json`` (NumPy and
-    SciPy only). ``logits``: the classical heads' mean logits, for a detector that needs them."""
+    graph's row of the output the gate scores (``features``: ``gates["ood"]["features"]``, also
+    ``model_onnx_info.json``'s ``gate_features_output``; ``compressed_features`` for a gate saved
+    without a ``space``) and ``gates`` from ``model_onnx_info.json`` (NumPy and SciPy only).
+    ``logits``: the classical heads' mean logits, for a detector that needs them."""
     gates = effective_gates(gates)
     score = None
-    if gates.get("ood") is not None and compressed_features is not None:
-        score = float(ood_score(np.asarray(compressed_features)[None, :], gates["ood"], logits)[0])
+    if gates.get("ood") is not None and features is not None:
+        score = float(ood_score(np.asarray(features)[None, :], gates["ood"], logits)[0])
     verdict = gate_verdict(quality_measures(picture, original), score, gates)
     verdict["ood_distance"] = score
     verdict["decision_if_gated"] = MANUAL_GRADING

@@ -153,18 +153,24 @@ def shifted_camera(images: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(through(Image.fromarray(np.asarray(p)))) for p in images])
 
 
-def model_outputs(loaded: Any, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """The compressed features and the classical heads' mean logits (what the detectors score)
-    of uint8 pictures already at ``image_size``."""
-    index = OUTPUT_NAMES.index("compressed_features")
+def model_outputs(
+    loaded: Any, images: np.ndarray, batch_size: int = 64, space: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The features of the gate's space (``space``: ``encoder`` or ``compressed``; default the
+    saved gate's, :func:`~qsight_pipeline.inference.ood.ood_space`) and the classical heads' mean
+    logits (what the detectors score) of uint8 pictures already at ``image_size``."""
+    if space is None:
+        space = ood.ood_space((loaded.gates or {}).get("ood") or {})
+    index = OUTPUT_NAMES.index(ood.SPACE_OUTPUTS[space])
+    compressed_index = OUTPUT_NAMES.index("compressed_features")
     features, logits = [], []
     for start in range(0, len(images), batch_size):
         chunk = np.asarray(images[start : start + batch_size])
         with torch.no_grad():
             outputs = loaded.graph(normalise(chunk, loaded.preprocessing).to(loaded.device))
-            compressed = outputs[index].float()
+            compressed = outputs[compressed_index].float()
             heads = torch.stack([loaded.model.head_a(compressed), loaded.model.head_b(compressed)])
-        features.append(compressed.cpu().numpy())
+        features.append(outputs[index].float().cpu().numpy())
         logits.append(heads.mean(dim=0).float().cpu().numpy())
     if not features:
         return np.zeros((0, 1)), np.zeros((0, 1))
@@ -174,11 +180,13 @@ def model_outputs(loaded: Any, images: np.ndarray, batch_size: int = 64) -> tupl
 def detector_params(loaded: Any) -> dict[str, Mapping[str, Any]]:
     """Every detector's parameters for this model: those saved with the gate, energy's (it has
     none to fit), and ViM fitted on the saved training features (the k-NN bank) with the
-    model's heads when the gate was fitted without the logits."""
+    model's heads when a compressed-space gate was fitted without the logits (an encoder-space
+    gate is fitted with them)."""
     saved = loaded.gates["ood"]["detectors"]
     params = {name: fitted["params"] for name, fitted in saved.items()}
     params.setdefault("energy", ood.DETECTORS["energy"].fit(np.zeros((1, 1))))
-    if "vim" not in params and "knn" in params:
+    compressed = ood.ood_space(loaded.gates["ood"]) == ood.COMPRESSED_SPACE
+    if "vim" not in params and "knn" in params and compressed:
         bank = np.asarray(params["knn"]["bank"], dtype=np.float32)
         with torch.no_grad():
             compressed = torch.from_numpy(bank).to(loaded.device)
@@ -188,10 +196,13 @@ def detector_params(loaded: Any) -> dict[str, Mapping[str, Any]]:
 
 
 def detector_scores(
-    outputs: tuple[np.ndarray, np.ndarray], params: Mapping[str, Mapping[str, Any]]
+    outputs: tuple[np.ndarray, np.ndarray], params: Mapping[str, Mapping[str, Any]],
+    projection: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Each detector's score of ``(features, logits)``."""
+    """Each detector's score of ``(features, logits)``, the features first projected by the
+    gate's ``projection`` where it saved one (an encoder wider than ``ood.MAX_GATE_WIDTH``)."""
     features, logits = outputs
+    features = ood.project(features, projection)
     return {name: ood.get_detector(name).score(features, logits, p) for name, p in params.items()}
 
 
@@ -304,7 +315,7 @@ def evaluate_gate(loaded: Any, test_images: np.ndarray, limit: int = 64, seed: i
         sets[name] = _set_summary(result, clean["scores"], family)
         pooled.setdefault(family, []).append(result)
         if family != "corrupted" and params:
-            by_detector[name] = detector_scores(outputs, params)
+            by_detector[name] = detector_scores(outputs, params, loaded.gates["ood"].get("projection"))
     summary: dict[str, Any] = {
         "clean": {"images": int(len(clean["scores"])),
                   "pass_rate": float(clean["passed"].mean()) if len(clean["scores"]) else None,
@@ -334,9 +345,10 @@ def _detector_summary(
 ) -> dict[str, Any] | None:
     if not params or not len(clean_outputs[0]):
         return None
-    reference = detector_scores(clean_outputs, params)
+    reference = detector_scores(clean_outputs, params, loaded.gates["ood"].get("projection"))
     return {
         "in_use": loaded.gates["ood"]["detector"],
+        "space": ood.ood_space(loaded.gates["ood"]),
         "reference": "the clean test pictures",
         "results": compare_detectors(reference, by_detector),
         "fitted_at_evaluation": sorted(set(params) - set(loaded.gates["ood"]["detectors"])),

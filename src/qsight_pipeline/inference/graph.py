@@ -27,7 +27,8 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "entropy",  # (B,) entropy (nats) of the calibrated ensemble: the uncertainty
     "disagreement",  # (B,) weighted Jensen-Shannon divergence between the heads
     "referable_probability",  # (B,) calibrated P(grade >= 2)
-    "compressed_features",  # (B, compressed_dim): what the out-of-distribution gate measures
+    "compressed_features",  # (B, compressed_dim): what a gate saved before "space" measures
+    "encoder_features",  # (B, encoder width): the encoder's pooled features, what the gate measures
 )
 
 
@@ -114,4 +115,5 @@ class InferenceGraph(nn.Module):
             disagreement,
             ensemble[:, REFERABLE_GRADE:].sum(dim=-1),
             out["compressed"].float(),
+            out["encoder_features"].float(),
         )

@@ -3,7 +3,8 @@
 A file that cannot be read gives a :class:`Prediction` with ``error`` set and nothing else, and
 the batch goes on. Every photograph passes the gate first (:mod:`qsight_pipeline.inference.gate`):
 ``gradable`` (with ``gradability_reasons``) from the decoded picture, ``in_distribution`` from the
-model's compressed features. The rule:
+features the gate scores (the encoder's pooled features; the compressed features for a gate saved
+before the space was recorded). The rule:
 
 - gated (``gradable`` or ``in_distribution`` is False): ``decision`` is "refer for manual
   grading", ``refer`` and ``needs_review`` are True; the model's grade and probabilities stay in
@@ -37,6 +38,7 @@ from qsight_pipeline.data.image_cache import (
 from qsight_pipeline.data.preprocessing import Preprocessing
 from qsight_pipeline.data.torch_data import normalise
 from qsight_pipeline.inference import gate as gating
+from qsight_pipeline.inference.graph import OUTPUT_NAMES
 from qsight_pipeline.inference.heatmaps import grad_cam_maps, in_letterbox_frame, overlay
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.training.latency import LatencyTracker, track_latency
@@ -146,7 +148,11 @@ def _prediction(
     loaded: LoadedModel, source: str, outputs: list[np.ndarray], i: int,
     quality: dict[str, float] | None = None,
 ) -> Prediction:
-    ensemble, head_probs, weights, entropy, disagreement, referable, features = (o[i] for o in outputs)
+    named = dict(zip(OUTPUT_NAMES, (o[i] for o in outputs), strict=True))
+    ensemble, head_probs, weights, entropy, disagreement, referable = (
+        named[name] for name in OUTPUT_NAMES[:6]
+    )
+    features = gating.space_features(named, loaded.gates)
     grade = int(np.argmax(ensemble))
     threshold = loaded.referral.get("threshold", 0.5)
     review = loaded.referral.get("review_entropy_threshold")

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from qsight_pipeline.inference.graph import OUTPUT_NAMES
 from qsight_pipeline.inference.loading import LoadedModel
 from qsight_pipeline.inference.predict import normalise
 
@@ -77,7 +78,8 @@ def grade_pictures(loaded: LoadedModel, pictures: np.ndarray, batch_size: int = 
     threshold = float(loaded.referral.get("threshold", 0.5))
     for start in range(0, len(pictures), batch_size):
         batch = normalise(np.asarray(pictures[start : start + batch_size]), loaded.preprocessing)
-        ensemble, *_, referable, _features = loaded.graph(batch.to(loaded.device))
+        outputs = loaded.graph(batch.to(loaded.device))
+        ensemble, referable = outputs[0], outputs[OUTPUT_NAMES.index("referable_probability")]
         grades.append(ensemble.argmax(dim=1).cpu().numpy())
         refer.append((referable >= threshold).cpu().numpy())
     return {"grade": np.concatenate(grades), "refer": np.concatenate(refer)}

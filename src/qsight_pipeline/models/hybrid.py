@@ -372,7 +372,9 @@ class HybridModel(nn.Module):
 
         Returns:
             ``compressed``, ``logits_<head>`` for each active head, ``fused_probs``,
-            ``head_weights``, ``entropy``, ``disagreement`` (docs/architecture.md).
+            ``head_weights``, ``entropy``, ``disagreement`` (docs/architecture.md), and
+            ``encoder_features`` (the encoder's pooled features, before the compression
+            module) when the model ran from ``images`` or ``embeddings``.
         """
         if sum(given is not None for given in (images, embeddings, compressed)) != 1:
             raise ValueError("pass exactly one of `images`, `embeddings` or `compressed`")
@@ -384,6 +386,8 @@ class HybridModel(nn.Module):
         given = head_logits or {}
 
         outputs: dict[str, torch.Tensor] = {"compressed": compressed}
+        if embeddings is not None:
+            outputs["encoder_features"] = embeddings
         logits: dict[str, torch.Tensor] = {}
         for head, flag in zip(HEADS, active, strict=True):
             if not flag:

@@ -646,6 +646,8 @@ class _PassStats:
         kept = ["head_weights", "entropy", "disagreement"]
         if self.batches.keep_outputs:
             kept += ["compressed", *(f"logits_{h}" for h in self.heads)]
+            if "encoder_features" in out:  # image or embedding batches, not cached features
+                kept.append("encoder_features")
         for key in kept:
             self.extras.setdefault(key, []).append(out[key].detach().float())
 
@@ -888,7 +890,7 @@ def evaluate(
         ({head: ``grading_metrics``}), ``ensemble_weights`` (mean gate weight per head),
         ``uncertainty`` (mean ``entropy`` and ``disagreement``) and ``outputs``: per-sample
         numpy arrays ``compressed``, ``logits_<head>``, ``head_weights``, ``entropy``,
-        ``disagreement`` in loader order (what the feature export needs, in the same pass).
+        ``disagreement`` (and ``encoder_features`` from image or embedding batches) in loader order (what the feature export needs, in the same pass).
         Feature-cache batches use their cached head logits.
     """
     settings = settings or TrainerSettings()

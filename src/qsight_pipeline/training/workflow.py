@@ -94,8 +94,9 @@ def export_features(
 ) -> dict[str, Any]:
     """Run the frozen classical model once per split and build ``quantum_training_data.pkl``.
 
-    The pass is the trainer's :func:`evaluate`, which keeps every sample's compressed features
-    and head logits. Returns the dict of ``data.feature_cache`` (the guide's keys
+    The pass is the trainer's :func:`evaluate`, which keeps every sample's compressed features,
+    head logits and the encoder's pooled features (``{split}_encoder_features``, what the gate's
+    out-of-distribution score measures). Returns the dict of ``data.feature_cache`` (the guide's keys
     ``train_features``, ``train_labels``, ``val_features``, ``val_labels`` included).
     """
     splits: dict[str, dict[str, Any]] = {}
@@ -111,12 +112,14 @@ def export_features(
                     for head in (HEAD_A, HEAD_B)
                 },
                 "labels": result["labels"].astype(np.int64),
+                "encoder_features": _encoder_rows(outputs),
             }
         else:  # the Python API has no test loader: that split is exported empty
             fields = {
                 "features": np.zeros((0, model.config.compressed_dim), np.float32),
                 **{f"logits_{head}": np.zeros((0, NUM_GRADES), np.float32) for head in (HEAD_A, HEAD_B)},
                 "labels": np.zeros((0,), np.int64),
+                "encoder_features": np.zeros((0, model.encoder.num_features), np.float32),
             }
         splits[split] = {**fields, "image_ids": ids}
     metadata = model_metadata(model, settings.seed)
@@ -127,6 +130,12 @@ def export_features(
         for key, value in getattr(model, part).state_dict().items()
     }
     return feature_cache.build_feature_cache(splits, metadata, state)
+
+
+def _encoder_rows(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The pass's encoder features as float32, or None when it ran from cached features."""
+    value = outputs.get("encoder_features")
+    return None if value is None else value.astype(np.float32)
 
 
 def model_metadata(model: HybridModel, seed: int) -> dict[str, Any]:

@@ -104,22 +104,19 @@ def fit_gate(
 
     Image-quality bounds from the training split's cached pictures (``image_cache_train``, None
     when gone), the resolution bound from the training split's original files named in the
-    ``manifest`` (None when gone), the Mahalanobis model from the feature cache's training
-    features with its threshold on validation. See :func:`qsight_pipeline.inference.gate.fit_gates`.
+    ``manifest`` (None when gone), the out-of-distribution detectors from the feature cache's
+    training encoder features (the compressed features of a cache written before they were
+    stored) with their thresholds on validation's. See
+    :func:`qsight_pipeline.inference.gate.fit_gates` and :func:`~qsight_pipeline.inference.gate.ood_splits`.
     """
     # lazy: kept out of kedro start-up
-    from qsight_pipeline.data import feature_cache
-    from qsight_pipeline.inference.gate import fit_gates, original_sizes
+    from qsight_pipeline.inference.gate import fit_gates, ood_splits, original_sizes
 
     sizes = None
     if manifest is not None and "split" in manifest and "path" in manifest:
         paths = [Path(p) for p in manifest.loc[manifest["split"] == "train", "path"]]
         sizes = original_sizes(p for p in paths if p.is_file()) or None
-    fitted = fit_gates(
-        image_cache_train, sizes,
-        feature_cache.split_features(quantum_training_data, "train"),
-        feature_cache.split_features(quantum_training_data, "val"), gate,
-    )
+    fitted = fit_gates(image_cache_train, sizes, ood_splits(quantum_training_data), gate)
     return to_plain(fitted)
 
 
