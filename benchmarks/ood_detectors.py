@@ -39,7 +39,6 @@ from _smoke import parse_args
 from qsight_pipeline.files.safe_files import safe_npy_load
 from qsight_pipeline.inference import gate_eval, ood
 from qsight_pipeline.inference.loading import load_checkpoint_file, loaded_from_checkpoint
-from qsight_pipeline.inference.predict import normalise
 
 
 def _load(output_dir: Path):
@@ -49,17 +48,9 @@ def _load(output_dir: Path):
 
 
 def _outputs(loaded, images: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(features, logits)`` of pictures: the compressed features the gate scores, or the
-    encoder's pooled features (before the compression module and its LayerNorm)."""
-    features, logits = gate_eval.model_outputs(loaded, images)
-    if space == "compressed":
-        return features, logits
-    pooled = []
-    for start in range(0, len(images), 64):
-        batch = normalise(np.asarray(images[start : start + 64]), loaded.preprocessing)
-        with torch.no_grad():
-            pooled.append(loaded.model.encoder(batch).float().numpy())
-    return np.concatenate(pooled), logits
+    """``(features, logits)`` of pictures: the compressed features, or the encoder's pooled
+    features (before the compression module and its LayerNorm; what the gate now scores)."""
+    return gate_eval.model_outputs(loaded, images, space=space)
 
 
 def _sets(loaded, images: np.ndarray, photographs: tuple[str, ...], seed: int) -> dict[str, np.ndarray]:

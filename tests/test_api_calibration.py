@@ -122,6 +122,11 @@ def test_the_api_fits_the_gate_and_save_model_keeps_it(api_run):
     assert loaded.gates["gradability"]["bounds"]["resolution"]["min"] == 200.0
     assert loaded.gates["gradability"]["training_check"]["files"] == 0
     assert loaded.gates["ood"]["validation_pass_rate"] >= 0.95
+    # The out-of-distribution score is fitted on the encoder's pooled features, as a kedro run's.
+    width = loaded.model.encoder.num_features
+    assert (loaded.gates["ood"]["space"], loaded.gates["ood"]["width"]) == ("encoder", width)
+    mean = loaded.gates["ood"]["detectors"]["mahalanobis"]["params"]["mean"]
+    assert len(mean) == width and loaded.gates["ood"]["projection"] is None  # no wider than 256
 
 
 def test_a_bad_referral_setting_is_refused_before_training(make_sample):

@@ -46,16 +46,21 @@ def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_co
     for name, ours, theirs in zip(OUTPUT_NAMES, onnx_outputs, torch_outputs, strict=True):
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4, err_msg=name)
 
-    # The documented post-processing: the gate from the info file and the compressed features
-    # output gives the API's verdict (a blank frame added: it must be referred).
+    # The documented post-processing: the gate from the info file and the output it names
+    # gives the API's verdict (a blank frame added: it must be referred).
     import json
 
     from qsight_pipeline.inference.gate import gradability_picture, verdict_for
     from qsight_pipeline.inference.predict import predict_images
 
-    gates = json.loads((output_dir / "model_onnx_info.json").read_text())["gates"]
+    info = json.loads((output_dir / "model_onnx_info.json").read_text())
+    gates = info["gates"]
+    # The gate scores the encoder's pooled features, the last output; both files say which.
+    assert info["gate_features_output"] == gates["ood"]["features"] == OUTPUT_NAMES[-1] == "encoder_features"
+    assert session.get_modelmeta().custom_metadata_map["qsight.gate_features_output"] == "encoder_features"
+    assert session.get_outputs()[-1].shape[1] == loaded.model.encoder.num_features
     blank = np.zeros((512, 512, 3), np.uint8)
-    features = session.run(["compressed_features"], {"images": normalise(
+    features = session.run([info["gate_features_output"]], {"images": normalise(
         np.stack([decode(p, loaded.preprocessing) for p in [*paths, blank]]), loaded.preprocessing).numpy()})[0]
     measured = [gradability_picture(p) for p in [*paths, blank]]  # at the analysis size
     api = predict_images(loaded, [*paths, blank])
@@ -94,6 +99,7 @@ def test_int8_export_runs_names_what_stays_float_and_keeps_the_float_model(smoke
     ours = ort.InferenceSession(int8["model.int8"], providers=["CPUExecutionProvider"]).run(None, {"images": images})
     theirs = ort.InferenceSession(float_bytes, providers=["CPUExecutionProvider"]).run(None, {"images": images})
     assert np.abs(ours[0] - theirs[0]).max() < 0.5 and np.allclose(ours[0].sum(1), 1, atol=1e-4)
+    assert len(ours) == len(OUTPUT_NAMES) and ours[-1].shape == theirs[-1].shape  # encoder_features too
     # Without calibration pictures: dynamic; the quantum head's float64 statevector stays float, by name.
     _, info, int8 = export_onnx(checkpoint, ExportParams(quantize="int8"), None)
     assert "dynamic" in info["int8"]["method"] and int8

@@ -21,7 +21,7 @@ from qsight_pipeline.inference import gradability, ood
 from qsight_pipeline.inference.gate_eval import CORRUPTIONS, non_fundus_pictures
 from qsight_pipeline.inference.loading import load_checkpoint_file, loaded_from_checkpoint
 from qsight_pipeline.inference.ood import OodSplits
-from qsight_pipeline.inference.predict import gate_reasons
+from qsight_pipeline.inference.predict import decode, gate_reasons, normalise
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data/01_raw/sample/resized_train/resized_train"
 BOUNDS = gating.fit_gradability()  # the absolute bounds, gate.gradability's defaults
@@ -212,6 +212,89 @@ def test_a_gate_of_the_previous_format_is_read_as_it_was_saved():
     np.testing.assert_allclose(gating.ood_score(queries, gates["ood"]), ood.ood_score(queries, fitted))
 
 
+def test_features_wider_than_256_are_projected_onto_their_principal_components():
+    rng = np.random.default_rng(3)
+    basis = rng.normal(size=(40, 300))  # 300-dim features on a 40-dim subspace, plus noise
+    train = np.abs(rng.normal(size=(400, 40))) @ basis + 0.01 * rng.normal(size=(400, 300))
+    val = np.abs(rng.normal(size=(150, 40))) @ basis + 0.01 * rng.normal(size=(150, 300))
+    fitted = gating.fit_ood(OodSplits(train, val, space="encoder"), "mahalanobis")
+    assert (fitted["space"], fitted["features"], fitted["width"]) == ("encoder", "encoder_features", 300)
+    projection = fitted["projection"]
+    assert np.asarray(projection["components"]).shape == (ood.MAX_GATE_WIDTH, 300)
+    assert np.asarray(fitted["detectors"]["mahalanobis"]["params"]["precision"]).shape == (256, 256)
+    assert fitted["validation_pass_rate"] >= 0.95
+    far = rng.normal(size=(5, 300)) * 3.0  # off the training subspace
+    assert (ood.ood_score(far, fitted) > fitted["threshold"]).all()
+    # Narrow features are scored as they are.
+    assert gating.fit_ood(_splits())["projection"] is None
+
+
+def _cache(encoder: bool, rng: np.random.Generator) -> dict:
+    cache = {}
+    for split, count in (("train", 80), ("val", 40), ("test", 20)):
+        cache[f"{split}_features"] = rng.normal(size=(count, 6)).astype(np.float32)
+        cache[f"{split}_logits_head_a"] = rng.normal(size=(count, 5)).astype(np.float32)
+        cache[f"{split}_logits_head_b"] = rng.normal(size=(count, 5)).astype(np.float32)
+        if encoder:
+            cache[f"{split}_encoder_features"] = rng.normal(size=(count, 12)).astype(np.float32)
+    return cache
+
+
+def test_the_gate_is_fitted_on_the_encoder_features_of_the_feature_cache(caplog):
+    import pickle
+
+    from qsight_pipeline.files.safe_pickle import safe_loads
+
+    cache = safe_loads(pickle.dumps(_cache(True, np.random.default_rng(4))))  # plain arrays: allowed
+    splits = gating.ood_splits(cache)
+    assert splits.space == "encoder" and splits.train_features.shape == (80, 12)
+    mean_logits = (cache["val_logits_head_a"] + cache["val_logits_head_b"]) / 2
+    np.testing.assert_allclose(splits.val_logits, mean_logits, rtol=1e-6)
+    gates = gating.fit_gates(None, None, splits)
+    assert gates["ood"]["space"] == "encoder" and set(gates["ood"]["detectors"]) == set(ood.DETECTORS)
+    outputs = {"compressed_features": np.zeros(6), "encoder_features": np.ones(12)}
+    assert gating.space_features(outputs, gates) is outputs["encoder_features"]
+    # A cache written before the encoder features were stored: the compressed ones, with a warning.
+    with caplog.at_level(logging.WARNING):
+        old = gating.ood_splits(_cache(False, np.random.default_rng(4)))
+    assert old.space == "compressed" and old.train_features.shape == (80, 6)
+    assert "kedro run --pipelines features" in caplog.text
+
+
+def test_a_gate_saved_without_a_space_scores_the_compressed_features():
+    fitted = gating.fit_ood(_splits(), "mahalanobis")
+    saved = {key: value for key, value in fitted.items() if key not in ("space", "projection", "width")}
+    saved["features"] = "compressed_features"
+    gates = gating.effective_gates({"format": gating.GATES_FORMAT, "gradability": BOUNDS, "ood": saved})
+    assert ood.ood_space(gates["ood"]) == "compressed"
+    outputs = {"compressed_features": np.zeros(8), "encoder_features": np.ones(96)}
+    assert gating.space_features(outputs, gates) is outputs["compressed_features"]
+    queries = np.random.default_rng(5).normal(size=(4, 8))
+    np.testing.assert_allclose(gating.ood_score(queries, gates["ood"]), ood.ood_score(queries, fitted))
+    with pytest.raises(ConfigError, match="'pixels'.*kedro run --pipelines ensemble"):
+        ood.ood_space({**saved, "space": "pixels"})
+
+
+def test_the_graph_returns_the_encoder_features_last():
+    import torch
+
+    from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
+    from qsight_pipeline.models.hybrid import ModelConfig, build_model
+
+    config = ModelConfig.from_params(
+        {"encoder_type": "resnet", "encoder_name": "test_resnet", "pretrained": False,
+         "compressed_dim": 8, "head_hidden_dim": 8, "gate_hidden_dim": 8}, {"enabled": False}, 32,
+    )
+    model = build_model(config).eval()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        outputs = InferenceGraph(model, {})(images)
+        pooled = model.encoder(images)
+    assert OUTPUT_NAMES[-2:] == ("compressed_features", "encoder_features")
+    assert len(outputs) == len(OUTPUT_NAMES) and outputs[-2].shape == (2, 8)
+    torch.testing.assert_close(outputs[-1], pooled)
+
+
 @pytest.mark.parametrize("count, rank", [(46, 45), (39, 38), (19, 19), (5, 5), (100, 96)])
 def test_the_marginal_threshold_is_the_split_conformal_rank(count, rank):
     # ceil((n + 1) * 0.95)-th smallest validation distance, the largest when that passes n
@@ -279,6 +362,47 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     report = smoke_project.data("08_reporting/report.html").read_text(encoding="utf-8")
     assert "referred for manual grading" in report and "Gate" in report
     assert 'id="gate-detectors"' in report and f"{saved['ood']['detector']} (in use)" in report
+
+
+def test_the_encoder_features_flag_every_non_fundus_photograph_where_the_compressed_did_not(smoke_project):
+    """The model trained on the sample: its gate scores the encoder's pooled features, and the
+    score alone flags every non-fundus photograph of the test. The same detector fitted on the
+    compressed features (as gates were before) lets some through. A gate saved without a space
+    still scores the compressed features, in predict as in the evaluation."""
+    import dataclasses
+
+    from qsight_pipeline.files.safe_pickle import safe_load
+    from qsight_pipeline.inference.gate_eval import (
+        TEST_PHOTOGRAPHS,
+        gate_results,
+        non_fundus_photographs,
+    )
+
+    loaded = load_model(_model_dir(smoke_project))
+    assert (loaded.gates["ood"]["space"], loaded.gates["ood"]["features"]) == ("encoder", "encoder_features")
+    pictures = non_fundus_photographs(TEST_PHOTOGRAPHS, int(loaded.preprocessing["image_size"]))
+    if pictures is None:
+        pytest.skip("scikit-image's photographs are not installed")
+    assert gate_results(loaded, pictures)["flagged_by_score"].all()
+    cache = safe_load(next(smoke_project.path.glob("data/**/quantum_training_data.pkl")))
+    assert cache["train_encoder_features"].dtype == np.float32
+    assert cache["train_encoder_features"].shape[1] == loaded.model.encoder.num_features
+    old_cache = {key: value for key, value in cache.items() if not key.endswith("_encoder_features")}
+    fitted = gating.fit_gates(None, None, gating.ood_splits(old_cache), GateParams())
+    for key in ("space", "projection", "width"):
+        del fitted["ood"][key]  # as a model saved before the space was recorded
+    old = dataclasses.replace(loaded, gates=gating.effective_gates(fitted))
+    assert ood.ood_space(old.gates["ood"]) == "compressed"
+    assert not gate_results(old, pictures)["flagged_by_score"].all()
+    import torch
+
+    photograph = sorted(SAMPLE.glob("*.jpeg"))[0]
+    result = predict_image(old, photograph)
+    with torch.no_grad():
+        picture = decode(photograph, old.preprocessing)[None]
+        compressed = old.model(normalise(picture, old.preprocessing).to(old.device))["compressed"].cpu().numpy()
+    expected = float(gating.ood_score(compressed, old.gates["ood"])[0])
+    assert result.ood_distance == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 def test_a_real_fundus_photograph_is_gradable_but_unlike_the_sample(smoke_project):
