@@ -436,12 +436,18 @@ def _page(headline: str, sections: list[str]) -> str:
     )
 
 
+# The feature space the gate's out-of-distribution score reads (gates["ood"]["space"]); a gate
+# saved before the space was recorded scored the compressed features.
+_SPACE_WORDS = {"encoder": "encoder's pooled features", "compressed": "compressed features"}
+
+
 def _without_matrices(model_info: dict[str, Any]) -> dict[str, Any]:
     """``model_info`` without the detectors' fitted arrays (numbers, not reading)."""
     gates = model_info.get("gates")
     if not gates or not gates.get("ood"):
         return model_info
-    ood = {k: v for k, v in gates["ood"].items() if k not in ("mean", "precision", "detectors")}
+    ood = {k: v for k, v in gates["ood"].items()
+           if k not in ("mean", "precision", "detectors", "projection")}
     return {**model_info, "gates": {**gates, "ood": ood}}
 
 
@@ -483,7 +489,8 @@ def gate_section_html(gate: dict[str, Any]) -> str:
         "<strong>refer for manual grading</strong>.</p>",
         f"<p>Gradability: {_esc(gate.get('gradability', {}).get('fitted_on', ''))}. "
         f"Out-of-distribution threshold {format_metric(ood.get('threshold'))} "
-        f"({_esc(ood.get('method', ''))}), passing {_share(ood.get('validation_pass_rate'))} "
+        f"({_esc(ood.get('method', ''))}, on the {_esc(_SPACE_WORDS.get(ood.get('space'), 'compressed features'))}), "
+        f"passing {_share(ood.get('validation_pass_rate'))} "
         f"of validation photographs{_ood_promise(ood)}.</p>",
         '<table id="gate-bounds"><thead><tr><th>measure</th><th>min</th><th>max</th></tr></thead>'
         f"<tbody>{bound_rows}</tbody></table>",

@@ -277,7 +277,8 @@ def _gate_summary(
     return {
         "rule": GATE_RULE,
         "ood": {k: gates["ood"].get(k) for k in ("threshold", "pass_rate", "confidence", "rank",
-                                                 "guaranteed", "validation_pass_rate", "method")},
+                                                 "guaranteed", "validation_pass_rate", "method",
+                                                 "detector", "space", "width")},
         "gradability": {
             "bounds": {n: {k: b.get(k) for k in ("min", "max")} for n, b in gates["gradability"]["bounds"].items()},
             "fitted_on": gates["gradability"]["fitted_on"],
