@@ -184,6 +184,14 @@ def test_a_frozen_kedro_run_embeds_each_picture_once_beside_the_image_cache(kedr
         assert table.dtype == np.float32 and table.shape == (records[split]["rows"], records[split]["width"])
         assert table.shape[0] == int((manifest["split"] == split).sum())
     assert len({(r["ingestion_id"], r["encoder_id"]) for r in records.values()}) == 1
+    # The feature cache keeps the encoder's rows (the gate's out-of-distribution features).
+    from qsight_pipeline.files.safe_pickle import safe_load
+
+    cache = safe_load(next(kedro_project.path.glob("data/**/quantum_training_data.pkl")))
+    for split in ("train", "val", "test"):
+        rows = cache[f"{split}_encoder_features"]
+        assert rows.dtype == np.float32
+        np.testing.assert_allclose(rows, np.load(folder / f"embedding_cache_{split}.npy"), atol=1e-6)
     image_record = json.loads((folder / "image_cache_train.lineage.json").read_text())
     assert records["train"]["ingestion_id"] == image_record["ingestion_id"]
 

@@ -185,8 +185,8 @@ def detector_params(loaded: Any) -> dict[str, Mapping[str, Any]]:
     saved = loaded.gates["ood"]["detectors"]
     params = {name: fitted["params"] for name, fitted in saved.items()}
     params.setdefault("energy", ood.DETECTORS["energy"].fit(np.zeros((1, 1))))
-    compressed = ood.ood_space(loaded.gates["ood"]) == ood.COMPRESSED_SPACE
-    if "vim" not in params and "knn" in params and compressed:
+    on_compressed = ood.ood_space(loaded.gates["ood"]) == ood.COMPRESSED_SPACE
+    if "vim" not in params and "knn" in params and on_compressed:
         bank = np.asarray(params["knn"]["bank"], dtype=np.float32)
         with torch.no_grad():
             compressed = torch.from_numpy(bank).to(loaded.device)
