@@ -94,11 +94,6 @@ def split_encoder_features(cache: dict[str, Any], split: str) -> np.ndarray | No
     return None if value is None else np.asarray(value, dtype=np.float32)
 
 
-def has_encoder_features(cache: dict[str, Any]) -> bool:
-    """Whether every split's encoder features are in the cache."""
-    return all(f"{split}_encoder_features" in cache for split in SPLITS)
-
-
 def split_image_ids(cache: dict[str, Any], split: str) -> list[str]:
     return [str(image_id) for image_id in cache[f"{split}_image_ids"]]
 

@@ -241,7 +241,8 @@ def ood_splits(cache: Mapping[str, Any]) -> OodSplits:
     and validation splits' encoder features (``space`` ``encoder``) and the classical heads' mean
     cached logits. A cache written before the encoder features were stored gives the compressed
     features (``space`` ``compressed``, as gates were fitted then), with a warning."""
-    space = ENCODER_SPACE if feature_cache.has_encoder_features(dict(cache)) else COMPRESSED_SPACE
+    stored = all(f"{split}_encoder_features" in cache for split in ("train", "val"))
+    space = ENCODER_SPACE if stored else COMPRESSED_SPACE
     if space == COMPRESSED_SPACE:
         logger.warning(
             "The feature cache holds no encoder features (written before they were stored): the "
