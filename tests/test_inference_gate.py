@@ -364,17 +364,19 @@ def test_the_gate_is_fitted_at_training_and_reloaded_with_the_model(smoke_projec
     assert 'id="gate-detectors"' in report and f"{saved['ood']['detector']} (in use)" in report
 
 
-def test_the_encoder_features_flag_every_non_fundus_photograph_where_the_compressed_did_not(smoke_project):
+def test_the_encoder_features_flag_every_non_fundus_photograph_and_an_old_gate_still_works(smoke_project):
     """The model trained on the sample: its gate scores the encoder's pooled features, and the
-    score alone flags every non-fundus photograph of the test. The same detector fitted on the
-    compressed features (as gates were before) lets some through. A gate saved without a space
-    still scores the compressed features, in predict as in the evaluation."""
+    score alone flags every non-fundus photograph of the test. A gate saved without a space (fitted
+    on the compressed features, as before) still scores the compressed features, in predict as in
+    the evaluation. (On this tiny 32 px model the barely trained compressed features flag them
+    too; on the demo model they let 9 of 32 through: docs/benchmarks/demo-model.md.)"""
     import dataclasses
 
     from qsight_pipeline.files.safe_pickle import safe_load
     from qsight_pipeline.inference.gate_eval import (
         TEST_PHOTOGRAPHS,
         gate_results,
+        model_outputs,
         non_fundus_photographs,
     )
 
@@ -393,7 +395,8 @@ def test_the_encoder_features_flag_every_non_fundus_photograph_where_the_compres
         del fitted["ood"][key]  # as a model saved before the space was recorded
     old = dataclasses.replace(loaded, gates=gating.effective_gates(fitted))
     assert ood.ood_space(old.gates["ood"]) == "compressed"
-    assert not gate_results(old, pictures)["flagged_by_score"].all()
+    assert model_outputs(old, pictures)[0].shape == (len(pictures), cache["train_features"].shape[1])
+    assert len(gate_results(old, pictures)["flagged_by_score"]) == len(pictures)
     import torch
 
     photograph = sorted(SAMPLE.glob("*.jpeg"))[0]
