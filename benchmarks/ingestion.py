@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from _smoke import parse_args
+from _timing import images_per_second
 from qsight_pipeline.data.image_cache import build_image_cache, default_workers, load_image
 from qsight_pipeline.data.sample import draw_fundus, make_anatomy
 
@@ -52,15 +53,6 @@ def plain_decode(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
 
-
-def images_per_second(function, paths: list[Path], size: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for path in paths:
-            function(path, size)
-        best = min(best, time.perf_counter() - start)
-    return len(paths) / best
 
 
 def main() -> None:

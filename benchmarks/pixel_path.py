@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from _smoke import parse_args
+from _timing import images_per_second
 from qsight_pipeline.data.image_cache import (
     build_image_cache,
     default_workers,
@@ -99,15 +100,6 @@ def synthetic_photographs(folder: Path, count: int, workers: int, distinct: int)
             copies / f"{index:04d}.jpeg", quality=90)
     return sorted(copies.glob("*.jpeg"))[:count]
 
-
-def images_per_second(decode, paths: list[Path], size: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for path in paths:
-            decode(path, size)
-        best = min(best, time.perf_counter() - start)
-    return len(paths) / best
 
 
 def measure(name: str, paths: list[Path], size: int, repeats: int) -> dict:

@@ -15,8 +15,9 @@ from qsight_pipeline.errors import UserError
 from qsight_pipeline.files.safe_pickle import safe_load
 from qsight_pipeline.inference import fusion
 from qsight_pipeline.inference.export import onnx_metadata
-from qsight_pipeline.inference.graph import InferenceGraph, saved_fusion
+from qsight_pipeline.inference.graph import InferenceGraph
 from qsight_pipeline.inference.loading import load_checkpoint_file, loaded_from_checkpoint
+from qsight_pipeline.models.fusion_rules import saved_fusion
 from qsight_pipeline.models.hybrid import ModelConfig, build_model
 from qsight_pipeline.training import trainer, workflow
 from qsight_pipeline.training.metrics import grading_metrics, quadratic_weighted_kappa

@@ -30,6 +30,7 @@ from qsight_pipeline.constants import NUM_GRADES, REFERABLE_GRADE
 from qsight_pipeline.data import feature_cache
 from qsight_pipeline.files import lineage
 from qsight_pipeline.hardware import devices, estimation
+from qsight_pipeline.models.fusion_rules import MEAN, saved_fusion
 from qsight_pipeline.models.hybrid import GatedEnsemble
 from qsight_pipeline.models.quantum.config import QuantumConfig
 from qsight_pipeline.models.quantum.head import QuantumHead
@@ -156,18 +157,11 @@ def ensemble_metrics(labels: np.ndarray, grades: np.ndarray) -> dict[str, Any]:
     }
 
 
-# The fusion rules of model_info.json["fusion"]["rule"] (inference.graph grades by them; this
-# layer sits below inference, so it names them itself).
-GATED, MEAN = "gated", "mean"
-
-
 def _fusion_from_checkpoint(checkpoint: dict[str, Any] | None) -> tuple[str, dict[str, float]]:
     """The saved fusion rule of ``complete_checkpoint.pth`` and its heads' temperatures."""
     info = (checkpoint or {}).get("model_info") or {}
     temperatures = ((info.get("calibration") or {}).get("temperatures")) or {}
-    saved = info.get("fusion")  # absent: saved before the rule was chosen, graded by its gate
-    rule = (saved.get("rule") if isinstance(saved, dict) else saved) or GATED
-    return rule, {head: float(t) for head, t in temperatures.items()}
+    return saved_fusion(info), {head: float(t) for head, t in temperatures.items()}
 
 
 def _ensemble_from_checkpoint(checkpoint: dict[str, Any] | None, cache: dict[str, Any]) -> Any:

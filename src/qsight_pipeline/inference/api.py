@@ -64,6 +64,7 @@ from qsight_pipeline.files.storage import atomic_torch_save, atomic_write
 from qsight_pipeline.inference import fusion, operating_point
 from qsight_pipeline.inference.gate import fit_gates, ood_splits
 from qsight_pipeline.inference.loading import CHECKPOINT_NAME, MODEL_INFO_NAME, SUMMARY_NAME
+from qsight_pipeline.models.fusion_rules import GATED
 from qsight_pipeline.models.hybrid import HybridModel, ModelConfig, build_model, model_preprocessing
 from qsight_pipeline.training import artifacts, workflow
 from qsight_pipeline.training.devices import resolve_device
@@ -438,7 +439,7 @@ def evaluate_hybrid_model(
         model, cache, settings, batch_size=test_loader.batch_size or _default(RunSettings, "batch_size"), splits=("test",)
     )["test"]
     chosen = summary.get("fusion") or {}
-    fused = fusion.with_fusion(test, chosen.get("rule", "gated"), chosen.get("head_temperatures", {}))
+    fused = fusion.with_fusion(test, chosen.get("rule", GATED), chosen.get("head_temperatures", {}))
     tested = {**summary, "evaluation": {**summary["evaluation"], "test": to_plain(fused["metrics"])}}
     test = fused
     calibration = summary.get("calibration")

@@ -16,6 +16,7 @@ import numpy as np
 
 from qsight_pipeline.constants import ENSEMBLE, HEADS, NUM_GRADES
 from qsight_pipeline.inference.calibration import expected_calibration_error
+from qsight_pipeline.models.fusion_rules import GATED, MEAN
 
 # (name in the comparison, where the internal test split keeps it in training_summary.json).
 SIDE_BY_SIDE: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -43,7 +44,7 @@ def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def calibration_change(
     gradings: Sequence[Any], labels: np.ndarray, temperatures: Mapping[str, float],
-    fusion: str = "gated",
+    fusion: str = GATED,
 ) -> dict[str, dict[str, float | None]]:
     """Top-label ECE of the ensemble and of each head, before and after the saved temperatures.
 
@@ -64,7 +65,7 @@ def calibration_change(
         before[model] = (uncalibrated(after[model], temperatures.get(model, 1.0))
                          if len(after[model]) else after[model])
     heads = [head for head in HEADS if head in before]
-    if fusion == "mean" and heads and len(after[ENSEMBLE]):
+    if fusion == MEAN and heads and len(after[ENSEMBLE]):
         before[ENSEMBLE] = np.mean([before[head] for head in heads], axis=0)
     return {model: {"before": expected_calibration_error(before[model], labels),
                     "after": expected_calibration_error(after[model], labels)}

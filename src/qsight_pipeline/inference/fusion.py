@@ -21,7 +21,7 @@ import numpy as np
 from qsight_pipeline.config.ensemble import EnsembleParams
 from qsight_pipeline.constants import ENSEMBLE, HEADS
 from qsight_pipeline.inference import calibration as cal
-from qsight_pipeline.inference.graph import GATED, MEAN
+from qsight_pipeline.models.fusion_rules import GATED, MEAN
 from qsight_pipeline.models.hybrid import HybridModel
 from qsight_pipeline.study.statistics import BETTER, paired_difference, t_interval
 from qsight_pipeline.training import workflow

@@ -7,14 +7,19 @@ give the same numbers by construction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from qsight_pipeline.constants import ENSEMBLE, HEADS, NUM_GRADES, REFERABLE_GRADE
-from qsight_pipeline.errors import ArtifactError
+from qsight_pipeline.models.fusion_rules import (  # noqa: F401  (re-exported: the graph's callers)
+    FUSIONS,
+    GATED,
+    MEAN,
+    UnknownFusionError,
+    saved_fusion,
+)
 from qsight_pipeline.models.hybrid import HybridModel
 
 _EPS = 1e-12
@@ -30,35 +35,6 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "compressed_features",  # (B, compressed_dim): what a gate saved before "space" measures
     "encoder_features",  # (B, encoder width): the encoder's pooled features, what the gate measures
 )
-
-
-# How the heads are fused (``model_info["fusion"]["rule"]``, chosen on validation by
-# ``inference.fusion``): the learned gate, or the mean of the heads' calibrated probabilities.
-GATED, MEAN = "gated", "mean"
-FUSIONS: tuple[str, ...] = (GATED, MEAN)
-
-
-class UnknownFusionError(ArtifactError):
-    """``model_info["fusion"]`` names a fusion this version does not know."""
-
-
-def saved_fusion(model_info: Mapping[str, Any]) -> str:
-    """The fusion rule saved with a model; ``gated`` for a model saved before the choice was
-    made (it is graded as it was trained, by its gate).
-
-    Raises:
-        UnknownFusionError: the saved rule is neither ``gated`` nor ``mean``.
-    """
-    saved = model_info.get("fusion")
-    if saved is None:
-        return GATED
-    rule = saved.get("rule") if isinstance(saved, Mapping) else saved
-    if rule not in FUSIONS:
-        raise UnknownFusionError(
-            f"model_info.json says the heads are fused by {rule!r}, which is not one of "
-            f"{', '.join(FUSIONS)}. Refit the ensemble: `kedro run --pipelines ensemble`."
-        )
-    return rule
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:

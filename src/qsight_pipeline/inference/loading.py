@@ -24,7 +24,8 @@ from qsight_pipeline.errors import ArtifactError
 from qsight_pipeline.files.plain import json_default
 from qsight_pipeline.files.safe_files import read_json_object, safe_torch_load
 from qsight_pipeline.inference.gate import effective_gates
-from qsight_pipeline.inference.graph import InferenceGraph, saved_fusion
+from qsight_pipeline.inference.graph import InferenceGraph
+from qsight_pipeline.models.fusion_rules import saved_fusion
 from qsight_pipeline.models.hybrid import HybridModel
 from qsight_pipeline.training.artifacts import load_complete_checkpoint
 from qsight_pipeline.training.devices import resolve_device

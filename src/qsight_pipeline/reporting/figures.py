@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from qsight_pipeline.constants import ENSEMBLE, GRADE_NAMES, HEADS, NUM_GRADES
+from qsight_pipeline.models.fusion_rules import GATED
 from qsight_pipeline.reporting.calibration import calibration_figures
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def gate_weights_figure(distribution: dict[str, Any], rule: str) -> Figure:
     axes.set_xlim(0, 1)
     axes.set_xlabel("Gate weight")
     axes.set_ylabel("Test photographs")
-    used = "the model fuses by it" if rule == "gated" else "unused: the model fuses by the mean"
+    used = "the model fuses by it" if rule == GATED else "unused: the model fuses by the mean"
     axes.set_title(f"Gate weights over {distribution['images']} test photographs ({used})",
                    fontsize="medium")
     axes.legend(fontsize="small")

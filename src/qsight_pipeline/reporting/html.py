@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from qsight_pipeline.constants import GRADE_NAMES, REFERABLE_GRADE
 from qsight_pipeline.hardware.summary import figures as hardware_figures
+from qsight_pipeline.models.fusion_rules import GATED, MEAN
 from qsight_pipeline.reporting.calibration import calibration_tables_html
 from qsight_pipeline.reporting.figures import (
     EVALUATION_SPLITS,
@@ -345,10 +346,10 @@ def _fusion_section(fusion: dict[str, Any] | None, placed: _Figures) -> str:
     if not fusion or "validation" not in fusion:
         return ""
     val, test, seeds = fusion["validation"], fusion.get("test") or {}, len(fusion["seeds"])
-    rows = [("gated", "Gated ensemble", _interval_text(val["gated"]),
-             _interval_text(test["gated"]) if test else MISSING),
-            ("mean", "Mean of the heads' calibrated probabilities", format_metric(val["mean"]),
-             format_metric(test.get("mean")))]
+    rows = [(GATED, "Gated ensemble", _interval_text(val[GATED]),
+             _interval_text(test[GATED]) if test else MISSING),
+            (MEAN, "Mean of the heads' calibrated probabilities", format_metric(val[MEAN]),
+             format_metric(test.get(MEAN)))]
     rows += [(head, MODEL_LABELS[head], format_metric(value),
               format_metric((test.get("heads") or {}).get(head)))
              for head, value in val["heads"].items()]
