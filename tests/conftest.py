@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from qsight_pipeline.data.sample import generate_sample
+from tests.fixtures import warm_python
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_LAYERS = (
@@ -77,20 +78,28 @@ class KedroProject:
         env: str | None = None,
         check: bool = True,
         timeout: float = 600,
+        wandb: bool = False,
     ) -> subprocess.CompletedProcess:
         """``kedro run *args [--env env] [--params k=v,...]`` in the copy; output in the result.
 
-        With ``check`` a failed run fails the test and shows the end of kedro's output.
+        With ``check`` a failed run fails the test and shows the end of kedro's output. Without
+        ``wandb`` the run does not log to W&B (``tracking.wandb.enabled=false``, unless ``params``
+        set ``tracking.wandb`` themselves): the smoke environment turns it on, and starting
+        wandb's offline service costs ~4.5 s a run. The shared smoke run and the tests of W&B keep
+        it on.
         """
         command = [sys.executable, "-m", "kedro", "run", *args]
         if env:
             command += ["--env", env]
+        params = dict(params or {})
+        if not wandb and "--params" not in args and not any(
+                key.startswith("tracking.wandb") for key in params):
+            params["tracking.wandb.enabled"] = "false"
         if params:
             command += ["--params", ",".join(f"{key}={value}" for key, value in params.items())]
-        result = subprocess.run(
-            command, cwd=self.path, env=self.environment(),
-            capture_output=True, text=True, timeout=timeout,
-        )
+        # Forked from a warm interpreter that imported torch, timm, MLflow and Kedro once
+        # (tests/fixtures/warm_python.py): the same `kedro run`, without ~10 s of imports each.
+        result = warm_python.run(command, self.path, self.environment(), timeout)
         if check and result.returncode != 0:
             output = (result.stdout + result.stderr)[-6000:]
             pytest.fail(f"`{' '.join(command[2:])}` exited with {result.returncode}:\n{output}")
@@ -133,7 +142,7 @@ def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
     Treat it as read-only; tests that change files take a :func:`smoke_copy`.
     """
     project = create_project_copy(tmp_path_factory.mktemp("smoke") / "project")
-    project.run("--env", "smoke")
+    project.run("--env", "smoke", wandb=True)
     return project
 
 

@@ -584,12 +584,16 @@ def test_the_ensemble_columns_fuse_the_heads_as_the_saved_model_does(smoke_proje
     cache = safe_load(folder / "quantum_training_data.pkl")
     head = safe_torch_load(folder / "quantum_head.pth")
     checkpoint = safe_torch_load(folder / "complete_checkpoint.pth")
-    gated = HeadOnCache(cache, head, complete_checkpoint=checkpoint)
-    assert gated.fusion == checkpoint["model_info"]["fusion"]["rule"] == "gated"  # the smoke run's
-
-    by_mean = copy.deepcopy(checkpoint)
-    by_mean["model_info"]["fusion"]["rule"] = "mean"
-    data = HeadOnCache(cache, head, complete_checkpoint=by_mean)
+    # The same weights saved with either rule (the smoke run's own choice may be either: on its
+    # near-chance model the gate and the mean are within noise of each other).
+    saved = {}
+    for rule in ("gated", "mean"):
+        saved[rule] = copy.deepcopy(checkpoint)
+        saved[rule]["model_info"]["fusion"]["rule"] = rule
+    gated = HeadOnCache(cache, head, complete_checkpoint=saved["gated"])
+    assert gated.fusion == "gated"
+    data = HeadOnCache(cache, head, complete_checkpoint=saved["mean"])
+    assert data.fusion == "mean"
     temperatures = checkpoint["model_info"]["calibration"]["temperatures"]
     quantum_logits = np.log(data.predict(data.exact_z))  # log-softmax: the same calibrated probs
     expected = np.mean([calibrated_probs(data.classical_logits["head_a"], temperatures["head_a"]),

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -119,33 +115,6 @@ def test_guide_flags_as_params_take_effect(kedro_project, tmp_path):
 
 
 # --------------------------------------------------------------------------- resume, determinism
-
-
-def test_killed_kedro_run_resumes_and_matches_an_uninterrupted_run(smoke_project, smoke_copy):
-    """SIGKILL `kedro run` mid-stage, run the same command again: it continues, not restarts."""
-    checkpoints = smoke_copy.path / "checkpoints"
-    command = [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipelines", "classical",
-               "--params", f"run.checkpoint_dir={checkpoints}"]
-    first = subprocess.Popen(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (checkpoints / "stage_classical_epoch_1.pth").exists():
-        assert first.poll() is None, "kedro run ended before writing its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(first.pid, signal.SIGKILL)
-    assert first.wait() == -signal.SIGKILL
-    assert not (checkpoints / "stage_classical_epoch_2.pth").exists(), "killed too late"
-
-    second = subprocess.run(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
-                            capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "Resuming from checkpoint of stage 'classical' epoch 1" in second.stdout + second.stderr
-    assert (checkpoints / "stage_classical_epoch_2.pth").exists()
-
-    resumed = _json(smoke_copy.data("08_reporting/classical_history.json"))
-    plain = _json(smoke_project.data("08_reporting/classical_history.json"))
-    assert _stage_metrics(resumed) == _stage_metrics(plain)
 
 
 def test_two_runs_with_the_same_seed_give_identical_metrics(smoke_project, smoke_copy):

@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from tests.conftest import plant_look_alikes
+from tests.fixtures import warm_python
+from tests.test_run_options import _stage_metrics
 
 OUTPUT_DIR = "06_models/trained_model"
 
@@ -194,10 +196,12 @@ def test_a_second_run_is_refused_while_one_runs_and_leftovers_are_cleaned(smoke_
 
 
 @pytest.mark.slow
-def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(smoke_copy):
+def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(smoke_project, smoke_copy):
     """A scheduler stops the job with SIGTERM in the middle of the classical stage; the same
-    command then resumes it. (The shared run's ingested data is reused: ingestion is not what a
-    SIGTERM in training can break, and the classical pipeline alone writes a model.)"""
+    command then resumes it, continuing rather than restarting, and ends with the numbers of the
+    uninterrupted run. (The shared run's ingested data is reused: ingestion is not what a SIGTERM
+    in training can break, and the classical pipeline alone writes a model. A SIGKILL at each
+    epoch of two stages is tests/test_resume.py.)"""
     import mlflow
 
     params = "run.checkpoint_dir=data/checkpoints,tracking.wandb.enabled=false"
@@ -225,11 +229,13 @@ def test_sigterm_during_training_stops_cleanly_and_the_run_resumes(smoke_copy):
     assert newest[0].info.status == "KILLED"
     assert model.read_bytes() == before and model.stat().st_mtime_ns == written  # untouched
 
-    resumed = subprocess.run(command, cwd=smoke_copy.path, env=smoke_copy.environment(),
-                             capture_output=True, text=True, timeout=300)
+    resumed = warm_python.run(command, smoke_copy.path, smoke_copy.environment(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from checkpoint of stage 'classical'" in resumed.stdout + resumed.stderr
     assert model.stat().st_mtime_ns > written  # the resumed run committed its own model
+    history = "08_reporting/classical_history.json"
+    assert (_stage_metrics(json.loads(smoke_copy.data(history).read_text()))
+            == _stage_metrics(json.loads(smoke_project.data(history).read_text())))
 
 
 @pytest.mark.slow

@@ -185,7 +185,7 @@ def test_a_user_error_after_wandb_started_is_one_error_line_without_wandbs_trace
 ):
     # The smoke environment logs to W&B (offline); the feature cache has not been written yet.
     result = kedro_project.run("--env", "smoke", "--pipelines", "quantum", check=False,
-                               timeout=300)
+                               timeout=300, wandb=True)
     assert "wandb: " in result.stderr and list((kedro_project.path / "wandb").glob("offline-run-*"))
     assert_one_error_line(result, "quantum_training_data.pkl does not exist",
                           "Run the pipeline that writes it first")
