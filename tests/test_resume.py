@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from qsight_pipeline.training.trainer import train_stages
+from tests.fixtures import warm_python
 from tests.test_trainer import CLASSICAL, loaders, metric_view, settings, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,8 @@ SCRIPT = textwrap.dedent(
     """
     import hashlib, json, os, signal, sys
     sys.path.insert(0, {repo!r})
+    import torch
+    torch.set_num_threads(1)  # as the reference in the test's process
     from tests.test_resume import SCHEDULE, weights_digest
     from tests.test_trainer import loaders, metric_view, settings, tiny_model
     from qsight_pipeline.training.trainer import train_stages
@@ -74,17 +76,14 @@ def weights_digest(model: torch.nn.Module) -> str:
 def run_script(tmp_path: Path, out: str, checkpoint_dir: str, kill_at: str = "") -> int:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(repo=str(REPO)))
-    # One torch thread, as the reference in the test's process: a reduction split over another
-    # number of threads rounds differently, and an earlier test may have changed this process's.
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-           "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    # The script runs on one torch thread, as the reference in the test's process: a reduction
+    # split over another number of threads rounds differently. It is forked from the warm
+    # interpreter (tests/fixtures/warm_python.py), so it sets that itself rather than through
+    # OMP_NUM_THREADS, which OpenMP reads only once.
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    result = warm_python.run(
         [sys.executable, str(script), str(tmp_path / out), checkpoint_dir, kill_at],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        REPO, env, timeout=300,
     )
     if result.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(result.stderr[-3000:])

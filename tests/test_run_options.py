@@ -41,12 +41,18 @@ def _metrics_only(summary: dict) -> dict:
             "best_validation": summary["best_validation"]}
 
 
+# W&B's offline service costs ~4.5 s a run; the shared smoke run and tests/test_tracking*.py test it.
+NO_WANDB = {"wandb": {"enabled": False}}
+# The training pipelines after ingestion (the copy's ingested data is reused).
+TRAINING = ["classical", "features", "quantum", "ensemble"]
+
+
 def run_session(project, monkeypatch, env: str = "smoke", log_handler=None,
-                **runtime_params) -> None:
+                pipelines: list[str] | None = None, **runtime_params) -> None:
     """``kedro run`` in this process (no interpreter start-up), inside ``project``.
 
     Runtime parameters nest as the CLI nests them: ``quantum={"enabled": False}`` is
-    ``--params quantum.enabled=false``. ``log_handler`` joins the root logger once Kedro has
+    ``--params quantum.enabled=false``; ``pipelines`` is ``--pipelines``. ``log_handler`` joins the root logger once Kedro has
     configured logging (its configuration clears the handlers of the project's loggers, and its
     console handler writes to the stderr of the first session in this process).
     """
@@ -59,7 +65,7 @@ def run_session(project, monkeypatch, env: str = "smoke", log_handler=None,
         if log_handler is not None:
             logging.getLogger().addHandler(log_handler)
         try:
-            session.run()
+            session.run(pipeline_names=pipelines)
         finally:
             logging.getLogger().removeHandler(log_handler)
 
@@ -143,7 +149,7 @@ def test_default_run_without_qiskit_continues_classical_only(smoke_copy, monkeyp
         monkeypatch.setitem(sys.modules, module, None)  # "import qiskit" now fails
     records = _Records()
     run_session(smoke_copy, monkeypatch, log_handler=records,
-                output_dir=str(smoke_copy.path / "no_qiskit"))
+                output_dir=str(smoke_copy.path / "no_qiskit"), tracking=NO_WANDB)
     warnings = [r.getMessage() for r in records.records if r.levelno == logging.WARNING]
     assert any("missing package(s) qiskit" in w and "pip install" in w for w in warnings), warnings
     info = _json(smoke_copy.path / "no_qiskit" / "model_info.json")
@@ -156,7 +162,7 @@ def test_default_run_without_qiskit_continues_classical_only(smoke_copy, monkeyp
 
 
 def test_quantum_disabled_skips_the_quantum_stage(smoke_copy, monkeypatch):
-    run_session(smoke_copy, monkeypatch, quantum={"enabled": False},
+    run_session(smoke_copy, monkeypatch, quantum={"enabled": False}, tracking=NO_WANDB,
                 output_dir=str(smoke_copy.path / "off"))
     info = _json(smoke_copy.path / "off" / "model_info.json")
     assert info["quantum_enabled"] is False
@@ -230,7 +236,7 @@ def test_stages_config_file_runs_through_kedro(smoke_copy, monkeypatch):
     path = smoke_copy.path / "stages.json"
     path.write_text(json.dumps(schedule))
     run_session(smoke_copy, monkeypatch, stages=None, stages_config=str(path),
-                output_dir=str(smoke_copy.path / "custom"))
+                output_dir=str(smoke_copy.path / "custom"), tracking=NO_WANDB, pipelines=TRAINING)
     summary = _json(smoke_copy.path / "custom" / "training_summary.json")
     assert [s["name"] for s in summary["stages"]] == ["classical", "ensemble"]
 
