@@ -30,6 +30,12 @@ DATA_LAYERS = (
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "WANDB_MODE": "offline"}
 
 os.environ.update(QUIET_ENV)
+# pytest-xdist's workers share the cores with each other's runs: torch's idle OpenMP threads in a
+# worker (and in every process it starts) sleep instead of spinning, as QSIGHT_THREAD_POLICY=auto
+# chooses on a busy machine (qsight_pipeline/threads.py). Spinning made an in-process training
+# test 3-4x slower beside the other worker's runs. Set before torch is first imported here.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The write journals (qsight_pipeline.files.storage) of the tests and their kedro subprocesses go to a
 # folder of the test session, not to the developer's ~/.local/state/qsight.
 os.environ.setdefault("QSIGHT_STATE_DIR", tempfile.mkdtemp(prefix="qsight-test-state-"))
