@@ -7,6 +7,7 @@ from these rows alone, with no images and no encoder.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -83,11 +84,11 @@ def split_labels(cache: dict[str, Any], split: str) -> np.ndarray:
     return np.asarray(cache[f"{split}_labels"])
 
 
-def split_features(cache: dict[str, Any], split: str) -> np.ndarray:
+def split_features(cache: Mapping[str, Any], split: str) -> np.ndarray:
     return np.asarray(cache[f"{split}_features"])
 
 
-def split_encoder_features(cache: dict[str, Any], split: str) -> np.ndarray | None:
+def split_encoder_features(cache: Mapping[str, Any], split: str) -> np.ndarray | None:
     """The encoder's pooled features of ``split``, or None in a cache written before they were
     stored (the gate then falls back to the compressed features)."""
     value = cache.get(f"{split}_encoder_features")

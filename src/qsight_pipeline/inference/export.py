@@ -33,7 +33,7 @@ from qsight_pipeline.data.preprocessing import from_saved
 from qsight_pipeline.errors import UserError
 from qsight_pipeline.inference.graph import OUTPUT_NAMES, InferenceGraph
 from qsight_pipeline.inference.loading import LoadedModel
-from qsight_pipeline.inference.ood import SPACE_OUTPUTS, ood_space
+from qsight_pipeline.inference.ood import features_output
 from qsight_pipeline.inference.predict import normalise
 
 logger = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def gate_features_output(loaded: LoadedModel) -> str | None:
     """The graph output whose row the gate's out-of-distribution score reads
     (``encoder_features``; ``compressed_features`` for a gate saved before the space was
     recorded), or None for a model without that gate."""
-    ood_gate = (loaded.gates or {}).get("ood")
-    return None if ood_gate is None else SPACE_OUTPUTS[ood_space(ood_gate)]
+    return features_output(loaded.gates)
 
 
 def with_preprocessing_metadata(

@@ -44,9 +44,9 @@ from qsight_pipeline.inference.gradability import (
 from qsight_pipeline.inference.ood import (
     COMPRESSED_SPACE,
     ENCODER_SPACE,
-    SPACE_OUTPUTS,
     OodSplits,
     conformal_threshold,
+    features_output,
     fit_ood,
     get_detector,
     ood_score,
@@ -250,10 +250,7 @@ def ood_splits(cache: Mapping[str, Any]) -> OodSplits:
             "photographs apart less well. `kedro run --pipelines features` rewrites the cache."
         )
 
-    def rows(split: str) -> np.ndarray:
-        if space == ENCODER_SPACE:
-            return feature_cache.split_encoder_features(dict(cache), split)
-        return feature_cache.split_features(dict(cache), split)
+    rows = feature_cache.split_encoder_features if stored else feature_cache.split_features
 
     def logits(split: str) -> np.ndarray | None:
         heads = [cache.get(f"{split}_logits_{head}") for head in (HEAD_A, HEAD_B)]
@@ -264,7 +261,7 @@ def ood_splits(cache: Mapping[str, Any]) -> OodSplits:
     train_logits, val_logits = logits("train"), logits("val")
     if train_logits is None or val_logits is None:
         train_logits = val_logits = None
-    return OodSplits(rows("train"), rows("val"), train_logits, val_logits, space)
+    return OodSplits(rows(cache, "train"), rows(cache, "val"), train_logits, val_logits, space)
 
 
 def space_features(
@@ -272,9 +269,8 @@ def space_features(
 ) -> Any:
     """The features the saved gate scores, from the graph's outputs by name
     (``{"compressed_features": ..., "encoder_features": ...}``); None without an OOD gate."""
-    if not gates or gates.get("ood") is None:
-        return None
-    return outputs.get(SPACE_OUTPUTS[ood_space(gates["ood"])])
+    output = features_output(gates)
+    return None if output is None else outputs.get(output)
 
 
 def fit_gates(

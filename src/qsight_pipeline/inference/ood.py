@@ -220,6 +220,13 @@ def ood_space(ood: Mapping[str, Any]) -> str:
     return space
 
 
+def features_output(gates: Mapping[str, Any] | None) -> str | None:
+    """The graph output (:data:`SPACE_OUTPUTS`) whose row a saved gate's out-of-distribution score
+    reads, or None for a gate without one."""
+    ood = (gates or {}).get("ood")
+    return None if ood is None else SPACE_OUTPUTS[ood_space(ood)]
+
+
 def fit_projection(features: np.ndarray, limit: int = MAX_GATE_WIDTH) -> dict[str, Any] | None:
     """The top principal components (at most ``limit``) of ``features`` wider than ``limit``, as
     ``{"mean", "components"}`` (plain lists); None when they are no wider."""

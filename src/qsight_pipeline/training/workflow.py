@@ -112,7 +112,7 @@ def export_features(
                     for head in (HEAD_A, HEAD_B)
                 },
                 "labels": result["labels"].astype(np.int64),
-                "encoder_features": _encoder_rows(outputs),
+                "encoder_features": outputs.get("encoder_features"),  # None from cached features
             }
         else:  # the Python API has no test loader: that split is exported empty
             fields = {
@@ -130,12 +130,6 @@ def export_features(
         for key, value in getattr(model, part).state_dict().items()
     }
     return feature_cache.build_feature_cache(splits, metadata, state)
-
-
-def _encoder_rows(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
-    """The pass's encoder features as float32, or None when it ran from cached features."""
-    value = outputs.get("encoder_features")
-    return None if value is None else value.astype(np.float32)
 
 
 def model_metadata(model: HybridModel, seed: int) -> dict[str, Any]:
