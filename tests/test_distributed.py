@@ -134,6 +134,29 @@ def test_a_dying_worker_ends_the_run_with_its_rank_and_message():
     assert isinstance(error.value, UserError)
 
 
+def start_worker(plan: WorkerPlan, launcher_pid: int) -> dict | None:
+    rank = init_worker(plan)
+    try:
+        import multiprocessing
+        import os
+
+        if not rank.is_writer:
+            return None
+        return {"method": multiprocessing.get_start_method(allow_none=True),
+                "child_of_launcher": os.getppid() == launcher_pid}
+    finally:
+        close_worker()
+
+
+@pytest.mark.slow  # two worker processes (torch elastic launch)
+def test_workers_come_from_a_fork_server_not_from_the_launching_process():
+    import os
+
+    started = launch(WorkerPlan(nproc_per_node=2), start_worker, os.getpid())
+    # forked from the server (which imported this module once), not from this process's threads
+    assert started == {"method": "forkserver", "child_of_launcher": False}
+
+
 TWO_MACHINES = textwrap.dedent(
     """
     import sys

@@ -64,9 +64,10 @@ def make_loader(
 def worker_context(num_workers: int) -> str | None:
     """``fork`` for loader processes on Linux, whatever this process's default start method.
 
-    A DDP worker is itself a *spawned* process, and a spawned process makes ``spawn`` its own
-    default: every loader process would then start a fresh interpreter (re-importing torch and
-    the project, tens of seconds per loader on a GPU machine) and receive the dataset by pickle.
+    A DDP worker comes from a fork server (``training.distributed.launch``) and takes its
+    launcher's start method as its own default: its loader processes would then come from a
+    new interpreter of their own (re-importing torch and the project, tens of seconds on a GPU
+    machine) and receive the dataset by pickle.
     Forking is what a ``torchrun`` script gets on Linux, and it is safe here because loader
     processes never touch CUDA. Elsewhere (macOS, Windows) the platform's default stays, and
     :class:`~qsight_pipeline.data.torch_data.CachedImageDataset` pickles its memory-mapped cache

@@ -2,7 +2,8 @@
 
 Each job is a frozen dataclass of plain settings plus the image caches as ``.npy`` files (the
 caches are memory maps already; anything else is written to the launch's temporary folder), so
-the workers, which are fresh ``spawn`` processes, read exactly what the node would have used.
+the workers, which are new processes (``training.distributed.launch``), read exactly what the
+node would have used.
 The worker functions are top level so that they can be pickled into those processes. Only the
 writer rank returns a result: a ``torch.save`` file in the temporary folder, which the node loads
 with ``weights_only=True`` and returns to Kedro as its one output.
@@ -140,7 +141,7 @@ def train_classical_ddp(
 def classical_worker(
     plan: WorkerPlan, job: ClassicalJob, files: dict[str, str], folder: str
 ) -> str | None:
-    """One DDP rank of the classical training (runs in a spawned process)."""
+    """One DDP rank of the classical training (runs in a worker process)."""
     rank = init_worker(plan)
     try:
         settings = _worker_settings(job.settings, rank.is_writer)
