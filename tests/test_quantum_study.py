@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -527,9 +528,13 @@ def test_the_study_on_a_running_dask_cluster_gives_the_loky_table(loky_cluster_g
 
 @pytest.mark.slow  # the study starts a local Dask cluster of worker processes
 def test_the_study_on_its_own_local_dask_cluster_gives_the_loky_table(loky_cluster_grid):
+    environment = dict(os.environ)
     table = run_study(_cache(), QuantumStudyParams(**CLUSTER_GRID, backend="dask"),
                       progress=False)
     _assert_tables_agree(table, loky_cluster_grid)
+    # Dask's nanny sets OMP_NUM_THREADS=1 (and more) in the starting process for its workers;
+    # left there, every torch process the run starts after the study gets one thread.
+    assert dict(os.environ) == environment
 
 
 def test_mlflow_hook_logs_the_study_table_summary_and_figure(tiny_study, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 from collections.abc import Iterator
 
 from joblib import parallel_config
@@ -82,11 +83,29 @@ def _dask_client(address: str | None, workers: int) -> Iterator[None]:
             yield
         return
     # One single-threaded worker process per trial slot, as loky's: torch gets one thread each.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with _environment_kept(), LocalCluster(n_workers=workers, threads_per_worker=1,
+                                           processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
         logger.info("Quantum study: trials on a local Dask cluster of %d worker(s), dashboard %s",
                     workers, client.dashboard_link)
         yield
+
+
+@contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Give this process back the environment variables it had on entry.
+
+    Dask's nanny writes the variables its worker processes start with (``OMP_NUM_THREADS=1``,
+    ``MKL_NUM_THREADS=1``, ``PYTHONHASHSEED``, ...) into the *starting* process's ``os.environ``
+    and leaves them there. After the study every process this run starts (DDP workers, data
+    loaders, a notebook's later runs) would get one torch thread, and different numbers.
+    """
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 @contextlib.contextmanager
