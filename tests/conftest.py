@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,20 +137,56 @@ def create_project_copy(project: Path) -> KedroProject:
     return KedroProject(project)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Each test leaves ``os.environ`` as it found it.
+
+    Some libraries write it in-process by design: Kedro's ``bootstrap_project`` prepends the
+    project's ``src`` to ``PYTHONPATH``, MLflow's ``set_tracking_uri`` sets
+    ``MLFLOW_TRACKING_URI``. Left over, they reach every later test's ``kedro run`` (an earlier
+    test's database, a stranger's folder on the path). A leak of the project's own, like Dask's
+    ``OMP_NUM_THREADS=1`` after a study, is a bug its own test catches inside the test.
+    """
+    before = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(before) - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[name]
+    for name, value in before.items():
+        if os.environ.get(name) != value and name != "PYTEST_CURRENT_TEST":
+            os.environ[name] = value
+
+
 @pytest.fixture
 def kedro_project(tmp_path: Path) -> KedroProject:
     return create_project_copy(tmp_path / "project")
 
 
 @pytest.fixture(scope="session")
-def smoke_project(tmp_path_factory: pytest.TempPathFactory) -> KedroProject:
+def smoke_project(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> KedroProject:
     """One ``kedro run --env smoke`` (all five training pipelines, tiny) shared by many tests.
 
-    Treat it as read-only; tests that change files take a :func:`smoke_copy`.
+    Under pytest-xdist the workers share one run: the first that needs it builds it in their
+    common temporary folder while holding a lock, the others wait for it (pytest-xdist's recipe
+    for a session fixture built once). Treat it as read-only; tests that change files take a
+    :func:`smoke_copy`.
     """
-    project = create_project_copy(tmp_path_factory.mktemp("smoke") / "project")
-    project.run("--env", "smoke", wandb=True)
-    return project
+    if worker_id == "master":  # no xdist: this process's own run
+        return _smoke_run(tmp_path_factory.mktemp("smoke") / "project")
+    shared = tmp_path_factory.getbasetemp().parent / "smoke"
+    shared.mkdir(exist_ok=True)
+    built = shared / "built"  # the path of the finished run, written once it has finished
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():  # a worker whose build failed left no mark: build it here
+            project = _smoke_run(shared / f"project-{worker_id}")
+            built.write_text(str(project.path))
+    return KedroProject(Path(built.read_text()))
+
+
+def _smoke_run(project: Path) -> KedroProject:
+    copy = create_project_copy(project)
+    copy.run("--env", "smoke", wandb=True)
+    return copy
 
 
 @pytest.fixture
