@@ -285,9 +285,8 @@ main()
 def test_a_full_disk_ends_in_one_line_and_leaves_the_previous_set_whole(smoke_copy):
     out = smoke_copy.data(OUTPUT_DIR)
     before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
-    result = subprocess.run([sys.executable, "-c", FULL_DISK_RUN], cwd=smoke_copy.path,
-                            env=smoke_copy.environment(), capture_output=True, text=True,
-                            timeout=600)
+    result = warm_python.run([sys.executable, "-c", FULL_DISK_RUN], smoke_copy.path,
+                             smoke_copy.environment(), timeout=600)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [f"Error: No space left on device while writing {out.resolve()}"
