@@ -39,7 +39,7 @@ def test_the_mean_fusion_grades_by_the_mean_of_the_calibrated_heads():
     temperatures = {"head_a": 0.5, "head_b": 2.0, "ensemble": 1.5}
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        ensemble, heads, weights, entropy, _, referable, _, _ = InferenceGraph(model, temperatures, "mean")(images)
+        ensemble, heads, weights, entropy, _, referable, *_ = InferenceGraph(model, temperatures, "mean")(images)
         gated = InferenceGraph(model, temperatures)(images)
         out = model(images, active_mask=(1, 1, 0))
     expected = F.softmax(heads[:, :2].mean(dim=1).log() / 1.5, dim=-1)

@@ -60,14 +60,27 @@ def test_export_writes_model_onnx_that_matches_torch_on_the_test_images(smoke_co
     assert session.get_modelmeta().custom_metadata_map["qsight.gate_features_output"] == "encoder_features"
     assert session.get_outputs()[-1].shape[1] == loaded.model.encoder.num_features
     blank = np.zeros((512, 512, 3), np.uint8)
-    features = session.run([info["gate_features_output"]], {"images": normalise(
-        np.stack([decode(p, loaded.preprocessing) for p in [*paths, blank]]), loaded.preprocessing).numpy()})[0]
+    batch = normalise(np.stack([decode(p, loaded.preprocessing) for p in [*paths, blank]]), loaded.preprocessing)
+    features, logits = session.run([info["gate_features_output"], "classical_logits"], {"images": batch.numpy()})
     measured = [gradability_picture(p) for p in [*paths, blank]]  # at the analysis size
     api = predict_images(loaded, [*paths, blank])
     for (picture, original), row, result in zip(measured, features, api, strict=True):
         verdict = verdict_for(picture, original, row, gates)
         assert (verdict["gradable"], verdict["in_distribution"]) == (result.gradable, result.in_distribution)
     assert api[-1].gradable is False and api[-1].decision == "refer for manual grading"
+    # A gate that scores the heads' logits (gate.ood_detector: energy): the consumer passes the
+    # classical_logits row too, and still gets the API's verdict and score.
+    import dataclasses
+
+    from qsight_pipeline.inference.gate import effective_gates
+    from tests.test_inference_gate import with_detector
+
+    energy = with_detector(gates, "energy")
+    api = predict_images(dataclasses.replace(loaded, gates=effective_gates(energy)), [*paths, blank])
+    for (picture, original), row, row_logits, result in zip(measured, features, logits, api, strict=True):
+        verdict = verdict_for(picture, original, row, energy, row_logits)
+        assert (verdict["gradable"], verdict["in_distribution"]) == (result.gradable, result.in_distribution)
+        assert verdict["ood_distance"] == pytest.approx(result.ood_distance, rel=1e-4, abs=1e-4)
 
 
 def _tiny(encoding: str) -> LoadedModel:

@@ -408,6 +408,36 @@ def test_the_encoder_features_flag_every_non_fundus_photograph_and_an_old_gate_s
     assert result.ood_distance == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+def with_detector(gates: dict, name: str) -> dict:
+    """``gates`` with the saved ``name`` detector in use (each is fitted with its own threshold)."""
+    fitted = gates["ood"]["detectors"][name]
+    return {**gates, "ood": {**gates["ood"], "detector": name, "threshold": fitted["threshold"]}}
+
+
+@pytest.mark.parametrize("detector", ["energy", "vim"])
+def test_a_gate_that_scores_the_logits_grades_new_photographs(smoke_project, detector):
+    """`gate.ood_detector: energy` or `vim` (documented choices, fitted on the heads' logits):
+    predict scores each photograph with the logits of the graph, the same score as the heads'
+    own logits give, instead of failing for want of them."""
+    import dataclasses
+
+    import torch
+
+    loaded = load_model(_model_dir(smoke_project))
+    model = dataclasses.replace(loaded, gates=gating.effective_gates(with_detector(loaded.gates, detector)))
+    photographs = [*sorted(SAMPLE.glob("*.jpeg"))[:2], _retina(512)]
+    results = predict_images(model, photographs)
+    for photograph, result in zip(photographs, results, strict=True):
+        with torch.no_grad():
+            picture = decode(photograph, model.preprocessing)[None]
+            out = model.model(normalise(picture, model.preprocessing).to(model.device))
+        logits = ((out["logits_head_a"] + out["logits_head_b"]) / 2).numpy()
+        expected = float(ood.ood_score(out["encoder_features"].numpy(), model.gates["ood"], logits)[0])
+        assert result.ood_distance == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        assert result.in_distribution is (expected <= model.gates["ood"]["threshold"])
+        assert result.decision in ("refer", "no referral", "refer for manual grading")
+
+
 def test_a_real_fundus_photograph_is_gradable_but_unlike_the_sample(smoke_project):
     """scikit-image's retina: another camera's good photograph. Gradable, and out of
     distribution for a model trained on the synthetic sample (that is the other check's job)."""

@@ -323,7 +323,8 @@ def verdict_for(
     graph's row of the output the gate scores (``features``: ``gates["ood"]["features"]``, also
     ``model_onnx_info.json``'s ``gate_features_output``; ``compressed_features`` for a gate saved
     without a ``space``) and ``gates`` from ``model_onnx_info.json`` (NumPy and SciPy only).
-    ``logits``: the classical heads' mean logits, for a detector that needs them."""
+    ``logits``: the graph's ``classical_logits`` row (the classical heads' mean logits), which
+    the ``energy`` and ``vim`` detectors score; the others ignore it."""
     gates = effective_gates(gates)
     score = None
     if gates.get("ood") is not None and features is not None:

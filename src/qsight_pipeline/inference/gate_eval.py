@@ -162,16 +162,14 @@ def model_outputs(
     if space is None:
         space = ood.ood_space((loaded.gates or {}).get("ood") or {})
     index = OUTPUT_NAMES.index(ood.SPACE_OUTPUTS[space])
-    compressed_index = OUTPUT_NAMES.index("compressed_features")
+    logits_index = OUTPUT_NAMES.index("classical_logits")
     features, logits = [], []
     for start in range(0, len(images), batch_size):
         chunk = np.asarray(images[start : start + batch_size])
         with torch.no_grad():
             outputs = loaded.graph(normalise(chunk, loaded.preprocessing).to(loaded.device))
-            compressed = outputs[compressed_index].float()
-            heads = torch.stack([loaded.model.head_a(compressed), loaded.model.head_b(compressed)])
         features.append(outputs[index].float().cpu().numpy())
-        logits.append(heads.mean(dim=0).float().cpu().numpy())
+        logits.append(outputs[logits_index].float().cpu().numpy())
     if not features:
         return np.zeros((0, 1)), np.zeros((0, 1))
     return np.concatenate(features), np.concatenate(logits)

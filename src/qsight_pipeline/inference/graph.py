@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qsight_pipeline.constants import ENSEMBLE, HEADS, NUM_GRADES, REFERABLE_GRADE
+from qsight_pipeline.constants import ENSEMBLE, HEAD_A, HEAD_B, HEADS, NUM_GRADES, REFERABLE_GRADE
 from qsight_pipeline.models.fusion_rules import (  # noqa: F401  (re-exported: the graph's callers)
     FUSIONS,
     GATED,
@@ -32,6 +32,7 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "entropy",  # (B,) entropy (nats) of the calibrated ensemble: the uncertainty
     "disagreement",  # (B,) weighted Jensen-Shannon divergence between the heads
     "referable_probability",  # (B,) calibrated P(grade >= 2)
+    "classical_logits",  # (B, 5) the two classical heads' mean raw logits: the energy and ViM gates read them
     "compressed_features",  # (B, compressed_dim): what a gate saved before "space" measures
     "encoder_features",  # (B, encoder width): the encoder's pooled features, what the gate measures
 )
@@ -90,6 +91,8 @@ class InferenceGraph(nn.Module):
             _entropy(ensemble),
             disagreement,
             ensemble[:, REFERABLE_GRADE:].sum(dim=-1),
+            # as the gate was fitted (inference.gate.ood_splits): uncalibrated, the plain mean
+            (out[f"logits_{HEAD_A}"].float() + out[f"logits_{HEAD_B}"].float()) / 2,
             out["compressed"].float(),
             out["encoder_features"].float(),
         )

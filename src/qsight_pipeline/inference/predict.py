@@ -172,20 +172,25 @@ def _prediction(
         refer=bool(referable >= threshold),
         needs_review=bool(review is not None and entropy > review),
     )
-    apply_gate(prediction, loaded.gates, quality or {}, features)
+    apply_gate(prediction, loaded.gates, quality or {}, features, named["classical_logits"])
     return prediction
 
 
 def apply_gate(
     prediction: Prediction, gates: dict[str, Any] | None, quality: dict[str, float],
-    features: np.ndarray | None,
+    features: np.ndarray | None, logits: np.ndarray | None = None,
 ) -> None:
-    """Set the gate fields and the decision of a graded ``prediction`` (the rule of this module)."""
+    """Set the gate fields and the decision of a graded ``prediction`` (the rule of this module).
+
+    ``features``: the row of the graph's output the gate scores; ``logits``: its
+    ``classical_logits`` row, which the ``energy`` and ``vim`` detectors read.
+    """
     prediction.quality = dict(quality)
     if gates is not None:
         distance = None
         if gates.get("ood") is not None and features is not None:
-            distance = float(gating.ood_score(np.asarray(features)[None, :], gates["ood"])[0])
+            rows = None if logits is None else np.asarray(logits)[None, :]
+            distance = float(gating.ood_score(np.asarray(features)[None, :], gates["ood"], rows)[0])
         verdict = gating.gate_verdict(quality, distance, gates)
         prediction.gradable = verdict["gradable"]
         prediction.gradability_reasons = verdict["gradability_reasons"]
