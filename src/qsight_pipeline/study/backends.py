@@ -83,9 +83,12 @@ def _dask_client(address: str | None, workers: int) -> Iterator[None]:
             yield
         return
     # One single-threaded worker process per trial slot, as loky's: torch gets one thread each.
-    with _environment_kept(), LocalCluster(n_workers=workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        _environment_kept(),
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                     dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         logger.info("Quantum study: trials on a local Dask cluster of %d worker(s), dashboard %s",
                     workers, client.dashboard_link)
         yield
