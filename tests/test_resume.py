@@ -189,3 +189,40 @@ def test_damaged_checkpoint_is_skipped(tmp_path, caplog):
         )
     assert [args[0] for args in _checkpoint_warnings(caplog)] == [newest]  # the damaged file
     assert [r["epoch"] for r in epochs] == [2]  # resumed after epoch 1
+
+
+def test_a_resume_with_another_thread_count_says_its_numbers_will_differ(tmp_path, caplog):
+    """CPU sums depend on the number of torch threads: a resume on another machine (or with
+    another OMP_NUM_THREADS) continues, and says its numbers will not match an uninterrupted run."""
+    stage = [{**CLASSICAL, "num_epochs": 2}]
+    train, val = loaders(n_train=32, n_val=32)
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
+    torch.set_num_threads(other)
+    try:
+        train_stages(tiny_model(), stage, train, val, settings(checkpoint_dir=tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+
+    def resumed_epochs() -> tuple[list[int], list[str]]:
+        (tmp_path / "stage_classical_epoch_2.pth").unlink()  # resume after epoch 1
+        epochs = []
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            train_stages(tiny_model(), stage, train, val,
+                         settings(checkpoint_dir=tmp_path, epoch_callback=epochs.append))
+        warned = [r.getMessage() for r in caplog.records if "torch thread" in r.getMessage()]
+        return [r["epoch"] for r in epochs], warned
+
+    epochs, warned = resumed_epochs()
+    assert epochs == [2]
+    assert len(warned) == 1 and f"{other} torch thread(s) and this run has {threads}" in warned[0]
+    assert f"OMP_NUM_THREADS={other}" in warned[0]
+    # The epoch-1 file is still the one written with `other` threads; after a run with this
+    # process's count wrote both epochs, a resume with the same count says nothing.
+    train_stages(tiny_model(), stage, train, val, settings(checkpoint_dir=tmp_path / "same"))
+    (tmp_path / "stage_classical_epoch_1.pth").unlink()
+    for path in (tmp_path / "same").iterdir():
+        path.rename(tmp_path / path.name)
+    epochs, warned = resumed_epochs()
+    assert epochs == [2] and warned == []

@@ -333,6 +333,15 @@ def _find_resume(run: _Run, stages: Sequence[Stage]) -> dict[str, Any] | None:
             resume["epoch"],
             settings.checkpoint_dir,
         )
+        saved, now = resume.get("torch_threads"), torch.get_num_threads()
+        if run.device.type == "cpu" and saved is not None and saved != now:
+            logger.warning(
+                "The checkpoint was written by a run with %d torch thread(s) and this run has %d: "
+                "it continues from there, but with another thread count the CPU sums in another "
+                "order, so its numbers will not be those of an uninterrupted run "
+                "(OMP_NUM_THREADS=%d resumes as it was written).",
+                saved, now, saved,
+            )
     return resume
 
 
@@ -464,6 +473,7 @@ def _save_stage_checkpoint(run: _Run, current: _StageRun, epoch: int) -> None:
             "optimizer": current.optimizer.state_dict(),
             "scaler": current.scaler.state_dict(),
             "rng": capture_rng_state((run.train_loader, run.val_loader)),
+            "torch_threads": torch.get_num_threads(),  # CPU results depend on it (docs: determinism)
             "history": progress.history,
             # Saving the best weights twice is wasteful when they are this epoch's.
             "best": {**best, "state": None if best["epoch"] == epoch else best["state"]},
