@@ -241,3 +241,42 @@ def plant_look_alikes(folder: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine")
     return paths
+
+
+# The suite works in temporary folders: the repository's own data, configuration and kedro-viz
+# folders must look the same after it as before (an in-process Kedro session run from the
+# repository once left kedro-viz's `.viz/stats.json` there). Checked by the controlling process,
+# after every xdist worker has finished.
+WATCHED = ("data", "conf", ".viz")
+_BEFORE = pytest.StashKey[dict[str, int] | None]()
+
+
+def _repository_files() -> dict[str, int] | None:
+    """{path: mtime_ns} of every file under :data:`WATCHED` (None outside a git checkout)."""
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    found = {}
+    for top in WATCHED:
+        for path in (REPO_ROOT / top).rglob("*"):
+            if path.is_file() and "01_raw" not in path.parts and "__pycache__" not in path.parts:
+                found[str(path.relative_to(REPO_ROOT))] = path.stat().st_mtime_ns
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        session.config.stash[_BEFORE] = _repository_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    after = _repository_files() or {}
+    changed = sorted(p for p in after.keys() | before.keys() if after.get(p) != before.get(p))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"The suite changed files of the repository: {', '.join(changed[:10])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+

@@ -19,12 +19,16 @@ ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) 
 
 
 def _run_export_pipeline(project) -> None:
-    """The export pipeline, in process, on the project's own catalog (no second kedro start-up)."""
+    """The export pipeline, in process, on the project's own catalog (no second kedro start-up),
+    from inside the project as `kedro run` is (kedro-viz's hook writes `.viz/` where it runs)."""
+    import contextlib
+
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project.path)
-    with KedroSession.create(project_path=project.path, env="smoke") as session:
+    with contextlib.chdir(project.path), KedroSession.create(project_path=project.path,
+                                                             env="smoke") as session:
         session.run(pipeline_names=["export"])
 
 
