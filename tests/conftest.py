@@ -279,4 +279,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"The suite changed files of the repository: {', '.join(changed[:10])}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-

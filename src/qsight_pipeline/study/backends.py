@@ -106,9 +106,12 @@ def _environment_kept() -> Iterator[None]:
     before = dict(os.environ)
     try:
         yield
-    finally:
-        os.environ.clear()
-        os.environ.update(before)
+    finally:  # only what changed: the environment is never empty for the process's other threads
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        for name, value in before.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
